@@ -1,0 +1,25 @@
+//! The NVMe/TCP wire layer.
+//!
+//! * [`pdu`]: the nine PDU types as zero-copy views over byte buffers (`*Pdu<T: AsRef<[u8]>>`)
+//!   with checked constructors, and owned representations (`*Repr`) that parse and emit.
+//! * [`digest`]: CRC32C header and data digests.
+//! * [`validate`]: receive-side header validation in spec order, returning errors that know the
+//!   Termination Request FES/FEI to send.
+//! * [`framer`]: a streaming PDU framer over arbitrarily chunked bytes.
+//! * [`nvme`]: NVMe structures (SQE, CQE, SGL, Fabrics, Identify, log pages, features).
+//!
+//! No I/O happens here and nothing on the parse path allocates.
+//!
+//! ```
+//! use nvme_tcp_wire::digest::crc32c;
+//! assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod digest;
+pub mod error;
+pub mod pdu;
+
+pub use error::{Fes, WireError};

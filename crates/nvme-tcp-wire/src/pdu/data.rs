@@ -1,0 +1,239 @@
+//! H2CData and C2HData PDUs (same 24-byte header layout; TTAG is reserved in C2HData).
+
+use super::common::{CH_LEN, CommonHeader, CommonHeaderRepr, PduFlags, PduType, data_pdo};
+use crate::error::{Result, WireError};
+
+/// HLEN of H2CData and C2HData.
+pub const DATA_PDU_HLEN: usize = 24;
+
+mod field {
+    use std::ops::Range;
+    pub const CCCID: Range<usize> = 8..10;
+    pub const TTAG: Range<usize> = 10..12;
+    pub const DATAO: Range<usize> = 12..16;
+    pub const DATAL: Range<usize> = 16..20;
+    pub const RSVD: Range<usize> = 20..24;
+}
+
+/// A view of an H2CData or C2HData PDU header.
+#[derive(Debug, Clone, Copy)]
+pub struct DataPdu<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> DataPdu<T> {
+    /// Wraps a buffer without checking its length.
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+    /// Wraps a buffer holding at least the 24-byte header.
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let have = buffer.as_ref().len();
+        if have < DATA_PDU_HLEN {
+            return Err(WireError::Truncated {
+                needed: DATA_PDU_HLEN,
+                have,
+            });
+        }
+        Ok(Self { buffer })
+    }
+    /// The common header.
+    pub fn ch(&self) -> CommonHeader<&[u8]> {
+        CommonHeader::new_unchecked(&self.buffer.as_ref()[..CH_LEN])
+    }
+    /// CCCID: command capsule CID of the command this data belongs to.
+    #[inline]
+    pub fn cccid(&self) -> u16 {
+        let b = self.buffer.as_ref();
+        u16::from_le_bytes([b[field::CCCID.start], b[field::CCCID.start + 1]])
+    }
+    /// TTAG (H2CData only; reserved in C2HData).
+    #[inline]
+    pub fn ttag(&self) -> u16 {
+        let b = self.buffer.as_ref();
+        u16::from_le_bytes([b[field::TTAG.start], b[field::TTAG.start + 1]])
+    }
+    /// DATAO: offset of this PDU's data within the command's data.
+    #[inline]
+    pub fn datao(&self) -> u32 {
+        let b = &self.buffer.as_ref()[field::DATAO];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+    /// DATAL: length of this PDU's data.
+    #[inline]
+    pub fn datal(&self) -> u32 {
+        let b = &self.buffer.as_ref()[field::DATAL];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+    /// The reserved bytes 20..24.
+    pub fn reserved(&self) -> u32 {
+        let b = &self.buffer.as_ref()[field::RSVD];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> DataPdu<T> {
+    /// Mutable common header.
+    pub fn ch_mut(&mut self) -> CommonHeader<&mut [u8]> {
+        CommonHeader::new_unchecked(&mut self.buffer.as_mut()[..CH_LEN])
+    }
+    /// Sets CCCID.
+    pub fn set_cccid(&mut self, v: u16) {
+        self.buffer.as_mut()[field::CCCID].copy_from_slice(&v.to_le_bytes());
+    }
+    /// Sets TTAG.
+    pub fn set_ttag(&mut self, v: u16) {
+        self.buffer.as_mut()[field::TTAG].copy_from_slice(&v.to_le_bytes());
+    }
+    /// Sets DATAO.
+    pub fn set_datao(&mut self, v: u32) {
+        self.buffer.as_mut()[field::DATAO].copy_from_slice(&v.to_le_bytes());
+    }
+    /// Sets DATAL.
+    pub fn set_datal(&mut self, v: u32) {
+        self.buffer.as_mut()[field::DATAL].copy_from_slice(&v.to_le_bytes());
+    }
+    /// Zeroes the reserved bytes.
+    pub fn clear_reserved(&mut self) {
+        self.buffer.as_mut()[field::RSVD].fill(0);
+    }
+}
+
+/// An H2CData or C2HData header as an owned value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataPduRepr {
+    /// [`PduType::H2cData`] or [`PduType::C2hData`].
+    pub pdu_type: PduType,
+    /// LAST_PDU / SUCCESS; digest flags are derived from `hdgst`/`ddgst`.
+    pub flags: PduFlags,
+    /// Header digest present.
+    pub hdgst: bool,
+    /// Data digest present.
+    pub ddgst: bool,
+    /// PDO alignment of the receiver (HPDA for C2H, CPDA for H2C), 0's based dwords.
+    pub pda: u8,
+    /// CCCID.
+    pub cccid: u16,
+    /// TTAG (0 for C2HData).
+    pub ttag: u16,
+    /// DATAO.
+    pub datao: u32,
+    /// DATAL.
+    pub datal: u32,
+}
+
+impl DataPduRepr {
+    /// Parses a data PDU header. The caller validates the common header first
+    /// ([`crate::validate`]); this only reads fields.
+    pub fn parse<T: AsRef<[u8]>>(pdu: &DataPdu<T>) -> Result<Self> {
+        let ch = CommonHeaderRepr::parse(&pdu.ch())?;
+        if !matches!(ch.pdu_type, PduType::H2cData | PduType::C2hData) {
+            return Err(WireError::invalid("PDU-TYPE", 0, "not a data PDU"));
+        }
+        let hdr = ch.header_len() as u32;
+        // Recover the PDA that produced this PDO (the smallest alignment that gives it).
+        let pda = (0..=super::MAX_PDA)
+            .find(|&p| data_pdo(ch.hlen, ch.has_hdgst(), p) as u32 == ch.pdo as u32)
+            .unwrap_or(if ch.pdo as u32 > hdr {
+                super::MAX_PDA
+            } else {
+                0
+            });
+        Ok(Self {
+            pdu_type: ch.pdu_type,
+            flags: ch.flags.difference(PduFlags::HDGSTF | PduFlags::DDGSTF),
+            hdgst: ch.has_hdgst(),
+            ddgst: ch.has_ddgst(),
+            pda,
+            cccid: pdu.cccid(),
+            ttag: pdu.ttag(),
+            datao: pdu.datao(),
+            datal: pdu.datal(),
+        })
+    }
+
+    /// The common header this PDU carries.
+    pub fn common(&self) -> CommonHeaderRepr {
+        let mut flags = self.flags;
+        flags.set(PduFlags::HDGSTF, self.hdgst);
+        flags.set(PduFlags::DDGSTF, self.ddgst && self.datal > 0);
+        let pdo = data_pdo(DATA_PDU_HLEN as u8, self.hdgst, self.pda);
+        let plen = pdo as u32 + self.datal + if self.ddgst && self.datal > 0 { 4 } else { 0 };
+        CommonHeaderRepr {
+            pdu_type: self.pdu_type,
+            flags,
+            hlen: DATA_PDU_HLEN as u8,
+            pdo,
+            plen,
+        }
+    }
+
+    /// Bytes of header, header digest and padding before the data (= PDO).
+    pub fn header_and_pad_len(&self) -> usize {
+        self.common().pdo as usize
+    }
+
+    /// Writes the 24-byte header (not the header digest or padding).
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, pdu: &mut DataPdu<T>) {
+        self.common().emit(&mut pdu.ch_mut());
+        pdu.set_cccid(self.cccid);
+        pdu.set_ttag(if self.pdu_type == PduType::C2hData {
+            0
+        } else {
+            self.ttag
+        });
+        pdu.set_datao(self.datao);
+        pdu.set_datal(self.datal);
+        pdu.clear_reserved();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // C2HData, HDGST+DDGST, LAST_PDU, CCCID 0x1234, DATAO 0x1000, DATAL 0x200, PDA 0.
+    static C2H_BYTES: [u8; 24] = [
+        0x07, 0x07, 24, 28, 0x20, 0x02, 0x00, 0x00, // CH: plen = 28 + 512 + 4 = 544
+        0x34, 0x12, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, // CCCID, rsvd, DATAO
+        0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // DATAL, rsvd
+    ];
+
+    fn repr() -> DataPduRepr {
+        DataPduRepr {
+            pdu_type: PduType::C2hData,
+            flags: PduFlags::LAST_PDU,
+            hdgst: true,
+            ddgst: true,
+            pda: 0,
+            cccid: 0x1234,
+            ttag: 0,
+            datao: 0x1000,
+            datal: 0x200,
+        }
+    }
+
+    #[test]
+    fn deconstruct() {
+        let p = DataPdu::new_checked(&C2H_BYTES[..]).unwrap();
+        assert_eq!(p.ch().pdu_type(), Some(PduType::C2hData));
+        assert_eq!(p.ch().plen(), 544);
+        assert_eq!(p.cccid(), 0x1234);
+        assert_eq!(p.datao(), 0x1000);
+        assert_eq!(p.datal(), 0x200);
+    }
+
+    #[test]
+    fn parse_and_emit() {
+        let p = DataPdu::new_checked(&C2H_BYTES[..]).unwrap();
+        assert_eq!(DataPduRepr::parse(&p).unwrap(), repr());
+        let mut buf = [0xAAu8; 24];
+        repr().emit(&mut DataPdu::new_unchecked(&mut buf[..]));
+        assert_eq!(buf, C2H_BYTES);
+    }
+
+    #[test]
+    fn truncated_buffer_is_refused() {
+        assert!(DataPdu::new_checked(&C2H_BYTES[..23]).is_err());
+    }
+}
