@@ -23,3 +23,6 @@ pub mod error;
 pub mod pdu;
 
 pub use error::{Fes, WireError};
+pub mod framer;
+pub mod nvme;
+pub mod validate;

@@ -1,0 +1,1 @@
+//! Streaming PDU framer. TODO(issue 2): being written.

@@ -1,0 +1,1 @@
+//! NVMe structures. TODO(issue 2): being written.

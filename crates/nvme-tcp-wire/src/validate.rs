@@ -1,0 +1,1 @@
+//! Receive-side PDU header validation. TODO(issue 2): being written.
