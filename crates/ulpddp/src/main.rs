@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod perf;
 
 /// NVMe/TCP with direct data placement receive offload.
 #[derive(Parser, Debug)]

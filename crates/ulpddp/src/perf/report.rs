@@ -1,0 +1,182 @@
+//! The end-of-run report: a table for people, JSON for machines.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Latency {
+    /// Median.
+    pub p50_us: f64,
+    /// 90th percentile.
+    pub p90_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Maximum.
+    pub max_us: f64,
+    /// Mean.
+    pub mean_us: f64,
+}
+
+impl Latency {
+    /// Percentiles of a histogram recorded in nanoseconds.
+    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            p50_us: us(h.value_at_quantile(0.50)),
+            p90_us: us(h.value_at_quantile(0.90)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            p999_us: us(h.value_at_quantile(0.999)),
+            max_us: us(h.max()),
+            mean_us: h.mean() / 1000.0,
+        }
+    }
+}
+
+/// The result of one perf job.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobResult {
+    /// Short description, e.g. `read 128KiB qd32 q1 ddgst`.
+    pub name: String,
+    /// Completed I/Os.
+    pub ios: u64,
+    /// Bytes moved (read + written).
+    pub bytes: u64,
+    /// Wall seconds of the measured phase.
+    pub seconds: f64,
+    /// I/Os per second.
+    pub iops: f64,
+    /// MiB per second.
+    pub mib_s: f64,
+    /// Latency of the completed I/Os.
+    pub latency: Latency,
+    /// CPU seconds of the host's threads during the measured phase.
+    pub cpu_host_s: f64,
+    /// CPU seconds of the target's threads (embedded target only).
+    pub cpu_target_s: Option<f64>,
+    /// Host CPU seconds per GiB moved.
+    pub host_cpu_s_per_gib: f64,
+    /// Throughput divided by the raw TCP baseline of the same run, when measured.
+    pub ratio_to_baseline: Option<f64>,
+    /// I/Os whose data failed `--verify` (always 0 unless something is broken).
+    pub verify_errors: u64,
+    /// I/Os that completed with an error status.
+    pub io_errors: u64,
+}
+
+impl JobResult {
+    /// Fills in the derived fields from the raw counts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        ios: u64,
+        bytes: u64,
+        seconds: f64,
+        hist: &Histogram<u64>,
+        cpu_host_s: f64,
+        cpu_target_s: Option<f64>,
+        baseline_mib_s: Option<f64>,
+    ) -> Self {
+        let seconds = seconds.max(1e-9);
+        let mib_s = bytes as f64 / seconds / (1024.0 * 1024.0);
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        Self {
+            name,
+            ios,
+            bytes,
+            seconds,
+            iops: ios as f64 / seconds,
+            mib_s,
+            latency: Latency::from_histogram(hist),
+            cpu_host_s,
+            cpu_target_s,
+            host_cpu_s_per_gib: if gib > 0.0 { cpu_host_s / gib } else { 0.0 },
+            ratio_to_baseline: baseline_mib_s.filter(|b| *b > 0.0).map(|b| mib_s / b),
+            verify_errors: 0,
+            io_errors: 0,
+        }
+    }
+}
+
+/// Renders results as a plain-text table.
+pub fn table(results: &[JobResult], baseline_mib_s: Option<f64>) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<34} {:>10} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>7}\n",
+        "job",
+        "IOPS",
+        "MiB/s",
+        "p50 us",
+        "p90 us",
+        "p99 us",
+        "p99.9 us",
+        "max us",
+        "host s",
+        "tgt s",
+        "host s/GiB",
+        "/tcp"
+    ));
+    for r in results {
+        out.push_str(&format!(
+            "{:<34} {:>10.0} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>8.2} {:>8} {:>9.3} {:>7}\n",
+            r.name,
+            r.iops,
+            r.mib_s,
+            r.latency.p50_us,
+            r.latency.p90_us,
+            r.latency.p99_us,
+            r.latency.p999_us,
+            r.latency.max_us,
+            r.cpu_host_s,
+            r.cpu_target_s.map(|c| format!("{c:.2}")).unwrap_or_else(|| "-".into()),
+            r.host_cpu_s_per_gib,
+            r.ratio_to_baseline.map(|x| format!("{:.0}%", x * 100.0)).unwrap_or_else(|| "-".into()),
+        ));
+        if r.io_errors > 0 || r.verify_errors > 0 {
+            out.push_str(&format!(
+                "  !! {} I/O errors, {} verify errors\n",
+                r.io_errors, r.verify_errors
+            ));
+        }
+    }
+    if let Some(b) = baseline_mib_s {
+        out.push_str(&format!(
+            "raw TCP baseline (1 stream, loopback, sender/receiver pinned): {b:.1} MiB/s\n"
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_figures_follow_the_counts() {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        for v in [1000u64, 2000, 3000, 4000] {
+            h.record(v).unwrap();
+        }
+        let r = JobResult::new(
+            "x".into(),
+            4,
+            4 << 30,
+            2.0,
+            &h,
+            1.0,
+            Some(0.5),
+            Some(4096.0),
+        );
+        assert_eq!(r.iops, 2.0);
+        assert_eq!(r.mib_s, 2048.0);
+        assert_eq!(r.host_cpu_s_per_gib, 0.25);
+        assert_eq!(r.ratio_to_baseline, Some(0.5));
+        assert!(r.latency.p50_us >= 1.9 && r.latency.p50_us <= 2.1);
+        assert!(table(&[r], Some(4096.0)).contains("4096.0 MiB/s"));
+    }
+}

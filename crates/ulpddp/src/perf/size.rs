@@ -1,0 +1,69 @@
+//! Byte sizes as users type them: `4096`, `4k`, `128KiB`, `1g`, `2MB` (binary multiples).
+
+/// Parses a size; suffixes k/m/g/t (optionally followed by `b`, `ib`) are powers of 1024.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let digits_end = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    if digits_end == 0 {
+        return Err(format!(
+            "invalid size {s:?}: expected a number with an optional k/m/g/t suffix"
+        ));
+    }
+    let n: u64 = lower[..digits_end]
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: number too large"))?;
+    let shift = match &lower[digits_end..] {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => return Err(format!("invalid size {s:?}: unknown suffix {other:?}")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("invalid size {s:?}: too large"))
+}
+
+/// Formats a byte count with a binary suffix (`128KiB`).
+pub fn format_size(n: u64) -> String {
+    for (shift, suffix) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if n >= 1 << shift && n % (1 << shift) == 0 {
+            return format!("{}{}", n >> shift, suffix);
+        }
+    }
+    format!("{n}B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_the_usual_spellings() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("4k").unwrap(), 4096);
+        assert_eq!(parse_size("128KiB").unwrap(), 131072);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("2mb").unwrap(), 2 << 20);
+    }
+
+    #[test]
+    fn rejects_garbage_and_overflow() {
+        assert!(parse_size("").is_err());
+        assert!(parse_size("k").is_err());
+        assert!(parse_size("12x").is_err());
+        assert!(parse_size("99999999999999999999").is_err());
+        assert!(parse_size("99999999999t").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn format_then_parse_round_trips(n in 0u64..(1 << 50)) {
+            prop_assert_eq!(parse_size(&format_size(n)).unwrap(), n);
+        }
+    }
+}
