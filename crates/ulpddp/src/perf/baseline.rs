@@ -35,10 +35,10 @@ impl Baseline {
 }
 
 fn pin_to(core: usize) {
-    if let Some(ids) = core_affinity::get_core_ids() {
-        if !ids.is_empty() {
-            core_affinity::set_for_current(ids[core % ids.len()]);
-        }
+    if let Some(ids) = core_affinity::get_core_ids()
+        && !ids.is_empty()
+    {
+        core_affinity::set_for_current(ids[core % ids.len()]);
     }
 }
 

@@ -47,10 +47,10 @@ pub fn snapshot() -> Vec<ThreadCpu> {
         let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        if let Ok(line) = std::fs::read_to_string(e.path().join("stat")) {
-            if let Some(t) = parse_stat(tid, &line) {
-                out.push(t);
-            }
+        if let Ok(line) = std::fs::read_to_string(e.path().join("stat"))
+            && let Some(t) = parse_stat(tid, &line)
+        {
+            out.push(t);
         }
     }
     out

@@ -30,7 +30,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Formats a byte count with a binary suffix (`128KiB`).
 pub fn format_size(n: u64) -> String {
     for (shift, suffix) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
             return format!("{}{}", n >> shift, suffix);
         }
     }
