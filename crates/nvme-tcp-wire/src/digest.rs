@@ -5,6 +5,8 @@
 
 use crc_fast::{CrcAlgorithm, Digest};
 
+use crate::error::WireError;
+
 /// Length of a header or data digest on the wire.
 pub const DIGEST_LEN: usize = 4;
 
@@ -12,6 +14,32 @@ pub const DIGEST_LEN: usize = 4;
 #[inline]
 pub fn crc32c(data: &[u8]) -> u32 {
     crc_fast::checksum(CrcAlgorithm::Crc32Iscsi, data) as u32
+}
+
+/// HDGST of a header: CRC32C over its HLEN bytes (CH + PSH).
+#[inline]
+pub fn header_digest(header: &[u8]) -> u32 {
+    crc32c(header)
+}
+
+/// DDGST of a PDU's data (not its padding), as the 4 bytes sent after the data.
+#[inline]
+pub fn data_digest(data: &[u8]) -> [u8; DIGEST_LEN] {
+    crc32c(data).to_le_bytes()
+}
+
+/// Compares a computed data digest with the 4 received DDGST bytes.
+///
+/// A mismatch is [`WireError::DataDigest`]: per command, not a Termination Request
+/// ([`WireError::termination`] is `None`); how to complete the command is the caller's policy.
+#[inline]
+pub fn check_data_digest(computed: u32, received: [u8; DIGEST_LEN]) -> Result<(), WireError> {
+    let received = u32::from_le_bytes(received);
+    if computed == received {
+        Ok(())
+    } else {
+        Err(WireError::DataDigest { received, computed })
+    }
 }
 
 /// An incremental CRC32C, for data that arrives in pieces (a PDU's data split over several
@@ -69,6 +97,14 @@ mod tests {
     #[test]
     fn check_value_matches_the_catalogue() {
         assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn data_digest_is_little_endian_crc32c() {
+        assert_eq!(data_digest(b"123456789"), [0x83, 0x92, 0x06, 0xE3]);
+        assert!(check_data_digest(0xE306_9283, [0x83, 0x92, 0x06, 0xE3]).is_ok());
+        let err = check_data_digest(1, [0x83, 0x92, 0x06, 0xE3]).unwrap_err();
+        assert_eq!(err.termination(), None);
     }
 
     #[test]

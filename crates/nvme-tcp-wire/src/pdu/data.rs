@@ -1,6 +1,7 @@
 //! H2CData and C2HData PDUs (same 24-byte header layout; TTAG is reserved in C2HData).
 
 use super::common::{CH_LEN, CommonHeader, CommonHeaderRepr, PduFlags, PduType, data_pdo};
+use super::emit::EmitHeader;
 use crate::error::{Result, WireError};
 
 /// HLEN of H2CData and C2HData.
@@ -130,15 +131,7 @@ impl DataPduRepr {
         if !matches!(ch.pdu_type, PduType::H2cData | PduType::C2hData) {
             return Err(WireError::invalid("PDU-TYPE", 0, "not a data PDU"));
         }
-        let hdr = ch.header_len() as u32;
-        // Recover the PDA that produced this PDO (the smallest alignment that gives it).
-        let pda = (0..=super::MAX_PDA)
-            .find(|&p| data_pdo(ch.hlen, ch.has_hdgst(), p) as u32 == ch.pdo as u32)
-            .unwrap_or(if ch.pdo as u32 > hdr {
-                super::MAX_PDA
-            } else {
-                0
-            });
+        let pda = super::pda_for_pdo(ch.hlen, ch.has_hdgst(), ch.pdo);
         Ok(Self {
             pdu_type: ch.pdu_type,
             flags: ch.flags.difference(PduFlags::HDGSTF | PduFlags::DDGSTF),
@@ -158,7 +151,9 @@ impl DataPduRepr {
         flags.set(PduFlags::HDGSTF, self.hdgst);
         flags.set(PduFlags::DDGSTF, self.ddgst && self.datal > 0);
         let pdo = data_pdo(DATA_PDU_HLEN as u8, self.hdgst, self.pda);
-        let plen = pdo as u32 + self.datal + if self.ddgst && self.datal > 0 { 4 } else { 0 };
+        let plen = (pdo as u32)
+            .saturating_add(self.datal)
+            .saturating_add(if self.ddgst && self.datal > 0 { 4 } else { 0 });
         CommonHeaderRepr {
             pdu_type: self.pdu_type,
             flags,
@@ -185,6 +180,15 @@ impl DataPduRepr {
         pdu.set_datao(self.datao);
         pdu.set_datal(self.datal);
         pdu.clear_reserved();
+    }
+}
+
+impl EmitHeader for DataPduRepr {
+    fn common(&self) -> CommonHeaderRepr {
+        DataPduRepr::common(self)
+    }
+    fn emit_hlen(&self, buf: &mut [u8]) {
+        self.emit(&mut DataPdu::new_unchecked(buf));
     }
 }
 

@@ -9,16 +9,131 @@
 //! ```
 //!
 //! Views (`*Pdu<T: AsRef<[u8]>>`) read and write fields in place; representations (`*Repr`)
-//! are owned values with `parse` and `emit`.
+//! are owned values with `parse` and `emit`. [`PduRepr`] is any header; [`emit_header`] /
+//! [`HeaderBuf`] write a header with its digest and padding, ready to send.
+//!
+//! ```
+//! use nvme_tcp_wire::pdu::{DataPduRepr, HeaderBuf, PduFlags, PduRepr, PduType};
+//! use nvme_tcp_wire::digest::data_digest;
+//!
+//! let data = [0x5Au8; 512];
+//! let repr = DataPduRepr {
+//!     pdu_type: PduType::C2hData,
+//!     flags: PduFlags::LAST_PDU,
+//!     hdgst: true,
+//!     ddgst: true,
+//!     pda: 0,
+//!     cccid: 7,
+//!     ttag: 0,
+//!     datao: 0,
+//!     datal: data.len() as u32,
+//! };
+//! let hdr = HeaderBuf::new(&repr); // CH + PSH + HDGST (+ PAD)
+//! assert_eq!(hdr.len(), 28);
+//! let ddgst = data_digest(&data); // sent after the data
+//!
+//! // The receiver parses the header back.
+//! let parsed = PduRepr::parse(hdr.as_bytes()).unwrap();
+//! assert_eq!(parsed, PduRepr::Data(repr));
+//! # let _ = ddgst;
+//! ```
 
+mod capsule;
 mod common;
 mod data;
+mod emit;
+mod ic;
+mod r2t;
+mod term;
 
+pub use capsule::{
+    CAPSULE_CMD_HLEN, CAPSULE_RESP_HLEN, CQE_LEN, CapsuleCmdPdu, CapsuleCmdRepr, CapsuleRespPdu,
+    CapsuleRespRepr, SQE_LEN,
+};
 pub use common::{CH_LEN, CommonHeader, CommonHeaderRepr, PduFlags, PduType, data_pdo};
 pub use data::{DATA_PDU_HLEN, DataPdu, DataPduRepr};
+pub use emit::{EmitHeader, HeaderBuf, emit_header, emit_pdu, header_len_with_pad};
+pub use ic::{DGST_DDGST_ENABLE, DGST_HDGST_ENABLE, IC_PDU_LEN, IcPdu, IcReqRepr, IcRespRepr};
+pub use r2t::{R2T_HLEN, R2tPdu, R2tRepr};
+pub use term::{TERM_REQ_HLEN, TERM_REQ_MAX_DATA, TERM_REQ_MAX_PLEN, TermReqPdu, TermReqRepr};
+
+use crate::error::{Result, WireError};
 
 /// Largest HPDA/CPDA value (0's based dwords): PDO alignment of at most 128 bytes.
 pub const MAX_PDA: u8 = 31;
 
 /// Length of the header digest and the data digest.
 pub const DIGEST_LEN: usize = crate::digest::DIGEST_LEN;
+
+/// Largest header this crate emits including header digest and padding (CH + PSH + HDGST +
+/// PAD ≤ 128: IC PDUs are 128 bytes, and PDO is at most 128).
+pub const MAX_HEADER_LEN: usize = 128;
+
+/// Largest HLEN + header digest a valid PDU has (ICReq/ICResp: 128, never digested; the
+/// largest digested header is CapsuleCmd: 72 + 4).
+pub const MAX_HLEN_WITH_HDGST: usize = 128;
+
+/// The smallest PDA whose alignment yields `pdo` for a header of `hlen` (+ digest); if none
+/// does (a foreign sender's unusual padding), 0 for a PDO at or below the header, else
+/// [`MAX_PDA`]. Lets a parsed repr re-emit the same PDO.
+pub(crate) fn pda_for_pdo(hlen: u8, hdgst: bool, pdo: u8) -> u8 {
+    if pdo == 0 {
+        return 0;
+    }
+    let hdr = hlen as u32 + if hdgst { 4 } else { 0 };
+    (0..=MAX_PDA)
+        .find(|&p| data_pdo(hlen, hdgst, p) == pdo)
+        .unwrap_or(if pdo as u32 > hdr { MAX_PDA } else { 0 })
+}
+
+/// Any PDU header as an owned value (the data of a PDU is not part of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PduRepr {
+    /// ICReq.
+    IcReq(IcReqRepr),
+    /// ICResp.
+    IcResp(IcRespRepr),
+    /// H2CTermReq or C2HTermReq.
+    TermReq(TermReqRepr),
+    /// CapsuleCmd.
+    CapsuleCmd(CapsuleCmdRepr),
+    /// CapsuleResp.
+    CapsuleResp(CapsuleRespRepr),
+    /// H2CData or C2HData.
+    Data(DataPduRepr),
+    /// R2T.
+    R2t(R2tRepr),
+}
+
+impl PduRepr {
+    /// Parses the header at the start of `header` (at least HLEN bytes of the type announced in
+    /// byte 0). Field rules are not checked here: run [`crate::validate`] first on received
+    /// bytes.
+    pub fn parse(header: &[u8]) -> Result<Self> {
+        let ch = CommonHeaderRepr::parse(&CommonHeader::new_checked(header)?)?;
+        let need = ch.pdu_type.hlen() as usize;
+        if header.len() < need {
+            return Err(WireError::Truncated {
+                needed: need,
+                have: header.len(),
+            });
+        }
+        Ok(match ch.pdu_type {
+            PduType::IcReq => PduRepr::IcReq(IcReqRepr::parse(&IcPdu::new_unchecked(header))?),
+            PduType::IcResp => PduRepr::IcResp(IcRespRepr::parse(&IcPdu::new_unchecked(header))?),
+            PduType::H2cTermReq | PduType::C2hTermReq => {
+                PduRepr::TermReq(TermReqRepr::parse(&TermReqPdu::new_unchecked(header))?)
+            }
+            PduType::CapsuleCmd => PduRepr::CapsuleCmd(CapsuleCmdRepr::parse(
+                &CapsuleCmdPdu::new_unchecked(header),
+            )?),
+            PduType::CapsuleResp => PduRepr::CapsuleResp(CapsuleRespRepr::parse(
+                &CapsuleRespPdu::new_unchecked(header),
+            )?),
+            PduType::H2cData | PduType::C2hData => {
+                PduRepr::Data(DataPduRepr::parse(&DataPdu::new_unchecked(header))?)
+            }
+            PduType::R2t => PduRepr::R2t(R2tRepr::parse(&R2tPdu::new_unchecked(header))?),
+        })
+    }
+}
