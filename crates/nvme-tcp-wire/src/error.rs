@@ -87,6 +87,17 @@ pub enum WireError {
     /// Data beyond a negotiated limit (MAXH2CDATA, MAXR2T, maximum PDU size).
     #[error("data transfer limit exceeded: {0}")]
     LimitExceeded(String),
+    /// A received Termination Request is malformed (e.g. PLEN outside 24..=152). The receiver
+    /// closes the connection without answering (NVMe/TCP 1.0 §7.4.7 per FreeBSD's validator).
+    #[error("malformed termination request: invalid {field} at offset {offset}: {reason}")]
+    MalformedTermReq {
+        /// Name of the field.
+        field: &'static str,
+        /// Byte offset of the field.
+        offset: u32,
+        /// What was found.
+        reason: String,
+    },
     /// A parameter the receiver does not support.
     #[error("unsupported {field} at offset {offset}: {reason}")]
     Unsupported {
@@ -101,10 +112,13 @@ pub enum WireError {
 
 impl WireError {
     /// The Termination Request `(FES, FEI)` a receiver sends for this error, if any.
-    /// Truncation and data digest errors are not answered with a Termination Request.
+    /// Truncation, data digest errors and malformed Termination Requests are not answered with
+    /// a Termination Request.
     pub fn termination(&self) -> Option<(Fes, u32)> {
         match self {
-            WireError::Truncated { .. } | WireError::DataDigest { .. } => None,
+            WireError::Truncated { .. }
+            | WireError::DataDigest { .. }
+            | WireError::MalformedTermReq { .. } => None,
             WireError::InvalidField { offset, .. } => Some((Fes::InvalidHeaderField, *offset)),
             WireError::HeaderDigest { received, .. } => Some((Fes::HeaderDigestError, *received)),
             WireError::Sequence(_) => Some((Fes::PduSequenceError, 0)),

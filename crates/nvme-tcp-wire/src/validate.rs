@@ -1,1 +1,641 @@
-//! Receive-side PDU header validation. TODO(issue 2): being written.
+//! Receive-side PDU header validation.
+//!
+//! Checks run in the order of the NVMe/TCP transport specification (rev 1.0, §7.4 "PDU header
+//! validation", as FreeBSD's `nvmf_tcp_validate_pdu_header` applies it; summarised in
+//! `nvme-tcp-protocol.md` §1.9), so the error reported is the one for the lowest bad field:
+//!
+//! 1. PDU-TYPE is known and travels in the direction this receiver receives (FES 0x01, FEI 0).
+//! 2. FLAGS: only the bits the type allows; HDGSTF/DDGSTF exactly as negotiated; SUCCESS only
+//!    with LAST_PDU (FES 0x01, FEI 1).
+//! 3. HLEN is the type's fixed value (FES 0x01, FEI 2).
+//! 4. PDO: 0 without data; with data at least HLEN (+ header digest), a multiple of the
+//!    receiver's PDA alignment, not beyond PLEN (FES 0x01, FEI 3).
+//! 5. PLEN: the fixed length for PDUs without data; room for data and data digest otherwise;
+//!    not above the receiver's maximum (FES 0x01, FEI 4; above the maximum FES 0x05).
+//! 6. Header digest (FES 0x03, FEI = received digest).
+//! 7. Per-type field rules that need no command state: DATAL = PLEN − PDO − DDGST
+//!    (FEI 16), H2CData DATAL ≤ MAXH2CDATA (FES 0x05), R2TL ≠ 0, ICReq/ICResp PFV and PDA.
+//!
+//! Rules that need command state (unknown CCCID/TTAG, DATAO ranges, PDU sequence) belong to the
+//! host and target state machines.
+//!
+//! Steps 1–5 need only the 8-byte common header ([`validate_ch`]); a receiver (or the
+//! [`crate::framer`]) runs them first, so it knows how many header bytes to read and refuses an
+//! oversized PLEN before reading anything else. [`validate_header`] runs all steps.
+//!
+//! A malformed Termination Request yields [`WireError::MalformedTermReq`]: the connection is
+//! closed without answering.
+//!
+//! ```
+//! use nvme_tcp_wire::pdu::{DataPduRepr, HeaderBuf, PduFlags, PduType};
+//! use nvme_tcp_wire::validate::{NegotiatedParams, Role, validate_header};
+//! use nvme_tcp_wire::Fes;
+//!
+//! let params = NegotiatedParams { hdgst: true, ..NegotiatedParams::new(Role::Host) };
+//! let repr = DataPduRepr {
+//!     pdu_type: PduType::C2hData, flags: PduFlags::LAST_PDU, hdgst: true, ddgst: false,
+//!     pda: 0, cccid: 1, ttag: 0, datao: 0, datal: 4096,
+//! };
+//! let hdr = HeaderBuf::new(&repr);
+//! let layout = validate_header(hdr.as_bytes(), &params).unwrap();
+//! assert_eq!((layout.data_offset(), layout.data_len()), (28, 4096));
+//!
+//! // A flipped HLEN is reported with the FES/FEI of the Termination Request to send.
+//! let mut bad = [0u8; 28];
+//! bad.copy_from_slice(hdr.as_bytes());
+//! bad[2] = 25;
+//! let err = validate_header(&bad, &params).unwrap_err();
+//! assert_eq!(err.termination(), Some((Fes::InvalidHeaderField, 2)));
+//! ```
+
+use crate::digest::{DIGEST_LEN, crc32c};
+use crate::error::{Result, WireError};
+use crate::pdu::{CH_LEN, CommonHeaderRepr, MAX_PDA, PduFlags, PduType, TERM_REQ_MAX_PLEN};
+
+/// Byte offsets of common header fields: the FEI of FES 0x01 errors.
+mod fei {
+    pub const PDU_TYPE: u32 = 0;
+    pub const FLAGS: u32 = 1;
+    pub const HLEN: u32 = 2;
+    pub const PDO: u32 = 3;
+    pub const PLEN: u32 = 4;
+    pub const PFV: u32 = 8;
+    pub const PDA: u32 = 10;
+    pub const MAXH2CDATA: u32 = 12;
+    pub const DATAL: u32 = 16;
+    pub const R2TL: u32 = 16;
+}
+
+/// Which end of the connection is receiving: decides which PDU types are acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The host: receives controller-to-host (odd) PDU types.
+    Host,
+    /// The controller (target): receives host-to-controller (even) PDU types.
+    Controller,
+}
+
+impl Role {
+    /// True if this role receives PDUs of type `t`.
+    #[inline]
+    pub const fn receives(self, t: PduType) -> bool {
+        match self {
+            Role::Host => !t.is_h2c(),
+            Role::Controller => t.is_h2c(),
+        }
+    }
+
+    /// The Termination Request type this role sends.
+    pub const fn term_req_type(self) -> PduType {
+        match self {
+            Role::Host => PduType::H2cTermReq,
+            Role::Controller => PduType::C2hTermReq,
+        }
+    }
+}
+
+/// Default for [`NegotiatedParams::max_plen`]: 16 MiB of data plus the largest header.
+pub const DEFAULT_MAX_PLEN: u32 = (16 << 20) + 256;
+
+/// Connection parameters the receiver validates against.
+///
+/// Before ICReq/ICResp completes, use [`NegotiatedParams::new`] (no digests, PDA 0): the
+/// initialization PDUs never carry digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NegotiatedParams {
+    /// The receiving side.
+    pub role: Role,
+    /// Header digests negotiated (HDGSTF required on CapsuleCmd/Resp, H2C/C2HData, R2T).
+    pub hdgst: bool,
+    /// Data digests negotiated (DDGSTF required on every PDU that carries data).
+    pub ddgst: bool,
+    /// PDA this receiver announced (HPDA for a host, CPDA for a controller), 0's based
+    /// dwords; PDO of received PDUs with data must be a multiple of `(rx_pda + 1) * 4`.
+    pub rx_pda: u8,
+    /// MAXH2CDATA the controller announced: largest DATAL of an H2CData PDU. Only checked by a
+    /// controller.
+    pub max_h2c_data: u32,
+    /// Largest PLEN accepted (FES 0x05 above it). Bounds what a receiver commits to before
+    /// seeing the data.
+    pub max_plen: u32,
+}
+
+impl NegotiatedParams {
+    /// Parameters before negotiation: no digests, PDA 0, MAXH2CDATA 4 MiB (Linux's value),
+    /// [`DEFAULT_MAX_PLEN`].
+    pub const fn new(role: Role) -> Self {
+        Self {
+            role,
+            hdgst: false,
+            ddgst: false,
+            rx_pda: 0,
+            max_h2c_data: 4 << 20,
+            max_plen: DEFAULT_MAX_PLEN,
+        }
+    }
+
+    /// PDO alignment in bytes.
+    #[inline]
+    pub const fn rx_pdo_align(&self) -> u32 {
+        let pda = if self.rx_pda > MAX_PDA {
+            MAX_PDA
+        } else {
+            self.rx_pda
+        };
+        (pda as u32 + 1) * 4
+    }
+}
+
+/// Where the parts of a validated PDU lie, from the start of the PDU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PduLayout {
+    /// The validated common header.
+    pub ch: CommonHeaderRepr,
+}
+
+impl PduLayout {
+    /// PDU type.
+    #[inline]
+    pub fn pdu_type(&self) -> PduType {
+        self.ch.pdu_type
+    }
+    /// HLEN.
+    #[inline]
+    pub fn hlen(&self) -> usize {
+        self.ch.hlen as usize
+    }
+    /// HLEN plus the header digest: the header bytes a receiver reads before the padding.
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        self.ch.header_len()
+    }
+    /// True if a header digest follows the header.
+    #[inline]
+    pub fn has_hdgst(&self) -> bool {
+        self.ch.has_hdgst()
+    }
+    /// True if a data digest follows the data.
+    #[inline]
+    pub fn has_ddgst(&self) -> bool {
+        self.ch.has_ddgst()
+    }
+    /// Offset of the data from the start of the PDU (PDO; HLEN for a Termination Request with
+    /// PDO 0); equals PLEN for a PDU without data.
+    #[inline]
+    pub fn data_offset(&self) -> usize {
+        data_start(&self.ch) as usize
+    }
+    /// Length of the data (excluding padding and data digest).
+    #[inline]
+    pub fn data_len(&self) -> usize {
+        self.plen() - self.data_offset() - if self.has_ddgst() { DIGEST_LEN } else { 0 }
+    }
+    /// PLEN.
+    #[inline]
+    pub fn plen(&self) -> usize {
+        self.ch.plen as usize
+    }
+}
+
+/// Where data would start: PDO, or the end of the header when PDO is 0.
+#[inline]
+fn data_start(ch: &CommonHeaderRepr) -> u32 {
+    if ch.pdo == 0 {
+        ch.header_len() as u32
+    } else {
+        ch.pdo as u32
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn invalid(t: Option<PduType>, field: &'static str, offset: u32, reason: String) -> WireError {
+    if matches!(t, Some(PduType::H2cTermReq | PduType::C2hTermReq)) {
+        WireError::MalformedTermReq {
+            field,
+            offset,
+            reason,
+        }
+    } else {
+        WireError::InvalidField {
+            field,
+            offset,
+            reason,
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn limit(reason: String) -> WireError {
+    WireError::LimitExceeded(reason)
+}
+
+/// Validates the common header (steps 1–5) of a PDU received by `params.role`.
+///
+/// `ch` holds at least the 8-byte common header. On success the layout tells how many header
+/// bytes follow (then run [`validate_psh`]) and where data and digests lie.
+#[inline]
+pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
+    let Some(ch) = ch.first_chunk::<CH_LEN>() else {
+        return Err(WireError::Truncated {
+            needed: CH_LEN,
+            have: ch.len(),
+        });
+    };
+    let raw_type = ch[0];
+    let flags = PduFlags(ch[1]);
+    let hlen = ch[2];
+    let pdo = ch[3];
+    let plen = u32::from_le_bytes([ch[4], ch[5], ch[6], ch[7]]);
+
+    // 1. PDU-TYPE known and in this receiver's direction (spec §7.4.1 PDU types; a controller
+    //    only receives H2C types, a host only C2H types).
+    let Some(t) = PduType::from_u8(raw_type) else {
+        return Err(invalid(
+            None,
+            "PDU-TYPE",
+            fei::PDU_TYPE,
+            format!("reserved PDU type {raw_type:#04x}"),
+        ));
+    };
+    if !params.role.receives(t) {
+        return Err(invalid(
+            None,
+            "PDU-TYPE",
+            fei::PDU_TYPE,
+            format!("{t:?} is not received by the {:?}", params.role),
+        ));
+    }
+
+    // 2. FLAGS (spec §7.4.1 common header, and each PDU's FLAGS table).
+    //    2a. Only the flags the type defines.
+    let allowed = t.allowed_flags();
+    if !flags.difference(allowed).is_empty() {
+        return Err(invalid(
+            Some(t),
+            "FLAGS",
+            fei::FLAGS,
+            format!("{:#04x} has bits not allowed for {t:?}", flags.0),
+        ));
+    }
+    //    2b. HDGSTF iff header digests were negotiated and the type carries one (§7.4.6.1).
+    let want_hdgst = params.hdgst && t.has_hdgst();
+    if flags.contains(PduFlags::HDGSTF) != want_hdgst {
+        return Err(invalid(
+            Some(t),
+            "FLAGS",
+            fei::FLAGS,
+            format!(
+                "HDGSTF must be {want_hdgst} (header digest negotiated: {})",
+                params.hdgst
+            ),
+        ));
+    }
+    //    2c. DDGSTF iff data digests were negotiated and this PDU carries data (§7.4.6.1).
+    //        (The header size comes from the type: HLEN itself is checked in step 3.)
+    let hd = t.hlen() as u32 + if want_hdgst { DIGEST_LEN as u32 } else { 0 };
+    let start = if pdo == 0 { hd } else { pdo as u32 };
+    let has_data = plen > start;
+    let want_ddgst = params.ddgst && t.may_have_ddgst() && has_data;
+    if flags.contains(PduFlags::DDGSTF) != want_ddgst {
+        return Err(invalid(
+            Some(t),
+            "FLAGS",
+            fei::FLAGS,
+            format!(
+                "DDGSTF must be {want_ddgst} (data digest negotiated: {}, data: {has_data})",
+                params.ddgst
+            ),
+        ));
+    }
+    //    2d. SUCCESS only together with LAST_PDU (§7.4.5.2 C2HData).
+    if flags.contains(PduFlags::SUCCESS) && !flags.contains(PduFlags::LAST_PDU) {
+        return Err(invalid(
+            Some(t),
+            "FLAGS",
+            fei::FLAGS,
+            "SUCCESS without LAST_PDU".into(),
+        ));
+    }
+
+    // 3. HLEN is fixed per type (§7.4.1; a receiver that trusts HLEN overruns its header buffer).
+    if hlen != t.hlen() {
+        return Err(invalid(
+            Some(t),
+            "HLEN",
+            fei::HLEN,
+            format!("expected {} for {t:?}, found {hlen}", t.hlen()),
+        ));
+    }
+
+    // 4. PDO (§7.4.1 common header; §7.4.3 PDU data alignment).
+    let may_carry_data = matches!(
+        t,
+        PduType::CapsuleCmd
+            | PduType::H2cData
+            | PduType::C2hData
+            | PduType::H2cTermReq
+            | PduType::C2hTermReq
+    );
+    if pdo != 0 {
+        if !may_carry_data {
+            return Err(invalid(
+                Some(t),
+                "PDO",
+                fei::PDO,
+                format!("{t:?} carries no data, PDO must be 0, found {pdo}"),
+            ));
+        }
+        if (pdo as u32) < hd {
+            return Err(invalid(
+                Some(t),
+                "PDO",
+                fei::PDO,
+                format!("PDO {pdo} inside the header ({hd} bytes)"),
+            ));
+        }
+        // Termination Requests place their data right after the header; no alignment applies.
+        let align = params.rx_pdo_align();
+        if !matches!(t, PduType::H2cTermReq | PduType::C2hTermReq)
+            && !(pdo as u32).is_multiple_of(align)
+        {
+            return Err(invalid(
+                Some(t),
+                "PDO",
+                fei::PDO,
+                format!("PDO {pdo} not a multiple of the PDA alignment {align}"),
+            ));
+        }
+        if pdo as u32 > plen {
+            return Err(invalid(
+                Some(t),
+                "PDO",
+                fei::PDO,
+                format!("PDO {pdo} beyond PLEN {plen}"),
+            ));
+        }
+    } else if matches!(t, PduType::H2cData | PduType::C2hData) || (has_data && may_carry_data) {
+        // Data PDUs always carry data; a capsule with in-capsule data needs a PDO.
+        return Err(invalid(
+            Some(t),
+            "PDO",
+            fei::PDO,
+            format!("{t:?} with data needs a PDO"),
+        ));
+    }
+
+    // 5. PLEN (§7.4.1 common header; §7.4.4 Termination Requests: 24..=152).
+    match t {
+        PduType::H2cTermReq | PduType::C2hTermReq => {
+            if !(hlen as u32..=TERM_REQ_MAX_PLEN as u32).contains(&plen) {
+                return Err(invalid(
+                    Some(t),
+                    "PLEN",
+                    fei::PLEN,
+                    format!("PLEN {plen} outside {hlen}..={TERM_REQ_MAX_PLEN}"),
+                ));
+            }
+        }
+        PduType::IcReq | PduType::IcResp | PduType::CapsuleResp | PduType::R2t => {
+            if plen != hd {
+                return Err(invalid(
+                    Some(t),
+                    "PLEN",
+                    fei::PLEN,
+                    format!("{t:?} is exactly {hd} bytes, PLEN {plen}"),
+                ));
+            }
+        }
+        PduType::CapsuleCmd | PduType::H2cData | PduType::C2hData => {
+            if plen < start {
+                return Err(invalid(
+                    Some(t),
+                    "PLEN",
+                    fei::PLEN,
+                    format!("PLEN {plen} shorter than the header ({start} bytes)"),
+                ));
+            }
+            // A data digest needs at least one data byte in front of it.
+            if want_ddgst && plen - start <= DIGEST_LEN as u32 {
+                return Err(invalid(
+                    Some(t),
+                    "PLEN",
+                    fei::PLEN,
+                    format!("PLEN {plen} leaves no data before the data digest"),
+                ));
+            }
+        }
+    }
+    if plen > params.max_plen {
+        return Err(limit(format!(
+            "PLEN {plen} above the maximum {}",
+            params.max_plen
+        )));
+    }
+
+    Ok(PduLayout {
+        ch: CommonHeaderRepr {
+            pdu_type: t,
+            flags,
+            hlen,
+            pdo,
+            plen,
+        },
+    })
+}
+
+/// Validates the rest of a header whose common header passed [`validate_ch`] (steps 6–7).
+///
+/// `header` holds the whole PDU header from its first byte: at least
+/// [`PduLayout::header_len`] bytes (HLEN plus header digest).
+#[inline]
+pub fn validate_psh(layout: &PduLayout, header: &[u8], params: &NegotiatedParams) -> Result<()> {
+    let hlen = layout.hlen();
+    let hd = layout.header_len();
+    if header.len() < hd {
+        return Err(WireError::Truncated {
+            needed: hd,
+            have: header.len(),
+        });
+    }
+
+    // 6. Header digest: CRC32C over the HLEN bytes, stored right after them (§7.4.6.1).
+    if layout.has_hdgst() {
+        let received = u32::from_le_bytes([
+            header[hlen],
+            header[hlen + 1],
+            header[hlen + 2],
+            header[hlen + 3],
+        ]);
+        let computed = crc32c(&header[..hlen]);
+        if received != computed {
+            return Err(hdgst_error(received, computed));
+        }
+    }
+
+    // 7. Per-type rules that need no command state.
+    let t = layout.pdu_type();
+    match t {
+        PduType::H2cData | PduType::C2hData => {
+            let datal = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
+            // §7.4.5.1/§7.4.5.2: DATAL is the length of the PDU's data.
+            if datal as usize != layout.data_len() {
+                return Err(invalid(
+                    Some(t),
+                    "DATAL",
+                    fei::DATAL,
+                    format!(
+                        "DATAL {datal} but PLEN − PDO − DDGST = {}",
+                        layout.data_len()
+                    ),
+                ));
+            }
+            // §7.4.5.1: an H2CData PDU carries at most MAXH2CDATA bytes (FES 0x05).
+            if t == PduType::H2cData && datal > params.max_h2c_data {
+                return Err(limit(format!(
+                    "H2CData DATAL {datal} above MAXH2CDATA {}",
+                    params.max_h2c_data
+                )));
+            }
+        }
+        PduType::R2t => {
+            // §7.4.5.3: an R2T asks for at least one byte (Linux hosts reject R2TL 0).
+            let r2tl = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
+            if r2tl == 0 {
+                return Err(invalid(Some(t), "R2TL", fei::R2TL, "R2TL is 0".into()));
+            }
+        }
+        PduType::IcReq | PduType::IcResp => {
+            // §7.4.2: PFV 0 is the only version.
+            let pfv = u16::from_le_bytes([header[8], header[9]]);
+            if pfv != 0 {
+                return Err(unsupported(
+                    "PFV",
+                    fei::PFV,
+                    format!("PDU format version {pfv}"),
+                ));
+            }
+            // §7.4.2: HPDA/CPDA range 0..=31.
+            let pda = header[10];
+            if pda > MAX_PDA {
+                return Err(invalid(
+                    Some(t),
+                    if t == PduType::IcReq { "HPDA" } else { "CPDA" },
+                    fei::PDA,
+                    format!("{pda} above {MAX_PDA}"),
+                ));
+            }
+            // §7.4.2 ICResp: MAXH2CDATA is at least 4096 and a dword multiple.
+            if t == PduType::IcResp {
+                let m = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+                if m < 4096 || !m.is_multiple_of(4) {
+                    return Err(invalid(
+                        Some(t),
+                        "MAXH2CDATA",
+                        fei::MAXH2CDATA,
+                        format!("{m}: must be ≥ 4096 and a multiple of 4"),
+                    ));
+                }
+            }
+        }
+        PduType::H2cTermReq | PduType::C2hTermReq | PduType::CapsuleCmd | PduType::CapsuleResp => {}
+    }
+    Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn hdgst_error(received: u32, computed: u32) -> WireError {
+    WireError::HeaderDigest { received, computed }
+}
+
+#[cold]
+#[inline(never)]
+fn unsupported(field: &'static str, offset: u32, reason: String) -> WireError {
+    WireError::Unsupported {
+        field,
+        offset,
+        reason,
+    }
+}
+
+/// Validates a whole PDU header (all steps) received by `params.role`.
+///
+/// `header` holds the PDU from its first byte, at least through the header digest; padding and
+/// data may follow and are not looked at.
+#[inline]
+pub fn validate_header(header: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
+    let layout = validate_ch(header, params)?;
+    validate_psh(&layout, header, params)?;
+    Ok(layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Fes;
+    use crate::pdu::{DataPduRepr, HeaderBuf};
+
+    fn c2h(hdgst: bool, ddgst: bool) -> DataPduRepr {
+        DataPduRepr {
+            pdu_type: PduType::C2hData,
+            flags: PduFlags::LAST_PDU,
+            hdgst,
+            ddgst,
+            pda: 0,
+            cccid: 3,
+            ttag: 0,
+            datao: 0,
+            datal: 512,
+        }
+    }
+
+    #[test]
+    fn accepts_a_well_formed_c2h_data_header() {
+        let p = NegotiatedParams {
+            hdgst: true,
+            ddgst: true,
+            ..NegotiatedParams::new(Role::Host)
+        };
+        let h = HeaderBuf::new(&c2h(true, true));
+        let l = validate_header(h.as_bytes(), &p).unwrap();
+        assert_eq!(l.data_offset(), 28);
+        assert_eq!(l.data_len(), 512);
+        assert_eq!(l.plen(), 28 + 512 + 4);
+    }
+
+    #[test]
+    fn rejects_a_c2h_type_at_the_controller() {
+        let p = NegotiatedParams::new(Role::Controller);
+        let h = HeaderBuf::new(&c2h(false, false));
+        let e = validate_header(h.as_bytes(), &p).unwrap_err();
+        assert_eq!(e.termination(), Some((Fes::InvalidHeaderField, 0)));
+    }
+
+    #[test]
+    fn rejects_a_missing_header_digest_flag() {
+        let p = NegotiatedParams {
+            hdgst: true,
+            ..NegotiatedParams::new(Role::Host)
+        };
+        let h = HeaderBuf::new(&c2h(false, false));
+        let e = validate_header(h.as_bytes(), &p).unwrap_err();
+        assert_eq!(e.termination(), Some((Fes::InvalidHeaderField, 1)));
+    }
+
+    #[test]
+    fn rejects_a_corrupted_header_digest_with_the_received_digest() {
+        let p = NegotiatedParams {
+            hdgst: true,
+            ..NegotiatedParams::new(Role::Host)
+        };
+        let h = HeaderBuf::new(&c2h(true, false));
+        let mut b = [0u8; 28];
+        b.copy_from_slice(h.as_bytes());
+        b[9] ^= 1;
+        let received = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
+        let e = validate_header(&b, &p).unwrap_err();
+        assert_eq!(e.termination(), Some((Fes::HeaderDigestError, received)));
+    }
+}
