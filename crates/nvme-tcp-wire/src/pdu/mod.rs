@@ -81,6 +81,10 @@ pub(crate) fn pda_for_pdo(hlen: u8, hdgst: bool, pdo: u8) -> u8 {
         return 0;
     }
     let hdr = hlen as u32 + if hdgst { 4 } else { 0 };
+    if pdo as u32 == hdr {
+        // No padding: the common case (PDA 0 and a dword-aligned header).
+        return 0;
+    }
     (0..=MAX_PDA)
         .find(|&p| data_pdo(hlen, hdgst, p) == pdo)
         .unwrap_or(if pdo as u32 > hdr { MAX_PDA } else { 0 })
