@@ -1,1 +1,48 @@
-//! NVMe structures. TODO(issue 2): being written.
+//! NVMe structures a fabrics host and target exchange inside NVMe/TCP capsules and data PDUs.
+//!
+//! * [`Sqe`] (64 B) and [`Cqe`] (16 B): zero-copy little-endian submission and completion queue
+//!   entries with per-field accessors; [`SglDescriptor`] for the SQE's DPTR.
+//! * [`Status`]: a typed status (SCT + SC) with named constants; [`StatusField`] is the CQE's
+//!   16-bit status field with CRD/M/DNR.
+//! * [`AdminOpcode`], [`IoOpcode`], [`FabricsType`]: command opcodes.
+//! * [`fabrics`]: Connect (command and its 1024-byte [`ConnectData`]), Property Get/Set,
+//!   Disconnect.
+//!
+//! Everything here parses untrusted bytes without panicking: views are length-checked through
+//! `zerocopy`, and string fields (space-padded ASCII, NUL-padded NQNs) go through the checked
+//! helpers of [`text`].
+//!
+//! ```
+//! use nvme_tcp_wire::nvme::{Cqe, Sqe, Status, AdminOpcode, SglDescriptor};
+//! use zerocopy::{FromBytes, IntoBytes};
+//!
+//! let mut sqe = Sqe::new(AdminOpcode::KeepAlive as u8);
+//! sqe.set_cid(7);
+//! sqe.set_dptr(SglDescriptor::transport_data_block(0));
+//! let bytes = sqe.as_bytes();
+//! let parsed = Sqe::ref_from_bytes(bytes).unwrap();
+//! assert_eq!(parsed.cid(), 7);
+//!
+//! let cqe = Cqe::new(7, 0, 1, Status::INVALID_FIELD.into());
+//! assert_eq!(cqe.status(), Status::INVALID_FIELD);
+//! assert!(!cqe.status_field().dnr);
+//! ```
+
+mod error;
+pub mod fabrics;
+mod opcode;
+mod queue;
+mod status;
+pub mod text;
+
+pub use error::NvmeError;
+pub use fabrics::{
+    ConnectCommand, ConnectData, ConnectResponse, DisconnectCommand, FabricsCommand,
+    PropertyGetCommand, PropertySetCommand, PropertySize,
+};
+pub use opcode::{AdminOpcode, FabricsType, IoOpcode};
+pub use queue::{CQE_LEN, Cqe, Psdt, SGL_DESCRIPTOR_LEN, SQE_LEN, Sgl, SglDescriptor, Sqe};
+pub use status::{Status, StatusCodeType, StatusField};
+
+/// Result with an [`NvmeError`].
+pub type Result<T> = std::result::Result<T, NvmeError>;
