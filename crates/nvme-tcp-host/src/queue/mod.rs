@@ -1,0 +1,627 @@
+//! One NVMe/TCP queue (admin or I/O) as a sans-IO state machine.
+//!
+//! [`QueueCore`] owns the command slots of a queue, the bytes waiting to be sent and the
+//! receive state machine ([`rx`]). It performs no I/O: a driver moves bytes between it and a
+//! socket ([`crate::conn`]) or an in-memory stream (tests, fuzzing, the DDP engine model):
+//!
+//! * transmit: [`QueueCore::tx_pending`] → write → [`QueueCore::tx_consumed`];
+//! * receive: bytes already in memory go through [`QueueCore::rx_feed`]; when the state machine
+//!   is inside C2HData payload, [`QueueCore::rx_direct`] hands out the caller's buffer at the
+//!   current DATAO so the driver can read from the socket straight into it, then reports the
+//!   count with [`QueueCore::rx_direct_done`], which digests those bytes while they are hot;
+//! * completions: [`QueueCore::pop_completion`].
+//!
+//! Every protocol violation by the controller is a [`ProtocolError`]; after one, the core
+//! refuses further input until [`QueueCore::reset_connection`] (called by the driver after it
+//! reconnected), which keeps the commands that did not complete for re-issue.
+
+pub mod rx;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use nvme_tcp_wire::digest::crc32c;
+use nvme_tcp_wire::pdu::{CapsuleCmdRepr, DataPduRepr, HeaderBuf, IcReqRepr, PduFlags, PduType};
+
+use crate::buf::IoBuf;
+use crate::error::{IoError, NvmeStatus, ProtocolError};
+use crate::options::CidMode;
+use crate::tags::TagAllocator;
+
+pub use rx::{NoOffload, RxOffload};
+
+/// Length of a submission queue entry.
+pub const SQE_LEN: usize = 64;
+
+/// Static configuration of a queue.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Queue id (0 = admin).
+    pub qid: u16,
+    /// Queue size in entries; `queue_size - 1` commands can be in flight.
+    pub queue_size: u16,
+    /// Header digests requested in ICReq.
+    pub hdgst: bool,
+    /// Data digests requested in ICReq.
+    pub ddgst: bool,
+    /// How CIDs are assigned.
+    pub cid_mode: CidMode,
+    /// Largest write sent as in-capsule data (bytes); larger writes go through R2T.
+    pub in_capsule_max: usize,
+}
+
+/// Connection parameters in force after ICResp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    /// Header digests on.
+    pub hdgst: bool,
+    /// Data digests on.
+    pub ddgst: bool,
+    /// CPDA of the controller (alignment of PDUs with data that the host sends).
+    pub cpda: u8,
+    /// Largest H2CData DATAL.
+    pub maxh2cdata: u32,
+}
+
+/// Direction of a command's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataDir {
+    /// No data.
+    None,
+    /// Controller to host (C2HData): reads, Identify, Get Log Page.
+    ToHost,
+    /// Host to controller (in-capsule or H2CData): writes, DSM ranges, Connect data.
+    ToController,
+}
+
+/// A command ready to be submitted: its SQE (CID and SGL are filled in by the queue), data
+/// direction and buffer.
+#[derive(Debug)]
+pub struct Request {
+    /// The submission queue entry.
+    pub sqe: [u8; SQE_LEN],
+    /// Data direction.
+    pub dir: DataDir,
+    /// The data buffer; its length is the transfer length. `None` for no data.
+    pub buf: Option<IoBuf>,
+    /// Opaque value handed back in the completion.
+    pub user_data: u64,
+}
+
+/// The completion queue entry of a successful command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CqeInfo {
+    /// Command specific DW0.
+    pub dw0: u32,
+    /// Command specific DW1.
+    pub dw1: u32,
+    /// SQ head pointer (0xFFFF when SQ flow control is disabled or the completion was
+    /// synthesized from a C2HData SUCCESS flag).
+    pub sqhd: u16,
+}
+
+/// A finished command.
+#[derive(Debug)]
+pub struct Completion {
+    /// The value given at submission.
+    pub user_data: u64,
+    /// The CID the command had.
+    pub cid: u16,
+    /// The outcome.
+    pub result: Result<CqeInfo, IoError>,
+    /// The buffer given at submission, with the received data for reads.
+    pub buf: Option<IoBuf>,
+    /// C2HData bytes placed into the buffer (contiguous from offset 0).
+    pub c2h_bytes: usize,
+}
+
+/// Why a submission was refused; the buffer comes back.
+#[derive(Debug)]
+pub struct SubmitError {
+    /// The reason.
+    pub reason: SubmitErrorKind,
+    /// The request's buffer.
+    pub buf: Option<IoBuf>,
+}
+
+/// Reasons for [`SubmitError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitErrorKind {
+    /// Every slot is in flight; poll completions first.
+    #[error("queue full")]
+    QueueFull,
+    /// The transfer is larger than the queue accepts (32-bit SGL length).
+    #[error("transfer too large")]
+    TooLarge,
+    /// The queue has failed for good.
+    #[error("queue dead")]
+    Dead,
+}
+
+/// Where the queue is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// ICReq queued or sent, waiting for ICResp.
+    WaitIcResp,
+    /// ICResp received; only commands submitted with [`QueueCore::submit_now`] (Connect) go
+    /// out; others wait.
+    Connecting,
+    /// Fully up.
+    Live,
+    /// A protocol error happened; nothing is accepted until [`QueueCore::reset_connection`].
+    Failed,
+}
+
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) user_data: u64,
+    pub(crate) cid: u16,
+    pub(crate) sqe: [u8; SQE_LEN],
+    pub(crate) dir: DataDir,
+    pub(crate) len: usize,
+    pub(crate) buf: Option<IoBuf>,
+    pub(crate) in_capsule: bool,
+    /// C2H bytes received so far (contiguous from 0).
+    pub(crate) rcvd: usize,
+    /// A C2HData with LAST_PDU was received.
+    pub(crate) last_seen: bool,
+    /// H2C: next byte offset an R2T may ask for.
+    pub(crate) r2t_next: usize,
+    /// An error to report when the command completes (data digest mismatch).
+    pub(crate) data_error: Option<IoError>,
+    pub(crate) submitted: Option<Instant>,
+    pub(crate) abort_sent: bool,
+}
+
+impl Slot {
+    fn empty() -> Self {
+        Self {
+            user_data: 0,
+            cid: 0,
+            sqe: [0; SQE_LEN],
+            dir: DataDir::None,
+            len: 0,
+            buf: None,
+            in_capsule: false,
+            rcvd: 0,
+            last_seen: false,
+            r2t_next: 0,
+            data_error: None,
+            submitted: None,
+            abort_sent: false,
+        }
+    }
+}
+
+/// Counters of one queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Commands submitted.
+    pub submitted: u64,
+    /// Commands completed (successfully or not).
+    pub completed: u64,
+    /// C2HData payload bytes read straight from the socket into caller buffers.
+    pub rx_direct_bytes: u64,
+    /// C2HData payload bytes copied from the receive pipe / an in-memory stream.
+    pub rx_copied_bytes: u64,
+    /// C2HData payload bytes an offload had already placed (copy skipped).
+    pub rx_offload_placed_bytes: u64,
+    /// C2HData PDUs whose data digest an offload verified (CRC skipped).
+    pub rx_offload_ddgst_pdus: u64,
+    /// Data digest mismatches.
+    pub ddgst_errors: u64,
+    /// Connections re-established.
+    pub reconnects: u64,
+}
+
+/// The sans-IO state of one queue.
+pub struct QueueCore {
+    pub(crate) cfg: QueueConfig,
+    pub(crate) phase: Phase,
+    pub(crate) neg: Option<Negotiated>,
+    pub(crate) tags: TagAllocator,
+    pub(crate) slots: Vec<Slot>,
+    /// Slots submitted while the queue was not live, or to re-issue after a reconnect.
+    deferred: VecDeque<u16>,
+    completions: VecDeque<Completion>,
+    tx: Vec<u8>,
+    tx_off: usize,
+    pub(crate) rx: rx::RxMachine,
+    pub(crate) stats: QueueStats,
+    /// SQ head as last reported by the controller.
+    pub(crate) sqhd: u16,
+}
+
+impl std::fmt::Debug for QueueCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueCore")
+            .field("qid", &self.cfg.qid)
+            .field("phase", &self.phase)
+            .field("in_flight", &self.tags.in_use_count())
+            .finish()
+    }
+}
+
+impl QueueCore {
+    /// A queue in [`Phase::WaitIcResp`] with its ICReq already queued for transmission.
+    pub fn new(cfg: QueueConfig) -> Self {
+        let depth = cfg.queue_size.saturating_sub(1).max(1);
+        let mut q = Self {
+            tags: TagAllocator::new(depth, cfg.cid_mode),
+            slots: (0..depth).map(|_| Slot::empty()).collect(),
+            deferred: VecDeque::with_capacity(depth as usize),
+            completions: VecDeque::with_capacity(depth as usize),
+            tx: Vec::with_capacity(64 << 10),
+            tx_off: 0,
+            rx: rx::RxMachine::new(),
+            phase: Phase::WaitIcResp,
+            neg: None,
+            stats: QueueStats::default(),
+            sqhd: 0,
+            cfg,
+        };
+        q.queue_icreq();
+        q
+    }
+
+    fn queue_icreq(&mut self) {
+        let icreq = IcReqRepr {
+            pfv: 0,
+            hpda: 0,
+            hdgst_enable: self.cfg.hdgst,
+            ddgst_enable: self.cfg.ddgst,
+            maxr2t: 0,
+        };
+        self.tx.extend_from_slice(HeaderBuf::new(&icreq).as_bytes());
+    }
+
+    /// Queue id.
+    pub fn qid(&self) -> u16 {
+        self.cfg.qid
+    }
+    /// Current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+    /// Parameters negotiated by ICReq/ICResp, once known.
+    pub fn negotiated(&self) -> Option<Negotiated> {
+        self.neg
+    }
+    /// Commands in flight (submitted, not completed).
+    pub fn in_flight(&self) -> usize {
+        self.tags.in_use_count()
+    }
+    /// Commands that can be in flight at once.
+    pub fn depth(&self) -> usize {
+        self.slots.len()
+    }
+    /// Counters.
+    pub fn stats(&self) -> QueueStats {
+        self.stats
+    }
+    /// The SQ head pointer of the last CapsuleResp.
+    pub fn sqhd(&self) -> u16 {
+        self.sqhd
+    }
+    /// Largest in-capsule write (bytes).
+    pub fn set_in_capsule_max(&mut self, bytes: usize) {
+        self.cfg.in_capsule_max = bytes;
+    }
+
+    /// Marks the queue live (the Connect command succeeded) and sends everything that waited.
+    pub fn set_live(&mut self) {
+        if self.phase == Phase::Connecting {
+            self.phase = Phase::Live;
+            while let Some(idx) = self.deferred.pop_front() {
+                self.emit_capsule(idx);
+            }
+        }
+    }
+
+    /// Submits a command; it is sent once the queue is live. Returns its CID.
+    pub fn submit(&mut self, req: Request, now: Instant) -> Result<u16, SubmitError> {
+        self.submit_inner(req, now, false)
+    }
+
+    /// Submits a command that goes out as soon as ICResp arrived, before the queue is live
+    /// (the Fabrics Connect command).
+    pub fn submit_now(&mut self, req: Request, now: Instant) -> Result<u16, SubmitError> {
+        self.submit_inner(req, now, true)
+    }
+
+    fn submit_inner(
+        &mut self,
+        req: Request,
+        now: Instant,
+        early: bool,
+    ) -> Result<u16, SubmitError> {
+        if self.phase == Phase::Failed && self.rx.is_dead() {
+            return Err(SubmitError {
+                reason: SubmitErrorKind::Dead,
+                buf: req.buf,
+            });
+        }
+        let len = req.buf.as_ref().map_or(0, IoBuf::len);
+        if len > u32::MAX as usize {
+            return Err(SubmitError {
+                reason: SubmitErrorKind::TooLarge,
+                buf: req.buf,
+            });
+        }
+        let Some((idx, cid)) = self.tags.alloc() else {
+            return Err(SubmitError {
+                reason: SubmitErrorKind::QueueFull,
+                buf: req.buf,
+            });
+        };
+        let dir = if len == 0 { DataDir::None } else { req.dir };
+        let slot = &mut self.slots[idx as usize];
+        slot.user_data = req.user_data;
+        slot.cid = cid;
+        slot.sqe = req.sqe;
+        slot.dir = dir;
+        slot.len = len;
+        slot.buf = req.buf;
+        slot.rcvd = 0;
+        slot.last_seen = false;
+        slot.r2t_next = 0;
+        slot.data_error = None;
+        slot.submitted = Some(now);
+        slot.abort_sent = false;
+        // In-capsule limit: Fabrics commands (opcode 0x7F) may always carry 8 KiB.
+        let icmax = if slot.sqe[0] == 0x7F {
+            self.cfg.in_capsule_max.max(8192)
+        } else {
+            self.cfg.in_capsule_max
+        };
+        slot.in_capsule = dir == DataDir::ToController && len <= icmax;
+        set_cid(&mut slot.sqe, cid);
+        set_sgl(&mut slot.sqe, len, slot.in_capsule);
+        self.stats.submitted += 1;
+        let go = self.phase == Phase::Live || (early && self.phase == Phase::Connecting);
+        if go {
+            self.emit_capsule(idx);
+        } else {
+            self.deferred.push_back(idx);
+        }
+        Ok(cid)
+    }
+
+    /// Appends the CapsuleCmd of slot `idx` (with in-capsule data) to the transmit buffer.
+    fn emit_capsule(&mut self, idx: u16) {
+        let Some(neg) = self.neg else {
+            self.deferred.push_back(idx);
+            return;
+        };
+        let slot = &self.slots[idx as usize];
+        let data_len = if slot.in_capsule { slot.len } else { 0 };
+        let repr = CapsuleCmdRepr {
+            hdgst: neg.hdgst,
+            ddgst: neg.ddgst,
+            pda: neg.cpda,
+            sqe: slot.sqe,
+            data_len: data_len as u32,
+        };
+        self.tx.extend_from_slice(HeaderBuf::new(&repr).as_bytes());
+        if data_len > 0
+            && let Some(buf) = &slot.buf
+        {
+            let start = self.tx.len();
+            buf.copy_out(0, data_len, &mut self.tx);
+            if neg.ddgst {
+                let d = crc32c(&self.tx[start..]);
+                self.tx.extend_from_slice(&d.to_le_bytes());
+            }
+        }
+    }
+
+    /// Appends H2CData PDUs for `r2tl` bytes at `r2to` of slot `idx`, split at MAXH2CDATA.
+    pub(crate) fn emit_h2c_data(&mut self, idx: u16, ttag: u16, r2to: usize, r2tl: usize) {
+        let Some(neg) = self.neg else { return };
+        let maxd = (neg.maxh2cdata as usize).max(4096);
+        let slot = &self.slots[idx as usize];
+        let Some(buf) = &slot.buf else { return };
+        let mut off = r2to;
+        let end = r2to + r2tl;
+        while off < end {
+            let n = (end - off).min(maxd);
+            let repr = DataPduRepr {
+                pdu_type: PduType::H2cData,
+                flags: if off + n == end {
+                    PduFlags::LAST_PDU
+                } else {
+                    PduFlags::NONE
+                },
+                hdgst: neg.hdgst,
+                ddgst: neg.ddgst,
+                pda: neg.cpda,
+                cccid: slot.cid,
+                ttag,
+                datao: off as u32,
+                datal: n as u32,
+            };
+            self.tx.extend_from_slice(HeaderBuf::new(&repr).as_bytes());
+            let start = self.tx.len();
+            buf.copy_out(off, n, &mut self.tx);
+            if neg.ddgst {
+                let d = crc32c(&self.tx[start..]);
+                self.tx.extend_from_slice(&d.to_le_bytes());
+            }
+            off += n;
+        }
+    }
+
+    /// Bytes waiting to be sent.
+    pub fn tx_pending(&self) -> &[u8] {
+        &self.tx[self.tx_off..]
+    }
+
+    /// Reports that the first `n` bytes of [`QueueCore::tx_pending`] were sent.
+    pub fn tx_consumed(&mut self, n: usize) {
+        self.tx_off = (self.tx_off + n).min(self.tx.len());
+        if self.tx_off == self.tx.len() {
+            self.tx.clear();
+            self.tx_off = 0;
+        }
+    }
+
+    /// The next finished command.
+    pub fn pop_completion(&mut self) -> Option<Completion> {
+        self.completions.pop_front()
+    }
+
+    /// Number of finished commands waiting in [`QueueCore::pop_completion`].
+    pub fn completions_ready(&self) -> usize {
+        self.completions.len()
+    }
+
+    /// Completes slot `idx` with `result` (a pending data error overrides success).
+    pub(crate) fn complete(&mut self, idx: u16, result: Result<CqeInfo, IoError>) {
+        let slot = &mut self.slots[idx as usize];
+        let result = match (result, slot.data_error.take()) {
+            (Ok(_), Some(e)) => Err(e),
+            (r, _) => r,
+        };
+        let c = Completion {
+            user_data: slot.user_data,
+            cid: slot.cid,
+            result,
+            buf: slot.buf.take(),
+            c2h_bytes: slot.rcvd,
+        };
+        slot.submitted = None;
+        self.tags.release(idx);
+        self.deferred.retain(|&d| d != idx);
+        self.stats.completed += 1;
+        self.completions.push_back(c);
+    }
+
+    /// Records a protocol violation: the affected command (if any) fails with it, the queue
+    /// enters [`Phase::Failed`]. Returns the error for the driver.
+    pub(crate) fn fail(&mut self, err: ProtocolError) -> ProtocolError {
+        if let Some(cid) = err.cid()
+            && let Some(idx) = self.tags.lookup(cid)
+        {
+            self.complete(idx, Err(IoError::Protocol(err.clone())));
+        }
+        self.phase = Phase::Failed;
+        self.rx.set_failed();
+        err
+    }
+
+    /// Fails every command in flight with `err` (the queue is given up, or fast_io_fail_tmo
+    /// expired).
+    pub fn fail_all(&mut self, err: IoError) {
+        for idx in 0..self.slots.len() as u16 {
+            if self.tags.lookup(self.slots[idx as usize].cid).is_some() {
+                self.complete(idx, Err(err.clone()));
+            }
+        }
+        self.deferred.clear();
+    }
+
+    /// Fails one command (by CID) with `err`, e.g. after its timeout; false if not in flight.
+    pub fn fail_command(&mut self, cid: u16, err: IoError) -> bool {
+        match self.tags.lookup(cid) {
+            Some(idx) => {
+                self.complete(idx, Err(err));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts over on a new connection: the receive and transmit state is dropped, ICReq is
+    /// queued again, and every command still in flight will be re-issued (from its first
+    /// byte) once the queue is live again.
+    pub fn reset_connection(&mut self) {
+        self.tx.clear();
+        self.tx_off = 0;
+        self.rx = rx::RxMachine::new();
+        self.neg = None;
+        self.phase = Phase::WaitIcResp;
+        self.deferred.clear();
+        for idx in 0..self.slots.len() as u16 {
+            let s = &mut self.slots[idx as usize];
+            if self.tags.lookup(s.cid).is_some() {
+                // A Connect from the previous connection is not re-issued: the driver sends a
+                // new one.
+                if s.sqe[0] == 0x7F && s.sqe[4] == 0x01 {
+                    self.complete(idx, Err(IoError::QueueLost("connection reset")));
+                    continue;
+                }
+                let s = &mut self.slots[idx as usize];
+                s.rcvd = 0;
+                s.last_seen = false;
+                s.r2t_next = 0;
+                s.data_error = None;
+                s.abort_sent = false;
+                self.deferred.push_back(idx);
+            }
+        }
+        self.stats.reconnects += 1;
+        self.queue_icreq();
+    }
+
+    /// The oldest command in flight whose age exceeds `timeout`: `(cid, abort_already_sent)`.
+    /// The driver aborts it (and marks it with [`QueueCore::mark_abort_sent`]) or, if an Abort
+    /// was already sent, resets the queue.
+    pub fn expired(&self, now: Instant, timeout: std::time::Duration) -> Option<(u16, bool)> {
+        self.slots
+            .iter()
+            .filter(|s| {
+                s.submitted
+                    .is_some_and(|t| now.saturating_duration_since(t) >= timeout)
+            })
+            .filter(|s| self.tags.lookup(s.cid).is_some())
+            .min_by_key(|s| s.submitted)
+            .map(|s| (s.cid, s.abort_sent))
+    }
+
+    /// C2H data bytes received so far by the command `cid` (contiguous from offset 0), if it is
+    /// in flight.
+    pub fn bytes_received(&self, cid: u16) -> Option<usize> {
+        self.tags
+            .lookup(cid)
+            .map(|idx| self.slots[idx as usize].rcvd)
+    }
+
+    /// Records that an Abort was sent for `cid` and restarts its timer.
+    pub fn mark_abort_sent(&mut self, cid: u16, now: Instant) {
+        if let Some(idx) = self.tags.lookup(cid) {
+            let s = &mut self.slots[idx as usize];
+            s.abort_sent = true;
+            s.submitted = Some(now);
+        }
+    }
+}
+
+/// Writes the CID into SQE bytes 2..4.
+fn set_cid(sqe: &mut [u8; SQE_LEN], cid: u16) {
+    sqe[2..4].copy_from_slice(&cid.to_le_bytes());
+}
+
+/// Sets PSDT = SGL and SGL1 for a transfer of `len` bytes: a Data Block / Offset descriptor
+/// (0x01) for in-capsule data, else a Transport SGL Data Block (0x5A).
+fn set_sgl(sqe: &mut [u8; SQE_LEN], len: usize, in_capsule: bool) {
+    sqe[1] = (sqe[1] & 0x3F) | 0x40;
+    sqe[24..32].fill(0);
+    sqe[32..36].copy_from_slice(&(len as u32).to_le_bytes());
+    sqe[36..39].fill(0);
+    sqe[39] = if in_capsule && len > 0 { 0x01 } else { 0x5A };
+}
+
+/// Decodes the CQE fields the queue needs: `(dw0, dw1, sqhd, cid, status)`.
+pub(crate) fn cqe_fields(cqe: &[u8]) -> (u32, u32, u16, u16, NvmeStatus) {
+    let le32 = |o: usize| u32::from_le_bytes([cqe[o], cqe[o + 1], cqe[o + 2], cqe[o + 3]]);
+    let le16 = |o: usize| u16::from_le_bytes([cqe[o], cqe[o + 1]]);
+    (
+        le32(0),
+        le32(4),
+        le16(8),
+        le16(12),
+        NvmeStatus::from_cqe_status(le16(14)),
+    )
+}

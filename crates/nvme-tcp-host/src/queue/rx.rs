@@ -1,0 +1,735 @@
+//! The receive path of a queue: a state machine named after the wire,
+//! `RecvPduHeader → [RecvPad] → RecvData → RecvDataDigest`, built for direct data placement.
+//!
+//! C2HData payload is written only into the buffer of the command its CCCID names, at DATAO,
+//! after DATAO/DATAL were checked against that buffer; there is no staging copy on the socket
+//! path ([`QueueCore::rx_direct`]). The data digest is computed over each chunk right after it
+//! was placed, while the bytes are in cache.
+//!
+//! An offload (the ULP DDP engine) may already have placed payload bytes into the same buffers
+//! and verified data digests; [`RxOffload`] is the hook through which the receive path learns
+//! that and skips the copy or the CRC. Stream offsets given to the hook count every byte fed
+//! to this queue since its connection was established.
+
+use nvme_tcp_wire::WireError;
+use nvme_tcp_wire::digest::{Crc32c, crc32c};
+use nvme_tcp_wire::pdu::{
+    CH_LEN, CommonHeader, CommonHeaderRepr, DataPdu, IC_PDU_LEN, IcPdu, IcRespRepr, PduFlags,
+    PduType, R2tPdu, TERM_REQ_HLEN, TERM_REQ_MAX_PLEN, TermReqPdu,
+};
+
+use super::{CqeInfo, DataDir, Negotiated, Phase, QueueCore, cqe_fields};
+use crate::error::{IoError, ProtocolError};
+
+/// Largest header (CH + PSH + HDGST) a controller sends: ICResp, 128 bytes, no digest.
+const MAX_RX_HEADER: usize = IC_PDU_LEN + 4;
+
+/// What an offload already did for the bytes of this queue's stream.
+///
+/// All methods have do-nothing defaults ([`NoOffload`]). Stream offsets (`seq`) count bytes
+/// from the start of the connection (the first byte of ICResp is 0).
+pub trait RxOffload {
+    /// A PDU header starting at stream offset `seq` was parsed (the point where a resync
+    /// request for `seq` can be answered).
+    fn pdu_start(&mut self, seq: u64, ch: &CommonHeaderRepr) {
+        let _ = (seq, ch);
+    }
+    /// The C2HData PDU starting at `pdu_seq` begins its payload; return true if the offload
+    /// will verify its data digest, so the host need not compute it while placing.
+    fn ddgst_offloaded(&mut self, pdu_seq: u64) -> bool {
+        let _ = pdu_seq;
+        false
+    }
+    /// `len` payload bytes at stream offset `seq` are about to be placed; return how many of
+    /// the leading ones an offload already wrote to the destination (their copy is skipped).
+    fn placed(&mut self, seq: u64, len: usize) -> usize {
+        let _ = (seq, len);
+        0
+    }
+    /// At the data digest of the PDU starting at `pdu_seq`: did the offload verify it? If it
+    /// announced [`RxOffload::ddgst_offloaded`] but answers false here, the host computes the
+    /// CRC over the placed bytes itself.
+    fn ddgst_verified(&mut self, pdu_seq: u64) -> bool {
+        let _ = pdu_seq;
+        false
+    }
+}
+
+/// No offload: every byte is placed and digested by the host.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoOffload;
+impl RxOffload for NoOffload {}
+
+/// Receive states, named after what is being read from the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RxState {
+    /// The common header, then the rest of the PDU header and its digest.
+    RecvPduHeader,
+    /// Padding between the header (digest) and PDO.
+    RecvPad { left: usize },
+    /// C2HData payload, placed into the command's buffer.
+    RecvData,
+    /// The 4-byte data digest after C2HData payload.
+    RecvDataDigest,
+    /// The data of a C2HTermReq (a copy of the PDU header it complains about).
+    RecvTermReqData { left: usize, fes: u16, fei: u32 },
+    /// A protocol error happened; input is refused.
+    Failed,
+}
+
+/// The C2HData PDU being received.
+#[derive(Debug, Clone)]
+struct DataCursor {
+    idx: u16,
+    cid: u16,
+    /// Next transfer offset to place at.
+    off: usize,
+    /// Payload bytes of this PDU not yet placed.
+    left: usize,
+    /// DATAO / DATAL of this PDU.
+    datao: usize,
+    datal: usize,
+    crc: Crc32c,
+    /// Compute the CRC while placing (false: the offload verifies it).
+    crc_inline: bool,
+    ddgst: bool,
+    success: bool,
+}
+
+/// Receive-side state of one connection.
+#[derive(Debug)]
+pub(crate) struct RxMachine {
+    pub(crate) state: RxState,
+    hdr: [u8; MAX_RX_HEADER],
+    have: usize,
+    need: usize,
+    /// Stream offset of the next byte.
+    pos: u64,
+    /// Stream offset of the current PDU's first byte.
+    pdu_seq: u64,
+    ch: Option<CommonHeaderRepr>,
+    data: Option<DataCursor>,
+    ddgst: [u8; 4],
+    ddgst_have: usize,
+    dead: bool,
+}
+
+impl RxMachine {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: RxState::RecvPduHeader,
+            hdr: [0; MAX_RX_HEADER],
+            have: 0,
+            need: CH_LEN,
+            pos: 0,
+            pdu_seq: 0,
+            ch: None,
+            data: None,
+            ddgst: [0; 4],
+            ddgst_have: 0,
+            dead: false,
+        }
+    }
+    pub(crate) fn set_failed(&mut self) {
+        self.state = RxState::Failed;
+    }
+    pub(crate) fn is_dead(&self) -> bool {
+        self.dead
+    }
+    /// Stream offset of the next byte to receive.
+    pub(crate) fn position(&self) -> u64 {
+        self.pos
+    }
+}
+
+impl QueueCore {
+    /// The receive state (for tests and diagnostics).
+    pub fn rx_state_name(&self) -> &'static str {
+        match self.rx.state {
+            RxState::RecvPduHeader => "RecvPduHeader",
+            RxState::RecvPad { .. } => "RecvPad",
+            RxState::RecvData => "RecvData",
+            RxState::RecvDataDigest => "RecvDataDigest",
+            RxState::RecvTermReqData { .. } => "RecvTermReqData",
+            RxState::Failed => "Failed",
+        }
+    }
+
+    /// Stream offset of the next byte this queue expects.
+    pub fn rx_position(&self) -> u64 {
+        self.rx.position()
+    }
+
+    /// Feeds bytes received from the controller (all of them are consumed unless an error is
+    /// returned). C2HData payload is copied into the destination buffer at DATAO.
+    pub fn rx_feed(
+        &mut self,
+        mut input: &[u8],
+        offload: &mut dyn RxOffload,
+    ) -> Result<(), ProtocolError> {
+        while !input.is_empty() {
+            let n = match self.rx.state {
+                RxState::Failed => return Err(ProtocolError::Closed),
+                RxState::RecvPduHeader => {
+                    let n = (self.rx.need - self.rx.have).min(input.len());
+                    let have = self.rx.have;
+                    self.rx.hdr[have..have + n].copy_from_slice(&input[..n]);
+                    self.rx.have += n;
+                    self.rx.pos += n as u64;
+                    self.header_progress(offload)?;
+                    n
+                }
+                RxState::RecvPad { left } => {
+                    let n = left.min(input.len());
+                    self.rx.pos += n as u64;
+                    self.pad_progress(left - n, offload);
+                    n
+                }
+                RxState::RecvData => self.data_copy(input, offload)?,
+                RxState::RecvDataDigest => {
+                    let n = (4 - self.rx.ddgst_have).min(input.len());
+                    let h = self.rx.ddgst_have;
+                    self.rx.ddgst[h..h + n].copy_from_slice(&input[..n]);
+                    self.rx.ddgst_have += n;
+                    self.rx.pos += n as u64;
+                    if self.rx.ddgst_have == 4 {
+                        self.finish_data_pdu(offload)?;
+                    }
+                    n
+                }
+                RxState::RecvTermReqData { left, fes, fei } => {
+                    let n = left.min(input.len());
+                    self.rx.pos += n as u64;
+                    if left == n {
+                        return Err(self.fail(ProtocolError::term_req(fes, fei)));
+                    }
+                    self.rx.state = RxState::RecvTermReqData {
+                        left: left - n,
+                        fes,
+                        fei,
+                    };
+                    n
+                }
+            };
+            input = &input[n..];
+        }
+        Ok(())
+    }
+
+    /// While receiving C2HData payload: the caller's buffer at the current DATAO, at most up
+    /// to the end of this PDU's data and of the buffer segment. The driver reads from the
+    /// socket straight into it and reports the count to [`QueueCore::rx_direct_done`].
+    /// `None` in any other state.
+    pub fn rx_direct(&mut self) -> Option<&mut [u8]> {
+        if self.rx.state != RxState::RecvData {
+            return None;
+        }
+        let cur = self.rx.data.as_ref()?;
+        let (left, off, idx) = (cur.left, cur.off, cur.idx);
+        let buf = self.slots[idx as usize].buf.as_mut()?;
+        let (seg, soff) = buf.locate(off)?;
+        let s = buf.segment_mut(seg);
+        let n = (s.len() - soff).min(left);
+        Some(&mut s[soff..soff + n])
+    }
+
+    /// Reports that `n` bytes were written into the slice last returned by
+    /// [`QueueCore::rx_direct`]; digests them and advances. `n` larger than that slice is
+    /// clamped.
+    pub fn rx_direct_done(
+        &mut self,
+        n: usize,
+        offload: &mut dyn RxOffload,
+    ) -> Result<(), ProtocolError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let max = self.rx_direct().map_or(0, |s| s.len());
+        let n = n.min(max);
+        self.stats.rx_direct_bytes += n as u64;
+        self.data_placed(n, None, offload)
+    }
+
+    /// Copies payload from `input` into the destination buffer; returns bytes consumed.
+    fn data_copy(
+        &mut self,
+        input: &[u8],
+        offload: &mut dyn RxOffload,
+    ) -> Result<usize, ProtocolError> {
+        let Some(dst_len) = self.rx_direct().map(|s| s.len()) else {
+            // Unreachable by construction (RecvData always has a cursor inside the buffer);
+            // refuse rather than panic.
+            return Err(self.fail(ProtocolError::Closed));
+        };
+        let n = dst_len.min(input.len());
+        let pre = offload.placed(self.rx.pos, n).min(n);
+        if pre < n
+            && let Some(dst) = self.rx_direct()
+        {
+            dst[pre..n].copy_from_slice(&input[pre..n]);
+        }
+        self.stats.rx_offload_placed_bytes += pre as u64;
+        self.stats.rx_copied_bytes += (n - pre) as u64;
+        self.data_placed(n, None, offload)?;
+        Ok(n)
+    }
+
+    /// Advances over `n` payload bytes now present in the buffer at the cursor, digesting them.
+    fn data_placed(
+        &mut self,
+        n: usize,
+        _src: Option<&[u8]>,
+        offload: &mut dyn RxOffload,
+    ) -> Result<(), ProtocolError> {
+        let Some(cur) = self.rx.data.as_mut() else {
+            return Err(self.fail(ProtocolError::Closed));
+        };
+        if cur.crc_inline
+            && let Some(buf) = self.slots[cur.idx as usize].buf.as_ref()
+            && let Some((seg, soff)) = buf.locate(cur.off)
+        {
+            // The bytes were just written: digest them while they are in cache.
+            cur.crc.update(&buf.segment(seg)[soff..soff + n]);
+        }
+        cur.off += n;
+        cur.left -= n;
+        self.rx.pos += n as u64;
+        let slot = &mut self.slots[cur.idx as usize];
+        slot.rcvd = cur.off;
+        if cur.left == 0 {
+            if cur.ddgst {
+                self.rx.state = RxState::RecvDataDigest;
+                self.rx.ddgst_have = 0;
+            } else {
+                self.finish_data_pdu(offload)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// End of a C2HData PDU (after its digest, if any).
+    fn finish_data_pdu(&mut self, offload: &mut dyn RxOffload) -> Result<(), ProtocolError> {
+        let Some(cur) = self.rx.data.take() else {
+            return Err(self.fail(ProtocolError::Closed));
+        };
+        if cur.ddgst {
+            let received = u32::from_le_bytes(self.rx.ddgst);
+            let verified = !cur.crc_inline && offload.ddgst_verified(self.rx.pdu_seq);
+            if verified {
+                self.stats.rx_offload_ddgst_pdus += 1;
+            } else {
+                let computed = if cur.crc_inline {
+                    cur.crc.finalize()
+                } else {
+                    // The offload did not verify after all: digest the placed bytes now.
+                    let mut c = Crc32c::new();
+                    if let Some(buf) = self.slots[cur.idx as usize].buf.as_ref() {
+                        let mut off = cur.datao;
+                        let end = cur.datao + cur.datal;
+                        while off < end {
+                            let Some((seg, soff)) = buf.locate(off) else {
+                                break;
+                            };
+                            let s = buf.segment(seg);
+                            let n = (s.len() - soff).min(end - off);
+                            c.update(&s[soff..soff + n]);
+                            off += n;
+                        }
+                    }
+                    c.finalize()
+                };
+                if computed != received {
+                    // A data digest error fails this command only (data transfer error); the
+                    // queue stays up (NVMe/TCP: data digest errors are per command).
+                    self.stats.ddgst_errors += 1;
+                    let slot = &mut self.slots[cur.idx as usize];
+                    slot.data_error = Some(IoError::DataDigest { received, computed });
+                }
+            }
+        }
+        self.rx.state = RxState::RecvPduHeader;
+        self.rx.have = 0;
+        self.rx.need = CH_LEN;
+        if cur.success {
+            // SUCCESS: the command completed, no CapsuleResp follows.
+            let len = self.slots[cur.idx as usize].len;
+            if cur.off != len {
+                return Err(self.fail(ProtocolError::ShortRead {
+                    cid: cur.cid,
+                    received: cur.off,
+                    expected: len,
+                }));
+            }
+            self.complete(
+                cur.idx,
+                Ok(CqeInfo {
+                    dw0: 0,
+                    dw1: 0,
+                    sqhd: 0xFFFF,
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    fn pad_progress(&mut self, left: usize, _offload: &mut dyn RxOffload) {
+        if left > 0 {
+            self.rx.state = RxState::RecvPad { left };
+        } else {
+            self.rx.state = RxState::RecvData;
+        }
+    }
+
+    /// Called after header bytes arrived: validates the common header once complete, then
+    /// the whole header once complete.
+    fn header_progress(&mut self, offload: &mut dyn RxOffload) -> Result<(), ProtocolError> {
+        if self.rx.have < self.rx.need {
+            return Ok(());
+        }
+        if self.rx.need == CH_LEN {
+            self.rx.pdu_seq = self.rx.pos - CH_LEN as u64;
+            let ch = match self.check_common_header() {
+                Ok(ch) => ch,
+                Err(e) => return Err(self.fail(e)),
+            };
+            offload.pdu_start(self.rx.pdu_seq, &ch);
+            self.rx.need = ch.header_len();
+            self.rx.ch = Some(ch);
+            if self.rx.have < self.rx.need {
+                return Ok(());
+            }
+        }
+        let Some(ch) = self.rx.ch else {
+            return Err(self.fail(ProtocolError::Closed));
+        };
+        if ch.has_hdgst() {
+            let hlen = ch.hlen as usize;
+            let received = u32::from_le_bytes([
+                self.rx.hdr[hlen],
+                self.rx.hdr[hlen + 1],
+                self.rx.hdr[hlen + 2],
+                self.rx.hdr[hlen + 3],
+            ]);
+            let computed = crc32c(&self.rx.hdr[..hlen]);
+            if received != computed {
+                return Err(self.fail(ProtocolError::Header(WireError::HeaderDigest {
+                    received,
+                    computed,
+                })));
+            }
+        }
+        self.rx.have = 0;
+        self.rx.need = CH_LEN;
+        self.rx.state = RxState::RecvPduHeader;
+        let r = match ch.pdu_type {
+            PduType::IcResp => self.handle_icresp(),
+            PduType::C2hTermReq => self.handle_term_req(&ch),
+            PduType::CapsuleResp => self.handle_capsule_resp(),
+            PduType::R2t => self.handle_r2t(),
+            PduType::C2hData => self.handle_c2h_data(&ch, offload),
+            _ => Err(ProtocolError::UnexpectedPdu {
+                pdu_type: ch.pdu_type as u8,
+                state: "from a controller",
+            }),
+        };
+        r.map_err(|e| self.fail(e))
+    }
+
+    /// Common-header checks in the order of NVMe/TCP 1.0 §3.6.2 / the FreeBSD validator:
+    /// type and direction, flags, HLEN, PDO, PLEN. The header digest is checked once the whole
+    /// header is in.
+    fn check_common_header(&self) -> Result<CommonHeaderRepr, ProtocolError> {
+        let view = CommonHeader::new_unchecked(&self.rx.hdr[..CH_LEN]);
+        let ch = CommonHeaderRepr::parse(&view)?;
+        let t = ch.pdu_type;
+        // Type: a controller only sends C2H types; ICResp only as the first PDU.
+        let allowed = match self.phase {
+            Phase::WaitIcResp => matches!(t, PduType::IcResp | PduType::C2hTermReq),
+            _ => !t.is_h2c() && t != PduType::IcResp,
+        };
+        if !allowed {
+            return Err(ProtocolError::UnexpectedPdu {
+                pdu_type: t as u8,
+                state: if self.phase == Phase::WaitIcResp {
+                    "before ICResp"
+                } else {
+                    "after ICResp"
+                },
+            });
+        }
+        // Flags (FEI 1): only the flags the type may carry, digests exactly as negotiated.
+        let extra = ch.flags.difference(t.allowed_flags());
+        if !extra.is_empty() {
+            return Err(WireError::invalid(
+                "FLAGS",
+                1,
+                format!("flags {:#04x} not allowed on {t:?}", ch.flags.0),
+            )
+            .into());
+        }
+        let neg = self.neg.unwrap_or(Negotiated {
+            hdgst: false,
+            ddgst: false,
+            cpda: 0,
+            maxh2cdata: 0,
+        });
+        if t.has_hdgst() && ch.has_hdgst() != neg.hdgst {
+            return Err(WireError::invalid(
+                "FLAGS",
+                1,
+                format!(
+                    "HDGSTF is {} but header digests are {}",
+                    ch.has_hdgst(),
+                    if neg.hdgst { "on" } else { "off" }
+                ),
+            )
+            .into());
+        }
+        if t == PduType::C2hData && ch.has_ddgst() != neg.ddgst {
+            return Err(WireError::invalid(
+                "FLAGS",
+                1,
+                format!(
+                    "DDGSTF is {} but data digests are {}",
+                    ch.has_ddgst(),
+                    if neg.ddgst { "on" } else { "off" }
+                ),
+            )
+            .into());
+        }
+        // HLEN (FEI 2): fixed per type. Checked before reading further, so a bogus HLEN
+        // never sizes a read.
+        if ch.hlen != t.hlen() {
+            return Err(WireError::invalid(
+                "HLEN",
+                2,
+                format!("expected {} for {t:?}, found {}", t.hlen(), ch.hlen),
+            )
+            .into());
+        }
+        let hd = ch.header_len();
+        // PDO (FEI 3) and PLEN (FEI 4).
+        let plen = ch.plen as usize;
+        match t {
+            PduType::C2hData => {
+                // HPDA is 0: PDO must be dword aligned, at or after the header (+digest).
+                if (ch.pdo as usize) < hd || ch.pdo % 4 != 0 {
+                    return Err(WireError::invalid(
+                        "PDO",
+                        3,
+                        format!("PDO {} with a {hd}-byte header", ch.pdo),
+                    )
+                    .into());
+                }
+                let min = ch.pdo as usize + if ch.has_ddgst() { 4 } else { 0 };
+                if plen <= min {
+                    return Err(WireError::invalid(
+                        "PLEN",
+                        4,
+                        format!("PLEN {plen} leaves no data after PDO {}", ch.pdo),
+                    )
+                    .into());
+                }
+            }
+            PduType::IcResp | PduType::CapsuleResp | PduType::R2t => {
+                if ch.pdo != 0 {
+                    return Err(
+                        WireError::invalid("PDO", 3, "PDU without data, PDO must be 0").into(),
+                    );
+                }
+                if plen != hd {
+                    return Err(WireError::invalid(
+                        "PLEN",
+                        4,
+                        format!("expected {hd} for {t:?}, found {plen}"),
+                    )
+                    .into());
+                }
+            }
+            PduType::C2hTermReq if !(TERM_REQ_HLEN..=TERM_REQ_MAX_PLEN).contains(&plen) => {
+                return Err(WireError::invalid(
+                    "PLEN",
+                    4,
+                    format!("C2HTermReq PLEN {plen} outside 24..=152"),
+                )
+                .into());
+            }
+            _ => {}
+        }
+        Ok(ch)
+    }
+
+    fn handle_icresp(&mut self) -> Result<(), ProtocolError> {
+        let pdu = IcPdu::new_unchecked(&self.rx.hdr[..IC_PDU_LEN]);
+        let r = IcRespRepr::parse(&pdu)?;
+        if r.pfv != 0 {
+            return Err(ProtocolError::IcResp(format!("PFV {} (expected 0)", r.pfv)));
+        }
+        if r.cpda > nvme_tcp_wire::pdu::MAX_PDA {
+            return Err(ProtocolError::IcResp(format!("CPDA {} above 31", r.cpda)));
+        }
+        if r.hdgst_enable != self.cfg.hdgst || r.ddgst_enable != self.cfg.ddgst {
+            return Err(ProtocolError::IcResp(format!(
+                "digests requested hdgst={} ddgst={}, controller enabled hdgst={} ddgst={}",
+                self.cfg.hdgst, self.cfg.ddgst, r.hdgst_enable, r.ddgst_enable
+            )));
+        }
+        if r.maxh2cdata < 4096 || r.maxh2cdata % 4 != 0 {
+            return Err(ProtocolError::IcResp(format!(
+                "MAXH2CDATA {} (must be a multiple of 4, at least 4096)",
+                r.maxh2cdata
+            )));
+        }
+        self.neg = Some(Negotiated {
+            hdgst: r.hdgst_enable,
+            ddgst: r.ddgst_enable,
+            cpda: r.cpda,
+            maxh2cdata: r.maxh2cdata,
+        });
+        self.phase = Phase::Connecting;
+        Ok(())
+    }
+
+    fn handle_term_req(&mut self, ch: &CommonHeaderRepr) -> Result<(), ProtocolError> {
+        let pdu = TermReqPdu::new_unchecked(&self.rx.hdr[..TERM_REQ_HLEN]);
+        let (fes, fei) = (pdu.fes(), pdu.fei());
+        let left = ch.plen as usize - TERM_REQ_HLEN;
+        if left == 0 {
+            return Err(ProtocolError::term_req(fes, fei));
+        }
+        self.rx.state = RxState::RecvTermReqData { left, fes, fei };
+        Ok(())
+    }
+
+    fn handle_capsule_resp(&mut self) -> Result<(), ProtocolError> {
+        let (dw0, dw1, sqhd, cid, status) = cqe_fields(&self.rx.hdr[8..24]);
+        let Some(idx) = self.tags.lookup(cid) else {
+            return Err(ProtocolError::UnknownCid { cid });
+        };
+        self.sqhd = sqhd;
+        let slot = &self.slots[idx as usize];
+        if status.is_success() && slot.dir == DataDir::ToHost && slot.rcvd != slot.len {
+            // No short read: a successful read must have received every byte.
+            return Err(ProtocolError::ShortRead {
+                cid,
+                received: slot.rcvd,
+                expected: slot.len,
+            });
+        }
+        let result = if status.is_success() {
+            Ok(CqeInfo { dw0, dw1, sqhd })
+        } else {
+            Err(IoError::Status(status))
+        };
+        self.complete(idx, result);
+        Ok(())
+    }
+
+    fn handle_r2t(&mut self) -> Result<(), ProtocolError> {
+        let pdu = R2tPdu::new_unchecked(&self.rx.hdr[..24]);
+        let (cid, ttag, r2to, r2tl) = (pdu.cccid(), pdu.ttag(), pdu.r2to(), pdu.r2tl());
+        let Some(idx) = self.tags.lookup(cid) else {
+            return Err(ProtocolError::UnknownCccid {
+                pdu: "R2T",
+                cccid: cid,
+            });
+        };
+        let slot = &self.slots[idx as usize];
+        if slot.dir != DataDir::ToController || slot.in_capsule {
+            return Err(ProtocolError::R2tNotExpected { cid });
+        }
+        let (o, l) = (r2to as usize, r2tl as usize);
+        // R2TL > 0, R2TO continues where the previous R2T ended (MAXR2T is 0: one at a
+        // time), and the range stays inside the command's data.
+        if l == 0 || o != slot.r2t_next || o.checked_add(l).is_none_or(|e| e > slot.len) {
+            return Err(ProtocolError::R2tOutOfRange {
+                cid,
+                r2to,
+                r2tl,
+                len: slot.len,
+                sent: slot.r2t_next,
+            });
+        }
+        self.slots[idx as usize].r2t_next = o + l;
+        self.emit_h2c_data(idx, ttag, o, l);
+        Ok(())
+    }
+
+    fn handle_c2h_data(
+        &mut self,
+        ch: &CommonHeaderRepr,
+        offload: &mut dyn RxOffload,
+    ) -> Result<(), ProtocolError> {
+        let pdu = DataPdu::new_unchecked(&self.rx.hdr[..24]);
+        let (cid, datao, datal) = (pdu.cccid(), pdu.datao(), pdu.datal());
+        let Some(idx) = self.tags.lookup(cid) else {
+            return Err(ProtocolError::UnknownCccid {
+                pdu: "C2HData",
+                cccid: cid,
+            });
+        };
+        let success = ch.flags.contains(PduFlags::SUCCESS);
+        let last = ch.flags.contains(PduFlags::LAST_PDU);
+        if success && !last {
+            return Err(ProtocolError::SuccessWithoutLast { cid });
+        }
+        let slot = &self.slots[idx as usize];
+        if slot.dir != DataDir::ToHost || slot.buf.is_none() {
+            return Err(ProtocolError::DataForNonRead { cid });
+        }
+        if slot.last_seen {
+            return Err(ProtocolError::LastPdu {
+                cid,
+                detail: "data after the PDU flagged LAST_PDU",
+            });
+        }
+        let carried = ch.data_len();
+        if datal as usize != carried || datal == 0 {
+            return Err(ProtocolError::DataLength {
+                cid,
+                datal,
+                carried,
+            });
+        }
+        let (o, l) = (datao as usize, datal as usize);
+        if o.checked_add(l).is_none_or(|e| e > slot.len) {
+            return Err(ProtocolError::DataOutOfRange {
+                cid,
+                datao,
+                datal,
+                len: slot.len,
+            });
+        }
+        if o != slot.rcvd {
+            return Err(ProtocolError::NotContiguous {
+                cid,
+                datao,
+                expected: slot.rcvd,
+            });
+        }
+        if success && o + l != slot.len {
+            return Err(ProtocolError::ShortRead {
+                cid,
+                received: o + l,
+                expected: slot.len,
+            });
+        }
+        let crc_inline = !(ch.has_ddgst() && offload.ddgst_offloaded(self.rx.pdu_seq));
+        self.slots[idx as usize].last_seen = last;
+        self.rx.data = Some(DataCursor {
+            idx,
+            cid,
+            off: o,
+            left: l,
+            datao: o,
+            datal: l,
+            crc: Crc32c::new(),
+            crc_inline,
+            ddgst: ch.has_ddgst(),
+            success,
+        });
+        let pad = ch.pdo as usize - ch.header_len();
+        self.pad_progress(pad, offload);
+        Ok(())
+    }
+}

@@ -1,0 +1,751 @@
+//! The receive path fed hand-built PDU streams: every malformed case ends in a clear error
+//! and nothing is written outside the buffer of the command the data belongs to.
+
+use std::time::Instant;
+
+use nvme_tcp_wire::digest::crc32c;
+use nvme_tcp_wire::pdu::{
+    CapsuleRespRepr, DataPduRepr, HeaderBuf, IcRespRepr, PduFlags, PduType, R2tRepr,
+};
+use proptest::prelude::*;
+
+use super::*;
+use crate::error::{IoError, ProtocolError};
+
+fn cfg(hdgst: bool, ddgst: bool) -> QueueConfig {
+    QueueConfig {
+        qid: 1,
+        queue_size: 8,
+        hdgst,
+        ddgst,
+        cid_mode: CidMode::Tagged,
+        in_capsule_max: 4096,
+    }
+}
+
+fn icresp(hdgst: bool, ddgst: bool, maxh2cdata: u32) -> Vec<u8> {
+    HeaderBuf::new(&IcRespRepr {
+        pfv: 0,
+        cpda: 0,
+        hdgst_enable: hdgst,
+        ddgst_enable: ddgst,
+        maxh2cdata,
+    })
+    .as_bytes()
+    .to_vec()
+}
+
+/// A live queue (ICResp received, Connect assumed done) with digests as given.
+fn live(hdgst: bool, ddgst: bool) -> QueueCore {
+    let mut q = QueueCore::new(cfg(hdgst, ddgst));
+    let icreq = q.tx_pending().to_vec();
+    assert_eq!(icreq.len(), 128);
+    assert_eq!(icreq[0], 0x00);
+    assert_eq!(icreq[11], (hdgst as u8) | ((ddgst as u8) << 1));
+    q.tx_consumed(icreq.len());
+    q.rx_feed(&icresp(hdgst, ddgst, 8192), &mut NoOffload)
+        .unwrap();
+    assert_eq!(q.phase(), Phase::Connecting);
+    q.set_live();
+    q
+}
+
+fn read_req(len: usize, user_data: u64) -> Request {
+    let mut sqe = [0u8; SQE_LEN];
+    sqe[0] = 0x02;
+    Request {
+        sqe,
+        dir: DataDir::ToHost,
+        buf: Some(IoBuf::Contig(vec![0xEE; len])),
+        user_data,
+    }
+}
+
+fn write_req(data: Vec<u8>, user_data: u64) -> Request {
+    let mut sqe = [0u8; SQE_LEN];
+    sqe[0] = 0x01;
+    Request {
+        sqe,
+        dir: DataDir::ToController,
+        buf: Some(IoBuf::Contig(data)),
+        user_data,
+    }
+}
+
+fn submit(q: &mut QueueCore, r: Request) -> u16 {
+    let cid = q.submit(r, Instant::now()).unwrap();
+    let n = q.tx_pending().len();
+    q.tx_consumed(n);
+    cid
+}
+
+fn c2h(q: &QueueCore, cid: u16, datao: u32, data: &[u8], flags: PduFlags) -> Vec<u8> {
+    let neg = q.negotiated().unwrap();
+    let repr = DataPduRepr {
+        pdu_type: PduType::C2hData,
+        flags,
+        hdgst: neg.hdgst,
+        ddgst: neg.ddgst,
+        pda: 0,
+        cccid: cid,
+        ttag: 0,
+        datao,
+        datal: data.len() as u32,
+    };
+    let mut v = HeaderBuf::new(&repr).as_bytes().to_vec();
+    v.extend_from_slice(data);
+    if neg.ddgst {
+        v.extend_from_slice(&crc32c(data).to_le_bytes());
+    }
+    v
+}
+
+fn resp(q: &QueueCore, cid: u16, status: u16) -> Vec<u8> {
+    let mut cqe = [0u8; 16];
+    cqe[12..14].copy_from_slice(&cid.to_le_bytes());
+    cqe[14..16].copy_from_slice(&(status << 1).to_le_bytes());
+    HeaderBuf::new(&CapsuleRespRepr {
+        hdgst: q.negotiated().unwrap().hdgst,
+        cqe,
+    })
+    .as_bytes()
+    .to_vec()
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn feed_err(q: &mut QueueCore, bytes: &[u8]) -> ProtocolError {
+    q.rx_feed(bytes, &mut NoOffload).unwrap_err()
+}
+
+fn only_completion(q: &mut QueueCore) -> Completion {
+    let c = q.pop_completion().expect("a completion");
+    assert!(q.pop_completion().is_none());
+    c
+}
+
+#[test]
+fn read_places_each_pdu_at_its_datao_and_completes_on_capsule_resp() {
+    for (h, d) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut q = live(h, d);
+        let cid = submit(&mut q, read_req(8192, 7));
+        let data = pattern(8192, 3);
+        let mut s = c2h(&q, cid, 0, &data[..4096], PduFlags::NONE);
+        s.extend(c2h(&q, cid, 4096, &data[4096..], PduFlags::LAST_PDU));
+        s.extend(resp(&q, cid, 0));
+        q.rx_feed(&s, &mut NoOffload).unwrap();
+        let c = only_completion(&mut q);
+        assert_eq!(c.user_data, 7);
+        assert!(c.result.is_ok(), "{:?}", c.result);
+        assert_eq!(c.buf.unwrap().to_vec(), data);
+        assert_eq!(q.in_flight(), 0);
+    }
+}
+
+#[test]
+fn byte_at_a_time_feeding_gives_the_same_result() {
+    let mut q = live(true, true);
+    let cid = submit(&mut q, read_req(1000, 1));
+    let data = pattern(1000, 9);
+    let mut s = c2h(&q, cid, 0, &data, PduFlags::LAST_PDU);
+    s.extend(resp(&q, cid, 0));
+    for b in &s {
+        q.rx_feed(std::slice::from_ref(b), &mut NoOffload).unwrap();
+    }
+    assert_eq!(only_completion(&mut q).buf.unwrap().to_vec(), data);
+}
+
+#[test]
+fn success_flag_completes_without_capsule_resp() {
+    let mut q = live(false, true);
+    let cid = submit(&mut q, read_req(512, 2));
+    let data = pattern(512, 1);
+    q.rx_feed(
+        &c2h(&q, cid, 0, &data, PduFlags::LAST_PDU | PduFlags::SUCCESS),
+        &mut NoOffload,
+    )
+    .unwrap();
+    let c = only_completion(&mut q);
+    assert_eq!(c.result.unwrap().sqhd, 0xFFFF);
+    // A CapsuleResp after SUCCESS names a finished command.
+    let s = resp(&q, cid, 0);
+    let e = feed_err(&mut q, &s);
+    assert!(matches!(e, ProtocolError::UnknownCid { .. }), "{e}");
+}
+
+#[test]
+fn success_without_last_pdu_fails_the_command_and_the_queue() {
+    let mut q = live(false, false);
+    let cid = submit(&mut q, read_req(512, 2));
+    let s = c2h(&q, cid, 0, &[1; 512], PduFlags::SUCCESS);
+    let e = feed_err(&mut q, &s);
+    assert_eq!(e, ProtocolError::SuccessWithoutLast { cid });
+    let c = only_completion(&mut q);
+    assert!(matches!(c.result, Err(IoError::Protocol(_))));
+    assert_eq!(q.phase(), Phase::Failed);
+    assert!(
+        q.rx_feed(&[0], &mut NoOffload).is_err(),
+        "input refused after failure"
+    );
+}
+
+#[test]
+fn unknown_cccid_is_rejected_and_no_buffer_changes() {
+    let mut q = live(false, false);
+    let cid = submit(&mut q, read_req(512, 2));
+    let s = c2h(&q, cid ^ 0x100, 0, &[1; 512], PduFlags::LAST_PDU);
+    let e = feed_err(&mut q, &s);
+    assert!(matches!(e, ProtocolError::UnknownCccid { .. }), "{e}");
+    q.fail_all(IoError::QueueLost("test"));
+    assert_eq!(
+        only_completion(&mut q).buf.unwrap().to_vec(),
+        vec![0xEE; 512]
+    );
+}
+
+#[test]
+fn data_beyond_the_buffer_is_rejected_before_any_byte_is_placed() {
+    let mut q = live(false, false);
+    let cid = submit(&mut q, read_req(4096, 2));
+    let mut s = c2h(&q, cid, 0, &[1; 4096], PduFlags::NONE);
+    s.extend(c2h(&q, cid, 4096, &[2; 16], PduFlags::LAST_PDU));
+    let e = feed_err(&mut q, &s);
+    assert!(
+        matches!(
+            e,
+            ProtocolError::DataOutOfRange {
+                datao: 4096,
+                datal: 16,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let c = only_completion(&mut q);
+    assert_eq!(c.buf.unwrap().to_vec(), vec![1; 4096]);
+}
+
+#[test]
+fn datao_must_continue_the_data_received_so_far() {
+    let mut q = live(false, false);
+    let cid = submit(&mut q, read_req(8192, 2));
+    let s = c2h(&q, cid, 4096, &[1; 4096], PduFlags::LAST_PDU);
+    let e = feed_err(&mut q, &s);
+    assert_eq!(
+        e,
+        ProtocolError::NotContiguous {
+            cid,
+            datao: 4096,
+            expected: 0
+        }
+    );
+    assert_eq!(
+        only_completion(&mut q).buf.unwrap().to_vec(),
+        vec![0xEE; 8192]
+    );
+}
+
+#[test]
+fn datal_must_match_the_pdu_length() {
+    let mut q = live(false, false);
+    let cid = submit(&mut q, read_req(4096, 2));
+    let mut s = c2h(&q, cid, 0, &[1; 1024], PduFlags::LAST_PDU);
+    s[16..20].copy_from_slice(&2048u32.to_le_bytes()); // DATAL 2048, PLEN says 1024
+    let e = feed_err(&mut q, &s);
+    assert!(
+        matches!(
+            e,
+            ProtocolError::DataLength {
+                datal: 2048,
+                carried: 1024,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn successful_capsule_resp_after_partial_data_is_a_short_read() {
+    let mut q = live(false, false);
+    let cid = submit(&mut q, read_req(8192, 2));
+    let mut s = c2h(&q, cid, 0, &[1; 4096], PduFlags::LAST_PDU);
+    s.extend(resp(&q, cid, 0));
+    let e = feed_err(&mut q, &s);
+    assert!(
+        matches!(
+            e,
+            ProtocolError::ShortRead {
+                received: 4096,
+                expected: 8192,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn error_status_after_partial_data_is_reported_as_the_status() {
+    let mut q = live(false, false);
+    let cid = submit(&mut q, read_req(8192, 2));
+    let mut s = c2h(&q, cid, 0, &[1; 4096], PduFlags::LAST_PDU);
+    s.extend(resp(&q, cid, 0x04));
+    q.rx_feed(&s, &mut NoOffload).unwrap();
+    let c = only_completion(&mut q);
+    assert!(matches!(c.result, Err(IoError::Status(st)) if st.sc == 4));
+}
+
+#[test]
+fn data_after_last_pdu_is_rejected() {
+    let mut q = live(false, false);
+    let cid = submit(&mut q, read_req(8192, 2));
+    let mut s = c2h(&q, cid, 0, &[1; 4096], PduFlags::LAST_PDU);
+    s.extend(c2h(&q, cid, 4096, &[1; 4096], PduFlags::LAST_PDU));
+    let e = feed_err(&mut q, &s);
+    assert!(matches!(e, ProtocolError::LastPdu { .. }), "{e}");
+}
+
+#[test]
+fn data_digest_error_fails_only_that_command_and_the_queue_stays_up() {
+    let mut q = live(false, true);
+    let a = submit(&mut q, read_req(512, 1));
+    let b = submit(&mut q, read_req(512, 2));
+    let mut bad = c2h(&q, a, 0, &[1; 512], PduFlags::LAST_PDU);
+    let n = bad.len();
+    bad[n - 1] ^= 0xFF;
+    let mut s = bad;
+    s.extend(resp(&q, a, 0));
+    s.extend(c2h(&q, b, 0, &[2; 512], PduFlags::LAST_PDU));
+    s.extend(resp(&q, b, 0));
+    q.rx_feed(&s, &mut NoOffload).unwrap();
+    let ca = q.pop_completion().unwrap();
+    assert!(
+        matches!(ca.result, Err(IoError::DataDigest { .. })),
+        "{:?}",
+        ca.result
+    );
+    let cb = q.pop_completion().unwrap();
+    assert!(cb.result.is_ok());
+    assert_eq!(q.phase(), Phase::Live);
+    assert_eq!(q.stats().ddgst_errors, 1);
+}
+
+#[test]
+fn header_digest_error_is_fatal() {
+    let mut q = live(true, false);
+    let cid = submit(&mut q, read_req(512, 1));
+    let mut s = resp(&q, cid, 0);
+    s[24] ^= 1;
+    let e = feed_err(&mut q, &s);
+    assert!(
+        matches!(e, ProtocolError::Header(WireError::HeaderDigest { .. })),
+        "{e}"
+    );
+    assert_eq!(q.phase(), Phase::Failed);
+}
+
+#[test]
+fn digest_flags_must_match_the_negotiation() {
+    let mut q = live(false, false);
+    let cid = submit(&mut q, read_req(512, 1));
+    let mut s = resp(&q, cid, 0);
+    s[1] |= 0x01; // HDGSTF without negotiated header digests
+    let e = feed_err(&mut q, &s);
+    assert!(
+        matches!(
+            e,
+            ProtocolError::Header(WireError::InvalidField { offset: 1, .. })
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_wrong_hlen_is_rejected_from_the_common_header_alone() {
+    let mut q = live(true, false);
+    // HLEN 255 with HDGST: the host must not size a header read from it.
+    let ch = [0x05u8, 0x01, 255, 0, 0, 1, 0, 0];
+    let e = feed_err(&mut q, &ch);
+    assert!(
+        matches!(
+            e,
+            ProtocolError::Header(WireError::InvalidField { offset: 2, .. })
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn h2c_types_and_reserved_types_are_rejected() {
+    for t in [0x00u8, 0x02, 0x04, 0x06, 0x08, 0x0A, 0xFF, 0x01] {
+        let mut q = live(false, false);
+        let ch = [t, 0, 24, 0, 24, 0, 0, 0];
+        let e = feed_err(&mut q, &ch);
+        assert!(
+            matches!(
+                e,
+                ProtocolError::UnexpectedPdu { .. } | ProtocolError::Header(_)
+            ),
+            "type {t:#x}: {e}"
+        );
+    }
+}
+
+#[test]
+fn c2h_data_for_a_write_is_rejected() {
+    let mut q = live(false, false);
+    let cid = submit(&mut q, write_req(vec![5; 512], 1));
+    let s = c2h(&q, cid, 0, &[1; 512], PduFlags::LAST_PDU);
+    let e = feed_err(&mut q, &s);
+    assert_eq!(e, ProtocolError::DataForNonRead { cid });
+    let c = only_completion(&mut q);
+    assert_eq!(
+        c.buf.unwrap().to_vec(),
+        vec![5; 512],
+        "write buffer untouched"
+    );
+}
+
+#[test]
+fn small_writes_go_in_capsule_with_data_digest() {
+    let mut q = live(true, true);
+    let data = pattern(1024, 4);
+    q.submit(write_req(data.clone(), 1), Instant::now())
+        .unwrap();
+    let tx = q.tx_pending().to_vec();
+    // CapsuleCmd: 72 + HDGST 4, PDO 76, data, DDGST.
+    assert_eq!(tx[0], 0x04);
+    assert_eq!(tx[3], 76);
+    assert_eq!(tx.len(), 76 + 1024 + 4);
+    assert_eq!(&tx[76..76 + 1024], &data[..]);
+    assert_eq!(&tx[1100..], &crc32c(&data).to_le_bytes());
+    assert_eq!(tx[8 + 39], 0x01, "SGL data block / offset");
+}
+
+fn r2t(q: &QueueCore, cid: u16, ttag: u16, r2to: u32, r2tl: u32) -> Vec<u8> {
+    HeaderBuf::new(&R2tRepr {
+        hdgst: q.negotiated().unwrap().hdgst,
+        cccid: cid,
+        ttag,
+        r2to,
+        r2tl,
+    })
+    .as_bytes()
+    .to_vec()
+}
+
+#[test]
+fn r2t_is_answered_with_h2c_data_split_at_maxh2cdata() {
+    let mut q = live(false, true);
+    let data = pattern(20000, 8);
+    let cid = submit(&mut q, write_req(data.clone(), 1));
+    q.rx_feed(&r2t(&q, cid, 0x33, 0, 20000), &mut NoOffload)
+        .unwrap();
+    let tx = q.tx_pending().to_vec();
+    // MAXH2CDATA 8192: 8192 + 8192 + 3616.
+    let mut off = 0;
+    let mut got = Vec::new();
+    let mut pdus = 0;
+    while off < tx.len() {
+        let p = DataPdu::new_checked(&tx[off..]).unwrap();
+        assert_eq!(p.ch().pdu_type(), Some(PduType::H2cData));
+        assert_eq!(p.ttag(), 0x33);
+        assert_eq!(p.cccid(), cid);
+        assert_eq!(p.datao() as usize, got.len());
+        let l = p.datal() as usize;
+        let last = p.ch().flags().contains(PduFlags::LAST_PDU);
+        let d = &tx[off + 24..off + 24 + l];
+        assert_eq!(&tx[off + 24 + l..off + 28 + l], &crc32c(d).to_le_bytes());
+        got.extend_from_slice(d);
+        off += p.ch().plen() as usize;
+        pdus += 1;
+        assert_eq!(last, got.len() == 20000);
+    }
+    assert_eq!(pdus, 3);
+    assert_eq!(got, data);
+}
+
+#[test]
+fn r2t_ranges_are_checked() {
+    for (o, l) in [(0u32, 0u32), (4096, 4096), (0, 20001), (u32::MAX, 2)] {
+        let mut q = live(false, false);
+        let cid = submit(&mut q, write_req(vec![0; 20000], 1));
+        let s = r2t(&q, cid, 1, o, l);
+        let e = feed_err(&mut q, &s);
+        assert!(
+            matches!(e, ProtocolError::R2tOutOfRange { .. }),
+            "{o}/{l}: {e}"
+        );
+    }
+    let mut q = live(false, false);
+    let cid = submit(&mut q, write_req(vec![0; 100], 1));
+    let s = r2t(&q, cid, 1, 0, 100);
+    let e = feed_err(&mut q, &s);
+    assert_eq!(e, ProtocolError::R2tNotExpected { cid }, "in-capsule write");
+}
+
+#[test]
+fn c2h_term_req_reports_its_fes() {
+    let mut q = live(false, false);
+    let mut s = vec![0x03u8, 0, 24, 0, 32, 0, 0, 0, 0x02, 0, 0, 0, 0, 0];
+    s.resize(32, 0);
+    let e = feed_err(&mut q, &s);
+    assert!(matches!(e, ProtocolError::TermReq { fes: 2, .. }), "{e}");
+}
+
+#[test]
+fn icresp_with_other_digests_than_requested_is_rejected() {
+    let mut q = QueueCore::new(cfg(true, true));
+    let e = feed_err(&mut q, &icresp(true, false, 8192));
+    assert!(matches!(e, ProtocolError::IcResp(_)), "{e}");
+    let mut q = QueueCore::new(cfg(false, false));
+    let e = feed_err(&mut q, &icresp(false, false, 1000));
+    assert!(matches!(e, ProtocolError::IcResp(_)), "{e}");
+}
+
+#[test]
+fn stale_cid_from_an_earlier_generation_is_rejected() {
+    let mut q = live(false, false);
+    let mut sqe = [0u8; SQE_LEN];
+    sqe[0] = 0x00;
+    let req = || Request {
+        sqe,
+        dir: DataDir::None,
+        buf: None,
+        user_data: 0,
+    };
+    let old = submit(&mut q, req());
+    q.rx_feed(&resp(&q, old, 0), &mut NoOffload).unwrap();
+    q.pop_completion().unwrap();
+    // Reuse all slots so the old one comes back with a new generation.
+    let mut cids = Vec::new();
+    for _ in 0..q.depth() {
+        cids.push(submit(&mut q, req()));
+    }
+    assert!(!cids.contains(&old));
+    let s = resp(&q, old, 0);
+    let e = feed_err(&mut q, &s);
+    assert_eq!(e, ProtocolError::UnknownCid { cid: old });
+}
+
+#[test]
+fn direct_receive_hands_out_the_buffer_at_datao() {
+    let mut q = live(false, true);
+    let cid = submit(&mut q, read_req(8192, 1));
+    let data = pattern(8192, 5);
+    let mut first = c2h(&q, cid, 0, &data[..4096], PduFlags::NONE);
+    let hdr_len = first.len() - 4096 - 4;
+    first.truncate(hdr_len);
+    q.rx_feed(&first, &mut NoOffload).unwrap();
+    assert_eq!(q.rx_state_name(), "RecvData");
+    // Socket read straight into the caller's buffer, in two pieces.
+    for part in [&data[..1000], &data[1000..4096]] {
+        let dst = q.rx_direct().unwrap();
+        assert!(dst.len() >= part.len());
+        dst[..part.len()].copy_from_slice(part);
+        q.rx_direct_done(part.len(), &mut NoOffload).unwrap();
+    }
+    assert_eq!(q.rx_state_name(), "RecvDataDigest");
+    assert!(q.rx_direct().is_none());
+    let mut rest = crc32c(&data[..4096]).to_le_bytes().to_vec();
+    rest.extend(c2h(&q, cid, 4096, &data[4096..], PduFlags::LAST_PDU));
+    rest.extend(resp(&q, cid, 0));
+    q.rx_feed(&rest, &mut NoOffload).unwrap();
+    let c = only_completion(&mut q);
+    assert!(c.result.is_ok());
+    assert_eq!(c.buf.unwrap().to_vec(), data);
+    assert_eq!(q.stats().rx_direct_bytes, 4096);
+}
+
+#[test]
+fn scatter_gather_buffers_receive_across_segments() {
+    let mut q = live(false, true);
+    let mut sqe = [0u8; SQE_LEN];
+    sqe[0] = 0x02;
+    let cid = submit(
+        &mut q,
+        Request {
+            sqe,
+            dir: DataDir::ToHost,
+            buf: Some(IoBuf::Sgl(vec![
+                vec![0; 100],
+                vec![],
+                vec![0; 3000],
+                vec![0; 996],
+            ])),
+            user_data: 1,
+        },
+    );
+    let data = pattern(4096, 2);
+    let mut s = c2h(&q, cid, 0, &data[..150], PduFlags::NONE);
+    s.extend(c2h(&q, cid, 150, &data[150..], PduFlags::LAST_PDU));
+    s.extend(resp(&q, cid, 0));
+    q.rx_feed(&s, &mut NoOffload).unwrap();
+    let c = only_completion(&mut q);
+    let b = c.buf.unwrap();
+    assert_eq!(b.segment(0).len(), 100);
+    assert_eq!(b.segment(2).len(), 3000);
+    assert_eq!(b.to_vec(), data);
+}
+
+/// An offload that claims to have placed every payload byte and verified every digest.
+struct FullOffload {
+    starts: Vec<u64>,
+}
+impl RxOffload for FullOffload {
+    fn pdu_start(&mut self, seq: u64, _ch: &nvme_tcp_wire::pdu::CommonHeaderRepr) {
+        self.starts.push(seq);
+    }
+    fn ddgst_offloaded(&mut self, _pdu_seq: u64) -> bool {
+        true
+    }
+    fn placed(&mut self, _seq: u64, len: usize) -> usize {
+        len
+    }
+    fn ddgst_verified(&mut self, _pdu_seq: u64) -> bool {
+        true
+    }
+}
+
+#[test]
+fn offload_hook_skips_the_copy_and_the_digest() {
+    let mut q = live(false, true);
+    let cid = submit(&mut q, read_req(512, 1));
+    let start = q.rx_position();
+    let mut s = c2h(&q, cid, 0, &[7; 512], PduFlags::LAST_PDU);
+    let n = s.len();
+    s[n - 1] ^= 0xFF; // a wrong digest is not looked at: the offload verified it
+    let resp_at = start + s.len() as u64;
+    s.extend(resp(&q, cid, 0));
+    let mut off = FullOffload { starts: vec![] };
+    q.rx_feed(&s, &mut off).unwrap();
+    assert_eq!(off.starts, vec![start, resp_at]);
+    let c = only_completion(&mut q);
+    assert!(c.result.is_ok());
+    // Nothing was copied: the buffer holds what the "offload" left there (the fill).
+    assert_eq!(c.buf.unwrap().to_vec(), vec![0xEE; 512]);
+    assert_eq!(q.stats().rx_offload_placed_bytes, 512);
+    assert_eq!(q.stats().rx_offload_ddgst_pdus, 1);
+}
+
+/// An offload that announces digest verification but then fails to verify.
+struct UnverifiedOffload;
+impl RxOffload for UnverifiedOffload {
+    fn ddgst_offloaded(&mut self, _pdu_seq: u64) -> bool {
+        true
+    }
+}
+
+#[test]
+fn offload_that_did_not_verify_falls_back_to_software_crc() {
+    let mut q = live(false, true);
+    let a = submit(&mut q, read_req(512, 1));
+    let mut s = c2h(&q, a, 0, &[7; 512], PduFlags::LAST_PDU);
+    s.extend(resp(&q, a, 0));
+    q.rx_feed(&s, &mut UnverifiedOffload).unwrap();
+    assert!(only_completion(&mut q).result.is_ok());
+    let b = submit(&mut q, read_req(512, 1));
+    let mut s = c2h(&q, b, 0, &[7; 512], PduFlags::LAST_PDU);
+    let n = s.len();
+    s[n - 1] ^= 1;
+    s.extend(resp(&q, b, 0));
+    q.rx_feed(&s, &mut UnverifiedOffload).unwrap();
+    assert!(matches!(
+        only_completion(&mut q).result,
+        Err(IoError::DataDigest { .. })
+    ));
+}
+
+#[test]
+fn reset_connection_reissues_commands_in_flight() {
+    let mut q = live(false, false);
+    let cid = submit(&mut q, read_req(512, 9));
+    let _ = feed_err(&mut q, &[0xFF; 8]);
+    q.reset_connection();
+    assert_eq!(q.phase(), Phase::WaitIcResp);
+    assert_eq!(q.tx_pending().len(), 128, "ICReq again");
+    q.tx_consumed(128);
+    q.rx_feed(&icresp(false, false, 8192), &mut NoOffload)
+        .unwrap();
+    q.set_live();
+    let tx = q.tx_pending().to_vec();
+    assert_eq!(tx[0], 0x04, "the read is re-issued");
+    assert_eq!(u16::from_le_bytes([tx[10], tx[11]]), cid);
+    q.tx_consumed(tx.len());
+    let mut s = c2h(&q, cid, 0, &[3; 512], PduFlags::LAST_PDU);
+    s.extend(resp(&q, cid, 0));
+    q.rx_feed(&s, &mut NoOffload).unwrap();
+    let c = only_completion(&mut q);
+    assert_eq!(c.user_data, 9);
+    assert_eq!(c.buf.unwrap().to_vec(), vec![3; 512]);
+}
+
+proptest! {
+    /// Whatever the chunking of a valid stream, the same data lands in the buffers.
+    #[test]
+    fn any_chunking_places_the_same_bytes(cuts in proptest::collection::vec(1usize..700, 1..40),
+                                          h in any::<bool>(), d in any::<bool>()) {
+        let mut q = live(h, d);
+        let a = submit(&mut q, read_req(3000, 1));
+        let b = submit(&mut q, read_req(1000, 2));
+        let da = pattern(3000, 1);
+        let db = pattern(1000, 2);
+        let mut s = c2h(&q, a, 0, &da[..1200], PduFlags::NONE);
+        s.extend(c2h(&q, b, 0, &db, PduFlags::LAST_PDU | PduFlags::SUCCESS));
+        s.extend(c2h(&q, a, 1200, &da[1200..], PduFlags::LAST_PDU));
+        s.extend(resp(&q, a, 0));
+        let mut rest = &s[..];
+        let mut i = 0;
+        while !rest.is_empty() {
+            let n = cuts[i % cuts.len()].min(rest.len());
+            // Alternate between the copy path and the direct path.
+            if i % 2 == 1 && let Some(dst) = q.rx_direct() {
+                let m = dst.len().min(n);
+                dst[..m].copy_from_slice(&rest[..m]);
+                q.rx_direct_done(m, &mut NoOffload).unwrap();
+                rest = &rest[m..];
+            } else {
+                q.rx_feed(&rest[..n], &mut NoOffload).unwrap();
+                rest = &rest[n..];
+            }
+            i += 1;
+        }
+        let c1 = q.pop_completion().unwrap();
+        let c2 = q.pop_completion().unwrap();
+        prop_assert_eq!(c1.user_data, 2);
+        prop_assert_eq!(c1.buf.unwrap().to_vec(), db);
+        prop_assert_eq!(c2.buf.unwrap().to_vec(), da);
+    }
+
+    /// Arbitrary bytes after a valid ICResp never panic, and a read buffer only ever changes
+    /// inside the range that was accepted as contiguous data.
+    #[test]
+    fn garbage_never_writes_outside_accepted_ranges(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let mut q = live(false, false);
+        let cid = submit(&mut q, read_req(256, 1));
+        let _w = submit(&mut q, write_req(vec![0x55; 64], 2));
+        // Make part of the garbage plausible: a C2HData header for the read.
+        let mut s = c2h(&q, cid, 0, &[], PduFlags::NONE);
+        s.truncate(8);
+        s.extend_from_slice(&bytes);
+        let _ = q.rx_feed(&s, &mut NoOffload);
+        let rcvd = q.slots.iter().find(|sl| sl.cid == cid).map(|sl| sl.rcvd).unwrap_or(0);
+        q.fail_all(IoError::QueueLost("end"));
+        while let Some(c) = q.pop_completion() {
+            let b = c.buf.unwrap().to_vec();
+            if c.user_data == 2 {
+                prop_assert_eq!(b, vec![0x55; 64]);
+            } else {
+                prop_assert!(b[rcvd.min(256)..].iter().all(|&x| x == 0xEE));
+            }
+        }
+    }
+}
+
+use nvme_tcp_wire::WireError;
+use nvme_tcp_wire::pdu::DataPdu;
