@@ -7,6 +7,9 @@
 //! * [`AdminOpcode`], [`IoOpcode`], [`FabricsType`]: command opcodes.
 //! * [`fabrics`]: Connect (command and its 1024-byte [`ConnectData`]), Property Get/Set,
 //!   Disconnect.
+//! * [`regs`]: the controller properties CAP, VS, CC, CSTS.
+//! * [`identify`]: Identify Controller / Namespace, NSID lists, namespace identification
+//!   descriptors.
 //!
 //! Everything here parses untrusted bytes without panicking: views are length-checked through
 //! `zerocopy`, and string fields (space-padded ASCII, NUL-padded NQNs) go through the checked
@@ -30,8 +33,10 @@
 
 mod error;
 pub mod fabrics;
+pub mod identify;
 mod opcode;
 mod queue;
+pub mod regs;
 mod status;
 pub mod text;
 
@@ -40,8 +45,13 @@ pub use fabrics::{
     ConnectCommand, ConnectData, ConnectResponse, DisconnectCommand, FabricsCommand,
     PropertyGetCommand, PropertySetCommand, PropertySize,
 };
+pub use identify::{
+    IdentifyController, IdentifyNamespace, LbaFormat, Nidt, NsIdDescriptor, NsIdDescriptors,
+    NsidList,
+};
 pub use opcode::{AdminOpcode, FabricsType, IoOpcode};
 pub use queue::{CQE_LEN, Cqe, Psdt, SGL_DESCRIPTOR_LEN, SQE_LEN, Sgl, SglDescriptor, Sqe};
+pub use regs::{Cap, Cc, Csts, Property, Vs};
 pub use status::{Status, StatusCodeType, StatusField};
 
 /// Result with an [`NvmeError`].
