@@ -95,9 +95,8 @@ impl HeaderBuf {
     /// Emits the header of `repr` (see [`emit_header`]).
     pub fn new<R: EmitHeader + ?Sized>(repr: &R) -> Self {
         let mut buf = [0u8; MAX_HEADER_LEN];
-        // Every header of this crate fits in MAX_HEADER_LEN (PDO is capped at 128 by the
-        // PDA clamp in `data_pdo`, IC PDUs are 128 bytes), so this cannot fail; should a
-        // foreign implementation announce more, the header is left empty.
+        // Every header of this crate fits in MAX_HEADER_LEN (PDO ≤ 144 for any type and
+        // PDA, IC PDUs are 128 bytes; checked by a unit test), so this cannot fail.
         let len = emit_header(repr, &mut buf).unwrap_or(0) as u8;
         Self { buf, len }
     }

@@ -65,9 +65,10 @@ pub const MAX_PDA: u8 = 31;
 /// Length of the header digest and the data digest.
 pub const DIGEST_LEN: usize = crate::digest::DIGEST_LEN;
 
-/// Largest header this crate emits including header digest and padding (CH + PSH + HDGST +
-/// PAD ≤ 128: IC PDUs are 128 bytes, and PDO is at most 128).
-pub const MAX_HEADER_LEN: usize = 128;
+/// Largest header this crate emits including header digest and padding: CH + PSH + HDGST +
+/// PAD. PDAs are not powers of two in general: a CapsuleCmd with a header digest (76 bytes)
+/// and CPDA 17 (72-byte alignment) has PDO 144, the maximum over all types and PDAs.
+pub const MAX_HEADER_LEN: usize = 144;
 
 /// Largest HLEN + header digest a valid PDU has (ICReq/ICResp: 128, never digested; the
 /// largest digested header is CapsuleCmd: 72 + 4).
@@ -139,5 +140,34 @@ impl PduRepr {
             }
             PduType::R2t => PduRepr::R2t(R2tRepr::parse(&R2tPdu::new_unchecked(header))?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_header_len_bounds_every_type_and_pda() {
+        let mut max = 0;
+        for t in [PduType::CapsuleCmd, PduType::H2cData, PduType::C2hData] {
+            for hdgst in [false, true] {
+                for pda in 0..=MAX_PDA {
+                    max = max.max(data_pdo(t.hlen(), hdgst, pda) as usize);
+                }
+            }
+        }
+        max = max.max(IC_PDU_LEN);
+        assert_eq!(max, MAX_HEADER_LEN);
+    }
+
+    #[test]
+    fn pda_for_pdo_inverts_data_pdo() {
+        for hdgst in [false, true] {
+            for pda in 0..=MAX_PDA {
+                let pdo = data_pdo(72, hdgst, pda);
+                assert_eq!(data_pdo(72, hdgst, pda_for_pdo(72, hdgst, pdo)), pdo);
+            }
+        }
     }
 }
