@@ -1,1 +1,26 @@
-//! TODO: being written; see the issue tracker.
+//! An NVMe/TCP target (NVMe-oF controller side).
+//!
+//! * [`namespace`] / [`backend`]: namespaces backed by memory (`ram:SIZE`), a file or block
+//!   device (`file:PATH`, optionally `O_DIRECT`) or nothing (`null`).
+//! * [`config`]: ports, subsystems, access control and resource limits, built in code or
+//!   loaded from an `nvmetcli save` JSON file.
+//! * [`subsystem`] / [`controller`]: the NVMe model — controller IDs, properties, features,
+//!   keep-alive, asynchronous events, log pages.
+//!
+//! ```
+//! use nvme_tcp_target::{NamespaceConfig, SubsystemConfig, TargetConfig};
+//! let cfg = TargetConfig::single_port("127.0.0.1:0".parse().unwrap()).subsystem(
+//!     SubsystemConfig::new("nqn.2024-01.io.example:disk")
+//!         .namespace(NamespaceConfig::parse("ram:16M").unwrap()),
+//! );
+//! cfg.validate().unwrap();
+//! ```
+
+pub mod backend;
+pub mod config;
+pub mod controller;
+pub mod namespace;
+pub mod subsystem;
+
+pub use config::{ConfigError, Limits, PortConfig, SubsystemConfig, TargetConfig};
+pub use namespace::NamespaceConfig;

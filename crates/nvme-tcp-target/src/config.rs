@@ -1,0 +1,798 @@
+//! Target configuration: listeners (ports), subsystems, namespaces, access control and
+//! resource limits, built in code or loaded from the JSON that `nvmetcli save` writes.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::namespace::{Backing, LbaSize, NamespaceConfig, parse_hex_id};
+
+/// NQN of the discovery subsystem (NVMe base specification).
+pub const DISCOVERY_NQN: &str = "nqn.2014-08.org.nvmexpress.discovery";
+
+/// IANA port of NVMe-oF I/O controllers.
+pub const DEFAULT_IO_PORT: u16 = 4420;
+/// IANA port of the NVMe/TCP discovery service.
+pub const DEFAULT_DISCOVERY_PORT: u16 = 8009;
+
+/// Longest NQN (NVMe base specification: 223 bytes, NUL-terminated in a 256-byte field).
+pub const MAX_NQN_LEN: usize = 223;
+
+/// A configuration error; `field` names the offending field (a JSON path for config files).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A field has a bad value or is missing.
+    #[error("{field}: {reason}")]
+    Field {
+        /// The field, e.g. `subsystems[0].namespaces[1].device.path`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The configuration file could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not JSON.
+    #[error("{path}: not valid JSON: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+}
+
+impl ConfigError {
+    fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Field {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Resource limits; every one is enforced, and none lets input grow memory without bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Open TCP connections across all ports; further connections are closed at accept.
+    pub max_connections: usize,
+    /// I/O queues per controller (the Number of Queues feature is capped to this).
+    pub max_io_queues: u16,
+    /// Entries per I/O queue (CAP.MQES + 1); a Connect asking for more gets Invalid
+    /// Parameters.
+    pub max_queue_size: u16,
+    /// Entries of an admin queue.
+    pub max_admin_queue_size: u16,
+    /// In-capsule data accepted on I/O queues, bytes (IOCCSZ = 4 + this / 16). Admin and
+    /// Fabrics commands always accept 8 KiB.
+    pub in_capsule_data_size: u32,
+    /// MAXH2CDATA advertised in ICResp: largest H2CData payload, bytes.
+    pub maxh2cdata: u32,
+    /// Maximum data transfer size of one command, bytes (a power of two ≥ 4096; MDTS).
+    pub mdts: u32,
+    /// Largest C2HData payload the target sends; reads are split at this size.
+    pub c2h_data_max: u32,
+    /// Bytes of solicited write data (outstanding R2Ts) plus staged read data per
+    /// connection; commands wait for room beyond this.
+    pub max_inflight_data: u32,
+    /// Controllers per subsystem.
+    pub max_controllers: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_io_queues: 64,
+            max_queue_size: 1024,
+            max_admin_queue_size: 128,
+            in_capsule_data_size: 8192,
+            maxh2cdata: 128 * 1024,
+            mdts: 1 << 20,
+            c2h_data_max: 128 * 1024,
+            max_inflight_data: 16 << 20,
+            max_controllers: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks the limits for consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let f = |n: &str, r: &str| Err(ConfigError::field(format!("limits.{n}"), r));
+        if self.max_connections == 0 {
+            return f("max_connections", "must be at least 1");
+        }
+        if self.max_queue_size < 2 || self.max_admin_queue_size < 2 {
+            return f("max_queue_size", "queues need at least 2 entries");
+        }
+        if self.maxh2cdata < 4096 || !self.maxh2cdata.is_multiple_of(4) || self.maxh2cdata > 1 << 24
+        {
+            return f(
+                "maxh2cdata",
+                "must be a multiple of 4 between 4096 and 16 MiB",
+            );
+        }
+        if !self.mdts.is_power_of_two() || self.mdts < 4096 || self.mdts > 1 << 26 {
+            return f("mdts", "must be a power of two between 4 KiB and 64 MiB");
+        }
+        if self.c2h_data_max < 4096 || !self.c2h_data_max.is_multiple_of(4) {
+            return f("c2h_data_max", "must be a multiple of 4 of at least 4096");
+        }
+        if !self.in_capsule_data_size.is_multiple_of(16) || self.in_capsule_data_size > 1 << 20 {
+            return f(
+                "in_capsule_data_size",
+                "must be a multiple of 16 of at most 1 MiB",
+            );
+        }
+        if self.max_inflight_data < self.mdts {
+            return f("max_inflight_data", "must be at least mdts");
+        }
+        if self.max_controllers == 0 || self.max_controllers > 0xFFEF {
+            return f("max_controllers", "must be between 1 and 65519");
+        }
+        Ok(())
+    }
+}
+
+/// Which subsystems a port exposes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortSubsystems {
+    /// Every configured subsystem.
+    All,
+    /// Only these NQNs (empty: a discovery-only port).
+    Listed(Vec<String>),
+}
+
+/// A discovery referral advertised by a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referral {
+    /// Port ID of the referred discovery service.
+    pub portid: u16,
+    /// Transport address.
+    pub traddr: String,
+    /// Transport service ID (TCP port).
+    pub trsvcid: String,
+    /// Address family: true for IPv6.
+    pub ipv6: bool,
+}
+
+/// A listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortConfig {
+    /// Port ID reported in discovery log entries.
+    pub portid: u16,
+    /// Address to listen on (port 0 picks a free port).
+    pub addr: SocketAddr,
+    /// Subsystems reachable through this port; discovery is always reachable.
+    pub subsystems: PortSubsystems,
+    /// Referrals listed in the discovery log of this port.
+    pub referrals: Vec<Referral>,
+    /// In-capsule data size on this port's I/O queues; `None` uses the limits.
+    pub in_capsule_data_size: Option<u32>,
+}
+
+impl PortConfig {
+    /// A port exposing every subsystem.
+    pub fn new(portid: u16, addr: SocketAddr) -> Self {
+        Self {
+            portid,
+            addr,
+            subsystems: PortSubsystems::All,
+            referrals: Vec::new(),
+            in_capsule_data_size: None,
+        }
+    }
+
+    /// True if `nqn` is reachable through this port.
+    pub fn exposes(&self, nqn: &str) -> bool {
+        match &self.subsystems {
+            PortSubsystems::All => true,
+            PortSubsystems::Listed(l) => l.iter().any(|n| n == nqn),
+        }
+    }
+}
+
+/// A subsystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubsystemConfig {
+    /// Subsystem NQN.
+    pub nqn: String,
+    /// Accept any host NQN.
+    pub allow_any_host: bool,
+    /// Host NQNs allowed to connect when `allow_any_host` is false.
+    pub allowed_hosts: Vec<String>,
+    /// Namespaces.
+    pub namespaces: Vec<NamespaceConfig>,
+    /// Serial number (Identify Controller SN, ≤ 20 ASCII characters); derived when `None`.
+    pub serial: Option<String>,
+    /// Model number (Identify Controller MN, ≤ 40 ASCII characters).
+    pub model: Option<String>,
+}
+
+impl SubsystemConfig {
+    /// A subsystem open to any host, without namespaces.
+    pub fn new(nqn: impl Into<String>) -> Self {
+        Self {
+            nqn: nqn.into(),
+            allow_any_host: true,
+            allowed_hosts: Vec::new(),
+            namespaces: Vec::new(),
+            serial: None,
+            model: None,
+        }
+    }
+
+    /// Adds a namespace (builder style).
+    pub fn namespace(mut self, ns: NamespaceConfig) -> Self {
+        self.namespaces.push(ns);
+        self
+    }
+
+    /// True if `hostnqn` may connect.
+    pub fn allows(&self, hostnqn: &str) -> bool {
+        self.allow_any_host || self.allowed_hosts.iter().any(|h| h == hostnqn)
+    }
+}
+
+/// The whole target configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetConfig {
+    /// Listeners.
+    pub ports: Vec<PortConfig>,
+    /// Subsystems (the discovery subsystem is implicit).
+    pub subsystems: Vec<SubsystemConfig>,
+    /// Known host NQNs (nvmetcli's top-level `hosts`; informational).
+    pub hosts: Vec<String>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Worker threads per I/O connection are not used; this is the per-connection socket
+    /// buffer size requested with SO_SNDBUF/SO_RCVBUF, bytes (0 keeps the system default).
+    pub socket_buffer_size: usize,
+}
+
+impl Default for TargetConfig {
+    /// 127.0.0.1:4420 exposing every subsystem and 127.0.0.1:8009 for discovery only, no
+    /// subsystems.
+    fn default() -> Self {
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let mut disc = PortConfig::new(2, SocketAddr::new(lo, DEFAULT_DISCOVERY_PORT));
+        disc.subsystems = PortSubsystems::Listed(Vec::new());
+        Self {
+            ports: vec![
+                PortConfig::new(1, SocketAddr::new(lo, DEFAULT_IO_PORT)),
+                disc,
+            ],
+            subsystems: Vec::new(),
+            hosts: Vec::new(),
+            limits: Limits::default(),
+            socket_buffer_size: 4 << 20,
+        }
+    }
+}
+
+impl TargetConfig {
+    /// One listener on `addr` exposing every subsystem (no separate discovery port); handy
+    /// for tests and `perf` (use port 0 and read the bound port from the handle).
+    pub fn single_port(addr: SocketAddr) -> Self {
+        Self {
+            ports: vec![PortConfig::new(1, addr)],
+            ..Self::default()
+        }
+    }
+
+    /// Adds a subsystem (builder style).
+    pub fn subsystem(mut self, s: SubsystemConfig) -> Self {
+        self.subsystems.push(s);
+        self
+    }
+
+    /// Checks the whole configuration; the error names the offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.limits.validate()?;
+        if self.ports.is_empty() {
+            return Err(ConfigError::field("ports", "no port to listen on"));
+        }
+        let mut nqns = HashSet::new();
+        for (i, s) in self.subsystems.iter().enumerate() {
+            let at = format!("subsystems[{i}]");
+            check_nqn(&s.nqn).map_err(|r| ConfigError::field(format!("{at}.nqn"), r))?;
+            if s.nqn == DISCOVERY_NQN {
+                return Err(ConfigError::field(
+                    format!("{at}.nqn"),
+                    "the discovery NQN is served implicitly",
+                ));
+            }
+            if !nqns.insert(s.nqn.as_str()) {
+                return Err(ConfigError::field(
+                    format!("{at}.nqn"),
+                    format!("duplicate subsystem {}", s.nqn),
+                ));
+            }
+            for (j, h) in s.allowed_hosts.iter().enumerate() {
+                check_nqn(h)
+                    .map_err(|r| ConfigError::field(format!("{at}.allowed_hosts[{j}]"), r))?;
+            }
+            if let Some(sn) = &s.serial
+                && (sn.len() > 20 || !sn.is_ascii())
+            {
+                return Err(ConfigError::field(
+                    format!("{at}.attr.serial"),
+                    "at most 20 ASCII characters",
+                ));
+            }
+            if let Some(mn) = &s.model
+                && (mn.len() > 40 || !mn.is_ascii())
+            {
+                return Err(ConfigError::field(
+                    format!("{at}.attr.model"),
+                    "at most 40 ASCII characters",
+                ));
+            }
+            let mut nsids = HashSet::new();
+            for (j, ns) in s.namespaces.iter().enumerate() {
+                if let Some(id) = ns.nsid
+                    && (id == 0 || id == u32::MAX || !nsids.insert(id))
+                {
+                    return Err(ConfigError::field(
+                        format!("{at}.namespaces[{j}].nsid"),
+                        format!("NSID {id} is reserved or used twice"),
+                    ));
+                }
+            }
+        }
+        let mut addrs = HashSet::new();
+        let mut ids = HashSet::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            let at = format!("ports[{i}]");
+            if !ids.insert(p.portid) {
+                return Err(ConfigError::field(
+                    format!("{at}.portid"),
+                    format!("duplicate port ID {}", p.portid),
+                ));
+            }
+            if p.addr.port() != 0 && !addrs.insert(p.addr) {
+                return Err(ConfigError::field(
+                    format!("{at}.addr"),
+                    format!("{} used twice", p.addr),
+                ));
+            }
+            if let PortSubsystems::Listed(l) = &p.subsystems {
+                for (j, n) in l.iter().enumerate() {
+                    if !nqns.contains(n.as_str()) {
+                        return Err(ConfigError::field(
+                            format!("{at}.subsystems[{j}]"),
+                            format!("no subsystem {n}"),
+                        ));
+                    }
+                }
+            }
+            if let Some(ics) = p.in_capsule_data_size
+                && (!ics.is_multiple_of(16) || ics > 1 << 20)
+            {
+                return Err(ConfigError::field(
+                    format!("{at}.param.inline_data_size"),
+                    "must be a multiple of 16 of at most 1 MiB",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the JSON that `nvmetcli save` writes (`hosts`, `ports`, `subsystems`). Ports
+    /// must use `trtype` `tcp`. A namespace `device.path` is a file or block device, or one
+    /// of this target's specifications (`ram:SIZE`, `null[:SIZE]`, `file:PATH[,direct]`).
+    /// Limits keep their defaults.
+    pub fn from_nvmetcli_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let v: Value = serde_json::from_str(&text).map_err(|source| ConfigError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_nvmetcli_json(&v)
+    }
+
+    /// As [`TargetConfig::from_nvmetcli_file`], from parsed JSON.
+    pub fn from_nvmetcli_json(v: &Value) -> Result<Self, ConfigError> {
+        let root = J::root(v);
+        root.object()?;
+        let mut cfg = TargetConfig {
+            ports: Vec::new(),
+            subsystems: Vec::new(),
+            hosts: Vec::new(),
+            limits: Limits::default(),
+            socket_buffer_size: TargetConfig::default().socket_buffer_size,
+        };
+        if let Some(hosts) = root.opt("hosts") {
+            for h in hosts.array()? {
+                cfg.hosts.push(h.get("nqn")?.string()?.to_string());
+            }
+        }
+        if let Some(subs) = root.opt("subsystems") {
+            for s in subs.array()? {
+                cfg.subsystems.push(parse_subsystem(&s)?);
+            }
+        }
+        if let Some(ports) = root.opt("ports") {
+            for p in ports.array()? {
+                cfg.ports.push(parse_port(&p)?);
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+fn check_nqn(nqn: &str) -> Result<(), String> {
+    if nqn.is_empty() || nqn.len() > MAX_NQN_LEN {
+        return Err(format!(
+            "an NQN has 1 to {MAX_NQN_LEN} bytes, found {}",
+            nqn.len()
+        ));
+    }
+    if !nqn.starts_with("nqn.") {
+        return Err(format!("{nqn:?} does not start with \"nqn.\""));
+    }
+    if nqn.bytes().any(|b| b == 0 || b.is_ascii_control()) {
+        return Err("control characters in NQN".into());
+    }
+    Ok(())
+}
+
+/// A JSON value with its path, for error messages that name the field.
+struct J<'a> {
+    v: &'a Value,
+    path: String,
+}
+
+impl<'a> J<'a> {
+    fn root(v: &'a Value) -> Self {
+        Self {
+            v,
+            path: String::from("(top level)"),
+        }
+    }
+    fn err(&self, reason: impl Into<String>) -> ConfigError {
+        ConfigError::field(self.path.clone(), reason)
+    }
+    fn child(&self, key: &str) -> String {
+        if self.path == "(top level)" {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+    fn object(&self) -> Result<&'a serde_json::Map<String, Value>, ConfigError> {
+        self.v
+            .as_object()
+            .ok_or_else(|| self.err("expected an object"))
+    }
+    fn opt(&self, key: &str) -> Option<J<'a>> {
+        let v = self.v.as_object()?.get(key)?;
+        if v.is_null() {
+            return None;
+        }
+        Some(J {
+            v,
+            path: self.child(key),
+        })
+    }
+    fn get(&self, key: &str) -> Result<J<'a>, ConfigError> {
+        self.object()?;
+        self.opt(key)
+            .ok_or_else(|| ConfigError::field(self.child(key), "missing"))
+    }
+    fn array(&self) -> Result<Vec<J<'a>>, ConfigError> {
+        let a = self
+            .v
+            .as_array()
+            .ok_or_else(|| self.err("expected an array"))?;
+        Ok(a.iter()
+            .enumerate()
+            .map(|(i, v)| J {
+                v,
+                path: format!("{}[{i}]", self.path),
+            })
+            .collect())
+    }
+    fn string(&self) -> Result<&'a str, ConfigError> {
+        self.v.as_str().ok_or_else(|| self.err("expected a string"))
+    }
+    /// nvmetcli writes most numbers as strings ("1"); accept both.
+    fn uint(&self) -> Result<u64, ConfigError> {
+        match self.v {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse().ok(),
+            Value::Bool(b) => Some(*b as u64),
+            _ => None,
+        }
+        .ok_or_else(|| self.err("expected a non-negative integer"))
+    }
+    fn flag(&self) -> Result<bool, ConfigError> {
+        match self.uint()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            n => Err(self.err(format!("expected 0 or 1, found {n}"))),
+        }
+    }
+}
+
+fn parse_subsystem(s: &J<'_>) -> Result<SubsystemConfig, ConfigError> {
+    let nqn = s.get("nqn")?.string()?.to_string();
+    let mut sub = SubsystemConfig::new(nqn.clone());
+    sub.allow_any_host = false;
+    if let Some(attr) = s.opt("attr") {
+        attr.object()?;
+        if let Some(a) = attr.opt("allow_any_host") {
+            sub.allow_any_host = a.flag()?;
+        }
+        if let Some(a) = attr.opt("serial") {
+            sub.serial = Some(a.string()?.to_string());
+        }
+        if let Some(a) = attr.opt("model") {
+            sub.model = Some(a.string()?.to_string());
+        }
+    }
+    if let Some(hosts) = s.opt("allowed_hosts") {
+        for h in hosts.array()? {
+            sub.allowed_hosts.push(h.string()?.to_string());
+        }
+    }
+    if let Some(nss) = s.opt("namespaces") {
+        for n in nss.array()? {
+            sub.namespaces.push(parse_namespace(&n)?);
+        }
+    }
+    Ok(sub)
+}
+
+fn parse_namespace(n: &J<'_>) -> Result<NamespaceConfig, ConfigError> {
+    let nsid_j = n.get("nsid")?;
+    let nsid = nsid_j.uint()?;
+    if nsid == 0 || nsid >= u32::MAX as u64 {
+        return Err(nsid_j.err(format!("NSID {nsid} out of range")));
+    }
+    let dev = n.get("device")?;
+    let path_j = dev.get("path")?;
+    let path = path_j.string()?;
+    let mut ns = if path.starts_with("ram:")
+        || path == "null"
+        || path.starts_with("null:")
+        || path.starts_with("file:")
+    {
+        NamespaceConfig::parse(path).map_err(|e| path_j.err(e.to_string()))?
+    } else if path.is_empty() {
+        return Err(path_j.err("empty path"));
+    } else {
+        NamespaceConfig::new(Backing::File {
+            path: PathBuf::from(path),
+            direct: false,
+        })
+    };
+    ns.nsid = Some(nsid as u32);
+    if let Some(e) = n.opt("enable") {
+        ns.enabled = e.flag()?;
+    }
+    // nvmetcli writes all-zero identifiers for "not set".
+    if let Some(u) = dev.opt("uuid") {
+        let id: [u8; 16] = parse_hex_id("uuid", u.string()?).map_err(|e| u.err(e.to_string()))?;
+        ns.uuid = (id != [0; 16]).then_some(id);
+    }
+    if let Some(u) = dev.opt("nguid") {
+        let id: [u8; 16] = parse_hex_id("nguid", u.string()?).map_err(|e| u.err(e.to_string()))?;
+        ns.nguid = (id != [0; 16]).then_some(id);
+    }
+    if let Some(u) = dev.opt("eui64") {
+        let id: [u8; 8] = parse_hex_id("eui64", u.string()?).map_err(|e| u.err(e.to_string()))?;
+        ns.eui64 = (id != [0; 8]).then_some(id);
+    }
+    if let Some(b) = dev.opt("lba_size") {
+        ns.lba_size =
+            LbaSize::from_bytes(b.uint()?).ok_or_else(|| b.err("expected 512 or 4096"))?;
+    }
+    Ok(ns)
+}
+
+fn parse_addr(a: &J<'_>) -> Result<(SocketAddr, bool), ConfigError> {
+    let trtype = a.get("trtype")?;
+    if !trtype.string()?.eq_ignore_ascii_case("tcp") {
+        return Err(trtype.err(format!(
+            "only \"tcp\" is served, found {:?}",
+            trtype.string()?
+        )));
+    }
+    let fam = a.get("adrfam")?;
+    let ipv6 = match fam.string()? {
+        "ipv4" => false,
+        "ipv6" => true,
+        other => return Err(fam.err(format!("expected ipv4 or ipv6, found {other:?}"))),
+    };
+    let ta = a.get("traddr")?;
+    let ip: IpAddr = ta.string()?.parse().map_err(|_| {
+        ta.err(format!(
+            "{:?} is not an IP address",
+            ta.string().unwrap_or("")
+        ))
+    })?;
+    if ip.is_ipv6() != ipv6 {
+        return Err(ta.err("address does not match adrfam"));
+    }
+    let sv = a.get("trsvcid")?;
+    let port = u16::try_from(sv.uint()?).map_err(|_| sv.err("not a TCP port"))?;
+    Ok((SocketAddr::new(ip, port), ipv6))
+}
+
+fn parse_port(p: &J<'_>) -> Result<PortConfig, ConfigError> {
+    let id_j = p.get("portid")?;
+    let portid = u16::try_from(id_j.uint()?).map_err(|_| id_j.err("port ID exceeds 65535"))?;
+    let (addr, _) = parse_addr(&p.get("addr")?)?;
+    let mut port = PortConfig::new(portid, addr);
+    let mut subs = Vec::new();
+    if let Some(s) = p.opt("subsystems") {
+        for n in s.array()? {
+            subs.push(n.string()?.to_string());
+        }
+    }
+    port.subsystems = PortSubsystems::Listed(subs);
+    if let Some(refs) = p.opt("referrals") {
+        for r in refs.array()? {
+            if let Some(e) = r.opt("enable")
+                && !e.flag()?
+            {
+                continue;
+            }
+            let rid = r.get("portid")?;
+            let a = r.get("addr")?;
+            let (raddr, ipv6) = parse_addr(&a)?;
+            port.referrals.push(Referral {
+                portid: u16::try_from(rid.uint()?).map_err(|_| rid.err("port ID exceeds 65535"))?,
+                traddr: raddr.ip().to_string(),
+                trsvcid: raddr.port().to_string(),
+                ipv6,
+            });
+        }
+    }
+    if let Some(param) = p.opt("param")
+        && let Some(ics) = param.opt("inline_data_size")
+    {
+        let v = ics.uint()?;
+        port.in_capsule_data_size = Some(u32::try_from(v).map_err(|_| ics.err("too large"))?);
+    }
+    Ok(port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAVED: &str = r#"{
+      "hosts": [ { "nqn": "nqn.2014-08.org.nvmexpress:uuid:host-a" } ],
+      "ports": [
+        {
+          "addr": { "adrfam": "ipv4", "traddr": "127.0.0.1", "treq": "not specified",
+                    "trsvcid": "4420", "trtype": "tcp", "tsas": "none" },
+          "param": { "inline_data_size": "16384" },
+          "portid": 1,
+          "referrals": [
+            { "addr": { "adrfam": "ipv6", "traddr": "::1", "trsvcid": "8009", "trtype": "tcp" },
+              "enable": 1, "name": "r1", "portid": 7 }
+          ],
+          "subsystems": [ "nqn.2024-01.io.example:disk" ]
+        }
+      ],
+      "subsystems": [
+        {
+          "allowed_hosts": [ "nqn.2014-08.org.nvmexpress:uuid:host-a" ],
+          "attr": { "allow_any_host": "0", "serial": "0123456789", "model": "Linux" },
+          "namespaces": [
+            { "device": { "nguid": "00000000-0000-0000-0000-000000000000",
+                          "path": "ram:16M",
+                          "uuid": "11111111-2222-3333-4444-555555555555" },
+              "enable": 1, "nsid": 1 }
+          ],
+          "nqn": "nqn.2024-01.io.example:disk"
+        }
+      ]
+    }"#;
+
+    fn load(s: &str) -> Result<TargetConfig, ConfigError> {
+        TargetConfig::from_nvmetcli_json(&serde_json::from_str(s).unwrap())
+    }
+
+    #[test]
+    fn loads_an_nvmetcli_save() {
+        let c = load(SAVED).unwrap();
+        assert_eq!(c.hosts.len(), 1);
+        let p = &c.ports[0];
+        assert_eq!(p.addr, "127.0.0.1:4420".parse().unwrap());
+        assert_eq!(p.in_capsule_data_size, Some(16384));
+        assert_eq!(p.referrals[0].portid, 7);
+        assert!(p.referrals[0].ipv6);
+        let s = &c.subsystems[0];
+        assert!(!s.allow_any_host);
+        assert!(s.allows("nqn.2014-08.org.nvmexpress:uuid:host-a"));
+        assert!(!s.allows("nqn.2014-08.org.nvmexpress:uuid:other"));
+        let ns = &s.namespaces[0];
+        assert_eq!(ns.nsid, Some(1));
+        assert_eq!(ns.backing, Backing::Ram { size: 16 << 20 });
+        assert_eq!(ns.nguid, None, "all-zero NGUID means unset");
+        assert_eq!(ns.uuid.unwrap()[0], 0x11);
+    }
+
+    fn err_field(s: &str) -> String {
+        match load(s) {
+            Err(ConfigError::Field { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_offending_field() {
+        let c = SAVED.replace(
+            "\"trtype\": \"tcp\", \"tsas\"",
+            "\"trtype\": \"rdma\", \"tsas\"",
+        );
+        assert_eq!(err_field(&c), "ports[0].addr.trtype");
+        let c = SAVED.replace("\"path\": \"ram:16M\"", "\"path\": \"ram:16Q\"");
+        assert_eq!(err_field(&c), "subsystems[0].namespaces[0].device.path");
+        let c = SAVED.replace("\"nsid\": 1", "\"nsid\": 0");
+        assert_eq!(err_field(&c), "subsystems[0].namespaces[0].nsid");
+        let c = SAVED.replace(
+            "\"subsystems\": [ \"nqn.2024-01.io.example:disk\" ]",
+            "\"subsystems\": [ \"nqn.x:nope\" ]",
+        );
+        assert_eq!(err_field(&c), "ports[0].subsystems[0]");
+        let c = SAVED.replace("\"allow_any_host\": \"0\"", "\"allow_any_host\": \"2\"");
+        assert_eq!(err_field(&c), "subsystems[0].attr.allow_any_host");
+        let c = SAVED.replace("\"traddr\": \"127.0.0.1\"", "\"traddr\": \"::1\"");
+        assert_eq!(err_field(&c), "ports[0].addr.traddr");
+        let c = SAVED.replace("\"nqn\": \"nqn.2024-01.io.example:disk\"", "\"nqnx\": 1");
+        assert_eq!(err_field(&c), "subsystems[0].nqn");
+    }
+
+    #[test]
+    fn default_config_listens_on_4420_and_8009() {
+        let c = TargetConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.ports[0].addr.port(), 4420);
+        assert_eq!(c.ports[1].addr.port(), 8009);
+        assert!(!c.ports[1].exposes("nqn.any"));
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let l = Limits {
+            maxh2cdata: 1000,
+            ..Limits::default()
+        };
+        assert!(l.validate().is_err());
+        let l = Limits {
+            mdts: 3 << 12,
+            ..Limits::default()
+        };
+        assert!(l.validate().is_err());
+        Limits::default().validate().unwrap();
+    }
+
+    #[test]
+    fn duplicate_nsids_are_refused() {
+        let mut s = SubsystemConfig::new("nqn.2024-01.io.example:a");
+        let mut ns = NamespaceConfig::parse("ram:1M").unwrap();
+        ns.nsid = Some(3);
+        s.namespaces = vec![ns.clone(), ns];
+        let c = TargetConfig::default().subsystem(s);
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Field { field, .. }) if field == "subsystems[0].namespaces[1].nsid")
+        );
+    }
+}
