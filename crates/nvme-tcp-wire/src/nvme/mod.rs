@@ -10,6 +10,13 @@
 //! * [`regs`]: the controller properties CAP, VS, CC, CSTS.
 //! * [`identify`]: Identify Controller / Namespace, NSID lists, namespace identification
 //!   descriptors.
+//! * [`log`]: Get Log Page, Error Information, SMART / Health, Changed Namespace List (an
+//!   [`NsidList`]), the discovery log page.
+//! * [`features`]: Get/Set Features (Number of Queues, Keep Alive Timer, Async Event
+//!   Configuration) and the Asynchronous Event Request completion.
+//! * [`AdminCommand`] and [`IoCommand`]: typed commands that parse from and build into an
+//!   [`Sqe`] (Identify, Get Log Page, features, Abort, AER, Keep Alive, Read, Write, Flush,
+//!   Write Zeroes, Dataset Management, Fabrics).
 //!
 //! Everything here parses untrusted bytes without panicking: views are length-checked through
 //! `zerocopy`, and string fields (space-padded ASCII, NUL-padded NQNs) go through the checked
@@ -31,23 +38,40 @@
 //! assert!(!cqe.status_field().dnr);
 //! ```
 
+mod admin;
 mod error;
 pub mod fabrics;
+pub mod features;
 pub mod identify;
+mod io;
+pub mod log;
 mod opcode;
 mod queue;
 pub mod regs;
 mod status;
 pub mod text;
 
+pub use admin::{AbortCommand, AdminCommand, Cns, IdentifyCommand};
 pub use error::NvmeError;
 pub use fabrics::{
     ConnectCommand, ConnectData, ConnectResponse, DisconnectCommand, FabricsCommand,
     PropertyGetCommand, PropertySetCommand, PropertySize,
 };
+pub use features::{
+    AsyncEvent, AsyncEventConfig, Feature, FeatureId, GetFeaturesCommand, NumberOfQueues,
+    SetFeaturesCommand,
+};
 pub use identify::{
     IdentifyController, IdentifyNamespace, LbaFormat, Nidt, NsIdDescriptor, NsIdDescriptors,
     NsidList,
+};
+pub use io::{
+    DatasetManagementCommand, DsmRange, FlushCommand, IoCommand, ReadWriteCommand,
+    WriteZeroesCommand,
+};
+pub use log::{
+    DiscoveryLogEntry, DiscoveryLogHeader, DiscoveryLogPage, ErrorLogEntry, GetLogPageCommand,
+    LogPageId, SmartLog,
 };
 pub use opcode::{AdminOpcode, FabricsType, IoOpcode};
 pub use queue::{CQE_LEN, Cqe, Psdt, SGL_DESCRIPTOR_LEN, SQE_LEN, Sgl, SglDescriptor, Sqe};

@@ -61,6 +61,32 @@ pub fn set_ascii_field(field: &'static str, dst: &mut [u8], value: &str) -> Resu
     Ok(())
 }
 
+/// Writes `value` into a NUL-padded ASCII field (how Linux and SPDK targets fill TRSVCID and
+/// TRADDR of discovery log entries); [`ascii_field`] reads both paddings. Fails if `value` does
+/// not leave room for at least one NUL or holds a byte outside printable ASCII.
+pub fn set_ascii_field_nul_padded(
+    field: &'static str,
+    dst: &mut [u8],
+    value: &str,
+) -> Result<(), NvmeError> {
+    let v = value.as_bytes();
+    if v.len() >= dst.len() {
+        return Err(NvmeError::InvalidString {
+            field,
+            reason: "longer than the field",
+        });
+    }
+    if !v.iter().all(|b| (0x20..=0x7E).contains(b)) {
+        return Err(NvmeError::InvalidString {
+            field,
+            reason: "not printable ASCII",
+        });
+    }
+    dst[..v.len()].copy_from_slice(v);
+    dst[v.len()..].fill(0);
+    Ok(())
+}
+
 /// Reads a NUL-terminated NQN field. Fails if there is no NUL inside the field, if the NQN is
 /// longer than [`NQN_MAX_LEN`], or if it is not UTF-8. An all-zero field reads as `""`.
 pub fn nqn_field<'a>(field: &'static str, bytes: &'a [u8]) -> Result<&'a str, NvmeError> {
