@@ -472,6 +472,16 @@ impl QueueCore {
         self.completions.pop_front()
     }
 
+    /// Removes and returns the completion with `user_data`, leaving the others in order (for
+    /// internal commands such as Connect; a linear scan).
+    pub fn take_completion_for(&mut self, user_data: u64) -> Option<Completion> {
+        let i = self
+            .completions
+            .iter()
+            .position(|c| c.user_data == user_data)?;
+        self.completions.remove(i)
+    }
+
     /// Number of finished commands waiting in [`QueueCore::pop_completion`].
     pub fn completions_ready(&self) -> usize {
         self.completions.len()

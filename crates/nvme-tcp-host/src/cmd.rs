@@ -1,0 +1,268 @@
+//! Requests for the commands the host issues, built on the wire layer's [`Sqe`] and Fabrics
+//! command types. The queue fills in the CID and SGL1.
+
+use nvme_tcp_wire::nvme::fabrics::CNTLID_DYNAMIC;
+use nvme_tcp_wire::nvme::{
+    AdminOpcode, ConnectCommand, ConnectData, IoOpcode, PropertyGetCommand, PropertySetCommand,
+    PropertySize, Sqe,
+};
+use zerocopy::IntoBytes;
+
+use crate::buf::IoBuf;
+use crate::error::HostError;
+use crate::options::ConnectOptions;
+use crate::queue::{DataDir, Request, SQE_LEN};
+
+/// Identify CNS values the host uses.
+pub mod cns {
+    /// Identify Namespace.
+    pub const NAMESPACE: u8 = 0x00;
+    /// Identify Controller.
+    pub const CONTROLLER: u8 = 0x01;
+    /// Active Namespace ID list.
+    pub const ACTIVE_NSID_LIST: u8 = 0x02;
+    /// Namespace Identification Descriptor list.
+    pub const NS_ID_DESCRIPTORS: u8 = 0x03;
+}
+
+/// Feature identifiers the host uses.
+pub mod fid {
+    /// Number of Queues.
+    pub const NUMBER_OF_QUEUES: u8 = 0x07;
+    /// Keep Alive Timer.
+    pub const KEEP_ALIVE_TIMER: u8 = 0x0F;
+}
+
+/// Log page identifiers the host uses.
+pub mod lid {
+    /// Error Information.
+    pub const ERROR: u8 = 0x01;
+    /// SMART / Health Information.
+    pub const SMART: u8 = 0x02;
+    /// Discovery log page.
+    pub const DISCOVERY: u8 = 0x70;
+}
+
+fn bytes(sqe: &Sqe) -> [u8; SQE_LEN] {
+    let mut b = [0u8; SQE_LEN];
+    b.copy_from_slice(sqe.as_bytes());
+    b
+}
+
+fn req(sqe: &Sqe, dir: DataDir, buf: Option<IoBuf>, user_data: u64) -> Request {
+    Request {
+        sqe: bytes(sqe),
+        dir,
+        buf,
+        user_data,
+    }
+}
+
+fn lba_cmd(op: IoOpcode, nsid: u32, slba: u64, nlb: u32) -> Sqe {
+    let mut sqe = Sqe::new(op as u8);
+    sqe.set_nsid(nsid);
+    sqe.set_cdw10(slba as u32);
+    sqe.set_cdw11((slba >> 32) as u32);
+    sqe.set_cdw12(nlb.saturating_sub(1) & 0xFFFF);
+    sqe
+}
+
+/// Read `nlb` (1..=65536) logical blocks at `slba` into `buf` (its length is the transfer
+/// length and must be `nlb` × LBA size).
+pub fn read(nsid: u32, slba: u64, nlb: u32, buf: IoBuf, user_data: u64) -> Request {
+    let sqe = lba_cmd(IoOpcode::Read, nsid, slba, nlb);
+    req(&sqe, DataDir::ToHost, Some(buf), user_data)
+}
+
+/// Write `nlb` logical blocks at `slba` from `buf`.
+pub fn write(nsid: u32, slba: u64, nlb: u32, buf: IoBuf, user_data: u64) -> Request {
+    let sqe = lba_cmd(IoOpcode::Write, nsid, slba, nlb);
+    req(&sqe, DataDir::ToController, Some(buf), user_data)
+}
+
+/// Flush the volatile write cache of namespace `nsid`.
+pub fn flush(nsid: u32, user_data: u64) -> Request {
+    let mut sqe = Sqe::new(IoOpcode::Flush as u8);
+    sqe.set_nsid(nsid);
+    req(&sqe, DataDir::None, None, user_data)
+}
+
+/// Write Zeroes over `nlb` logical blocks at `slba`.
+pub fn write_zeroes(nsid: u32, slba: u64, nlb: u32, user_data: u64) -> Request {
+    let sqe = lba_cmd(IoOpcode::WriteZeroes, nsid, slba, nlb);
+    req(&sqe, DataDir::None, None, user_data)
+}
+
+/// Dataset Management with the Deallocate attribute over `ranges` of `(slba, nlb)` (1..=256
+/// ranges). The range list travels as data to the controller.
+pub fn deallocate(nsid: u32, ranges: &[(u64, u32)], user_data: u64) -> Result<Request, HostError> {
+    if ranges.is_empty() || ranges.len() > 256 {
+        return Err(HostError::Invalid(format!(
+            "Dataset Management takes 1..=256 ranges, got {}",
+            ranges.len()
+        )));
+    }
+    let mut data = Vec::with_capacity(ranges.len() * 16);
+    for &(slba, nlb) in ranges {
+        data.extend_from_slice(&0u32.to_le_bytes()); // context attributes
+        data.extend_from_slice(&nlb.to_le_bytes());
+        data.extend_from_slice(&slba.to_le_bytes());
+    }
+    let mut sqe = Sqe::new(IoOpcode::DatasetManagement as u8);
+    sqe.set_nsid(nsid);
+    sqe.set_cdw10(ranges.len() as u32 - 1);
+    sqe.set_cdw11(1 << 2); // AD: deallocate
+    Ok(req(
+        &sqe,
+        DataDir::ToController,
+        Some(IoBuf::Contig(data)),
+        user_data,
+    ))
+}
+
+/// Identify with `cns`; returns 4096 bytes into `buf`.
+pub fn identify(cns: u8, nsid: u32, buf: IoBuf, user_data: u64) -> Request {
+    let mut sqe = Sqe::new(AdminOpcode::Identify as u8);
+    sqe.set_nsid(nsid);
+    sqe.set_cdw10(cns as u32);
+    req(&sqe, DataDir::ToHost, Some(buf), user_data)
+}
+
+/// Get Log Page `lid`, `buf.len()` bytes (a dword multiple) from byte `offset`.
+pub fn get_log_page(lid: u8, nsid: u32, offset: u64, buf: IoBuf, user_data: u64) -> Request {
+    let numd = (buf.len() / 4).saturating_sub(1) as u32;
+    let mut sqe = Sqe::new(AdminOpcode::GetLogPage as u8);
+    sqe.set_nsid(nsid);
+    sqe.set_cdw10(lid as u32 | ((numd & 0xFFFF) << 16));
+    sqe.set_cdw11(numd >> 16);
+    sqe.set_cdw12(offset as u32);
+    sqe.set_cdw13((offset >> 32) as u32);
+    req(&sqe, DataDir::ToHost, Some(buf), user_data)
+}
+
+/// Set Features `fid` with CDW11 `value`.
+pub fn set_features(fid: u8, value: u32, user_data: u64) -> Request {
+    let mut sqe = Sqe::new(AdminOpcode::SetFeatures as u8);
+    sqe.set_cdw10(fid as u32);
+    sqe.set_cdw11(value);
+    req(&sqe, DataDir::None, None, user_data)
+}
+
+/// Get Features `fid` (current value).
+pub fn get_features(fid: u8, user_data: u64) -> Request {
+    let mut sqe = Sqe::new(AdminOpcode::GetFeatures as u8);
+    sqe.set_cdw10(fid as u32);
+    req(&sqe, DataDir::None, None, user_data)
+}
+
+/// Keep Alive.
+pub fn keep_alive(user_data: u64) -> Request {
+    let sqe = Sqe::new(AdminOpcode::KeepAlive as u8);
+    req(&sqe, DataDir::None, None, user_data)
+}
+
+/// Abort command `cid` on submission queue `sqid`.
+pub fn abort(sqid: u16, cid: u16, user_data: u64) -> Request {
+    let mut sqe = Sqe::new(AdminOpcode::Abort as u8);
+    sqe.set_cdw10(sqid as u32 | ((cid as u32) << 16));
+    req(&sqe, DataDir::None, None, user_data)
+}
+
+/// Property Get of `size` at `ofst`.
+pub fn property_get(ofst: u32, size: PropertySize, user_data: u64) -> Request {
+    let sqe = PropertyGetCommand { size, ofst }.to_sqe();
+    req(&sqe, DataDir::None, None, user_data)
+}
+
+/// Property Set of a 4-byte property.
+pub fn property_set(ofst: u32, value: u32, user_data: u64) -> Request {
+    let sqe = PropertySetCommand {
+        size: PropertySize::FourBytes,
+        ofst,
+        value: value as u64,
+    }
+    .to_sqe();
+    req(&sqe, DataDir::None, None, user_data)
+}
+
+/// Fabrics Connect for queue `qid` with `queue_size` entries; `cntlid` is
+/// [`CNTLID_DYNAMIC`] for the admin queue, else the controller's id.
+pub fn connect(
+    opts: &ConnectOptions,
+    qid: u16,
+    queue_size: u16,
+    cntlid: Option<u16>,
+    user_data: u64,
+) -> Result<Request, HostError> {
+    let kato_ms = if qid == 0 {
+        opts.kato
+            .map_or(0, |d| d.as_millis().min(u32::MAX as u128) as u32)
+    } else {
+        0
+    };
+    let sqe = ConnectCommand {
+        recfmt: 0,
+        qid,
+        sqsize: queue_size.saturating_sub(1),
+        cattr: if opts.disable_sqflow {
+            ConnectCommand::CATTR_DISABLE_SQ_FLOW_CONTROL
+        } else {
+            0
+        },
+        kato: kato_ms,
+    }
+    .to_sqe();
+    let data = ConnectData::new(
+        opts.hostid,
+        cntlid.unwrap_or(CNTLID_DYNAMIC),
+        &opts.subnqn,
+        &opts.hostnqn,
+    )
+    .map_err(|e| HostError::Invalid(format!("Connect data: {e}")))?;
+    Ok(req(
+        &sqe,
+        DataDir::ToController,
+        Some(IoBuf::Contig(data.as_bytes().to_vec())),
+        user_data,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_encodes_slba_and_zero_based_nlb() {
+        let r = read(3, 0x1_0000_0002, 8, IoBuf::Contig(vec![0; 4096]), 5);
+        assert_eq!(r.sqe[0], 0x02);
+        assert_eq!(u32::from_le_bytes(r.sqe[4..8].try_into().unwrap()), 3);
+        assert_eq!(u32::from_le_bytes(r.sqe[40..44].try_into().unwrap()), 2);
+        assert_eq!(u32::from_le_bytes(r.sqe[44..48].try_into().unwrap()), 1);
+        assert_eq!(u32::from_le_bytes(r.sqe[48..52].try_into().unwrap()), 7);
+        assert_eq!(r.dir, DataDir::ToHost);
+    }
+
+    #[test]
+    fn connect_carries_1024_bytes_of_data_with_the_nqns() {
+        let o = ConnectOptions::new("127.0.0.1", 4420, "nqn.test:sub");
+        let r = connect(&o, 2, 128, Some(7), 0).unwrap();
+        assert_eq!((r.sqe[0], r.sqe[4]), (0x7F, 0x01));
+        assert_eq!(u16::from_le_bytes([r.sqe[42], r.sqe[43]]), 2, "QID");
+        assert_eq!(u16::from_le_bytes([r.sqe[44], r.sqe[45]]), 127, "SQSIZE");
+        let d = r.buf.unwrap().to_vec();
+        assert_eq!(d.len(), 1024);
+        assert_eq!(u16::from_le_bytes([d[16], d[17]]), 7);
+        assert!(d[256..].starts_with(b"nqn.test:sub\0"));
+    }
+
+    #[test]
+    fn deallocate_builds_one_range_per_16_bytes() {
+        let r = deallocate(1, &[(10, 2), (100, 3)], 0).unwrap();
+        let d = r.buf.unwrap().to_vec();
+        assert_eq!(d.len(), 32);
+        assert_eq!(u32::from_le_bytes(d[20..24].try_into().unwrap()), 3);
+        assert_eq!(u64::from_le_bytes(d[24..32].try_into().unwrap()), 100);
+        assert_eq!(u32::from_le_bytes(r.sqe[40..44].try_into().unwrap()), 1);
+        assert!(deallocate(1, &[], 0).is_err());
+    }
+}

@@ -1,0 +1,352 @@
+//! An I/O queue: submit commands, poll for completions, with reconnect and timeouts.
+//!
+//! An [`IoQueue`] is owned by one thread at a time (it is `Send`, not shared). The caller keeps
+//! up to [`IoQueue::depth`] commands in flight with [`IoQueue::submit`] and collects finished
+//! ones with [`IoQueue::poll`] + [`IoQueue::pop_completion`]; nothing is allocated per command
+//! (slots are preallocated, buffers travel by ownership).
+//!
+//! When the connection breaks (socket error, protocol violation by the controller, a command
+//! whose Abort also timed out) the queue reconnects by itself inside `poll`: first at once,
+//! then every `reconnect_delay`, until `ctrl_loss_tmo`; commands that did not complete are
+//! re-issued on the new connection. After `fast_io_fail_tmo` they fail instead of waiting.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cmd;
+use crate::conn::Connection;
+use crate::ctrl::{Shared, connect_queue};
+
+use crate::error::{HostError, IoError, Result};
+use crate::queue::{
+    Completion, NoOffload, QueueConfig, QueueCore, QueueStats, Request, RxOffload, SubmitError,
+};
+
+/// How often command timeouts are checked.
+const TIMEOUT_CHECK: Duration = Duration::from_millis(100);
+
+/// One I/O queue (its own TCP connection).
+pub struct IoQueue {
+    shared: Arc<Shared>,
+    qid: u16,
+    queue_size: u16,
+    core: QueueCore,
+    conn: Option<Connection>,
+    generation: u64,
+    lost_since: Option<Instant>,
+    next_attempt: Instant,
+    fast_failed: bool,
+    dead: bool,
+    offload: Box<dyn RxOffload + Send>,
+    next_timeout_check: Instant,
+}
+
+impl std::fmt::Debug for IoQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoQueue")
+            .field("qid", &self.qid)
+            .field("core", &self.core)
+            .field("connected", &self.conn.is_some())
+            .finish()
+    }
+}
+
+impl IoQueue {
+    pub(crate) fn connect(shared: Arc<Shared>, qid: u16, queue_size: u16) -> Result<Self> {
+        let (cntlid, generation) = shared.association()?;
+        let mut core = QueueCore::new(QueueConfig {
+            qid,
+            queue_size,
+            hdgst: shared.opts.hdgst,
+            ddgst: shared.opts.ddgst,
+            cid_mode: shared.opts.cid_mode,
+            in_capsule_max: 0,
+        });
+        let mut conn = Connection::open(&shared.opts)?;
+        connect_queue(
+            &shared.opts,
+            &mut conn,
+            &mut core,
+            qid,
+            queue_size,
+            Some(cntlid),
+        )?;
+        let mut q = Self {
+            shared,
+            qid,
+            queue_size,
+            core,
+            conn: Some(conn),
+            generation,
+            lost_since: None,
+            next_attempt: Instant::now(),
+            fast_failed: false,
+            dead: false,
+            offload: Box::new(NoOffload),
+            next_timeout_check: Instant::now() + TIMEOUT_CHECK,
+        };
+        q.apply_in_capsule_limit();
+        Ok(q)
+    }
+
+    fn apply_in_capsule_limit(&mut self) {
+        if let Ok(info) = self.shared.info_snapshot() {
+            self.core.set_in_capsule_max(info.in_capsule_size);
+        }
+    }
+
+    /// Queue id (1-based).
+    pub fn qid(&self) -> u16 {
+        self.qid
+    }
+    /// Commands that can be in flight at once (`queue_size - 1`).
+    pub fn depth(&self) -> usize {
+        self.core.depth()
+    }
+    /// Commands in flight.
+    pub fn in_flight(&self) -> usize {
+        self.core.in_flight()
+    }
+    /// Counters.
+    pub fn stats(&self) -> QueueStats {
+        self.core.stats()
+    }
+    /// True while the connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+    /// Installs the receive-offload hook (the ULP DDP engine).
+    pub fn set_offload(&mut self, offload: Box<dyn RxOffload + Send>) {
+        self.offload = offload;
+    }
+    /// The sans-IO core (read-only).
+    pub fn core(&self) -> &QueueCore {
+        &self.core
+    }
+
+    /// Queues a command; it goes out at the next [`IoQueue::poll`] (or [`IoQueue::flush`]),
+    /// batched with the others submitted meanwhile. While reconnecting, it waits for the new
+    /// connection. Fails with the buffer returned if the queue is full or dead.
+    pub fn submit(&mut self, req: Request) -> std::result::Result<u16, SubmitError> {
+        if self.dead {
+            return Err(SubmitError {
+                reason: crate::queue::SubmitErrorKind::Dead,
+                buf: req.buf,
+            });
+        }
+        self.core.submit(req, Instant::now())
+    }
+
+    /// Sends what was submitted without waiting for anything.
+    pub fn flush(&mut self) -> Result<()> {
+        if let Some(c) = self.conn.as_mut()
+            && let Err(e) = c.flush(&mut self.core)
+        {
+            self.connection_lost(e);
+        }
+        Ok(())
+    }
+
+    /// The next finished command, if any.
+    pub fn pop_completion(&mut self) -> Option<Completion> {
+        self.core.pop_completion()
+    }
+
+    /// Sends pending commands and processes whatever the controller sent, waiting up to
+    /// `timeout` for something to arrive if nothing is ready. Handles reconnects and command
+    /// timeouts. Returns the number of completions ready. Fails only when the controller is
+    /// lost for good (`ctrl_loss_tmo` expired); the commands then fail with
+    /// [`IoError::QueueLost`].
+    pub fn poll(&mut self, timeout: Duration) -> Result<usize> {
+        let now = Instant::now();
+        if now >= self.next_timeout_check {
+            self.next_timeout_check = now + TIMEOUT_CHECK;
+            self.check_timeouts(now);
+        }
+        if self.dead {
+            return if self.core.completions_ready() > 0 {
+                Ok(self.core.completions_ready())
+            } else {
+                Err(HostError::Lost)
+            };
+        }
+        match self.conn.as_mut() {
+            Some(conn) => {
+                let wait = if self.core.completions_ready() > 0 {
+                    None
+                } else {
+                    Some(timeout)
+                };
+                if let Err(e) = conn.poll(&mut self.core, wait, self.offload.as_mut()) {
+                    self.connection_lost(e);
+                }
+            }
+            None => self.reconnect_step(now, timeout),
+        }
+        Ok(self.core.completions_ready())
+    }
+
+    /// Polls until the command submitted with `user_data` completes (other completions stay
+    /// queued). Convenience for simple callers.
+    pub fn wait_for(&mut self, user_data: u64) -> Result<Completion> {
+        loop {
+            if let Some(c) = self.core.take_completion_for(user_data) {
+                return Ok(c);
+            }
+            self.poll(Duration::from_millis(100))?;
+        }
+    }
+
+    /// Submits and waits (blocking convenience).
+    pub fn execute(&mut self, req: Request) -> Result<Completion> {
+        let ud = req.user_data;
+        self.submit(req)
+            .map_err(|e| HostError::Invalid(format!("submit: {}", e.reason)))?;
+        self.wait_for(ud)
+    }
+
+    /// Closes the connection; commands in flight fail.
+    pub fn close(mut self) {
+        if let Some(c) = self.conn.as_mut() {
+            c.shutdown();
+        }
+        self.conn = None;
+        self.core.fail_all(IoError::QueueLost("queue closed"));
+    }
+
+    /// Drops the connection after an error; reconnecting starts at the next poll.
+    fn connection_lost(&mut self, e: HostError) {
+        tracing::warn!(qid = self.qid, error = %e, "I/O queue connection lost; reconnecting");
+        if let Some(c) = self.conn.as_mut() {
+            c.shutdown();
+        }
+        self.conn = None;
+        let now = Instant::now();
+        self.lost_since.get_or_insert(now);
+        self.next_attempt = now;
+        if self.shared.opts.ctrl_loss_tmo == Some(Duration::ZERO) {
+            self.give_up("ctrl_loss_tmo is 0: no reconnect");
+        }
+    }
+
+    fn give_up(&mut self, why: &'static str) {
+        self.dead = true;
+        self.core.fail_all(IoError::QueueLost(why));
+    }
+
+    fn reconnect_step(&mut self, now: Instant, timeout: Duration) {
+        let since = *self.lost_since.get_or_insert(now);
+        let opts = &self.shared.opts;
+        if let Some(t) = opts.ctrl_loss_tmo
+            && now.duration_since(since) >= t
+        {
+            self.give_up("ctrl_loss_tmo expired");
+            return;
+        }
+        if !self.fast_failed
+            && let Some(t) = opts.fast_io_fail_tmo
+            && now.duration_since(since) >= t
+        {
+            self.fast_failed = true;
+            self.core
+                .fail_all(IoError::QueueLost("fast_io_fail_tmo expired"));
+        }
+        if now < self.next_attempt {
+            std::thread::sleep((self.next_attempt - now).min(timeout));
+            return;
+        }
+        match self.try_reconnect() {
+            Ok(()) => {
+                tracing::info!(qid = self.qid, "I/O queue reconnected");
+                self.lost_since = None;
+                self.fast_failed = false;
+            }
+            Err(HostError::Lost) => self.give_up("controller lost"),
+            Err(e) => {
+                tracing::warn!(qid = self.qid, error = %e, "I/O queue reconnect failed");
+                self.next_attempt = Instant::now() + self.shared.opts.reconnect_delay;
+            }
+        }
+    }
+
+    fn try_reconnect(&mut self) -> Result<()> {
+        let opts = self.shared.opts.clone();
+        for attempt in 0..2 {
+            let (cntlid, generation) = self.shared.association()?;
+            let mut conn = Connection::open(&opts)?;
+            match connect_queue(
+                &opts,
+                &mut conn,
+                &mut self.core,
+                self.qid,
+                self.queue_size,
+                Some(cntlid),
+            ) {
+                Ok(_) => {
+                    self.generation = generation;
+                    self.conn = Some(conn);
+                    self.apply_in_capsule_limit();
+                    return Ok(());
+                }
+                Err(HostError::ConnectRejected { status, .. }) if attempt == 0 => {
+                    // The controller does not know our association any more (it restarted):
+                    // re-establish it through the admin queue, then try again.
+                    tracing::info!(qid = self.qid, %status, "I/O Connect refused; re-associating");
+                    self.shared.reassociate(generation)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(HostError::Timeout("I/O queue Connect"))
+    }
+
+    /// Command timeouts: the first expiry sends Abort; the second fails the command and
+    /// resets the queue.
+    fn check_timeouts(&mut self, now: Instant) {
+        let t = self.shared.opts.command_timeout;
+        while let Some((cid, aborted)) = self.core.expired(now, t) {
+            if !aborted {
+                tracing::warn!(qid = self.qid, cid, "command timed out; sending Abort");
+                self.core.mark_abort_sent(cid, now);
+                self.shared.abort(self.qid, cid);
+            } else {
+                tracing::warn!(
+                    qid = self.qid,
+                    cid,
+                    "command timed out after Abort; resetting the queue"
+                );
+                self.core.fail_command(cid, IoError::Timeout);
+                if self.conn.is_some() {
+                    self.connection_lost(HostError::Timeout("command"));
+                }
+            }
+        }
+    }
+}
+
+/// Helpers to build and submit the NVM I/O commands.
+impl IoQueue {
+    /// Submits a Read of `nlb` blocks at `slba` into `buf`.
+    pub fn submit_read(
+        &mut self,
+        nsid: u32,
+        slba: u64,
+        nlb: u32,
+        buf: crate::IoBuf,
+        user_data: u64,
+    ) -> std::result::Result<u16, SubmitError> {
+        self.submit(cmd::read(nsid, slba, nlb, buf, user_data))
+    }
+
+    /// Submits a Write of `nlb` blocks at `slba` from `buf`.
+    pub fn submit_write(
+        &mut self,
+        nsid: u32,
+        slba: u64,
+        nlb: u32,
+        buf: crate::IoBuf,
+        user_data: u64,
+    ) -> std::result::Result<u16, SubmitError> {
+        self.submit(cmd::write(nsid, slba, nlb, buf, user_data))
+    }
+}
