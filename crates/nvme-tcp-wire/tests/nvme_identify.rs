@@ -2,8 +2,8 @@
 
 use nvme_tcp_wire::nvme::identify::IDENTIFY_DATA_LEN;
 use nvme_tcp_wire::nvme::{
-    Cap, Cc, Csts, IdentifyController, IdentifyNamespace, LbaFormat, NsIdDescriptor, NsidList,
-    NvmeError, Vs,
+    Cap, Cc, Csts, IdentifyController, IdentifyControllerNvm, IdentifyNamespace,
+    IdentifyNamespaceIndependent, LbaFormat, NsIdDescriptor, NsidList, NvmeError, Vs,
 };
 use proptest::prelude::*;
 use zerocopy::IntoBytes;
@@ -126,6 +126,30 @@ fn identify_namespace_with_nonsense_lbads_has_no_lba_size() {
     assert_eq!(ns.lba_size(), None);
     ns.lbaf[0].lbads = 8;
     assert_eq!(ns.lba_size(), None, "below 512 bytes");
+}
+
+#[test]
+fn command_set_specific_identify_offsets() {
+    let mut nvm = IdentifyControllerNvm {
+        wzsl: 5,
+        dmrl: 16,
+        ..Default::default()
+    };
+    nvm.dmrsl.set(0x1000);
+    nvm.dmsl.set(0x2_0000);
+    let b = nvm.as_bytes();
+    assert_eq!((b[1], b[3]), (5, 16));
+    assert_eq!(&b[4..8], &[0, 0x10, 0, 0]);
+    assert_eq!(&b[8..12], &[0, 0, 2, 0]);
+    assert_eq!(IdentifyControllerNvm::parse(b).unwrap(), &nvm);
+
+    let mut ind = IdentifyNamespaceIndependent::default();
+    ind.anagrpid.set(1);
+    ind.nstat = IdentifyNamespaceIndependent::NSTAT_READY;
+    let b = ind.as_bytes();
+    assert_eq!(b.len(), 4096);
+    assert_eq!((b[4], b[14]), (1, 1));
+    assert!(IdentifyNamespaceIndependent::parse(&b[..100]).is_err());
 }
 
 #[test]

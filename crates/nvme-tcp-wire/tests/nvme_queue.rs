@@ -31,6 +31,32 @@ fn sqe_fields_sit_at_spec_offsets() {
 }
 
 #[test]
+fn sqe_builds_in_one_expression() {
+    let sqe = Sqe::new(0x06)
+        .with_cid(9)
+        .with_dptr(SglDescriptor::transport_data_block(4096));
+    assert_eq!(sqe.cid(), 9);
+    assert_eq!(
+        sqe.dptr().parse(),
+        Ok(Sgl::TransportDataBlock { length: 4096 })
+    );
+}
+
+#[test]
+fn status_display_names_the_code() {
+    assert_eq!(
+        Status::TRANSIENT_TRANSPORT_ERROR.to_string(),
+        "Transient Transport Error (sct 0 sc 0x22)"
+    );
+    assert_eq!(Status::new(7, 0xC0).to_string(), "sct 7 sc 0xc0");
+    assert_eq!(
+        Status::CONFLICTING_ATTRIBUTES,
+        Status::CONNECT_INCOMPATIBLE_FORMAT
+    );
+    assert_eq!(Status::ANA_TRANSITION.to_u16(), 0x303);
+}
+
+#[test]
 fn sqe_parse_rejects_short_buffer() {
     let err = Sqe::parse(&[0u8; 63]).unwrap_err();
     assert!(matches!(

@@ -484,6 +484,101 @@ impl IdentifyNamespace {
     }
 }
 
+/// I/O Command Set specific Identify Controller data structure for the NVM command set
+/// (CNS 0x06, CSI 0): limits of Verify, Write Zeroes, Write Uncorrectable and Dataset
+/// Management. Hosts that see VS 2.0 may ask for it.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct IdentifyControllerNvm {
+    /// 0: Verify Size Limit (power of two, units of CAP.MPSMIN; 0 = no limit).
+    pub vsl: u8,
+    /// 1: Write Zeroes Size Limit (same units).
+    pub wzsl: u8,
+    /// 2: Write Uncorrectable Size Limit (same units).
+    pub wusl: u8,
+    /// 3: Dataset Management Ranges Limit (0 = no limit beyond 256).
+    pub dmrl: u8,
+    /// 4: Dataset Management Range Size Limit (logical blocks; 0 = no limit).
+    pub dmrsl: U32,
+    /// 8: Dataset Management Size Limit (logical blocks; 0 = no limit).
+    pub dmsl: U64,
+    /// 16: reserved.
+    pub reserved16: [u8; 4080],
+}
+
+impl Default for IdentifyControllerNvm {
+    fn default() -> Self {
+        IdentifyControllerNvm::new_zeroed()
+    }
+}
+
+impl IdentifyControllerNvm {
+    /// Views the first 4096 bytes of `bytes` as this structure.
+    pub fn parse(bytes: &[u8]) -> Result<&IdentifyControllerNvm, NvmeError> {
+        IdentifyControllerNvm::ref_from_prefix(bytes)
+            .map(|(d, _)| d)
+            .map_err(|_| {
+                NvmeError::truncated("Identify Controller (NVM)", IDENTIFY_DATA_LEN, bytes.len())
+            })
+    }
+}
+
+/// I/O Command Set Independent Identify Namespace data structure (CNS 0x08).
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct IdentifyNamespaceIndependent {
+    /// 0: Common Namespace Features.
+    pub nsfeat: u8,
+    /// 1: Namespace Multi-path I/O and Namespace Sharing Capabilities.
+    pub nmic: u8,
+    /// 2: Reservation Capabilities.
+    pub rescap: u8,
+    /// 3: Format Progress Indicator.
+    pub fpi: u8,
+    /// 4: ANA Group Identifier.
+    pub anagrpid: U32,
+    /// 8: Namespace Attributes.
+    pub nsattr: u8,
+    /// 9: reserved.
+    pub reserved9: u8,
+    /// 10: NVM Set Identifier.
+    pub nvmsetid: U16,
+    /// 12: Endurance Group Identifier.
+    pub endgid: U16,
+    /// 14: Namespace Status (bit 0: ready).
+    pub nstat: u8,
+    /// 15: reserved.
+    pub reserved15: [u8; 4081],
+}
+
+impl Default for IdentifyNamespaceIndependent {
+    fn default() -> Self {
+        IdentifyNamespaceIndependent::new_zeroed()
+    }
+}
+
+impl IdentifyNamespaceIndependent {
+    /// NSTAT bit 0: the namespace is ready.
+    pub const NSTAT_READY: u8 = 1 << 0;
+
+    /// Views the first 4096 bytes of `bytes` as this structure.
+    pub fn parse(bytes: &[u8]) -> Result<&IdentifyNamespaceIndependent, NvmeError> {
+        IdentifyNamespaceIndependent::ref_from_prefix(bytes)
+            .map(|(d, _)| d)
+            .map_err(|_| {
+                NvmeError::truncated(
+                    "Identify Namespace (command set independent)",
+                    IDENTIFY_DATA_LEN,
+                    bytes.len(),
+                )
+            })
+    }
+}
+
 /// Maximum number of NSIDs in an NSID list (Active Namespace ID list, Changed Namespace List).
 pub const NSID_LIST_LEN: usize = 1024;
 
@@ -705,3 +800,5 @@ impl Nidt {
 const _: () = assert!(std::mem::size_of::<IdentifyController>() == IDENTIFY_DATA_LEN);
 const _: () = assert!(std::mem::size_of::<IdentifyNamespace>() == IDENTIFY_DATA_LEN);
 const _: () = assert!(std::mem::size_of::<NsidList>() == IDENTIFY_DATA_LEN);
+const _: () = assert!(std::mem::size_of::<IdentifyControllerNvm>() == IDENTIFY_DATA_LEN);
+const _: () = assert!(std::mem::size_of::<IdentifyNamespaceIndependent>() == IDENTIFY_DATA_LEN);

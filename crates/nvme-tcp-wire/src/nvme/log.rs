@@ -9,6 +9,8 @@ use zerocopy::little_endian::{U16, U32, U64, U128};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::error::NvmeError;
+#[cfg(doc)]
+use super::identify::NsidList;
 use super::opcode::AdminOpcode;
 use super::queue::Sqe;
 use super::status::StatusField;
@@ -158,6 +160,10 @@ impl GetLogPageCommand {
         sqe
     }
 }
+
+/// The Changed Namespace List log page (LID 0x04): up to 1024 NSIDs whose attributes changed,
+/// or 0xFFFFFFFF in the first entry when more changed (see [`NsidList::overflowed`]).
+pub type ChangedNamespaceList = super::identify::NsidList;
 
 /// Length of an Error Information log entry.
 pub const ERROR_LOG_ENTRY_LEN: usize = 64;

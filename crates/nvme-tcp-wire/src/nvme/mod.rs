@@ -62,16 +62,16 @@ pub use features::{
     SetFeaturesCommand,
 };
 pub use identify::{
-    IdentifyController, IdentifyNamespace, LbaFormat, Nidt, NsIdDescriptor, NsIdDescriptors,
-    NsidList,
+    IdentifyController, IdentifyControllerNvm, IdentifyNamespace, IdentifyNamespaceIndependent,
+    LbaFormat, Nidt, NsIdDescriptor, NsIdDescriptors, NsidList,
 };
 pub use io::{
     DatasetManagementCommand, DsmRange, FlushCommand, IoCommand, ReadWriteCommand,
     WriteZeroesCommand,
 };
 pub use log::{
-    DiscoveryLogEntry, DiscoveryLogHeader, DiscoveryLogPage, ErrorLogEntry, GetLogPageCommand,
-    LogPageId, SmartLog,
+    ChangedNamespaceList, DiscoveryLogEntry, DiscoveryLogHeader, DiscoveryLogPage, ErrorLogEntry,
+    GetLogPageCommand, LogPageId, SmartLog,
 };
 pub use opcode::{AdminOpcode, FabricsType, IoOpcode};
 pub use queue::{CQE_LEN, Cqe, Psdt, SGL_DESCRIPTOR_LEN, SQE_LEN, Sgl, SglDescriptor, Sqe};

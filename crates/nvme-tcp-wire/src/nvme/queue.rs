@@ -95,6 +95,19 @@ impl Sqe {
         sqe
     }
 
+    /// Returns the SQE with its CID set, for building in one expression:
+    /// `cmd.to_sqe().with_cid(cid).with_dptr(sgl)`.
+    pub fn with_cid(mut self, cid: u16) -> Self {
+        self.set_cid(cid);
+        self
+    }
+
+    /// Returns the SQE with its DPTR set.
+    pub fn with_dptr(mut self, sgl: SglDescriptor) -> Self {
+        self.set_dptr(sgl);
+        self
+    }
+
     /// Reads an SQE from the first 64 bytes of `bytes` (e.g. a CapsuleCmd's SQE field).
     pub fn parse(bytes: &[u8]) -> Result<&Sqe, NvmeError> {
         Sqe::ref_from_prefix(bytes)

@@ -98,6 +98,12 @@ status_consts! {
     METADATA_SGL_LENGTH_INVALID = (0, 0x10, "Metadata SGL Length Invalid");
     /// Generic 0x11: SGL Descriptor Type Invalid.
     SGL_DESCRIPTOR_TYPE_INVALID = (0, 0x11, "SGL Descriptor Type Invalid");
+    /// Generic 0x12: Invalid Use of Controller Memory Buffer.
+    INVALID_CMB_USE = (0, 0x12, "Invalid Use of Controller Memory Buffer");
+    /// Generic 0x13: PRP Offset Invalid.
+    PRP_OFFSET_INVALID = (0, 0x13, "PRP Offset Invalid");
+    /// Generic 0x14: Atomic Write Unit Exceeded.
+    ATOMIC_WRITE_UNIT_EXCEEDED = (0, 0x14, "Atomic Write Unit Exceeded");
     /// Generic 0x15: Operation Denied.
     OPERATION_DENIED = (0, 0x15, "Operation Denied");
     /// Generic 0x16: SGL Offset Invalid.
@@ -110,12 +116,20 @@ status_consts! {
     KEEP_ALIVE_TIMEOUT_INVALID = (0, 0x1A, "Keep Alive Timeout Invalid");
     /// Generic 0x1B: Command Aborted due to Preempt and Abort.
     ABORTED_PREEMPT = (0, 0x1B, "Command Aborted due to Preempt and Abort");
+    /// Generic 0x1C: Sanitize Failed.
+    SANITIZE_FAILED = (0, 0x1C, "Sanitize Failed");
+    /// Generic 0x1D: Sanitize In Progress.
+    SANITIZE_IN_PROGRESS = (0, 0x1D, "Sanitize In Progress");
+    /// Generic 0x1E: SGL Data Block Granularity Invalid.
+    SGL_DATA_BLOCK_GRANULARITY_INVALID = (0, 0x1E, "SGL Data Block Granularity Invalid");
     /// Generic 0x20: Namespace is Write Protected.
     NAMESPACE_WRITE_PROTECTED = (0, 0x20, "Namespace is Write Protected");
     /// Generic 0x21: Command Interrupted.
     COMMAND_INTERRUPTED = (0, 0x21, "Command Interrupted");
     /// Generic 0x22: Transient Transport Error.
     TRANSIENT_TRANSPORT_ERROR = (0, 0x22, "Transient Transport Error");
+    /// Generic 0x24: Admin Command Media Not Ready.
+    ADMIN_COMMAND_MEDIA_NOT_READY = (0, 0x24, "Admin Command Media Not Ready");
     /// Generic (NVM command set) 0x80: LBA Out of Range.
     LBA_OUT_OF_RANGE = (0, 0x80, "LBA Out of Range");
     /// Generic (NVM command set) 0x81: Capacity Exceeded.
@@ -141,10 +155,14 @@ status_consts! {
     INVALID_FIRMWARE_SLOT = (1, 0x06, "Invalid Firmware Slot");
     /// Command specific 0x07: Invalid Firmware Image.
     INVALID_FIRMWARE_IMAGE = (1, 0x07, "Invalid Firmware Image");
+    /// Command specific 0x08: Invalid Interrupt Vector.
+    INVALID_INTERRUPT_VECTOR = (1, 0x08, "Invalid Interrupt Vector");
     /// Command specific 0x09: Invalid Log Page.
     INVALID_LOG_PAGE = (1, 0x09, "Invalid Log Page");
     /// Command specific 0x0A: Invalid Format.
     INVALID_FORMAT = (1, 0x0A, "Invalid Format");
+    /// Command specific 0x0C: Invalid Queue Deletion.
+    INVALID_QUEUE_DELETION = (1, 0x0C, "Invalid Queue Deletion");
     /// Command specific 0x0D: Feature Identifier Not Saveable.
     FEATURE_NOT_SAVEABLE = (1, 0x0D, "Feature Identifier Not Saveable");
     /// Command specific 0x0E: Feature Not Changeable.
@@ -162,11 +180,31 @@ status_consts! {
     CONNECT_RESTART_DISCOVERY = (1, 0x83, "Connect Restart Discovery");
     /// Command specific 0x84 (Fabrics Connect): Connect Invalid Host.
     CONNECT_INVALID_HOST = (1, 0x84, "Connect Invalid Host");
+    /// Command specific 0x90 (Fabrics): Discovery Restart.
+    DISCOVERY_RESTART = (1, 0x90, "Discovery Restart");
+    /// Command specific 0x91 (Fabrics): Authentication Required.
+    AUTHENTICATION_REQUIRED = (1, 0x91, "Authentication Required");
+    /// Command specific 0x80 (NVM, Dataset Management): Conflicting Attributes. Shares its
+    /// value with [`Status::CONNECT_INCOMPATIBLE_FORMAT`]; [`Status::name`] gives the Connect
+    /// meaning.
+    CONFLICTING_ATTRIBUTES = (1, 0x80, "Conflicting Attributes");
+    /// Command specific 0x81 (NVM): Invalid Protection Information.
+    INVALID_PROTECTION_INFORMATION = (1, 0x81, "Invalid Protection Information");
+    /// Command specific 0x82 (NVM, Write): Attempted Write to Read Only Range.
+    WRITE_TO_READ_ONLY_RANGE = (1, 0x82, "Attempted Write to Read Only Range");
 
     /// Media and data integrity 0x80: Write Fault.
     WRITE_FAULT = (2, 0x80, "Write Fault");
     /// Media and data integrity 0x81: Unrecovered Read Error.
     UNRECOVERED_READ_ERROR = (2, 0x81, "Unrecovered Read Error");
+    /// Media and data integrity 0x82: End-to-end Guard Check Error.
+    GUARD_CHECK_ERROR = (2, 0x82, "End-to-end Guard Check Error");
+    /// Media and data integrity 0x83: End-to-end Application Tag Check Error.
+    APPLICATION_TAG_CHECK_ERROR = (2, 0x83, "End-to-end Application Tag Check Error");
+    /// Media and data integrity 0x84: End-to-end Reference Tag Check Error.
+    REFERENCE_TAG_CHECK_ERROR = (2, 0x84, "End-to-end Reference Tag Check Error");
+    /// Media and data integrity 0x85: Compare Failure.
+    COMPARE_FAILURE = (2, 0x85, "Compare Failure");
     /// Media and data integrity 0x86: Access Denied.
     ACCESS_DENIED = (2, 0x86, "Access Denied");
     /// Media and data integrity 0x87: Deallocated or Unwritten Logical Block.
@@ -174,6 +212,12 @@ status_consts! {
 
     /// Path related 0x00: Internal Path Error.
     INTERNAL_PATH_ERROR = (3, 0x00, "Internal Path Error");
+    /// Path related 0x01: Asymmetric Access Persistent Loss.
+    ANA_PERSISTENT_LOSS = (3, 0x01, "Asymmetric Access Persistent Loss");
+    /// Path related 0x02: Asymmetric Access Inaccessible.
+    ANA_INACCESSIBLE = (3, 0x02, "Asymmetric Access Inaccessible");
+    /// Path related 0x03: Asymmetric Access Transition.
+    ANA_TRANSITION = (3, 0x03, "Asymmetric Access Transition");
     /// Path related 0x60: Controller Pathing Error.
     CONTROLLER_PATHING_ERROR = (3, 0x60, "Controller Pathing Error");
     /// Path related 0x70: Host Pathing Error.
