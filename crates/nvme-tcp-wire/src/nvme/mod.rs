@@ -37,6 +37,26 @@
 //! assert_eq!(cqe.status(), Status::INVALID_FIELD);
 //! assert!(!cqe.status_field().dnr);
 //! ```
+//!
+//! A host builds a command in one expression; a target dispatches it with one `match`, and a
+//! parse error already knows the status to complete with:
+//!
+//! ```
+//! use nvme_tcp_wire::nvme::{AdminCommand, IdentifyCommand, Cns, SglDescriptor, Status};
+//!
+//! let cmd = AdminCommand::Identify(IdentifyCommand::controller());
+//! let sqe = cmd
+//!     .to_sqe()
+//!     .with_cid(1)
+//!     .with_dptr(SglDescriptor::transport_data_block(cmd.data_len() as u32));
+//!
+//! let status = match AdminCommand::parse(&sqe) {
+//!     Ok(AdminCommand::Identify(IdentifyCommand { cns: Cns::Controller, .. })) => Status::SUCCESS,
+//!     Ok(_) => Status::INVALID_OPCODE,
+//!     Err(e) => e.status(),
+//! };
+//! assert!(status.is_success());
+//! ```
 
 mod admin;
 mod error;
