@@ -18,9 +18,15 @@
 
 pub mod backend;
 pub mod config;
+pub mod conn;
 pub mod controller;
+pub mod discovery;
+pub mod identify;
 pub mod namespace;
+pub mod server;
+pub mod state;
 pub mod subsystem;
 
 pub use config::{ConfigError, Limits, PortConfig, SubsystemConfig, TargetConfig};
 pub use namespace::NamespaceConfig;
+pub use server::{Target, TargetError, TargetHandle};
