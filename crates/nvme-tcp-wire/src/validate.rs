@@ -207,6 +207,80 @@ fn data_start(ch: &CommonHeaderRepr) -> u32 {
     }
 }
 
+/// How PLEN is checked for a type.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PlenRule {
+    /// Exactly HLEN (+ header digest): no data.
+    Fixed,
+    /// Header, optional data and data digest.
+    WithData,
+    /// Termination Request: HLEN..=152.
+    TermReq,
+}
+
+/// Per-type rules, precomputed so the hot path does one table load instead of several
+/// matches on the type.
+#[derive(Clone, Copy)]
+struct TypeRules {
+    t: Option<PduType>,
+    allowed_flags: u8,
+    hlen: u8,
+    has_hdgst: bool,
+    may_have_ddgst: bool,
+    may_carry_data: bool,
+    always_data: bool,
+    term_req: bool,
+    plen: PlenRule,
+}
+
+const fn rules_for(raw: u8) -> TypeRules {
+    match PduType::from_u8(raw) {
+        None => TypeRules {
+            t: None,
+            allowed_flags: 0,
+            hlen: 0,
+            has_hdgst: false,
+            may_have_ddgst: false,
+            may_carry_data: false,
+            always_data: false,
+            term_req: false,
+            plen: PlenRule::Fixed,
+        },
+        Some(t) => {
+            let term_req = matches!(t, PduType::H2cTermReq | PduType::C2hTermReq);
+            let always_data = matches!(t, PduType::H2cData | PduType::C2hData);
+            TypeRules {
+                t: Some(t),
+                allowed_flags: t.allowed_flags().0,
+                hlen: t.hlen(),
+                has_hdgst: t.has_hdgst(),
+                may_have_ddgst: t.may_have_ddgst(),
+                may_carry_data: term_req || always_data || matches!(t, PduType::CapsuleCmd),
+                always_data,
+                term_req,
+                plen: if term_req {
+                    PlenRule::TermReq
+                } else if always_data || matches!(t, PduType::CapsuleCmd) {
+                    PlenRule::WithData
+                } else {
+                    PlenRule::Fixed
+                },
+            }
+        }
+    }
+}
+
+/// Rules indexed by the low nibble of PDU-TYPE (types above 0x0F are all reserved).
+static RULES: [TypeRules; 16] = {
+    let mut r = [rules_for(0xFF); 16];
+    let mut i = 0;
+    while i < 16 {
+        r[i] = rules_for(i as u8);
+        i += 1;
+    }
+    r
+};
+
 #[cold]
 #[inline(never)]
 fn invalid(t: Option<PduType>, field: &'static str, offset: u32, reason: String) -> WireError {
@@ -251,7 +325,12 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
 
     // 1. PDU-TYPE known and in this receiver's direction (spec §7.4.1 PDU types; a controller
     //    only receives H2C types, a host only C2H types).
-    let Some(t) = PduType::from_u8(raw_type) else {
+    let rules = if raw_type < 16 {
+        RULES[raw_type as usize]
+    } else {
+        rules_for(raw_type)
+    };
+    let Some(t) = rules.t else {
         return Err(invalid(
             None,
             "PDU-TYPE",
@@ -270,8 +349,7 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
 
     // 2. FLAGS (spec §7.4.1 common header, and each PDU's FLAGS table).
     //    2a. Only the flags the type defines.
-    let allowed = t.allowed_flags();
-    if !flags.difference(allowed).is_empty() {
+    if flags.0 & !rules.allowed_flags != 0 {
         return Err(invalid(
             Some(t),
             "FLAGS",
@@ -280,7 +358,7 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
         ));
     }
     //    2b. HDGSTF iff header digests were negotiated and the type carries one (§7.4.6.1).
-    let want_hdgst = params.hdgst && t.has_hdgst();
+    let want_hdgst = params.hdgst && rules.has_hdgst;
     if flags.contains(PduFlags::HDGSTF) != want_hdgst {
         return Err(invalid(
             Some(t),
@@ -294,10 +372,10 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
     }
     //    2c. DDGSTF iff data digests were negotiated and this PDU carries data (§7.4.6.1).
     //        (The header size comes from the type: HLEN itself is checked in step 3.)
-    let hd = t.hlen() as u32 + if want_hdgst { DIGEST_LEN as u32 } else { 0 };
+    let hd = rules.hlen as u32 + if want_hdgst { DIGEST_LEN as u32 } else { 0 };
     let start = if pdo == 0 { hd } else { pdo as u32 };
     let has_data = plen > start;
-    let want_ddgst = params.ddgst && t.may_have_ddgst() && has_data;
+    let want_ddgst = params.ddgst && rules.may_have_ddgst && has_data;
     if flags.contains(PduFlags::DDGSTF) != want_ddgst {
         return Err(invalid(
             Some(t),
@@ -320,26 +398,18 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
     }
 
     // 3. HLEN is fixed per type (§7.4.1; a receiver that trusts HLEN overruns its header buffer).
-    if hlen != t.hlen() {
+    if hlen != rules.hlen {
         return Err(invalid(
             Some(t),
             "HLEN",
             fei::HLEN,
-            format!("expected {} for {t:?}, found {hlen}", t.hlen()),
+            format!("expected {} for {t:?}, found {hlen}", rules.hlen),
         ));
     }
 
     // 4. PDO (§7.4.1 common header; §7.4.3 PDU data alignment).
-    let may_carry_data = matches!(
-        t,
-        PduType::CapsuleCmd
-            | PduType::H2cData
-            | PduType::C2hData
-            | PduType::H2cTermReq
-            | PduType::C2hTermReq
-    );
     if pdo != 0 {
-        if !may_carry_data {
+        if !rules.may_carry_data {
             return Err(invalid(
                 Some(t),
                 "PDO",
@@ -357,9 +427,14 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
         }
         // Termination Requests place their data right after the header; no alignment applies.
         let align = params.rx_pdo_align();
-        if !matches!(t, PduType::H2cTermReq | PduType::C2hTermReq)
-            && !(pdo as u32).is_multiple_of(align)
-        {
+        // (A mask for the usual power-of-two alignments: a division costs more than the rest
+        // of the validation.)
+        let misaligned = if align.is_power_of_two() {
+            pdo as u32 & (align - 1) != 0
+        } else {
+            !(pdo as u32).is_multiple_of(align)
+        };
+        if !rules.term_req && misaligned {
             return Err(invalid(
                 Some(t),
                 "PDO",
@@ -375,7 +450,7 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
                 format!("PDO {pdo} beyond PLEN {plen}"),
             ));
         }
-    } else if matches!(t, PduType::H2cData | PduType::C2hData) || (has_data && may_carry_data) {
+    } else if rules.always_data || (has_data && rules.may_carry_data) {
         // Data PDUs always carry data; a capsule with in-capsule data needs a PDO.
         return Err(invalid(
             Some(t),
@@ -386,8 +461,8 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
     }
 
     // 5. PLEN (§7.4.1 common header; §7.4.4 Termination Requests: 24..=152).
-    match t {
-        PduType::H2cTermReq | PduType::C2hTermReq => {
+    match rules.plen {
+        PlenRule::TermReq => {
             if !(hlen as u32..=TERM_REQ_MAX_PLEN as u32).contains(&plen) {
                 return Err(invalid(
                     Some(t),
@@ -397,7 +472,7 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
                 ));
             }
         }
-        PduType::IcReq | PduType::IcResp | PduType::CapsuleResp | PduType::R2t => {
+        PlenRule::Fixed => {
             if plen != hd {
                 return Err(invalid(
                     Some(t),
@@ -407,7 +482,7 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
                 ));
             }
         }
-        PduType::CapsuleCmd | PduType::H2cData | PduType::C2hData => {
+        PlenRule::WithData => {
             if plen < start {
                 return Err(invalid(
                     Some(t),

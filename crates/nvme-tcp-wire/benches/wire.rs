@@ -1,0 +1,118 @@
+//! Wire-layer hot paths: C2HData header parse + validate, and CRC32C data digests.
+//!
+//! `cargo bench -p nvme-tcp-wire --bench wire`
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use nvme_tcp_wire::digest::{Crc32c, crc32c};
+use nvme_tcp_wire::framer::{Framer, FramerEvent};
+use nvme_tcp_wire::pdu::{DataPdu, DataPduRepr, HeaderBuf, PduFlags, PduType};
+use nvme_tcp_wire::validate::{NegotiatedParams, Role, validate_header};
+
+fn c2h_header(hdgst: bool) -> HeaderBuf {
+    HeaderBuf::new(&DataPduRepr {
+        pdu_type: PduType::C2hData,
+        flags: PduFlags::LAST_PDU,
+        hdgst,
+        ddgst: true,
+        pda: 0,
+        cccid: 0x42,
+        ttag: 0,
+        datao: 0x1_0000,
+        datal: 4096,
+    })
+}
+
+fn header_parse_validate(c: &mut Criterion) {
+    let mut g = c.benchmark_group("c2h_data_header");
+    for hdgst in [false, true] {
+        let hdr = c2h_header(hdgst);
+        let params = NegotiatedParams {
+            hdgst,
+            ddgst: true,
+            ..NegotiatedParams::new(Role::Host)
+        };
+        let name = if hdgst {
+            "parse_validate_hdgst"
+        } else {
+            "parse_validate"
+        };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let bytes = black_box(hdr.as_bytes());
+                let layout = validate_header(bytes, black_box(&params)).ok()?;
+                let repr = DataPduRepr::parse(&DataPdu::new_unchecked(bytes)).ok()?;
+                Some((layout.data_len(), repr.cccid, repr.datao))
+            })
+        });
+    }
+    // The parts, to see where the time goes.
+    let hdr = c2h_header(false);
+    let params = NegotiatedParams {
+        ddgst: true,
+        ..NegotiatedParams::new(Role::Host)
+    };
+    g.bench_function("validate_only", |b| {
+        b.iter(|| validate_header(black_box(hdr.as_bytes()), black_box(&params)).is_ok())
+    });
+    g.bench_function("repr_parse_only", |b| {
+        b.iter(|| DataPduRepr::parse(&DataPdu::new_unchecked(black_box(hdr.as_bytes()))).is_ok())
+    });
+    g.bench_function("validate_and_view", |b| {
+        b.iter(|| {
+            let bytes = black_box(hdr.as_bytes());
+            let layout = validate_header(bytes, black_box(&params)).ok()?;
+            let v = DataPdu::new_unchecked(bytes);
+            Some((layout.data_len(), v.cccid(), v.datao()))
+        })
+    });
+    // The same header through the streaming framer (header copy, validation, parse, events).
+    let mut pdu = c2h_header(false).as_bytes().to_vec();
+    pdu.extend_from_slice(&[0u8; 4096 + 4]);
+    let params = NegotiatedParams {
+        ddgst: true,
+        ..NegotiatedParams::new(Role::Host)
+    };
+    g.bench_function("framer_whole_pdu_4k", |b| {
+        let mut f = Framer::new(params);
+        b.iter(|| {
+            let mut n = 0usize;
+            for ev in f.events(black_box(&pdu)) {
+                if let Ok(FramerEvent::Data { range, .. }) = ev {
+                    n += range.len();
+                }
+            }
+            n
+        })
+    });
+    g.finish();
+}
+
+fn data_digest(c: &mut Criterion) {
+    let mut g = c.benchmark_group("data_digest");
+    for size in [4096usize, 128 * 1024] {
+        let data: Vec<u8> = (0..size).map(|i| (i * 131 + 7) as u8).collect();
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_with_input(BenchmarkId::new("crc32c", size), &data, |b, d| {
+            b.iter(|| crc32c(black_box(d)))
+        });
+        g.bench_with_input(
+            BenchmarkId::new("crc32c_incremental_4k_pieces", size),
+            &data,
+            |b, d| {
+                b.iter(|| {
+                    let mut c = Crc32c::new();
+                    for piece in black_box(d).chunks(4096) {
+                        c.update(piece);
+                    }
+                    c.finalize()
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, header_parse_validate, data_digest);
+criterion_main!(benches);
