@@ -553,7 +553,7 @@ pub fn validate_psh(layout: &PduLayout, header: &[u8], params: &NegotiatedParams
     let t = layout.pdu_type();
     match t {
         PduType::H2cData | PduType::C2hData => {
-            let datal = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
+            let datal = read_u32_at_16(header);
             // §7.4.5.1/§7.4.5.2: DATAL is the length of the PDU's data.
             if datal as usize != layout.data_len() {
                 return Err(invalid(
@@ -576,7 +576,7 @@ pub fn validate_psh(layout: &PduLayout, header: &[u8], params: &NegotiatedParams
         }
         PduType::R2t => {
             // §7.4.5.3: an R2T asks for at least one byte (Linux hosts reject R2TL 0).
-            let r2tl = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
+            let r2tl = read_u32_at_16(header);
             if r2tl == 0 {
                 return Err(invalid(Some(t), "R2TL", fei::R2TL, "R2TL is 0".into()));
             }
@@ -617,6 +617,15 @@ pub fn validate_psh(layout: &PduLayout, header: &[u8], params: &NegotiatedParams
         PduType::H2cTermReq | PduType::C2hTermReq | PduType::CapsuleCmd | PduType::CapsuleResp => {}
     }
     Ok(())
+}
+
+/// DATAL / R2TL (bytes 16..20) of a 24-byte header (the length was checked against HLEN).
+#[inline(always)]
+fn read_u32_at_16(header: &[u8]) -> u32 {
+    match header.get(16..20) {
+        Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
+        _ => 0,
+    }
 }
 
 #[cold]

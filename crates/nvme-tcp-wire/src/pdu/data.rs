@@ -127,21 +127,31 @@ impl DataPduRepr {
     /// Parses a data PDU header. The caller validates the common header first
     /// ([`crate::validate`]); this only reads fields.
     pub fn parse<T: AsRef<[u8]>>(pdu: &DataPdu<T>) -> Result<Self> {
-        let ch = CommonHeaderRepr::parse(&pdu.ch())?;
-        if !matches!(ch.pdu_type, PduType::H2cData | PduType::C2hData) {
-            return Err(WireError::invalid("PDU-TYPE", 0, "not a data PDU"));
-        }
-        let pda = super::pda_for_pdo(ch.hlen, ch.has_hdgst(), ch.pdo);
+        // Read straight from the buffer (this is on the per-PDU hot path of both receivers).
+        let b = pdu.buffer.as_ref();
+        let Some(h) = b.first_chunk::<DATA_PDU_HLEN>() else {
+            return Err(WireError::Truncated {
+                needed: DATA_PDU_HLEN,
+                have: b.len(),
+            });
+        };
+        let pdu_type = match h[0] {
+            0x06 => PduType::H2cData,
+            0x07 => PduType::C2hData,
+            other => return Err(not_a_data_pdu(other)),
+        };
+        let flags = PduFlags(h[1]);
+        let hdgst = flags.contains(PduFlags::HDGSTF);
         Ok(Self {
-            pdu_type: ch.pdu_type,
-            flags: ch.flags.difference(PduFlags::HDGSTF | PduFlags::DDGSTF),
-            hdgst: ch.has_hdgst(),
-            ddgst: ch.has_ddgst(),
-            pda,
-            cccid: pdu.cccid(),
-            ttag: pdu.ttag(),
-            datao: pdu.datao(),
-            datal: pdu.datal(),
+            pdu_type,
+            flags: flags.difference(PduFlags::HDGSTF | PduFlags::DDGSTF),
+            hdgst,
+            ddgst: flags.contains(PduFlags::DDGSTF),
+            pda: super::pda_for_pdo(h[2], hdgst, h[3]),
+            cccid: u16::from_le_bytes([h[8], h[9]]),
+            ttag: u16::from_le_bytes([h[10], h[11]]),
+            datao: u32::from_le_bytes([h[12], h[13], h[14], h[15]]),
+            datal: u32::from_le_bytes([h[16], h[17], h[18], h[19]]),
         })
     }
 
@@ -181,6 +191,12 @@ impl DataPduRepr {
         pdu.set_datal(self.datal);
         pdu.clear_reserved();
     }
+}
+
+#[cold]
+#[inline(never)]
+fn not_a_data_pdu(raw: u8) -> WireError {
+    WireError::invalid("PDU-TYPE", 0, format!("{raw:#04x} is not a data PDU"))
 }
 
 impl EmitHeader for DataPduRepr {
