@@ -4,7 +4,7 @@ use crate::flow::Flow;
 use crate::header::HeaderRules;
 use crate::table::{IdMap, IoTable};
 use crate::verdict::SegmentVerdict;
-use crate::{Diagnostics, SyncState};
+use crate::{Diagnostics, FlowInfo, SyncState};
 use nvme_tcp_wire::pdu::{MAX_PDA, data_pdo};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -202,6 +202,11 @@ impl SoftDdpDevice {
     /// The framing state of socket `sk`.
     pub fn sync_state(&self, sk: SockId) -> Option<SyncState> {
         self.flows.get(&sk).map(Flow::sync_state)
+    }
+
+    /// Framing details of socket `sk`, for debugging and tests.
+    pub fn flow_info(&self, sk: SockId) -> Option<FlowInfo> {
+        self.flows.get(&sk).map(Flow::info)
     }
 
     /// The buffers registered for `command_id` on `sk`, for inspection (tests, debugging).

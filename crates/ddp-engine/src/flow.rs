@@ -24,7 +24,7 @@ use crate::header::{HeaderRules, MAX_HDR, PduLayout};
 use crate::seq;
 use crate::table::{IoSlot, IoTable};
 use crate::verdict::SegmentVerdict;
-use crate::{Diagnostics, SyncState};
+use crate::{Diagnostics, FlowInfo, SyncState};
 use nvme_tcp_wire::digest::Crc32c;
 use nvme_tcp_wire::pdu::CH_LEN;
 use std::sync::Arc;
@@ -149,6 +149,14 @@ impl Flow {
             Mode::InSync => SyncState::InSync,
             Mode::Speculating { pending } => SyncState::ResyncPending { seq: pending },
             Mode::Searching => SyncState::Searching,
+        }
+    }
+
+    pub(crate) fn info(&self) -> FlowInfo {
+        FlowInfo {
+            state: self.sync_state(),
+            expected_seq: (self.mode != Mode::Searching).then_some(self.next_seq),
+            high_water: self.hwm,
         }
     }
 

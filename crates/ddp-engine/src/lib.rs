@@ -50,6 +50,19 @@ pub enum SyncState {
     Searching,
 }
 
+/// Framing details of one offloaded socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FlowInfo {
+    /// Framing state.
+    pub state: SyncState,
+    /// Next sequence number the engine expects (`None` while searching).
+    pub expected_seq: Option<u32>,
+    /// Highest sequence number (exclusive) ever processed in sync; after a resync, PDUs
+    /// are offloaded again from the first header at or after it.
+    pub high_water: Option<u32>,
+}
+
 /// Engine-internal counters, beyond the ten statistics of the netlink family; for
 /// debugging (see the troubleshooting section of `docs/ulp-ddp.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

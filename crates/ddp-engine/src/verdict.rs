@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 /// Most placed ranges one segment verdict records. A segment carrying more pieces of
 /// placed PDU data than this (many small PDUs in one large segment) has the excess not
 /// placed: the ULP copies those bytes itself, as it would without offload.
-pub const MAX_PLACED_RANGES: usize = 32;
+pub const MAX_PLACED_RANGES: usize = 64;
 
 /// A run of segment bytes the device wrote to their destination buffer: TCP sequence
 /// numbers `seq .. seq + len` (modulo 2^32). The ULP skips its copy of exactly these bytes
