@@ -50,7 +50,9 @@
 
 use crate::digest::{DIGEST_LEN, crc32c};
 use crate::error::{Result, WireError};
-use crate::pdu::{CH_LEN, CommonHeaderRepr, MAX_PDA, PduFlags, PduType, TERM_REQ_MAX_PLEN};
+use crate::pdu::{
+    CH_LEN, CommonHeaderRepr, IcReqRepr, IcRespRepr, MAX_PDA, PduFlags, PduType, TERM_REQ_MAX_PLEN,
+};
 
 /// Byte offsets of common header fields: the FEI of FES 0x01 errors.
 mod fei {
@@ -130,6 +132,24 @@ impl NegotiatedParams {
             ddgst: false,
             rx_pda: 0,
             max_h2c_data: 4 << 20,
+            max_plen: DEFAULT_MAX_PLEN,
+        }
+    }
+
+    /// The parameters in force after the ICReq/ICResp exchange, for the receiving `role`:
+    /// digests as the controller enabled them in ICResp, the receiver's own PDA (HPDA from
+    /// ICReq for a host, CPDA from ICResp for a controller), MAXH2CDATA from ICResp, and
+    /// [`DEFAULT_MAX_PLEN`] (adjust `max_plen` to the receiver's buffers).
+    pub fn from_ic_exchange(role: Role, icreq: &IcReqRepr, icresp: &IcRespRepr) -> Self {
+        Self {
+            role,
+            hdgst: icresp.hdgst_enable,
+            ddgst: icresp.ddgst_enable,
+            rx_pda: match role {
+                Role::Host => icreq.hpda,
+                Role::Controller => icresp.cpda,
+            },
+            max_h2c_data: icresp.maxh2cdata,
             max_plen: DEFAULT_MAX_PLEN,
         }
     }
@@ -687,6 +707,28 @@ mod tests {
         assert_eq!(l.data_offset(), 28);
         assert_eq!(l.data_len(), 512);
         assert_eq!(l.plen(), 28 + 512 + 4);
+    }
+
+    #[test]
+    fn parameters_follow_the_ic_exchange() {
+        let req = IcReqRepr {
+            pfv: 0,
+            hpda: 3,
+            hdgst_enable: true,
+            ddgst_enable: true,
+            maxr2t: 0,
+        };
+        let resp = IcRespRepr {
+            pfv: 0,
+            cpda: 1,
+            hdgst_enable: true,
+            ddgst_enable: false,
+            maxh2cdata: 8192,
+        };
+        let h = NegotiatedParams::from_ic_exchange(Role::Host, &req, &resp);
+        assert_eq!((h.hdgst, h.ddgst, h.rx_pda), (true, false, 3));
+        let c = NegotiatedParams::from_ic_exchange(Role::Controller, &req, &resp);
+        assert_eq!((c.rx_pda, c.max_h2c_data), (1, 8192));
     }
 
     #[test]
