@@ -1,10 +1,431 @@
-//! TODO: being written.
+//! `ulpddp perf`: NVMe/TCP throughput and latency in the spirit of fio and spdk_nvme_perf.
+//!
+//! Without `--target` it starts the target in-process on loopback (a RAM namespace by
+//! default) and measures the host against it; with no job options at all it runs the default
+//! suite: 128 KiB sequential reads (QD 32) and 4 KiB random reads (QD 128), data digest on,
+//! plus the raw TCP baseline, about 10 s in all.
 
-/// Arguments.
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-/// Runs the command.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use nvme_tcp_host::{ConnectOptions, Controller};
+use nvme_tcp_target::{NamespaceConfig, SubsystemConfig, Target, TargetConfig, TargetHandle};
+use ulp_ddp_ctl::metrics::{MetricsServer, MetricsSource, QueueMetricsSet};
+
+use crate::perf::job::{JobSpec, Live, Rw, prefill, run_queue};
+use crate::perf::report::{JobResult, table};
+use crate::perf::size::{format_size, parse_size};
+use crate::perf::{baseline, cpu};
+
+/// NQN of the embedded target's subsystem.
+pub const EMBEDDED_NQN: &str = "nqn.2024-01.io.ulp-ddp:perf";
+
+/// Arguments of `ulpddp perf`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Access pattern; without it (and without --bs/--qd) the default suite runs.
+    #[arg(long, value_enum)]
+    pub rw: Option<Rw>,
+    /// Percentage of reads for randrw.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub rwmixread: u8,
+    /// Block size (e.g. 4k, 128k).
+    #[arg(long)]
+    pub bs: Option<String>,
+    /// Commands in flight per queue.
+    #[arg(long)]
+    pub qd: Option<usize>,
+    /// I/O queues (each its own TCP connection and host thread).
+    #[arg(long, default_value_t = 1)]
+    pub queues: u16,
+    /// Seconds of measurement per job.
+    #[arg(long, conflicts_with = "size")]
+    pub runtime: Option<f64>,
+    /// Stop each job after this many bytes instead (e.g. 4G).
+    #[arg(long)]
+    pub size: Option<String>,
+    /// Header digest.
+    #[arg(long)]
+    pub hdgst: bool,
+    /// Data digest.
+    #[arg(long)]
+    pub ddgst: bool,
+    /// Namespace of the embedded target: ram:SIZE, null, or file:PATH.
+    #[arg(long, default_value = "ram:1G")]
+    pub ns: String,
+    /// LBA size of the embedded target's namespace.
+    #[arg(long, default_value_t = 512)]
+    pub lba_size: u32,
+    /// Bytes of the namespace to use (default: all of it, at most 1 GiB).
+    #[arg(long)]
+    pub span: Option<String>,
+    /// Write a known pattern first and check every byte read.
+    #[arg(long)]
+    pub verify: bool,
+    /// Also measure raw TCP loopback throughput and print NVMe/TCP ÷ raw TCP.
+    #[arg(long)]
+    pub baseline: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// External target ADDR:PORT instead of the embedded one.
+    #[arg(long, requires = "nqn")]
+    pub target: Option<String>,
+    /// Subsystem NQN of the external target.
+    #[arg(long)]
+    pub nqn: Option<String>,
+    /// Namespace ID to use.
+    #[arg(long, default_value_t = 1)]
+    pub nsid: u32,
+    /// Serve Prometheus metrics (per-queue I/O counters and latency) on ADDR while running.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    /// Skip writing the pattern before read jobs (reads of a fresh RAM namespace then touch
+    /// only zero pages, which flatters the figures).
+    #[arg(long)]
+    pub no_prefill: bool,
+    /// Run over the simulated network with the software DDP engine, offload on vs off.
+    #[arg(long)]
+    pub ddp: bool,
+}
+
+fn job_name(spec: &JobSpec, queues: u16, hdgst: bool, ddgst: bool) -> String {
+    let mut n = format!(
+        "{} {} qd{} q{}",
+        spec.rw.name(),
+        format_size(spec.bs as u64),
+        spec.qd,
+        queues
+    );
+    if hdgst {
+        n.push_str(" hdgst");
+    }
+    if ddgst {
+        n.push_str(" ddgst");
+    }
+    n
+}
+
+struct Session {
+    _target: Option<TargetHandle>,
+    ctrl: Controller,
+    nsid: u32,
+    lba_size: u32,
+    nsze_bytes: u64,
+}
+
+fn open(args: &Args, hdgst: bool, ddgst: bool, queue_size: u16) -> anyhow::Result<Session> {
+    let (target, addr, nqn) = match &args.target {
+        Some(t) => {
+            let a: SocketAddr = t
+                .parse()
+                .with_context(|| format!("--target {t:?}: expected ADDR:PORT"))?;
+            (None, a, args.nqn.clone().unwrap_or_default())
+        }
+        None => {
+            let mut ns =
+                NamespaceConfig::parse(&args.ns).with_context(|| format!("--ns {:?}", args.ns))?;
+            ns.lba_size = match args.lba_size {
+                512 => nvme_tcp_target::namespace::LbaSize::B512,
+                4096 => nvme_tcp_target::namespace::LbaSize::B4096,
+                other => bail!("--lba-size {other}: expected 512 or 4096"),
+            };
+            let cfg = TargetConfig::single_port("127.0.0.1:0".parse()?)
+                .subsystem(SubsystemConfig::new(EMBEDDED_NQN).namespace(ns));
+            let h = Target::start(cfg).context("starting the embedded target")?;
+            let a = *h
+                .local_addrs()
+                .first()
+                .context("embedded target has no listener")?;
+            (Some(h), a, EMBEDDED_NQN.to_string())
+        }
+    };
+    let mut opts = ConnectOptions::new(addr.ip().to_string(), addr.port(), nqn);
+    opts.nr_io_queues = args.queues;
+    opts.queue_size = queue_size;
+    opts.hdgst = hdgst;
+    opts.ddgst = ddgst;
+    let ctrl = Controller::connect(opts).with_context(|| format!("connecting to {addr}"))?;
+    let ns = ctrl
+        .namespace(args.nsid)
+        .with_context(|| format!("namespace {}", args.nsid))?;
+    Ok(Session {
+        _target: target,
+        ctrl,
+        nsid: args.nsid,
+        lba_size: ns.lba_size,
+        nsze_bytes: ns.nsze * ns.lba_size as u64,
+    })
+}
+
+fn role(name: &str) -> &'static str {
+    if name.starts_with("nvmet") || name.starts_with("tgt") {
+        "target"
+    } else if name.starts_with("baseline") || name == "metrics" || name.starts_with("ddp-ctl") {
+        "other"
+    } else {
+        "host"
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_job(
+    args: &Args,
+    rw: Rw,
+    bs: usize,
+    qd: usize,
+    hdgst: bool,
+    ddgst: bool,
+    runtime: Option<Duration>,
+    size: Option<u64>,
+    baseline_mib_s: Option<f64>,
+) -> anyhow::Result<JobResult> {
+    // Queue size: room for qd commands plus the slot the protocol keeps free.
+    let queue_size = u16::try_from(qd + 1).context("--qd too large")?;
+    let mut s = open(args, hdgst, ddgst, queue_size)?;
+    if bs == 0 || !bs.is_multiple_of(s.lba_size as usize) {
+        bail!("--bs {bs} is not a multiple of the LBA size {}", s.lba_size);
+    }
+    let span_limit = match &args.span {
+        Some(v) => parse_size(v).map_err(anyhow::Error::msg)?,
+        None => 1 << 30,
+    };
+    let span = span_limit.min(s.nsze_bytes) / bs as u64 * bs as u64;
+    if span == 0 {
+        bail!(
+            "namespace of {} bytes is smaller than one block of {bs}",
+            s.nsze_bytes
+        );
+    }
+    let mut queues = s.ctrl.take_io_queues();
+    if queues.is_empty() {
+        bail!("the controller granted no I/O queue");
+    }
+    let reads = matches!(rw, Rw::Read | Rw::Randread | Rw::Randrw);
+    let embedded_ram = args.target.is_none() && args.ns.starts_with("ram:");
+    if (args.verify || embedded_ram) && reads && !args.no_prefill {
+        prefill(&mut queues, s.nsid, s.lba_size, span).context("writing the pattern")?;
+    }
+    let spec = JobSpec {
+        rw,
+        rwmixread: args.rwmixread,
+        bs,
+        qd,
+        nsid: s.nsid,
+        lba_size: s.lba_size,
+        span,
+        verify: args.verify,
+        warmup: Duration::from_millis(300),
+    };
+    let name = job_name(&spec, queues.len() as u16, hdgst, ddgst);
+    let qids: Vec<u16> = queues.iter().map(|q| q.qid()).collect();
+    let qmetrics = Arc::new(QueueMetricsSet::new(qids.iter().copied()));
+    let _metrics_srv = match args.metrics {
+        Some(addr) => {
+            let src: Arc<dyn MetricsSource> = qmetrics.clone();
+            Some(MetricsServer::bind(
+                addr,
+                ulp_ddp_ctl::Registry::new(),
+                vec![src],
+            )?)
+        }
+        None => None,
+    };
+    let live = Arc::new(Live::default());
+    let count = queues.len();
+    let mut threads = Vec::new();
+    for (i, q) in queues.into_iter().enumerate() {
+        let (spec, live) = (spec.clone(), live.clone());
+        let m = args.metrics.and_then(|_| qmetrics.queue(q.qid()));
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("host-perf-q{}", q.qid()))
+                .spawn(move || run_queue(q, &spec, i, count, &live, m))?,
+        );
+    }
+
+    let pb = if args.json {
+        ProgressBar::hidden()
+    } else {
+        let pb = ProgressBar::new(0);
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {prefix:34} {elapsed:>4} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        pb.set_prefix(name.clone());
+        pb
+    };
+    std::thread::sleep(spec.warmup);
+    let cpu0 = cpu::snapshot();
+    let (ios0, bytes0) = (
+        live.ios.load(Ordering::Relaxed),
+        live.bytes.load(Ordering::Relaxed),
+    );
+    live.measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    let mut last = (start, ios0, bytes0);
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = Instant::now();
+        let (ios, bytes) = (
+            live.ios.load(Ordering::Relaxed),
+            live.bytes.load(Ordering::Relaxed),
+        );
+        if now.duration_since(last.0) >= Duration::from_millis(500) {
+            let dt = now.duration_since(last.0).as_secs_f64();
+            pb.set_message(format!(
+                "{:>9.1} MiB/s {:>10.0} IOPS",
+                (bytes - last.2) as f64 / dt / 1048576.0,
+                (ios - last.1) as f64 / dt
+            ));
+            pb.tick();
+            last = (now, ios, bytes);
+        }
+        let done_time = runtime.is_some_and(|r| start.elapsed() >= r);
+        let done_size = size.is_some_and(|sz| bytes - bytes0 >= sz);
+        let all_dead = threads.iter().all(|t| t.is_finished());
+        if done_time || done_size || all_dead {
+            break;
+        }
+    }
+    live.measuring.store(false, Ordering::Relaxed);
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu1 = cpu::snapshot();
+    live.stop.store(true, Ordering::Relaxed);
+    pb.finish_and_clear();
+
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let (mut ios, mut bytes, mut io_errors, mut verify_errors, mut first_error) =
+        (0, 0, 0, 0, None);
+    for t in threads {
+        let (q, r) = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a perf thread panicked"))?;
+        q.close();
+        hist.add(&r.hist)?;
+        ios += r.ios;
+        bytes += r.bytes;
+        io_errors += r.io_errors;
+        verify_errors += r.verify_errors;
+        if first_error.is_none() {
+            first_error = r.first_error;
+        }
+    }
+    s.ctrl.shutdown();
+    let roles = cpu::by_role(&cpu0, &cpu1, role);
+    let embedded = args.target.is_none();
+    let mut r = JobResult::new(
+        name,
+        ios,
+        bytes,
+        seconds,
+        &hist,
+        roles.get("host").copied().unwrap_or(0.0),
+        embedded.then(|| roles.get("target").copied().unwrap_or(0.0)),
+        baseline_mib_s,
+    );
+    r.io_errors = io_errors;
+    r.verify_errors = verify_errors;
+    if let Some(e) = first_error {
+        eprintln!("{}: first error: {e}", r.name);
+    }
+    Ok(r)
+}
+
+fn output(
+    args: &Args,
+    results: &[JobResult],
+    base: Option<&baseline::Baseline>,
+) -> anyhow::Result<()> {
+    if args.json {
+        let v = serde_json::json!({
+            "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) },
+            "baseline": base.map(|b| serde_json::json!({"mib_s": b.mib_per_s(), "bytes": b.bytes, "seconds": b.seconds})),
+            "jobs": results,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", table(results, base.map(|b| b.mib_per_s())));
+    }
+    if results
+        .iter()
+        .any(|r| r.io_errors > 0 || r.verify_errors > 0)
+    {
+        bail!("some I/Os failed");
+    }
+    Ok(())
+}
+
+/// Runs `ulpddp perf`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.ddp {
+        return crate::perf::ddp::run(&args);
+    }
+    let size = args
+        .size
+        .as_deref()
+        .map(parse_size)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let runtime = args.runtime.map(Duration::from_secs_f64);
+    if let Some(r) = args.runtime
+        && !(r > 0.0 && r < 1e6)
+    {
+        bail!("--runtime must be a positive number of seconds");
+    }
+    let default_suite = args.rw.is_none() && args.bs.is_none() && args.qd.is_none();
+    let mut jobs: Vec<(Rw, usize, usize, bool, bool)> = Vec::new();
+    if default_suite {
+        jobs.push((Rw::Read, 128 * 1024, 32, args.hdgst, true));
+        jobs.push((Rw::Randread, 4096, 128, args.hdgst, true));
+    } else {
+        let bs = parse_size(args.bs.as_deref().unwrap_or("4k")).map_err(anyhow::Error::msg)?;
+        let bs = usize::try_from(bs).context("--bs too large")?;
+        if bs > 64 << 20 {
+            bail!("--bs at most 64MiB");
+        }
+        let qd = args.qd.unwrap_or(32);
+        if qd == 0 || qd > 1023 {
+            bail!("--qd must be 1..=1023");
+        }
+        jobs.push((
+            args.rw.unwrap_or(Rw::Randread),
+            bs,
+            qd,
+            args.hdgst,
+            args.ddgst,
+        ));
+    }
+    let runtime = if default_suite && runtime.is_none() && size.is_none() {
+        Some(Duration::from_secs(4))
+    } else if size.is_none() {
+        Some(runtime.unwrap_or(Duration::from_secs(5)))
+    } else {
+        runtime
+    };
+    let base = if default_suite || args.baseline {
+        Some(baseline::measure(Duration::from_secs(1)).context("raw TCP baseline")?)
+    } else {
+        None
+    };
+    let mut results = Vec::new();
+    for (rw, bs, qd, h, d) in jobs {
+        results.push(run_job(
+            &args,
+            rw,
+            bs,
+            qd,
+            h,
+            d,
+            runtime,
+            size,
+            base.as_ref().map(|b| b.mib_per_s()),
+        )?);
+    }
+    output(&args, &results, base.as_ref())
 }
