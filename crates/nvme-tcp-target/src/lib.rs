@@ -21,6 +21,8 @@ pub mod config;
 pub mod conn;
 pub mod controller;
 pub mod discovery;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identify;
 pub mod namespace;
 pub mod server;

@@ -1,10 +1,181 @@
-//! TODO: being written.
+//! `ulpddp target`: serve NVMe/TCP subsystems (an NVMe-oF target).
+//!
+//! Either flags for the common case (one subsystem, namespaces given as `ram:SIZE`,
+//! `file:PATH[,direct]` or `null[:SIZE]`), or `--config FILE` with the JSON `nvmetcli save`
+//! writes. Runs until SIGINT or SIGTERM.
 
-/// Arguments.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use nvme_tcp_target::config::{PortConfig, PortSubsystems};
+use nvme_tcp_target::namespace::parse_size;
+use nvme_tcp_target::{Limits, NamespaceConfig, SubsystemConfig, Target, TargetConfig};
+
+/// Arguments of `ulpddp target`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Address to serve I/O controllers (and discovery) on; repeatable. IPv6 as [::1]:4420.
+    #[arg(long = "listen", default_value = "127.0.0.1:4420")]
+    listen: Vec<SocketAddr>,
+    /// Discovery-only listener (the NVMe/TCP discovery port); repeatable.
+    #[arg(long = "discovery-listen", default_value = "127.0.0.1:8009")]
+    discovery_listen: Vec<SocketAddr>,
+    /// Do not open the discovery-only listener(s).
+    #[arg(long)]
+    no_discovery_port: bool,
+    /// Subsystem NQN.
+    #[arg(long, default_value = "nqn.2024-01.io.ulp-ddp:target")]
+    nqn: String,
+    /// Namespace: ram:SIZE, file:PATH[,direct], null[:SIZE]; options ,lba=512|4096,
+    /// ,nsid=N, ,uuid=, ,nguid=, ,eui64=. Repeatable; default ram:256M.
+    #[arg(long = "ns")]
+    namespaces: Vec<String>,
+    /// Host NQN allowed to connect (repeatable). Without any, every host is allowed.
+    #[arg(long = "allow-host")]
+    allow_hosts: Vec<String>,
+    /// Serial number reported in Identify Controller.
+    #[arg(long)]
+    serial: Option<String>,
+    /// Load an `nvmetcli save` JSON file instead of the subsystem flags.
+    #[arg(long, conflicts_with_all = ["namespaces", "allow_hosts", "serial"])]
+    config: Option<PathBuf>,
+    /// Maximum open connections.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Maximum I/O queues per controller.
+    #[arg(long)]
+    max_io_queues: Option<u16>,
+    /// Maximum I/O queue size (entries).
+    #[arg(long)]
+    max_queue_size: Option<u16>,
+    /// In-capsule data size of I/O queues (e.g. 8K, 16K).
+    #[arg(long, value_parser = size)]
+    in_capsule_data_size: Option<u64>,
+    /// MAXH2CDATA announced in ICResp (e.g. 128K).
+    #[arg(long, value_parser = size)]
+    maxh2cdata: Option<u64>,
+    /// Maximum data transfer size of a command (power of two, e.g. 1M).
+    #[arg(long, value_parser = size)]
+    mdts: Option<u64>,
+    /// Largest C2HData payload; reads are split at this size (e.g. 128K).
+    #[arg(long, value_parser = size)]
+    c2h_data_max: Option<u64>,
+    /// Solicited write data plus staged read data per connection (e.g. 16M).
+    #[arg(long, value_parser = size)]
+    max_inflight_data: Option<u64>,
+    /// SO_SNDBUF/SO_RCVBUF of each connection (0: system default).
+    #[arg(long, value_parser = size)]
+    socket_buffer_size: Option<u64>,
+}
 
-/// Runs the command.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+fn size(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
+fn u32_of(name: &str, v: u64) -> anyhow::Result<u32> {
+    u32::try_from(v).with_context(|| format!("--{name} {v} is too large"))
+}
+
+fn build_config(a: &Args) -> anyhow::Result<TargetConfig> {
+    let mut cfg = match &a.config {
+        Some(path) => TargetConfig::from_nvmetcli_file(path)?,
+        None => {
+            let mut sub = SubsystemConfig::new(a.nqn.clone());
+            if !a.allow_hosts.is_empty() {
+                sub.allow_any_host = false;
+                sub.allowed_hosts = a.allow_hosts.clone();
+            }
+            sub.serial = a.serial.clone();
+            let specs = if a.namespaces.is_empty() {
+                vec!["ram:256M".to_string()]
+            } else {
+                a.namespaces.clone()
+            };
+            for spec in &specs {
+                sub.namespaces
+                    .push(NamespaceConfig::parse(spec).with_context(|| format!("--ns {spec:?}"))?);
+            }
+            let mut ports: Vec<PortConfig> = a
+                .listen
+                .iter()
+                .enumerate()
+                .map(|(i, addr)| PortConfig::new(i as u16 + 1, *addr))
+                .collect();
+            if !a.no_discovery_port {
+                for addr in &a.discovery_listen {
+                    if a.listen.contains(addr) {
+                        continue;
+                    }
+                    let mut p = PortConfig::new(ports.len() as u16 + 1, *addr);
+                    p.subsystems = PortSubsystems::Listed(Vec::new());
+                    ports.push(p);
+                }
+            }
+            TargetConfig {
+                ports,
+                ..TargetConfig::default()
+            }
+            .subsystem(sub)
+        }
+    };
+    let l: &mut Limits = &mut cfg.limits;
+    if let Some(v) = a.max_connections {
+        l.max_connections = v;
+    }
+    if let Some(v) = a.max_io_queues {
+        l.max_io_queues = v;
+    }
+    if let Some(v) = a.max_queue_size {
+        l.max_queue_size = v;
+    }
+    if let Some(v) = a.in_capsule_data_size {
+        l.in_capsule_data_size = u32_of("in-capsule-data-size", v)?;
+    }
+    if let Some(v) = a.maxh2cdata {
+        l.maxh2cdata = u32_of("maxh2cdata", v)?;
+    }
+    if let Some(v) = a.mdts {
+        l.mdts = u32_of("mdts", v)?;
+    }
+    if let Some(v) = a.c2h_data_max {
+        l.c2h_data_max = u32_of("c2h-data-max", v)?;
+    }
+    if let Some(v) = a.max_inflight_data {
+        l.max_inflight_data = u32_of("max-inflight-data", v)?;
+    }
+    if let Some(v) = a.socket_buffer_size {
+        cfg.socket_buffer_size = usize::try_from(v)?;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Runs the target until SIGINT or SIGTERM.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = build_config(&args)?;
+    if cfg.subsystems.is_empty() {
+        bail!("no subsystem to serve");
+    }
+    let subs: Vec<String> = cfg.subsystems.iter().map(|s| s.nqn.clone()).collect();
+    let handle = Target::start(cfg).context("starting the target")?;
+    for a in handle.local_addrs() {
+        println!("listening on {a}");
+    }
+    for s in &subs {
+        println!("serving {s}");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })?;
+    println!("shutting down");
+    handle.shutdown();
+    Ok(())
 }

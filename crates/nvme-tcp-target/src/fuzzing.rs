@@ -1,0 +1,144 @@
+//! A harness that feeds arbitrary byte streams to the connection state machine, shared by
+//! the cargo-fuzz target `target_conn` and the property tests. Not part of the stable API.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use nvme_tcp_wire::nvme::fabrics::CNTLID_DYNAMIC;
+use nvme_tcp_wire::nvme::{ConnectCommand, ConnectData, PropertySetCommand, PropertySize, Sqe};
+use nvme_tcp_wire::pdu::{CapsuleCmdRepr, HeaderBuf, IcReqRepr, emit_pdu};
+use zerocopy::IntoBytes;
+
+use crate::config::{SubsystemConfig, TargetConfig};
+use crate::conn::{Connection, PortContext};
+use crate::namespace::NamespaceConfig;
+use crate::state::TargetState;
+
+/// Subsystem NQN served by the harness.
+pub const NQN: &str = "nqn.2024-01.io.ulp-ddp:fuzz";
+const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:fuzz";
+
+fn state() -> Arc<TargetState> {
+    static S: OnceLock<Arc<TargetState>> = OnceLock::new();
+    Arc::clone(S.get_or_init(|| {
+        let cfg =
+            TargetConfig::single_port("127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()))
+                .subsystem(
+                    SubsystemConfig::new(NQN).namespace(
+                        NamespaceConfig::parse("ram:1M").unwrap_or_else(|_| unreachable!()),
+                    ),
+                )
+                .subsystem(
+                    SubsystemConfig::new("nqn.2024-01.io.ulp-ddp:fuzz-null").namespace(
+                        NamespaceConfig::parse("null:1G").unwrap_or_else(|_| unreachable!()),
+                    ),
+                );
+        Arc::new(TargetState::new(&cfg).unwrap_or_else(|_| unreachable!()))
+    }))
+}
+
+fn conn(id: u64) -> Connection {
+    Connection::new(
+        id,
+        state(),
+        PortContext {
+            portid: 1,
+            local_addr: "127.0.0.1:4420".parse().unwrap_or_else(|_| unreachable!()),
+            in_capsule_data_size: 8192,
+        },
+        Box::new(|| Box::new(|| {})),
+        Instant::now(),
+    )
+}
+
+fn capsule(sqe: &Sqe, data: &[u8], hdgst: bool, ddgst: bool) -> Vec<u8> {
+    let mut raw = [0u8; 64];
+    raw.copy_from_slice(sqe.as_bytes());
+    let repr = CapsuleCmdRepr {
+        hdgst,
+        ddgst,
+        pda: 0,
+        sqe: raw,
+        data_len: data.len() as u32,
+    };
+    let mut buf = vec![0u8; 256 + data.len()];
+    let n = emit_pdu(&repr, data, &mut buf).unwrap_or(0);
+    buf.truncate(n);
+    buf
+}
+
+fn connect_pdu(qid: u16, cntlid: u16, hdgst: bool, ddgst: bool) -> Vec<u8> {
+    let cmd = ConnectCommand {
+        recfmt: 0,
+        qid,
+        sqsize: 15,
+        cattr: 0,
+        kato: 0,
+    };
+    let data = ConnectData::new([7; 16], cntlid, NQN, HOSTNQN).unwrap_or_default();
+    capsule(&cmd.to_sqe(), data.as_bytes(), hdgst, ddgst)
+}
+
+/// Feeds `bytes` to `c` in chunks of `chunk` bytes, flushing output into a sink.
+fn feed(c: &mut Connection, bytes: &[u8], chunk: usize) {
+    let mut rest = bytes;
+    let now = Instant::now();
+    while !rest.is_empty() && !c.is_closed() {
+        let buf = c.recv_buf();
+        let n = chunk.min(buf.len()).min(rest.len());
+        if n == 0 {
+            break;
+        }
+        buf[..n].copy_from_slice(&rest[..n]);
+        c.on_recv(n, now);
+        let _ = c.flush(&mut std::io::sink());
+        rest = &rest[n..];
+    }
+    c.handle_timeout(now);
+    let _ = c.flush(&mut std::io::sink());
+}
+
+/// Runs one input. The first byte chooses the digests (bits 0, 1), whether the stream starts
+/// on a fresh connection, an admin queue or an I/O queue (bits 2-3), and the chunk size (bits
+/// 4-7); the rest is the stream.
+pub fn run(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let (hdgst, ddgst) = (mode & 1 != 0, mode & 2 != 0);
+    let chunk = 1 + ((mode >> 4) as usize) * 97;
+    let ic = HeaderBuf::new(&IcReqRepr {
+        pfv: 0,
+        hpda: 0,
+        hdgst_enable: hdgst,
+        ddgst_enable: ddgst,
+        maxr2t: 0,
+    });
+    match (mode >> 2) & 3 {
+        0 => feed(&mut conn(1), rest, chunk),
+        1 => {
+            let mut a = conn(1);
+            feed(&mut a, ic.as_bytes(), 4096);
+            feed(&mut a, &connect_pdu(0, CNTLID_DYNAMIC, hdgst, ddgst), 4096);
+            feed(&mut a, rest, chunk);
+        }
+        _ => {
+            let mut a = conn(1);
+            feed(&mut a, ic.as_bytes(), 4096);
+            feed(&mut a, &connect_pdu(0, CNTLID_DYNAMIC, hdgst, ddgst), 4096);
+            let Some((cntlid, _)) = a.queue_id() else {
+                return;
+            };
+            let en = PropertySetCommand {
+                size: PropertySize::FourBytes,
+                ofst: 0x14,
+                value: 0x0046_0001,
+            };
+            feed(&mut a, &capsule(&en.to_sqe(), &[], hdgst, ddgst), 4096);
+            let mut io = conn(2);
+            feed(&mut io, ic.as_bytes(), 4096);
+            feed(&mut io, &connect_pdu(1, cntlid, hdgst, ddgst), 4096);
+            feed(&mut io, rest, chunk);
+        }
+    }
+}

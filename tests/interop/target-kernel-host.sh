@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Interop: our NVMe/TCP target (`ulpddp target`) inside a qemu guest, used by the Linux kernel
+# host (nvme-tcp) of the same guest through nvme-cli, over the guest's 127.0.0.1.
+#
+# One VM run (kernel 6.12 by default; KPEER_KERNEL=6.1 for the other). The target serves
+# namespace 1 from a 16 MiB random file (file backend) and namespace 2 from 64 MiB of RAM, plus
+# a discovery-only port 8009. For each host configuration (no digests; -g -G; -g only with two
+# I/O queues; -G with 2 + 2 write queues):
+#   nvme connect -t tcp ... ; the first 8 MiB of nsid 1 read through /dev/nvmeXnY must equal
+#   the file; 4 MiB of fresh random data written (O_DIRECT) to each namespace at 8 MiB and read
+#   back (O_DIRECT) must match; for nsid 1 the backing file must hold it too; nvme disconnect.
+# Then `nvme discover` against 8009 and against 4420 must list the subsystem.
+#
+# Usage: tests/interop/target-kernel-host.sh   (needs a release build of ulpddp:
+#        cargo build --release -p ulpddp; ULPDDP=path overrides the binary; TARGET_KH_LOG=path
+#        keeps the guest console log). About 35 s on the 2-core build machine.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+. "$here/kpeer.sh"
+bin="${ULPDDP:-${CARGO_TARGET_DIR:-$repo/target}/release/ulpddp}"
+[ -x "$bin" ] || { echo "target-kernel-host: $bin missing (cargo build --release -p ulpddp)" >&2; exit 1; }
+"$KPEER_HOME/run" --check >/dev/null
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/target-kh.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+
+cat > "$work/guest.sh" <<'EOF'
+set -u
+nqn=nqn.2024-01.io.ulp-ddp:interop
+img=/tmp/ut.img
+dd if=/dev/urandom of=$img bs=1048576 count=16 2>/dev/null
+ulpddp target --listen 127.0.0.1:4420 --discovery-listen 127.0.0.1:8009 --nqn $nqn \
+    --ns file:$img,lba=4096 --ns ram:64M > /tmp/target.log 2>&1 &
+tpid=$!
+kpeer_wait_listen 4420 || { cat /tmp/target.log; kpeer_fail "target does not listen"; }
+kpeer_wait_listen 8009 || { cat /tmp/target.log; kpeer_fail "discovery port does not listen"; }
+md5() { md5sum | cut -d' ' -f1; }
+fail=0
+n=0
+for opts in "" "-g -G" "-g -i 2" "-G -i 2 -W 2"; do
+    n=$((n + 1))
+    echo "== kernel host config $n: nvme connect -t tcp -a 127.0.0.1 -s 4420 -n $nqn $opts"
+    if ! nvme connect -t tcp -a 127.0.0.1 -s 4420 -n $nqn $opts; then
+        echo "RESULT config=$n connect FAILED"; fail=1; continue
+    fi
+    dev1=$(kpeer_nsdev $nqn 1) || { echo "RESULT config=$n no nsid 1"; fail=1; nvme disconnect -n $nqn; continue; }
+    dev2=$(kpeer_nsdev $nqn 2) || { echo "RESULT config=$n no nsid 2"; fail=1; nvme disconnect -n $nqn; continue; }
+    ctrl=$(basename "$(dirname "$(readlink -f /sys/block/$(basename $dev1)/device)")" 2>/dev/null || true)
+    nq=$(ls -d /sys/class/nvme/*/ 2>/dev/null | wc -l)
+    want=$(dd if=$img bs=1048576 count=8 2>/dev/null | md5)
+    got=$(dd if=$dev1 bs=1048576 count=8 iflag=direct 2>/dev/null | md5)
+    r1=ok; [ "$got" = "$want" ] || r1=MISMATCH
+    dd if=/dev/urandom of=/tmp/w.bin bs=1048576 count=4 2>/dev/null
+    w=$(md5 < /tmp/w.bin)
+    res=""
+    for dev in $dev1 $dev2; do
+        dd if=/tmp/w.bin of=$dev bs=1048576 seek=8 oflag=direct conv=fsync 2>/dev/null || res="$res write-error($dev)"
+        back=$(dd if=$dev bs=1048576 skip=8 count=4 iflag=direct 2>/dev/null | md5)
+        [ "$back" = "$w" ] || res="$res readback-mismatch($dev)"
+    done
+    file=$(dd if=$img bs=1048576 skip=8 count=4 2>/dev/null | md5)
+    [ "$file" = "$w" ] || res="$res backing-file-mismatch"
+    nvme list 2>/dev/null | grep -i ulp || true
+    echo "RESULT config=$n opts='$opts' read8MiB=$r1 write+readback(ns1,ns2)=${res:-ok} ($dev1 $dev2)"
+    [ "$r1" = ok ] && [ -z "$res" ] || fail=1
+    nvme disconnect -n $nqn || fail=1
+done
+for port in 8009 4420; do
+    echo "== nvme discover -t tcp -a 127.0.0.1 -s $port"
+    if nvme discover -t tcp -a 127.0.0.1 -s $port > /tmp/disc.txt 2>&1 && grep -q "subnqn: *$nqn" /tmp/disc.txt; then
+        cat /tmp/disc.txt
+        echo "RESULT discover port=$port ok"
+    else
+        cat /tmp/disc.txt
+        echo "RESULT discover port=$port FAILED"; fail=1
+    fi
+done
+kill $tpid 2>/dev/null; wait $tpid
+echo "---- target output ----"; cat /tmp/target.log
+echo "---- kernel log (nvme) ----"; dmesg | grep -i nvme | tail -60
+exit $fail
+EOF
+
+start=$(date +%s)
+log="$work/console.log"
+rc=0
+"$KPEER_HOME/run" --no-target --nvme-cli --add "$bin:/usr/local/bin/ulpddp" \
+    --script "$work/guest.sh" -l "$log" || rc=$?
+grep -a 'RESULT\|==' "$log" | sed 's/^/  /' || true
+if [ -n "${TARGET_KH_LOG:-}" ]; then cp "$log" "$TARGET_KH_LOG"; fi
+echo "target-kernel-host: rc=$rc after $(( $(date +%s) - start ))s"
+exit $rc
