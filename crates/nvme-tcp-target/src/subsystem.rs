@@ -54,6 +54,7 @@ pub struct Subsystem {
     namespaces: RwLock<BTreeMap<u32, Arc<Namespace>>>,
     controllers: Mutex<Controllers>,
     max_controllers: usize,
+    ns_generation: std::sync::atomic::AtomicU64,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -87,6 +88,7 @@ impl Subsystem {
                 live: BTreeMap::new(),
             }),
             max_controllers: (CNTLID_MAX - CNTLID_MIN + 1) as usize,
+            ns_generation: std::sync::atomic::AtomicU64::new(0),
         };
         for ns in cfg.namespaces.iter().filter(|n| n.enabled) {
             s.add_namespace(ns)?;
@@ -143,6 +145,12 @@ impl Subsystem {
         read(&self.namespaces).get(&nsid).cloned()
     }
 
+    /// Changes whenever a namespace is added or removed (lets queues cache lookups).
+    pub fn ns_generation(&self) -> u64 {
+        self.ns_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Active NSIDs, ascending.
     pub fn active_nsids(&self) -> Vec<u32> {
         read(&self.namespaces).keys().copied().collect()
@@ -174,6 +182,8 @@ impl Subsystem {
                 return Err(NamespaceChangeError::Exists(nsid));
             }
             map.insert(nsid, ns);
+            self.ns_generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         for c in self.controllers() {
             c.namespace_changed(nsid);
@@ -186,6 +196,8 @@ impl Subsystem {
         write(&self.namespaces)
             .remove(&nsid)
             .ok_or(NamespaceChangeError::NotFound(nsid))?;
+        self.ns_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         for c in self.controllers() {
             c.namespace_changed(nsid);
         }

@@ -55,29 +55,27 @@ impl Connection {
         Flow::Continue
     }
 
-    fn ns(&self, nsid: u32) -> Result<Arc<Namespace>, Status> {
-        self.queue
-            .as_ref()
-            .and_then(|q| q.ctrl.subsystem().namespace(nsid))
-            .ok_or(Status::INVALID_NAMESPACE_OR_FORMAT)
+    fn ns(&mut self, nsid: u32) -> Result<Arc<Namespace>, Status> {
+        let i = self.ns_index(nsid)?;
+        Ok(Arc::clone(&self.ns_table[i]))
     }
 
-    /// Namespace, byte offset and length of a Read or Write, with the NVMe checks: namespace,
-    /// LBA range, MDTS.
-    fn rw_range(&self, c: &ReadWriteCommand) -> Result<(Arc<Namespace>, u64, u32), Status> {
-        let ns = self.ns(c.nsid)?;
-        let (off, len) = ns
+    /// Namespace (table index), byte offset and length of a Read or Write, with the NVMe
+    /// checks: namespace, LBA range, MDTS.
+    fn rw_range(&mut self, c: &ReadWriteCommand) -> Result<(usize, u64, u32), Status> {
+        let i = self.ns_index(c.nsid)?;
+        let (off, len) = self.ns_table[i]
             .byte_range(c.slba, c.blocks() as u64)
             .ok_or(Status::LBA_OUT_OF_RANGE)?;
         if len > self.mdts as u64 {
             return Err(Status::INVALID_FIELD);
         }
-        Ok((ns, off, len as u32))
+        Ok((i, off, len as u32))
     }
 
     fn read(&mut self, sqe: &Sqe, c: ReadWriteCommand) -> Flow {
         let cid = sqe.cid();
-        let (ns, off, len) = match self.rw_range(&c) {
+        let (ns_idx, off, len) = match self.rw_range(&c) {
             Ok(r) => r,
             Err(s) => {
                 self.complete(cid, s, 0, 0);
@@ -95,6 +93,7 @@ impl Connection {
                 return Flow::Continue;
             }
         }
+        let ns = Arc::clone(&self.ns_table[ns_idx]);
         let chunks = (len as usize).div_ceil(self.c2h_max);
         if matches!(ns.backend(), Backend::File(_)) && self.tx.pool.available() < chunks {
             // Wait for queued file data to be sent and its buffers to come back.
@@ -109,12 +108,8 @@ impl Connection {
                     let n = (len as usize - datao).min(self.c2h_max);
                     let last = datao + n == len as usize;
                     self.push_c2h_header(cid, datao as u32, n as u32, last, last && success);
-                    self.tx.push_ram_data(
-                        Arc::clone(&ns),
-                        off + datao as u64,
-                        n,
-                        self.params.ddgst,
-                    );
+                    self.tx
+                        .push_ram_data(ns_idx, off + datao as u64, n, self.params.ddgst);
                     datao += n;
                 }
             }
@@ -201,7 +196,7 @@ impl Connection {
     /// Write: in-capsule data is written at once; otherwise an R2T asks for it. Returns
     /// `Ok(true)` when complete now.
     fn write(&mut self, sqe: &Sqe, c: ReadWriteCommand, data: &[u8]) -> Result<bool, Status> {
-        let (ns, off, len) = self.rw_range(&c)?;
+        let (ns_idx, off, len) = self.rw_range(&c)?;
         match sqe.dptr().parse().map_err(|e| e.status())? {
             Sgl::DataBlockOffset { offset, length } => {
                 if length != len {
@@ -212,11 +207,17 @@ impl Connection {
                     .checked_add(len as usize)
                     .and_then(|end| data.get(start..end))
                     .ok_or(Status::DATA_SGL_LENGTH_INVALID)?;
-                self.with_bounce(|b| ns.backend().write_at(off, bytes, b))
-                    .map_err(|e| {
-                        tracing::warn!(nsid = ns.nsid(), "write failed: {e}");
-                        Status::WRITE_FAULT
-                    })?;
+                let mut b = self
+                    .bounce
+                    .take()
+                    .unwrap_or_else(|| AlignedBuf::new(BOUNCE_LEN));
+                let ns = &self.ns_table[ns_idx];
+                let r = ns.backend().write_at(off, bytes, &mut b);
+                self.bounce = Some(b);
+                r.map_err(|e| {
+                    tracing::warn!(nsid = c.nsid, "write failed: {e}");
+                    Status::WRITE_FAULT
+                })?;
                 self.stats.bytes_written += len as u64;
                 self.stats.writes += 1;
                 self.count_op();
@@ -226,6 +227,7 @@ impl Connection {
                 if length != len {
                     return Err(Status::DATA_SGL_LENGTH_INVALID);
                 }
+                let ns = Arc::clone(&self.ns_table[ns_idx]);
                 self.begin_r2t(PendingWrite {
                     cccid: sqe.cid(),
                     nsid: c.nsid,

@@ -52,6 +52,8 @@ pub const AER_POLL: Duration = Duration::from_millis(100);
 const TX_HIGH_WATER: usize = 8 << 20;
 /// Size of the bounce buffer for `O_DIRECT` writes and zeroing files.
 const BOUNCE_LEN: usize = 128 * 1024;
+/// Namespaces cached per connection before the cache is reset.
+const NS_TABLE_MAX: usize = 64;
 /// SMART counters are folded into the controller every this many commands.
 const STATS_FOLD: u32 = 1024;
 
@@ -157,6 +159,11 @@ pub struct Connection {
     zero_crc: Option<(usize, u32)>,
     cur_nsid: u32,
     close_reason: Option<String>,
+    /// Namespaces this connection has used; transmit items refer to them by index.
+    ns_table: Vec<Arc<Namespace>>,
+    /// NSID → index in `ns_table`, valid for `ns_gen`.
+    ns_map: Vec<(u32, usize)>,
+    ns_gen: u64,
 }
 
 impl std::fmt::Debug for Connection {
@@ -215,6 +222,9 @@ impl Connection {
             zero_crc: None,
             cur_nsid: 0,
             close_reason: None,
+            ns_table: Vec::new(),
+            ns_map: Vec::new(),
+            ns_gen: u64::MAX,
         }
     }
 
@@ -274,7 +284,7 @@ impl Connection {
     /// `w` is.
     pub fn flush<W: Write + ?Sized>(&mut self, w: &mut W) -> std::io::Result<()> {
         loop {
-            self.tx.flush(w)?;
+            self.tx.flush(w, &self.ns_table)?;
             if self.stalled && self.phase != Phase::Closed {
                 self.stalled = false;
                 self.process(Instant::now());
@@ -788,6 +798,40 @@ impl Connection {
         s.host_reads.fetch_add(self.stats.reads, Relaxed);
         s.host_writes.fetch_add(self.stats.writes, Relaxed);
         self.stats = LocalStats::default();
+    }
+
+    /// The index in the namespace table of active namespace `nsid` (cached per queue, so the
+    /// hot path takes no shared lock and no reference).
+    fn ns_index(&mut self, nsid: u32) -> Result<usize, Status> {
+        let Some(q) = &self.queue else {
+            return Err(Status::INVALID_NAMESPACE_OR_FORMAT);
+        };
+        let sub = q.ctrl.subsystem();
+        let generation = sub.ns_generation();
+        if generation != self.ns_gen {
+            self.ns_map.clear();
+            self.ns_gen = generation;
+            if self.tx.is_empty() && self.ns_table.len() > NS_TABLE_MAX {
+                self.ns_table.clear();
+            }
+        }
+        if let Some(&(_, i)) = self.ns_map.iter().find(|(n, _)| *n == nsid) {
+            return Ok(i);
+        }
+        let ns = sub
+            .namespace(nsid)
+            .ok_or(Status::INVALID_NAMESPACE_OR_FORMAT)?;
+        let i = match self.ns_table.iter().position(|t| Arc::ptr_eq(t, &ns)) {
+            Some(i) => i,
+            None => {
+                self.ns_table.push(ns);
+                self.ns_table.len() - 1
+            }
+        };
+        if self.ns_map.len() < NS_TABLE_MAX {
+            self.ns_map.push((nsid, i));
+        }
+        Ok(i)
     }
 
     /// CRC32C of `len` zero bytes (cached for the last length asked).

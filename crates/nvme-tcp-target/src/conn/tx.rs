@@ -29,10 +29,11 @@ static ZEROES: [u8; ZERO_PAGE] = [0u8; ZERO_PAGE];
 pub(crate) enum TxItem {
     /// Bytes in the arena.
     Arena { start: usize, len: usize },
-    /// Bytes of a RAM namespace; `ddgst_at` is where in the arena the data digest goes, if
-    /// it still has to be computed.
+    /// Bytes of a RAM namespace (an index into the connection's namespace table, so that
+    /// queuing data costs no reference count traffic); `ddgst_at` is where in the arena the
+    /// data digest goes, if it still has to be computed.
     Ram {
-        ns: Arc<Namespace>,
+        ns: usize,
         offset: u64,
         len: usize,
         ddgst_at: Option<usize>,
@@ -169,7 +170,7 @@ impl Tx {
     }
 
     /// Queues RAM namespace data; its digest (if `ddgst_at`) is computed when sent.
-    fn push_ram(&mut self, ns: Arc<Namespace>, offset: u64, len: usize, ddgst_at: Option<usize>) {
+    fn push_ram(&mut self, ns: usize, offset: u64, len: usize, ddgst_at: Option<usize>) {
         self.push(TxItem::Ram {
             ns,
             offset,
@@ -180,13 +181,7 @@ impl Tx {
 
     /// Queues `len` bytes of a RAM namespace at `offset`, followed by their data digest
     /// when `ddgst` (computed at send time, under the same stripe locks as the send).
-    pub(crate) fn push_ram_data(
-        &mut self,
-        ns: Arc<Namespace>,
-        offset: u64,
-        len: usize,
-        ddgst: bool,
-    ) {
+    pub(crate) fn push_ram_data(&mut self, ns: usize, offset: u64, len: usize, ddgst: bool) {
         let at = ddgst.then_some(self.arena.len());
         self.push_ram(ns, offset, len, at);
         if ddgst {
@@ -230,17 +225,28 @@ impl Tx {
 
     /// Writes everything queued to `w`, blocking as `w` does. On an error, what was written
     /// is accounted for and the rest stays queued.
-    pub(crate) fn flush<W: Write + ?Sized>(&mut self, w: &mut W) -> io::Result<()> {
+    pub(crate) fn flush<W: Write + ?Sized>(
+        &mut self,
+        w: &mut W,
+        nss: &[Arc<Namespace>],
+    ) -> io::Result<()> {
         while !self.items.is_empty() {
-            self.flush_chunk(w)?;
+            self.flush_chunk(w, nss)?;
         }
         Ok(())
     }
 
     /// Sends one gathered chunk completely.
-    fn flush_chunk<W: Write + ?Sized>(&mut self, w: &mut W) -> io::Result<()> {
-        // Pass A: choose the items of this chunk and pin their namespaces.
-        let mut nss: [Option<Arc<Namespace>>; MAX_GUARDS] = std::array::from_fn(|_| None);
+    fn flush_chunk<W: Write + ?Sized>(
+        &mut self,
+        w: &mut W,
+        nss: &[Arc<Namespace>],
+    ) -> io::Result<()> {
+        // Pass A: choose the items of this chunk.
+        let ram_of = |ns: usize| match nss.get(ns).map(|n| n.backend()) {
+            Some(Backend::Ram(r)) => Some(r),
+            _ => None,
+        };
         let mut n_items = 0;
         let mut iovs_needed = 0;
         let mut guards_needed = 0;
@@ -250,21 +256,16 @@ impl Tx {
                 TxItem::Zeroes { len } => (len.div_ceil(ZERO_PAGE).max(1), 0),
                 TxItem::Ram {
                     ns, offset, len, ..
-                } => match ns.backend() {
-                    Backend::Ram(r) => {
+                } => match ram_of(*ns) {
+                    Some(r) => {
                         let k = r.spans(*offset, *len).count().max(1);
                         (k, k)
                     }
-                    _ => (1, 0),
+                    None => (1, 0),
                 },
             };
             if n_items > 0 && (iovs_needed + iov > MAX_IOV || guards_needed + g > MAX_GUARDS) {
                 break;
-            }
-            if g > 0
-                && let TxItem::Ram { ns, .. } = it
-            {
-                nss[guards_needed] = Some(Arc::clone(ns));
             }
             iovs_needed += iov;
             guards_needed += g;
@@ -282,13 +283,13 @@ impl Tx {
         let mut item_guards = [(0usize, 0usize); MAX_IOV];
         'items: for (idx, it) in self.items.iter_mut().take(n_items).enumerate() {
             if let TxItem::Ram {
+                ns,
                 offset,
                 len,
                 ddgst_at,
-                ..
             } = it
             {
-                let Some(Backend::Ram(ram)) = nss[g_at].as_deref().map(Namespace::backend) else {
+                let Some(ram) = ram_of(*ns) else {
                     return Err(io::Error::other("RAM item without RAM namespace"));
                 };
                 let first = g_at;
