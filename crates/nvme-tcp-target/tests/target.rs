@@ -459,3 +459,179 @@ fn asynchronous_event_completes_on_namespace_change() {
     let log = c.get_log(0x04, 4096, 0);
     assert_eq!(&log.data[..8], &[2, 0, 0, 0, 0, 0, 0, 0]);
 }
+
+#[test]
+fn file_namespace_reads_and_writes_through_the_backing_file() {
+    let path = std::env::temp_dir().join(format!("nvme-tcp-target-it-{}.img", std::process::id()));
+    std::fs::write(&path, pattern(2 << 20, 11)).unwrap();
+    let spec = format!("file:{}", path.display());
+    let t = start_with(|mut c| {
+        c.subsystems[0].namespaces = vec![NamespaceConfig::parse(&spec).unwrap()];
+        c
+    });
+    let (_admin, mut io, _) = admin_and_io(t.local_addrs()[0], true, true, 0);
+    // 1 MiB read: 8 C2HData PDUs from staged buffers.
+    let d = io.read(1, 0, 2048, 1 << 20);
+    assert_eq!(d.status(), Status::SUCCESS);
+    assert!(d.data == pattern(2 << 20, 11)[..1 << 20]);
+    let w = pattern(64 * 1024, 99);
+    assert_eq!(io.write_r2t(1, 100, &w).status(), Status::SUCCESS);
+    let mut flush = Sqe::new(0x00);
+    flush.set_nsid(1);
+    assert_eq!(io.command(flush, &[], 0).status(), Status::SUCCESS);
+    let on_disk = std::fs::read(&path).unwrap();
+    assert!(on_disk[100 * 512..100 * 512 + w.len()] == w[..]);
+    drop(t);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn nvmetcli_configuration_is_served() {
+    let json = format!(
+        r#"{{
+          "hosts": [ {{ "nqn": "{HOSTNQN}" }} ],
+          "ports": [ {{ "addr": {{ "adrfam": "ipv4", "traddr": "127.0.0.1", "trsvcid": "0",
+                                   "trtype": "tcp" }},
+                        "portid": 3, "referrals": [], "subsystems": [ "{SUBNQN}" ] }} ],
+          "subsystems": [ {{ "allowed_hosts": [ "{HOSTNQN}" ],
+                             "attr": {{ "allow_any_host": "0", "serial": "feedface" }},
+                             "namespaces": [ {{ "device": {{ "path": "ram:8M" }}, "enable": 1, "nsid": 3 }} ],
+                             "nqn": "{SUBNQN}" }} ]
+        }}"#
+    );
+    let cfg =
+        nvme_tcp_target::TargetConfig::from_nvmetcli_json(&serde_json::from_str(&json).unwrap())
+            .unwrap();
+    let t = nvme_tcp_target::Target::start(cfg).unwrap();
+    let mut c = Client::connect(t.local_addrs()[0]);
+    c.bring_up_admin(SUBNQN, 0);
+    let id = c.identify(1, 0);
+    assert_eq!(
+        IdentifyController::parse(&id.data).unwrap().sn().unwrap(),
+        "feedface"
+    );
+    let list = c.identify(2, 0);
+    let ids: Vec<u32> = NsidList::parse(&list.data).unwrap().iter().collect();
+    assert_eq!(ids, vec![3]);
+    // The discovery log reports the port ID of the configuration.
+    let mut d = Client::connect(t.local_addrs()[0]);
+    d.bring_up_admin(DISCOVERY_NQN, 0);
+    let page = d.get_log(0x70, 3 * 1024, 0);
+    let p = DiscoveryLogPage::parse(&page.data).unwrap();
+    assert_eq!(p.entries()[0].portid.get(), 3);
+}
+
+#[test]
+fn ipv6_listener_serves_when_the_host_has_ipv6() {
+    let cfg = nvme_tcp_target::TargetConfig::single_port("[::1]:0".parse().unwrap()).subsystem(
+        SubsystemConfig::new(SUBNQN).namespace(NamespaceConfig::parse("ram:1M").unwrap()),
+    );
+    let t = match nvme_tcp_target::Target::start(cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("no IPv6 loopback here ({e}); skipping");
+            return;
+        }
+    };
+    let mut c = Client::connect(t.local_addrs()[0]);
+    c.bring_up_admin(DISCOVERY_NQN, 0);
+    let page = c.get_log(0x70, 3 * 1024, 0);
+    let p = DiscoveryLogPage::parse(&page.data).unwrap();
+    assert_eq!(p.entries()[0].adrfam, 2, "IPv6 entry");
+    assert_eq!(p.entries()[0].traddr().unwrap(), "::1");
+}
+
+#[test]
+fn connections_beyond_the_limit_are_closed() {
+    let t = start_with(|mut c| {
+        c.limits.max_connections = 1;
+        c
+    });
+    let mut first = Client::connect(t.local_addrs()[0]);
+    first.ic(0, false, false);
+    let mut second = Client::connect(t.local_addrs()[0]);
+    second
+        .s
+        .write_all(
+            HeaderBuf::new(&nvme_tcp_wire::pdu::IcReqRepr {
+                pfv: 0,
+                hpda: 0,
+                hdgst_enable: false,
+                ddgst_enable: false,
+                maxr2t: 0,
+            })
+            .as_bytes(),
+        )
+        .ok();
+    assert!(second.recv().is_none(), "second connection closed");
+    // The first one still works.
+    first.admin_connect_enable(SUBNQN, 0);
+}
+
+#[test]
+fn r2t_waits_while_the_inflight_budget_is_spent() {
+    let t = start_with(|mut c| {
+        c.limits.max_inflight_data = 1 << 20;
+        c
+    });
+    let (_admin, mut io, _) = admin_and_io(t.local_addrs()[0], false, false, 0);
+    let mut cids = Vec::new();
+    for slba in [0u64, 2048] {
+        let mut sqe = Sqe::new(0x01);
+        sqe.set_nsid(1);
+        sqe.set_cdw10(slba as u32);
+        sqe.set_cdw12(2047);
+        let cid = io.cid();
+        sqe.set_cid(cid);
+        sqe.set_dptr(nvme_tcp_wire::nvme::SglDescriptor::transport_data_block(
+            1 << 20,
+        ));
+        io.send_capsule(&sqe, &[]);
+        cids.push(cid);
+    }
+    let data = pattern(1 << 20, 1);
+    for &cid in &cids {
+        // Exactly one R2T at a time: the next one comes after the previous command completes.
+        let r2t = io.recv().unwrap();
+        assert_eq!(r2t.pdu_type(), PduType::R2t as u8);
+        assert_eq!(u16::from_le_bytes([r2t.header[8], r2t.header[9]]), cid);
+        let ttag = u16::from_le_bytes([r2t.header[10], r2t.header[11]]);
+        let mut off = 0;
+        while off < data.len() {
+            let n = (data.len() - off).min(io.maxh2cdata as usize);
+            io.send_h2c(
+                cid,
+                ttag,
+                off as u32,
+                &data[off..off + n],
+                off + n == data.len(),
+            );
+            off += n;
+        }
+        let resp = io.recv().unwrap();
+        assert_eq!(resp.cqe().cid(), cid);
+        assert_eq!(resp.cqe().status(), Status::SUCCESS);
+    }
+}
+
+#[test]
+fn abort_completes_a_held_asynchronous_event_request() {
+    let t = start_target();
+    let mut c = Client::connect(t.local_addrs()[0]);
+    c.bring_up_admin(SUBNQN, 0);
+    let mut aer = Sqe::new(AdminOpcode::AsyncEventRequest as u8);
+    let aer_cid = c.cid();
+    aer.set_cid(aer_cid);
+    c.send_capsule(&aer, &[]);
+    let mut abort = Sqe::new(AdminOpcode::Abort as u8);
+    abort.set_cdw10((aer_cid as u32) << 16);
+    let abort_cid = c.cid();
+    abort.set_cid(abort_cid);
+    c.send_capsule(&abort, &[]);
+    let first = c.recv().unwrap().cqe();
+    assert_eq!(first.cid(), aer_cid);
+    assert_eq!(first.status(), Status::ABORT_REQUESTED);
+    let second = c.recv().unwrap().cqe();
+    assert_eq!(second.cid(), abort_cid);
+    assert_eq!(second.dw0() & 1, 0, "aborted");
+}
