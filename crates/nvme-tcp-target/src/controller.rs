@@ -8,41 +8,19 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use nvme_tcp_wire::nvme::Status;
+use nvme_tcp_wire::nvme::{Cap, Cc, Csts, SmartLog, Status, Vs};
+use zerocopy::IntoBytes;
 
 use crate::subsystem::Subsystem;
 
 /// Controller property offsets (NVMe over Fabrics, "Controller Properties").
-pub mod prop {
-    /// Controller Capabilities, 8 bytes.
-    pub const CAP: u32 = 0x00;
-    /// Version, 4 bytes.
-    pub const VS: u32 = 0x08;
-    /// Controller Configuration, 4 bytes.
-    pub const CC: u32 = 0x14;
-    /// Controller Status, 4 bytes.
-    pub const CSTS: u32 = 0x1C;
-    /// NVM Subsystem Reset, 4 bytes.
-    pub const NSSR: u32 = 0x20;
-}
-
-/// CC and CSTS bits used here (NVMe base specification, "Controller Configuration" and
-/// "Controller Status").
-mod bits {
-    pub const CC_EN: u32 = 1 << 0;
-    pub const CC_SHN_SHIFT: u32 = 14;
-    pub const CC_SHN_MASK: u32 = 0b11 << CC_SHN_SHIFT;
-    pub const CSTS_RDY: u32 = 1 << 0;
-    pub const CSTS_SHST_SHIFT: u32 = 2;
-    pub const CSTS_SHST_MASK: u32 = 0b11 << CSTS_SHST_SHIFT;
-    pub const SHST_COMPLETE: u32 = 0b10;
-}
+pub use nvme_tcp_wire::nvme::regs as prop;
 
 /// Version reported in VS and Identify Controller: NVMe 1.3.
-pub const NVME_VERSION: u32 = 0x0001_0300;
+pub const NVME_VERSION: u32 = Vs::V1_3.0;
 
 /// CAP.TO: worst-case time to become ready, in 500 ms units.
-const CAP_TO: u64 = 15;
+const CAP_TO: u8 = 15;
 
 /// Asynchronous events waiting for an Asynchronous Event Request, per controller.
 const MAX_PENDING_EVENTS: usize = 16;
@@ -53,50 +31,51 @@ pub const MAX_CHANGED_NS: usize = 1024;
 /// Outstanding Asynchronous Event Requests accepted (AERL + 1 in Identify Controller).
 pub const MAX_OUTSTANDING_AERS: usize = 4;
 
-/// Feature identifiers handled by Get/Set Features.
+/// Feature identifiers handled by Get/Set Features (from the wire crate's `FeatureId`).
 pub mod fid {
+    use nvme_tcp_wire::nvme::FeatureId;
     /// Arbitration.
-    pub const ARBITRATION: u8 = 0x01;
+    pub const ARBITRATION: u8 = FeatureId::Arbitration as u8;
     /// Power Management.
-    pub const POWER_MANAGEMENT: u8 = 0x02;
+    pub const POWER_MANAGEMENT: u8 = FeatureId::PowerManagement as u8;
     /// Volatile Write Cache.
-    pub const VOLATILE_WRITE_CACHE: u8 = 0x06;
+    pub const VOLATILE_WRITE_CACHE: u8 = FeatureId::VolatileWriteCache as u8;
     /// Number of Queues.
-    pub const NUMBER_OF_QUEUES: u8 = 0x07;
+    pub const NUMBER_OF_QUEUES: u8 = FeatureId::NumberOfQueues as u8;
     /// Interrupt Coalescing (accepted, meaningless on fabrics).
-    pub const INTERRUPT_COALESCING: u8 = 0x08;
+    pub const INTERRUPT_COALESCING: u8 = FeatureId::InterruptCoalescing as u8;
     /// Write Atomicity Normal.
-    pub const WRITE_ATOMICITY: u8 = 0x0A;
+    pub const WRITE_ATOMICITY: u8 = FeatureId::WriteAtomicity as u8;
     /// Asynchronous Event Configuration.
-    pub const ASYNC_EVENT_CONFIG: u8 = 0x0B;
+    pub const ASYNC_EVENT_CONFIG: u8 = FeatureId::AsyncEventConfiguration as u8;
     /// Keep Alive Timer.
-    pub const KEEP_ALIVE_TIMER: u8 = 0x0F;
+    pub const KEEP_ALIVE_TIMER: u8 = FeatureId::KeepAliveTimer as u8;
     /// Host Identifier.
-    pub const HOST_IDENTIFIER: u8 = 0x81;
+    pub const HOST_IDENTIFIER: u8 = FeatureId::HostIdentifier as u8;
 }
 
 /// Asynchronous Event Configuration bits this controller can raise.
 pub mod aec {
+    use nvme_tcp_wire::nvme::AsyncEventConfig;
     /// Namespace Attribute Notices (bit 8).
-    pub const NS_ATTR: u32 = 1 << 8;
+    pub const NS_ATTR: u32 = AsyncEventConfig::NAMESPACE_ATTRIBUTE;
     /// Discovery Log Page Change Notices (bit 31).
-    pub const DISCOVERY_LOG_CHANGE: u32 = 1 << 31;
+    pub const DISCOVERY_LOG_CHANGE: u32 = AsyncEventConfig::DISCOVERY_LOG_CHANGE;
 }
 
-/// Log page identifiers.
+/// Log page identifiers served (from the wire crate's `LogPageId`).
 pub mod lid {
+    use nvme_tcp_wire::nvme::LogPageId;
     /// Error Information.
-    pub const ERROR: u8 = 0x01;
+    pub const ERROR: u8 = LogPageId::ErrorInformation as u8;
     /// SMART / Health Information.
-    pub const SMART: u8 = 0x02;
+    pub const SMART: u8 = LogPageId::SmartHealth as u8;
     /// Firmware Slot Information.
-    pub const FW_SLOT: u8 = 0x03;
+    pub const FW_SLOT: u8 = LogPageId::FirmwareSlot as u8;
     /// Changed Namespace List.
-    pub const CHANGED_NS: u8 = 0x04;
-    /// Commands Supported and Effects.
-    pub const CMD_EFFECTS: u8 = 0x05;
+    pub const CHANGED_NS: u8 = LogPageId::ChangedNamespaceList as u8;
     /// Discovery.
-    pub const DISCOVERY: u8 = 0x70;
+    pub const DISCOVERY: u8 = LogPageId::Discovery as u8;
 }
 
 /// An asynchronous event to report through an Asynchronous Event Request completion.
@@ -112,11 +91,14 @@ impl AsyncEvent {
     /// Completion DW0 of the Asynchronous Event Request: event type (bits 2:0), event
     /// information (15:8), log page identifier (23:16).
     pub fn dw0(self) -> u32 {
-        let (ty, info, log) = match self {
-            AsyncEvent::NamespaceAttributeChanged => (0x2u32, 0x00u32, lid::CHANGED_NS),
-            AsyncEvent::DiscoveryLogChanged => (0x2, 0xF0, lid::DISCOVERY),
-        };
-        ty | (info << 8) | ((log as u32) << 16)
+        match self {
+            AsyncEvent::NamespaceAttributeChanged => {
+                nvme_tcp_wire::nvme::AsyncEvent::namespace_attribute_changed().to_dw0()
+            }
+            AsyncEvent::DiscoveryLogChanged => {
+                nvme_tcp_wire::nvme::AsyncEvent::discovery_log_changed().to_dw0()
+            }
+        }
     }
 
     fn aec_bit(self) -> u32 {
@@ -150,16 +132,19 @@ pub struct ErrorLogEntry {
 }
 
 impl ErrorLogEntry {
-    /// The 64-byte log entry.
+    /// The 64-byte log entry (TRTYPE TCP; no parameter error location).
     pub fn to_bytes(&self) -> [u8; 64] {
+        let mut e = nvme_tcp_wire::nvme::ErrorLogEntry::default();
+        e.error_count.set(self.error_count);
+        e.sqid.set(self.sqid);
+        e.cid.set(self.cid);
+        // Status field as in a CQE: bits 15:1 status, bit 0 phase tag (0).
+        e.status_field.set(self.status.to_u16() << 1);
+        e.parameter_error_location.set(0xFFFF);
+        e.nsid.set(self.nsid);
+        e.trtype = nvme_tcp_wire::nvme::log::trtype::TCP;
         let mut b = [0u8; 64];
-        b[0..8].copy_from_slice(&self.error_count.to_le_bytes());
-        b[8..10].copy_from_slice(&self.sqid.to_le_bytes());
-        b[10..12].copy_from_slice(&self.cid.to_le_bytes());
-        // Status field: bits 15:1 status, bit 0 phase tag (0).
-        b[12..14].copy_from_slice(&(self.status.to_u16() << 1).to_le_bytes());
-        b[14..16].copy_from_slice(&0xFFFFu16.to_le_bytes()); // parameter error location: n/a
-        b[24..28].copy_from_slice(&self.nsid.to_le_bytes());
+        b.copy_from_slice(e.as_bytes());
         b
     }
 }
@@ -326,8 +311,12 @@ impl Controller {
 
     /// CAP: MQES, CQR = 1, TO, CSS = NVM command set, MPSMIN = MPSMAX = 4 KiB.
     pub fn cap(&self) -> u64 {
-        let mqes = (self.max_queue_size.max(2) - 1) as u64;
-        mqes | (1 << 16) | (CAP_TO << 24) | (1 << 37)
+        Cap(0)
+            .with_mqes(self.max_queue_size.max(2) - 1)
+            .with_cqr(true)
+            .with_to(CAP_TO)
+            .with_css(Cap::CSS_NVM)
+            .0
     }
 
     /// Reads a property. Returns Invalid Field for unknown offsets or a wrong size.
@@ -350,37 +339,37 @@ impl Controller {
         if offset != prop::CC || eight_bytes {
             return Err(Status::INVALID_FIELD);
         }
-        let new = value as u32;
+        let new = Cc(value as u32);
         let mut st = lock(&self.state);
-        let old = st.cc;
-        st.cc = new;
+        let old = Cc(st.cc);
+        st.cc = new.0;
+        let mut csts = Csts(st.csts);
         let mut reset = false;
-        if new & bits::CC_EN != 0 && old & bits::CC_EN == 0 {
-            st.csts |= bits::CSTS_RDY;
+        if new.en() && !old.en() {
+            csts = csts.with_rdy(true);
         }
-        if new & bits::CC_EN == 0 && old & bits::CC_EN != 0 {
-            st.csts &= !(bits::CSTS_RDY | bits::CSTS_SHST_MASK);
+        if !new.en() && old.en() {
+            csts = csts.with_rdy(false).with_shst(Csts::SHST_NORMAL);
             st.events.clear();
             reset = true;
         }
-        let shn = (new & bits::CC_SHN_MASK) >> bits::CC_SHN_SHIFT;
-        if shn != 0 && (old & bits::CC_SHN_MASK) == 0 {
+        st.csts = csts.0;
+        if new.shn() != Cc::SHN_NONE && old.shn() == Cc::SHN_NONE {
             drop(st);
             self.subsystem.flush_all();
             let mut st = lock(&self.state);
-            st.csts =
-                (st.csts & !bits::CSTS_SHST_MASK) | (bits::SHST_COMPLETE << bits::CSTS_SHST_SHIFT);
+            st.csts = Csts(st.csts).with_shst(Csts::SHST_COMPLETE).0;
             return Ok(true);
         }
-        if shn == 0 {
-            st.csts &= !bits::CSTS_SHST_MASK;
+        if new.shn() == Cc::SHN_NONE {
+            st.csts = Csts(st.csts).with_shst(Csts::SHST_NORMAL).0;
         }
         Ok(reset)
     }
 
     /// True once CC.EN = 1 has made the controller ready.
     pub fn is_ready(&self) -> bool {
-        lock(&self.state).csts & bits::CSTS_RDY != 0
+        Csts(lock(&self.state).csts).rdy()
     }
 
     /// Keep Alive Timeout in ms (0: disabled).
@@ -594,37 +583,24 @@ impl Controller {
 
     /// The SMART / Health Information log page (512 bytes).
     pub fn smart_log(&self) -> Vec<u8> {
-        let mut p = vec![0u8; 512];
-        // Composite temperature: 300 K (a plausible 27 °C); spare 100 %, threshold 10 %.
-        p[1..3].copy_from_slice(&300u16.to_le_bytes());
-        p[3] = 100;
-        p[4] = 10;
+        let mut p = SmartLog::default();
+        // Composite temperature 300 K (27 °C); spare 100 %, threshold 10 %.
+        p.composite_temperature.set(300);
+        p.available_spare = 100;
+        p.available_spare_threshold = 10;
+        // Data units are thousands of 512-byte units, rounded up.
         let units = |bytes: u64| (bytes / 512).div_ceil(1000) as u128;
-        let put =
-            |p: &mut [u8], at: usize, v: u128| p[at..at + 16].copy_from_slice(&v.to_le_bytes());
-        put(
-            &mut p,
-            32,
-            units(self.smart.bytes_read.load(Ordering::Relaxed)),
-        );
-        put(
-            &mut p,
-            48,
-            units(self.smart.bytes_written.load(Ordering::Relaxed)),
-        );
-        put(
-            &mut p,
-            64,
-            self.smart.host_reads.load(Ordering::Relaxed) as u128,
-        );
-        put(
-            &mut p,
-            80,
-            self.smart.host_writes.load(Ordering::Relaxed) as u128,
-        );
-        let errors = lock(&self.state).error_count as u128;
-        put(&mut p, 176, errors);
-        p
+        p.data_units_read
+            .set(units(self.smart.bytes_read.load(Ordering::Relaxed)));
+        p.data_units_written
+            .set(units(self.smart.bytes_written.load(Ordering::Relaxed)));
+        p.host_read_commands
+            .set(self.smart.host_reads.load(Ordering::Relaxed) as u128);
+        p.host_write_commands
+            .set(self.smart.host_writes.load(Ordering::Relaxed) as u128);
+        p.num_err_log_entries
+            .set(lock(&self.state).error_count as u128);
+        p.as_bytes().to_vec()
     }
 }
 

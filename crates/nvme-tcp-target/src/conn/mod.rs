@@ -13,7 +13,7 @@
 //! state-dependent checks (PDU sequence, TTAG/CCCID, DATAO ranges) are here. Any failure
 //! queues a C2HTermReq and closes the connection.
 //!
-//! Transmit path: see [`tx`]. Output is batched: all PDUs answering the commands of one read
+//! Transmit path: see the `tx` module. Output is batched: all PDUs answering the commands of one read
 //! are sent with as few `writev` calls as possible.
 
 mod admin;
