@@ -208,7 +208,10 @@ impl PduLayout {
     /// Length of the data (excluding padding and data digest).
     #[inline]
     pub fn data_len(&self) -> usize {
-        self.plen() - self.data_offset() - if self.has_ddgst() { DIGEST_LEN } else { 0 }
+        // Cannot underflow for a layout from `validate_ch`; saturating for hand-made ones.
+        self.plen()
+            .saturating_sub(self.data_offset())
+            .saturating_sub(if self.has_ddgst() { DIGEST_LEN } else { 0 })
     }
     /// PLEN.
     #[inline]
