@@ -1,0 +1,732 @@
+//! A whole simulation: the host (admin queue + offloading I/O queues) against the embedded
+//! target over the simulated network, a read workload, and its report.
+//!
+//! The host and the network run in lockstep — the host sends what it has, the network
+//! processes it and returns what arrived — either on one thread or on two threads named
+//! `host-sim` and `nic-sim` (so per-thread CPU time separates the host's work from the
+//! target's, the wire's and the NIC's). Lockstep makes both modes produce the same run for
+//! the same seed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ddp_engine::{EngineConfig, SoftDdpDevice, TeardownMode};
+use nvme_tcp_host::queue::{NoOffload, Phase, QueueConfig, QueueCore};
+use nvme_tcp_host::{CidMode, ConnectOptions, IoBuf, IoError, cmd};
+use nvme_tcp_target::state::TargetState;
+use nvme_tcp_target::{NamespaceConfig, SubsystemConfig, TargetConfig};
+use serde::{Deserialize, Serialize};
+use ulp_ddp::{Stats, UlpDdpDevice};
+
+use crate::SimError;
+use crate::host::{DdpNetdev, DdpQueue, HostOffloadStats, lock};
+use crate::net::{NetSide, NicStats, isn, sock_id};
+use crate::rng::SplitMix64;
+use crate::tcp::Delivery;
+use crate::wire::{WireConfig, WireStats};
+
+/// Subsystem NQN of the embedded target.
+pub const SIM_NQN: &str = "nqn.2024-01.io.ulp-ddp:sim";
+const UD_CONNECT: u64 = u64::MAX - 1;
+const UD_ADMIN: u64 = u64::MAX - 2;
+/// Rounds without any byte moving before a run is declared stuck.
+const STALL_ROUNDS: u32 = 64;
+/// Logical block size of the simulated namespace.
+pub const LBA: u64 = 4096;
+
+/// Everything a simulated read run needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SimParams {
+    /// Wire schedule (seed, MSS, faults).
+    pub wire: WireConfig,
+    /// The software offload device.
+    pub engine: EngineConfig,
+    /// The host's `ddp_offload` option.
+    pub ddp_offload: bool,
+    /// Header digests.
+    pub hdgst: bool,
+    /// Data digests.
+    pub ddgst: bool,
+    /// I/O queues (each its own connection).
+    pub io_queues: u16,
+    /// Entries per I/O queue.
+    pub queue_size: u16,
+    /// Commands kept in flight per I/O queue.
+    pub queue_depth: usize,
+    /// Size of the RAM namespace (a multiple of 4 KiB); it is filled with a known pattern
+    /// before the reads.
+    pub namespace_bytes: u64,
+    /// READ sizes in bytes (multiples of 4 KiB), chosen at random per I/O.
+    pub read_sizes: Vec<u32>,
+    /// Number of READs.
+    pub reads: u64,
+    /// Check every completed READ's data against the pattern.
+    pub verify: bool,
+    /// Run host and network on two threads (`host-sim`, `nic-sim`).
+    pub threaded: bool,
+}
+
+impl Default for SimParams {
+    fn default() -> Self {
+        Self {
+            wire: WireConfig::default(),
+            engine: EngineConfig {
+                teardown: TeardownMode::Deferred,
+                ..EngineConfig::connectx7_like()
+            },
+            ddp_offload: true,
+            hdgst: false,
+            ddgst: true,
+            io_queues: 2,
+            queue_size: 32,
+            queue_depth: 8,
+            namespace_bytes: 8 << 20,
+            read_sizes: vec![32 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20],
+            reads: 64,
+            verify: true,
+            threaded: false,
+        }
+    }
+}
+
+/// A READ that completed, identified as the wire sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReadId {
+    /// Queue ID (= connection index).
+    pub qid: u16,
+    /// Command ID.
+    pub cid: u16,
+    /// Which READ with this CID on this queue (0 = the first).
+    pub instance: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SimReport {
+    /// Device statistics after the disconnect (`stats-get`).
+    pub device: Stats,
+    /// Host offload counters, summed over I/O queues.
+    pub host: HostOffloadStats,
+    /// NIC counters of offloaded sockets.
+    pub nic: NicStats,
+    /// Wire counters.
+    pub wire: WireStats,
+    /// Engine-internal counters.
+    pub engine: ddp_engine::Diagnostics,
+    /// READs completed.
+    pub reads: u64,
+    /// Payload bytes of the READs.
+    pub read_bytes: u64,
+    /// READs that completed with an error.
+    pub read_errors: u64,
+    /// READs that failed with a data digest error.
+    pub ddgst_errors: u64,
+    /// Successful READs whose data was not the namespace's (must be 0).
+    pub bad_data: u64,
+    /// READs that failed with a data digest error.
+    pub digest_failed_reads: BTreeSet<ReadId>,
+    /// READs whose payload had a corrupted byte delivered to the host.
+    pub corrupted_reads: BTreeSet<ReadId>,
+    /// CIDs seen on I/O queues, largest.
+    pub max_cid: u16,
+    /// CPU seconds of the host during the reads (thread CPU time).
+    pub host_cpu_seconds: f64,
+    /// CPU seconds of the network side (target, wire, NIC) during the reads; 0 when not
+    /// threaded.
+    pub net_cpu_seconds: f64,
+    /// Wall seconds of the reads.
+    pub wall_seconds: f64,
+}
+
+impl SimReport {
+    /// `rx-nvme-tcp-packets` over the segments received on offloaded sockets.
+    pub fn offloaded_packet_ratio(&self) -> f64 {
+        ratio(self.device.rx_nvme_tcp_packets, self.nic.segments)
+    }
+    /// `rx-nvme-tcp-bytes` over the payload bytes received on offloaded sockets.
+    pub fn offloaded_byte_ratio(&self) -> f64 {
+        ratio(self.device.rx_nvme_tcp_bytes, self.nic.payload_bytes)
+    }
+    /// `rx-nvme-tcp-resync` over the segments received on offloaded sockets.
+    pub fn resync_ratio(&self) -> f64 {
+        ratio(self.device.rx_nvme_tcp_resync, self.nic.segments)
+    }
+    /// `rx-nvme-tcp-drop` over the segments received on offloaded sockets.
+    pub fn drop_ratio(&self) -> f64 {
+        ratio(self.device.rx_nvme_tcp_drop, self.nic.segments)
+    }
+    /// Host CPU seconds per GiB read.
+    pub fn host_cpu_per_gib(&self) -> f64 {
+        if self.read_bytes == 0 {
+            return 0.0;
+        }
+        self.host_cpu_seconds / (self.read_bytes as f64 / f64::from(1u32 << 30))
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// The byte at namespace offset `off` of the fill pattern.
+pub fn pattern_byte(off: u64) -> u8 {
+    let w = off / 8;
+    let mut z = w.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5A5A;
+    z = (z ^ (z >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (z >> ((off % 8) * 8)) as u8
+}
+
+fn fill_pattern(off: u64, buf: &mut [u8]) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = pattern_byte(off + i as u64);
+    }
+}
+
+fn check_pattern(off: u64, buf: &IoBuf) -> bool {
+    let mut o = off;
+    for i in 0..buf.segment_count() {
+        for &b in buf.segment(i) {
+            if b != pattern_byte(o) {
+                return false;
+            }
+            o += 1;
+        }
+    }
+    true
+}
+
+/// How the host reaches the network.
+trait Link {
+    fn open(&mut self) -> Result<(), SimError>;
+    fn exchange(&mut self, h2c: Vec<Vec<u8>>) -> Result<(Vec<Option<Delivery>>, bool), SimError>;
+    fn finish(&mut self) -> Result<NetSummary, SimError>;
+}
+
+/// What the network side reports at the end.
+#[derive(Debug, Clone, Default)]
+struct NetSummary {
+    nic: NicStats,
+    wire: WireStats,
+    corrupted: Vec<(usize, crate::wire::Corruption)>,
+    cpu: f64,
+}
+
+fn summarize(net: &NetSide, cpu: f64) -> NetSummary {
+    NetSummary {
+        nic: net.nic_stats(),
+        wire: net.wire_stats(),
+        corrupted: net.delivered_corruptions(),
+        cpu,
+    }
+}
+
+struct DirectLink(NetSide);
+
+impl Link for DirectLink {
+    fn open(&mut self) -> Result<(), SimError> {
+        self.0.open();
+        Ok(())
+    }
+    fn exchange(&mut self, h2c: Vec<Vec<u8>>) -> Result<(Vec<Option<Delivery>>, bool), SimError> {
+        let d = self.0.step(h2c)?;
+        Ok((d, self.0.is_idle()))
+    }
+    fn finish(&mut self) -> Result<NetSummary, SimError> {
+        Ok(summarize(&self.0, 0.0))
+    }
+}
+
+enum ToNet {
+    Open,
+    Exchange(Vec<Vec<u8>>),
+    ResetCpu,
+    Finish,
+}
+
+enum FromNet {
+    Opened,
+    Delivered(Vec<Option<Delivery>>, bool),
+    Summary(NetSummary),
+    Failed(SimError),
+}
+
+struct ThreadLink {
+    tx: mpsc::Sender<ToNet>,
+    rx: mpsc::Receiver<FromNet>,
+}
+
+impl ThreadLink {
+    fn call(&mut self, m: ToNet) -> Result<FromNet, SimError> {
+        self.tx.send(m).map_err(|_| SimError::NetThread)?;
+        match self.rx.recv().map_err(|_| SimError::NetThread)? {
+            FromNet::Failed(e) => Err(e),
+            r => Ok(r),
+        }
+    }
+}
+
+impl Link for ThreadLink {
+    fn open(&mut self) -> Result<(), SimError> {
+        self.call(ToNet::Open).map(|_| ())
+    }
+    fn exchange(&mut self, h2c: Vec<Vec<u8>>) -> Result<(Vec<Option<Delivery>>, bool), SimError> {
+        match self.call(ToNet::Exchange(h2c))? {
+            FromNet::Delivered(d, idle) => Ok((d, idle)),
+            _ => Err(SimError::NetThread),
+        }
+    }
+    fn finish(&mut self) -> Result<NetSummary, SimError> {
+        match self.call(ToNet::Finish)? {
+            FromNet::Summary(s) => Ok(s),
+            _ => Err(SimError::NetThread),
+        }
+    }
+}
+
+impl ThreadLink {
+    fn reset_cpu(&mut self) -> Result<(), SimError> {
+        self.call(ToNet::ResetCpu).map(|_| ())
+    }
+}
+
+fn net_thread(mut net: NetSide, rx: mpsc::Receiver<ToNet>, tx: mpsc::Sender<FromNet>) {
+    let mut cpu0 = crate::cpu::thread_cpu_seconds();
+    while let Ok(m) = rx.recv() {
+        let reply = match m {
+            ToNet::Open => {
+                net.open();
+                FromNet::Opened
+            }
+            ToNet::Exchange(h2c) => match net.step(h2c) {
+                Ok(d) => FromNet::Delivered(d, net.is_idle()),
+                Err(e) => FromNet::Failed(e),
+            },
+            ToNet::ResetCpu => {
+                cpu0 = crate::cpu::thread_cpu_seconds();
+                FromNet::Opened
+            }
+            ToNet::Finish => {
+                FromNet::Summary(summarize(&net, crate::cpu::thread_cpu_seconds() - cpu0))
+            }
+        };
+        if tx.send(reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// The host side: admin queue, I/O queues, and the link to the network.
+struct Host<L> {
+    link: L,
+    opts: ConnectOptions,
+    admin: QueueCore,
+    ioqs: Vec<DdpQueue<SoftDdpDevice>>,
+    max_cid: u16,
+}
+
+impl<L: Link> Host<L> {
+    fn take_tx(core_tx: &[u8]) -> Vec<u8> {
+        core_tx.to_vec()
+    }
+
+    /// One lockstep round; returns true if any byte moved.
+    fn pump(&mut self) -> Result<(bool, bool), SimError> {
+        let mut h2c = Vec::with_capacity(1 + self.ioqs.len());
+        let a = Self::take_tx(self.admin.tx_pending());
+        self.admin.tx_consumed(a.len());
+        let mut moved = !a.is_empty();
+        h2c.push(a);
+        for q in &mut self.ioqs {
+            let t = Self::take_tx(q.tx_pending());
+            q.tx_consumed(t.len());
+            moved |= !t.is_empty();
+            h2c.push(t);
+        }
+        let (deliveries, idle) = self.link.exchange(h2c)?;
+        for (i, d) in deliveries.into_iter().enumerate() {
+            let Some(d) = d else { continue };
+            moved = true;
+            if i == 0 {
+                self.admin
+                    .rx_feed(&d.data, &mut NoOffload)
+                    .map_err(|e| SimError::Protocol(0, e))?;
+            } else if let Some(q) = self.ioqs.get_mut(i - 1) {
+                q.receive(&d).map_err(|e| SimError::Protocol(i as u16, e))?;
+            }
+        }
+        for q in &mut self.ioqs {
+            q.collect_teardowns();
+        }
+        Ok((moved, idle))
+    }
+
+    /// Pumps until `done` holds.
+    fn pump_until(&mut self, mut done: impl FnMut(&mut Self) -> bool) -> Result<(), SimError> {
+        let mut still = 0;
+        while !done(self) {
+            let (moved, idle) = self.pump()?;
+            if moved || !idle {
+                still = 0;
+            } else {
+                still += 1;
+                if still > STALL_ROUNDS {
+                    tracing::warn!(admin = ?self.admin.phase(), admin_rx = self.admin.rx_position(), queues = ?self.ioqs.iter().map(|q| (q.core().phase(), q.core().rx_position(), q.core().in_flight())).collect::<Vec<_>>(), "stalled");
+                    return Err(SimError::Stalled);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn admin_command(
+        &mut self,
+        req: nvme_tcp_host::Request,
+    ) -> Result<nvme_tcp_host::CqeInfo, SimError> {
+        let ud = req.user_data;
+        self.admin
+            .submit(req, Instant::now())
+            .map_err(|e| SimError::Submit(e.reason))?;
+        let mut got = None;
+        self.pump_until(|h| {
+            got = h.admin.take_completion_for(ud);
+            got.is_some()
+        })?;
+        let c = got.ok_or(SimError::Stalled)?;
+        c.result.map_err(|e| SimError::Command(0, e))
+    }
+
+    /// Admin queue: ICReq/ICResp, Connect, CC.EN.
+    fn connect_admin(&mut self) -> Result<u16, SimError> {
+        self.link.open()?;
+        self.pump_until(|h| h.admin.phase() != Phase::WaitIcResp)?;
+        let req = cmd::connect(&self.opts, 0, 32, None, UD_CONNECT)
+            .map_err(|e| SimError::Setup(e.to_string()))?;
+        self.admin
+            .submit_now(req, Instant::now())
+            .map_err(|e| SimError::Submit(e.reason))?;
+        let mut got = None;
+        self.pump_until(|h| {
+            got = h.admin.take_completion_for(UD_CONNECT);
+            got.is_some()
+        })?;
+        let cqe = got
+            .ok_or(SimError::Stalled)?
+            .result
+            .map_err(|e| SimError::Command(0, e))?;
+        self.admin.set_live();
+        // CC: EN, IOSQES 6, IOCQES 4.
+        self.admin_command(cmd::property_set(0x14, 0x0046_0001, UD_ADMIN))?;
+        Ok(cqe.dw0 as u16)
+    }
+
+    fn connect_io_queue(
+        &mut self,
+        qid: u16,
+        cntlid: u16,
+        queue_size: u16,
+        netdev: Option<DdpNetdev<SoftDdpDevice>>,
+        seed: u64,
+    ) -> Result<(), SimError> {
+        self.link.open()?;
+        let index = usize::from(qid);
+        let q = DdpQueue::new(
+            QueueConfig {
+                qid,
+                queue_size,
+                hdgst: self.opts.hdgst,
+                ddgst: self.opts.ddgst,
+                cid_mode: CidMode::Tagged,
+                in_capsule_max: 8192,
+            },
+            sock_id(index),
+            isn(seed, index),
+            netdev,
+        );
+        self.ioqs.push(q);
+        let k = self.ioqs.len() - 1;
+        self.pump_until(|h| h.ioqs[k].core().phase() != Phase::WaitIcResp)?;
+        let req = cmd::connect(&self.opts, qid, queue_size, Some(cntlid), UD_CONNECT)
+            .map_err(|e| SimError::Setup(e.to_string()))?;
+        self.ioqs[k]
+            .core_mut()
+            .submit_now(req, Instant::now())
+            .map_err(|e| SimError::Submit(e.reason))?;
+        let mut got = None;
+        self.pump_until(|h| {
+            got = h.ioqs[k].pop_completion();
+            got.is_some()
+        })?;
+        got.ok_or(SimError::Stalled)?
+            .result
+            .map_err(|e| SimError::Command(qid, e))?;
+        let q = &mut self.ioqs[k];
+        q.core_mut().set_live();
+        q.offload_socket();
+        Ok(())
+    }
+
+    /// Writes the pattern over the namespace through queue 1.
+    fn prefill(&mut self, bytes: u64) -> Result<(), SimError> {
+        const CHUNK: u64 = 128 << 10;
+        let mut off = 0;
+        let mut inflight = 0usize;
+        while off < bytes || inflight > 0 {
+            while off < bytes && inflight < 4 {
+                let n = CHUNK.min(bytes - off);
+                let mut data = vec![0u8; n as usize];
+                fill_pattern(off, &mut data);
+                let req = cmd::write(1, off / LBA, (n / LBA) as u32, IoBuf::Contig(data), off);
+                self.ioqs[0]
+                    .submit(req)
+                    .map_err(|e| SimError::Submit(e.reason))?;
+                off += n;
+                inflight += 1;
+            }
+            let mut done = Vec::new();
+            self.pump_until(|h| {
+                while let Some(c) = h.ioqs[0].pop_completion() {
+                    done.push(c);
+                }
+                !done.is_empty()
+            })?;
+            for c in done {
+                inflight -= 1;
+                c.result.map_err(|e| SimError::Command(1, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the READs; returns the report's read part.
+    fn read_workload(&mut self, p: &SimParams, r: &mut SimReport) -> Result<(), SimError> {
+        let mut rng = SplitMix64::new(p.wire.seed ^ 0x5EED_F00D);
+        let sizes: Vec<u64> = p
+            .read_sizes
+            .iter()
+            .map(|&s| u64::from(s).clamp(LBA, p.namespace_bytes) / LBA * LBA)
+            .collect();
+        if sizes.is_empty() {
+            return Err(SimError::Setup("no read size".into()));
+        }
+        let mut issued = 0u64;
+        let mut meta: HashMap<u64, (u16, u16, u64, u64)> = HashMap::new();
+        let mut instances: HashMap<(u16, u16), u64> = HashMap::new();
+        let nq = self.ioqs.len();
+        let mut still = 0;
+        loop {
+            for k in 0..nq {
+                while issued < p.reads && self.ioqs[k].outstanding() < p.queue_depth {
+                    let len = sizes[rng.range(0, sizes.len() as u64 - 1) as usize];
+                    let blocks = (p.namespace_bytes - len) / LBA;
+                    let off = rng.range(0, blocks) * LBA;
+                    let buf = IoBuf::Contig(vec![0u8; len as usize]);
+                    let q = &mut self.ioqs[k];
+                    let cid = q
+                        .submit_read(1, off / LBA, (len / LBA) as u32, buf, issued)
+                        .map_err(|e| SimError::Submit(e.reason))?;
+                    let n = instances.entry((q.qid(), cid)).or_insert(0);
+                    meta.insert(issued, (q.qid(), cid, *n, off));
+                    *n += 1;
+                    issued += 1;
+                }
+            }
+            let mut got = 0;
+            for k in 0..nq {
+                while let Some(c) = self.ioqs[k].pop_completion() {
+                    got += 1;
+                    let Some((qid, cid, instance, off)) = meta.remove(&c.user_data) else {
+                        continue;
+                    };
+                    r.max_cid = r.max_cid.max(cid);
+                    r.reads += 1;
+                    let id = ReadId { qid, cid, instance };
+                    match &c.result {
+                        Ok(_) => {
+                            let buf = c.buf.as_ref();
+                            r.read_bytes += buf.map_or(0, |b| b.len() as u64);
+                            if p.verify && !buf.is_some_and(|b| check_pattern(off, b)) {
+                                r.bad_data += 1;
+                            }
+                        }
+                        Err(e) => {
+                            r.read_errors += 1;
+                            if matches!(e, IoError::DataDigest { .. }) {
+                                r.ddgst_errors += 1;
+                                r.digest_failed_reads.insert(id);
+                            }
+                        }
+                    }
+                }
+            }
+            if issued >= p.reads && self.ioqs.iter().all(|q| q.outstanding() == 0) {
+                return Ok(());
+            }
+            if got == 0 {
+                let (moved, idle) = self.pump()?;
+                let pending = self
+                    .ioqs
+                    .iter()
+                    .any(|q| q.completions_ready() > 0 || q.waiting_for_teardown() > 0);
+                if moved || !idle || pending {
+                    still = 0;
+                } else {
+                    still += 1;
+                    if still > STALL_ROUNDS {
+                        tracing::warn!(issued, queues = ?self.ioqs.iter().map(|q| (q.core().phase(), q.core().rx_position(), q.core().in_flight(), q.core().rx_state_name(), q.outstanding())).collect::<Vec<_>>(), "read workload stalled");
+                        return Err(SimError::Stalled);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn target_state(p: &SimParams) -> Result<Arc<TargetState>, SimError> {
+    let ns = NamespaceConfig::parse(&format!("ram:{},lba=4096", p.namespace_bytes))
+        .map_err(|e| SimError::Setup(e.to_string()))?;
+    let mut cfg = TargetConfig::single_port(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .subsystem(SubsystemConfig::new(SIM_NQN).namespace(ns));
+    cfg.limits.max_queue_size = cfg.limits.max_queue_size.max(p.queue_size);
+    let st = TargetState::new(&cfg).map_err(|e| SimError::Setup(e.to_string()))?;
+    Ok(Arc::new(st))
+}
+
+fn validate(p: &SimParams) -> Result<(), SimError> {
+    if p.io_queues == 0 || p.queue_size < 2 || p.queue_depth == 0 {
+        return Err(SimError::Setup(
+            "need at least one I/O queue, queue_size >= 2 and queue_depth >= 1".into(),
+        ));
+    }
+    if p.queue_depth >= usize::from(p.queue_size) {
+        return Err(SimError::Setup(
+            "queue_depth must be below queue_size".into(),
+        ));
+    }
+    if p.namespace_bytes < LBA || !p.namespace_bytes.is_multiple_of(LBA) {
+        return Err(SimError::Setup(
+            "namespace_bytes must be a multiple of 4096".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn host_run<L: Link>(
+    link: L,
+    p: &SimParams,
+    dev: &Arc<Mutex<SoftDdpDevice>>,
+    mut reset_cpu: impl FnMut(&mut L) -> Result<(), SimError>,
+) -> Result<SimReport, SimError> {
+    let mut opts = ConnectOptions::new("sim", 4420, SIM_NQN);
+    // A fixed identity keeps runs byte-identical.
+    opts.hostid = [0x11; 16];
+    opts.hostnqn = nvme_tcp_host::options::hostnqn_from_uuid(&opts.hostid);
+    opts.hdgst = p.hdgst;
+    opts.ddgst = p.ddgst;
+    opts.kato = None;
+    let admin = QueueCore::new(QueueConfig {
+        qid: 0,
+        queue_size: 32,
+        hdgst: p.hdgst,
+        ddgst: p.ddgst,
+        cid_mode: CidMode::Tagged,
+        in_capsule_max: 8192,
+    });
+    let mut h = Host {
+        link,
+        opts,
+        admin,
+        ioqs: Vec::new(),
+        max_cid: 0,
+    };
+    let cntlid = h.connect_admin()?;
+    // The admin queue is never offloaded; the controller's device is probed once.
+    let netdev = DdpNetdev::probe(dev, p.ddp_offload);
+    for qid in 1..=p.io_queues {
+        h.connect_io_queue(qid, cntlid, p.queue_size, netdev.clone(), p.wire.seed)?;
+    }
+    h.prefill(p.namespace_bytes)?;
+    let mut r = SimReport::default();
+    reset_cpu(&mut h.link)?;
+    let cpu0 = crate::cpu::thread_cpu_seconds();
+    let t0 = Instant::now();
+    h.read_workload(p, &mut r)?;
+    r.host_cpu_seconds = crate::cpu::thread_cpu_seconds() - cpu0;
+    r.wall_seconds = t0.elapsed().as_secs_f64();
+    // Disconnect: every queue's offload is removed.
+    for q in &mut h.ioqs {
+        q.stop();
+        let s = q.offload_stats();
+        r.host.sk_add_fail += s.sk_add_fail;
+        r.host.setup += s.setup;
+        r.host.setup_fail += s.setup_fail;
+        r.host.teardown_done += s.teardown_done;
+        r.host.placed_bytes += s.placed_bytes;
+        r.host.copied_bytes += s.copied_bytes;
+        r.host.ddgst_offloaded += s.ddgst_offloaded;
+        r.host.ddgst_software += s.ddgst_software;
+        r.host.ddgst_errors += s.ddgst_errors;
+        r.host.resync_confirmed += s.resync_confirmed;
+        r.host.resync_mismatch += s.resync_mismatch;
+    }
+    r.max_cid = r.max_cid.max(h.max_cid);
+    let net = h.link.finish()?;
+    r.nic = net.nic;
+    r.wire = net.wire;
+    r.net_cpu_seconds = net.cpu;
+    r.corrupted_reads = net
+        .corrupted
+        .iter()
+        .filter(|(i, _)| *i > 0)
+        .map(|&(i, c)| ReadId {
+            qid: i as u16,
+            cid: c.cccid,
+            instance: c.instance,
+        })
+        .collect();
+    let d = lock(dev);
+    r.device = d.get_stats();
+    r.engine = d.diagnostics();
+    Ok(r)
+}
+
+/// Runs a READ workload over the simulated network and reports offload ratios, resyncs,
+/// drops, errors and host CPU time. Deterministic for a given `params` (CPU and wall times
+/// aside).
+///
+/// With `params.threaded`, the host runs on a thread named `host-sim` and the network side
+/// (target, wire, NIC) on one named `nic-sim`; `host_cpu_seconds` is then the host thread's
+/// CPU time during the reads and `net_cpu_seconds` the network thread's.
+pub fn run_sim_read_workload(params: &SimParams) -> Result<SimReport, SimError> {
+    validate(params)?;
+    let state = target_state(params)?;
+    let dev = Arc::new(Mutex::new(SoftDdpDevice::new(params.engine)));
+    let net = NetSide::new(state, Arc::clone(&dev), params.wire);
+    if !params.threaded {
+        return host_run(DirectLink(net), params, &dev, |_| Ok(()));
+    }
+    let (to_net, net_rx) = mpsc::channel();
+    let (net_tx, from_net) = mpsc::channel();
+    let net_handle = std::thread::Builder::new()
+        .name("nic-sim".into())
+        .spawn(move || net_thread(net, net_rx, net_tx))
+        .map_err(|e| SimError::Setup(format!("spawn: {e}")))?;
+    let p = params.clone();
+    let host_dev = Arc::clone(&dev);
+    let host_handle = std::thread::Builder::new()
+        .name("host-sim".into())
+        .spawn(move || {
+            let link = ThreadLink {
+                tx: to_net,
+                rx: from_net,
+            };
+            host_run(link, &p, &host_dev, ThreadLink::reset_cpu)
+        })
+        .map_err(|e| SimError::Setup(format!("spawn: {e}")))?;
+    let r = host_handle.join().map_err(|_| SimError::NetThread)?;
+    let _ = net_handle.join();
+    r
+}
