@@ -58,6 +58,7 @@ pub struct NetSide {
     out: Vec<u8>,
     placed: Vec<(u64, u32)>,
     nic: NicStats,
+    slots_per_round: u64,
 }
 
 impl std::fmt::Debug for NetSide {
@@ -70,8 +71,14 @@ impl std::fmt::Debug for NetSide {
 }
 
 impl NetSide {
-    /// A network in front of the target `state`, with the NIC `dev`.
-    pub fn new(state: Arc<TargetState>, dev: Arc<Mutex<SoftDdpDevice>>, wire: WireConfig) -> Self {
+    /// A network in front of the target `state`, with the NIC `dev`; each round lets
+    /// `slots_per_round` segment slots pass on every wire.
+    pub fn new(
+        state: Arc<TargetState>,
+        dev: Arc<Mutex<SoftDdpDevice>>,
+        wire: WireConfig,
+        slots_per_round: u64,
+    ) -> Self {
         Self {
             state,
             dev,
@@ -80,6 +87,7 @@ impl NetSide {
             out: Vec::with_capacity(1 << 20),
             placed: Vec::with_capacity(64),
             nic: NicStats::default(),
+            slots_per_round: slots_per_round.max(1),
         }
     }
 
@@ -110,7 +118,8 @@ impl NetSide {
     /// One round: hands each connection's host → controller bytes to the target, sends what
     /// the target answers over the wire, lets the NIC and the host's TCP receive what
     /// arrives, and returns the in-order bytes for each connection. A connection whose stream
-    /// did not advance has its clock moved to the next due segment (a retransmission timer).
+    /// received nothing in the round has its clock moved to the next due segment (a
+    /// retransmission timer).
     pub fn step(&mut self, h2c: Vec<Vec<u8>>) -> Result<Vec<Option<Delivery>>, SimError> {
         let now = Instant::now();
         for (i, bytes) in h2c.into_iter().enumerate() {
@@ -147,9 +156,11 @@ impl NetSide {
         }
         let mut dev = lock(&self.dev);
         for c in &mut self.conns {
-            let before = c.tcp.rcv_nxt();
+            c.wire.tick(self.slots_per_round);
+            let mut any = false;
             loop {
                 while let Some(seg) = c.wire.poll() {
+                    any = true;
                     let seq = c.isn.wrapping_add(seg.offset as u32);
                     // The NIC sees the segment first, in wire order.
                     let v = dev.on_segment(c.sk, seq, &seg.data);
@@ -166,7 +177,8 @@ impl NetSide {
                     c.tcp
                         .on_segment(seg.offset, &seg.data, v.crc, &self.placed, seg.corruption);
                 }
-                if c.tcp.rcv_nxt() != before || !c.wire.advance() {
+                // Nothing arrived in this round: the retransmission timer fires.
+                if any || !c.wire.advance() {
                     break;
                 }
             }

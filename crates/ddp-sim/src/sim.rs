@@ -63,8 +63,13 @@ pub struct SimParams {
     pub read_sizes: Vec<u32>,
     /// Number of READs.
     pub reads: u64,
+    /// Scatter-gather entries of each READ buffer (1 = one contiguous buffer).
+    pub read_segments: usize,
     /// Check every completed READ's data against the pattern.
     pub verify: bool,
+    /// Segments each wire may deliver per lockstep round: how often the host gets to
+    /// react (confirm a resync, submit) while data flows.
+    pub segments_per_round: u64,
     /// Run host and network on two threads (`host-sim`, `nic-sim`).
     pub threaded: bool,
 }
@@ -86,7 +91,9 @@ impl Default for SimParams {
             namespace_bytes: 8 << 20,
             read_sizes: vec![32 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20],
             reads: 64,
+            read_segments: 1,
             verify: true,
+            segments_per_round: 16,
             threaded: false,
         }
     }
@@ -184,6 +191,22 @@ fn fill_pattern(off: u64, buf: &mut [u8]) {
     for (i, b) in buf.iter_mut().enumerate() {
         *b = pattern_byte(off + i as u64);
     }
+}
+
+/// A zeroed READ buffer of `len` bytes in `segments` pieces.
+fn read_buffer(len: usize, segments: usize) -> IoBuf {
+    if segments <= 1 {
+        return IoBuf::Contig(vec![0u8; len]);
+    }
+    let per = len.div_ceil(segments).max(1);
+    let mut segs = Vec::with_capacity(segments);
+    let mut left = len;
+    while left > 0 {
+        let n = per.min(left);
+        segs.push(vec![0u8; n]);
+        left -= n;
+    }
+    IoBuf::Sgl(segs)
 }
 
 fn check_pattern(off: u64, buf: &IoBuf) -> bool {
@@ -523,7 +546,7 @@ impl<L: Link> Host<L> {
                     let len = sizes[rng.range(0, sizes.len() as u64 - 1) as usize];
                     let blocks = (p.namespace_bytes - len) / LBA;
                     let off = rng.range(0, blocks) * LBA;
-                    let buf = IoBuf::Contig(vec![0u8; len as usize]);
+                    let buf = read_buffer(len as usize, p.read_segments);
                     let q = &mut self.ioqs[k];
                     let cid = q
                         .submit_read(1, off / LBA, (len / LBA) as u32, buf, issued)
@@ -704,7 +727,12 @@ pub fn run_sim_read_workload(params: &SimParams) -> Result<SimReport, SimError> 
     validate(params)?;
     let state = target_state(params)?;
     let dev = Arc::new(Mutex::new(SoftDdpDevice::new(params.engine)));
-    let net = NetSide::new(state, Arc::clone(&dev), params.wire);
+    let net = NetSide::new(
+        state,
+        Arc::clone(&dev),
+        params.wire,
+        params.segments_per_round,
+    );
     if !params.threaded {
         return host_run(DirectLink(net), params, &dev, |_| Ok(()));
     }

@@ -2,10 +2,13 @@
 //! segments by a seeded schedule and, from the same seed, drops, reorders, duplicates and
 //! corrupts them.
 //!
-//! Time is a logical clock that ticks once per segment sent; a delayed segment is delivered
-//! when the clock reaches its due tick, and when the sender is idle the clock jumps to the
-//! next due tick (the retransmission timer firing). Everything is a function of the seed and
-//! of the bytes sent, so a run is reproducible.
+//! Time is a logical clock counted in segment slots: the sender puts one segment on the
+//! wire per slot (never earlier than the current time), a segment is delivered when the
+//! clock reaches its due slot, and the receiver advances the clock a bounded number of slots
+//! per round ([`Wire::tick`]) so that it reacts (resync answers, new commands) while data
+//! is still flowing, as a real receiver does packet by packet. When nothing else moves, the
+//! clock jumps to the next due slot (the retransmission timer firing). Everything is a
+//! function of the seed and of the bytes sent, so a run is reproducible.
 //!
 //! Faults, at most one per original transmission:
 //! * **drop**: the segment is lost; its retransmission arrives `rto` ticks later;
@@ -258,6 +261,8 @@ pub struct Wire {
     /// Stream offset of the next byte to send.
     next_offset: u64,
     clock: u64,
+    /// Slot of the last segment put on the wire.
+    send_slot: u64,
     order: u64,
     queue: BTreeMap<(u64, u64), WireSegment>,
     scanner: PduScanner,
@@ -274,6 +279,7 @@ impl Wire {
             rng: SplitMix64::new(seed),
             next_offset: 0,
             clock: 0,
+            send_slot: 0,
             order: 0,
             queue: BTreeMap::new(),
             scanner: PduScanner::default(),
@@ -298,11 +304,12 @@ impl Wire {
 
     fn schedule(&mut self, delay: u64, seg: WireSegment) {
         self.order += 1;
-        self.queue.insert((self.clock + delay, self.order), seg);
+        self.queue.insert((self.send_slot + delay, self.order), seg);
     }
 
-    /// Sends `bytes` (the next bytes of the stream): cuts them into segments, one clock tick
-    /// each, and schedules each segment's delivery according to its fault.
+    /// Sends `bytes` (the next bytes of the stream): cuts them into segments, one slot each
+    /// from the current time on, and schedules each segment's delivery according to its
+    /// fault.
     pub fn send(&mut self, mut bytes: &[u8]) {
         self.scanner.feed(bytes);
         self.stats.bytes += bytes.len() as u64;
@@ -322,7 +329,7 @@ impl Wire {
             };
             bytes = &bytes[n..];
             self.next_offset += n as u64;
-            self.clock += 1;
+            self.send_slot = self.send_slot.max(self.clock) + 1;
             self.stats.segments += 1;
             self.apply_fault(&mut seg);
         }
@@ -432,6 +439,11 @@ impl Wire {
         Some(seg)
     }
 
+    /// Lets `slots` segment slots pass.
+    pub fn tick(&mut self, slots: u64) {
+        self.clock += slots;
+    }
+
     /// Advances the clock to the next due segment (a timer firing while the sender is idle).
     /// False if nothing is in flight.
     pub fn advance(&mut self) -> bool {
@@ -476,6 +488,7 @@ mod tests {
     fn drain(w: &mut Wire) -> Vec<WireSegment> {
         let mut out = Vec::new();
         loop {
+            w.tick(5);
             while let Some(s) = w.poll() {
                 out.push(s);
             }
