@@ -114,11 +114,14 @@ pub struct ReadId {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct SimReport {
-    /// Device statistics after the disconnect (`stats-get`).
+    /// Device statistics after the disconnect (`stats-get`): the totals of the whole run,
+    /// connect and fill included.
     pub device: Stats,
+    /// Device statistics of the READ phase only (the difference of two `stats-get`).
+    pub reads_device: Stats,
     /// Host offload counters, summed over I/O queues.
     pub host: HostOffloadStats,
-    /// NIC counters of offloaded sockets.
+    /// NIC counters of offloaded sockets during the READ phase.
     pub nic: NicStats,
     /// Wire counters.
     pub wire: WireStats,
@@ -150,21 +153,22 @@ pub struct SimReport {
 }
 
 impl SimReport {
-    /// `rx-nvme-tcp-packets` over the segments received on offloaded sockets.
+    /// READ phase: `rx-nvme-tcp-packets` over the segments received on offloaded sockets.
     pub fn offloaded_packet_ratio(&self) -> f64 {
-        ratio(self.device.rx_nvme_tcp_packets, self.nic.segments)
+        ratio(self.reads_device.rx_nvme_tcp_packets, self.nic.segments)
     }
-    /// `rx-nvme-tcp-bytes` over the payload bytes received on offloaded sockets.
+    /// READ phase: `rx-nvme-tcp-bytes` over the TCP payload bytes received on offloaded
+    /// sockets.
     pub fn offloaded_byte_ratio(&self) -> f64 {
-        ratio(self.device.rx_nvme_tcp_bytes, self.nic.payload_bytes)
+        ratio(self.reads_device.rx_nvme_tcp_bytes, self.nic.payload_bytes)
     }
-    /// `rx-nvme-tcp-resync` over the segments received on offloaded sockets.
+    /// READ phase: `rx-nvme-tcp-resync` over the segments received on offloaded sockets.
     pub fn resync_ratio(&self) -> f64 {
-        ratio(self.device.rx_nvme_tcp_resync, self.nic.segments)
+        ratio(self.reads_device.rx_nvme_tcp_resync, self.nic.segments)
     }
-    /// `rx-nvme-tcp-drop` over the segments received on offloaded sockets.
+    /// READ phase: `rx-nvme-tcp-drop` over the segments received on offloaded sockets.
     pub fn drop_ratio(&self) -> f64 {
-        ratio(self.device.rx_nvme_tcp_drop, self.nic.segments)
+        ratio(self.reads_device.rx_nvme_tcp_drop, self.nic.segments)
     }
     /// Host CPU seconds per GiB read.
     pub fn host_cpu_per_gib(&self) -> f64 {
@@ -173,6 +177,15 @@ impl SimReport {
         }
         self.host_cpu_seconds / (self.read_bytes as f64 / f64::from(1u32 << 30))
     }
+}
+
+/// `now - before`, counter by counter.
+fn stats_since(now: &Stats, before: &Stats) -> Stats {
+    let mut d = Stats::default();
+    for id in ulp_ddp::StatId::ALL {
+        *d.get_mut(id) = now.get(id).saturating_sub(before.get(id));
+    }
+    d
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -226,28 +239,35 @@ fn check_pattern(off: u64, buf: &IoBuf) -> bool {
 trait Link {
     fn open(&mut self) -> Result<(), SimError>;
     fn exchange(&mut self, h2c: Vec<Vec<u8>>) -> Result<(Vec<Option<Delivery>>, bool), SimError>;
+    /// Marks the start of the measured phase (NIC counters, network CPU time).
+    fn start_measure(&mut self) -> Result<(), SimError>;
     fn finish(&mut self) -> Result<NetSummary, SimError>;
 }
 
 /// What the network side reports at the end.
 #[derive(Debug, Clone, Default)]
 struct NetSummary {
+    /// NIC counters of the measured phase.
     nic: NicStats,
     wire: WireStats,
     corrupted: Vec<(usize, crate::wire::Corruption)>,
     cpu: f64,
 }
 
-fn summarize(net: &NetSide, cpu: f64) -> NetSummary {
+fn summarize(net: &NetSide, nic0: NicStats, cpu: f64) -> NetSummary {
+    let nic = net.nic_stats();
     NetSummary {
-        nic: net.nic_stats(),
+        nic: NicStats {
+            segments: nic.segments - nic0.segments,
+            payload_bytes: nic.payload_bytes - nic0.payload_bytes,
+        },
         wire: net.wire_stats(),
         corrupted: net.delivered_corruptions(),
         cpu,
     }
 }
 
-struct DirectLink(NetSide);
+struct DirectLink(NetSide, NicStats);
 
 impl Link for DirectLink {
     fn open(&mut self) -> Result<(), SimError> {
@@ -258,15 +278,19 @@ impl Link for DirectLink {
         let d = self.0.step(h2c)?;
         Ok((d, self.0.is_idle()))
     }
+    fn start_measure(&mut self) -> Result<(), SimError> {
+        self.1 = self.0.nic_stats();
+        Ok(())
+    }
     fn finish(&mut self) -> Result<NetSummary, SimError> {
-        Ok(summarize(&self.0, 0.0))
+        Ok(summarize(&self.0, self.1, 0.0))
     }
 }
 
 enum ToNet {
     Open,
     Exchange(Vec<Vec<u8>>),
-    ResetCpu,
+    StartMeasure,
     Finish,
 }
 
@@ -302,6 +326,9 @@ impl Link for ThreadLink {
             _ => Err(SimError::NetThread),
         }
     }
+    fn start_measure(&mut self) -> Result<(), SimError> {
+        self.call(ToNet::StartMeasure).map(|_| ())
+    }
     fn finish(&mut self) -> Result<NetSummary, SimError> {
         match self.call(ToNet::Finish)? {
             FromNet::Summary(s) => Ok(s),
@@ -310,14 +337,9 @@ impl Link for ThreadLink {
     }
 }
 
-impl ThreadLink {
-    fn reset_cpu(&mut self) -> Result<(), SimError> {
-        self.call(ToNet::ResetCpu).map(|_| ())
-    }
-}
-
 fn net_thread(mut net: NetSide, rx: mpsc::Receiver<ToNet>, tx: mpsc::Sender<FromNet>) {
     let mut cpu0 = crate::cpu::thread_cpu_seconds();
+    let mut nic0 = NicStats::default();
     while let Ok(m) = rx.recv() {
         let reply = match m {
             ToNet::Open => {
@@ -328,13 +350,16 @@ fn net_thread(mut net: NetSide, rx: mpsc::Receiver<ToNet>, tx: mpsc::Sender<From
                 Ok(d) => FromNet::Delivered(d, net.is_idle()),
                 Err(e) => FromNet::Failed(e),
             },
-            ToNet::ResetCpu => {
+            ToNet::StartMeasure => {
                 cpu0 = crate::cpu::thread_cpu_seconds();
+                nic0 = net.nic_stats();
                 FromNet::Opened
             }
-            ToNet::Finish => {
-                FromNet::Summary(summarize(&net, crate::cpu::thread_cpu_seconds() - cpu0))
-            }
+            ToNet::Finish => FromNet::Summary(summarize(
+                &net,
+                nic0,
+                crate::cpu::thread_cpu_seconds() - cpu0,
+            )),
         };
         if tx.send(reply).is_err() {
             return;
@@ -641,7 +666,6 @@ fn host_run<L: Link>(
     link: L,
     p: &SimParams,
     dev: &Arc<Mutex<SoftDdpDevice>>,
-    mut reset_cpu: impl FnMut(&mut L) -> Result<(), SimError>,
 ) -> Result<SimReport, SimError> {
     let mut opts = ConnectOptions::new("sim", 4420, SIM_NQN);
     // A fixed identity keeps runs byte-identical.
@@ -673,11 +697,13 @@ fn host_run<L: Link>(
     }
     h.prefill(p.namespace_bytes)?;
     let mut r = SimReport::default();
-    reset_cpu(&mut h.link)?;
+    h.link.start_measure()?;
+    let device0 = lock(dev).get_stats();
     let cpu0 = crate::cpu::thread_cpu_seconds();
     let t0 = Instant::now();
     h.read_workload(p, &mut r)?;
     r.host_cpu_seconds = crate::cpu::thread_cpu_seconds() - cpu0;
+    r.reads_device = stats_since(&lock(dev).get_stats(), &device0);
     r.wall_seconds = t0.elapsed().as_secs_f64();
     // Disconnect: every queue's offload is removed.
     for q in &mut h.ioqs {
@@ -734,7 +760,7 @@ pub fn run_sim_read_workload(params: &SimParams) -> Result<SimReport, SimError> 
         params.segments_per_round,
     );
     if !params.threaded {
-        return host_run(DirectLink(net), params, &dev, |_| Ok(()));
+        return host_run(DirectLink(net, NicStats::default()), params, &dev);
     }
     let (to_net, net_rx) = mpsc::channel();
     let (net_tx, from_net) = mpsc::channel();
@@ -751,10 +777,100 @@ pub fn run_sim_read_workload(params: &SimParams) -> Result<SimReport, SimError> 
                 tx: to_net,
                 rx: from_net,
             };
-            host_run(link, &p, &host_dev, ThreadLink::reset_cpu)
+            host_run(link, &p, &host_dev)
         })
         .map_err(|e| SimError::Setup(format!("spawn: {e}")))?;
     let r = host_handle.join().map_err(|_| SimError::NetThread)?;
     let _ = net_handle.join();
     r
+}
+
+/// One workload run twice on the same seed: the host's `ddp_offload` option off, then on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OffloadComparison {
+    /// `ddp_offload` off: every byte copied and digested by the host.
+    pub off: SimReport,
+    /// `ddp_offload` on.
+    pub on: SimReport,
+}
+
+/// Runs `params` with the host's offload option off and on (everything else equal) and
+/// returns both reports, for a side-by-side view (`ulpddp perf --ddp`).
+pub fn compare_offload(params: &SimParams) -> Result<OffloadComparison, SimError> {
+    let off = run_sim_read_workload(&SimParams {
+        ddp_offload: false,
+        ..params.clone()
+    })?;
+    let on = run_sim_read_workload(&SimParams {
+        ddp_offload: true,
+        ..params.clone()
+    })?;
+    Ok(OffloadComparison { off, on })
+}
+
+impl std::fmt::Display for OffloadComparison {
+    /// A two-column table: offload off, offload on.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (a, b) = (&self.off, &self.on);
+        let pct = |x: f64| format!("{:.1}%", x * 100.0);
+        let rows: [(&str, String, String); 10] = [
+            ("reads", a.reads.to_string(), b.reads.to_string()),
+            (
+                "read MiB",
+                format!("{:.1}", a.read_bytes as f64 / 1048576.0),
+                format!("{:.1}", b.read_bytes as f64 / 1048576.0),
+            ),
+            (
+                "offloaded packets",
+                pct(a.offloaded_packet_ratio()),
+                pct(b.offloaded_packet_ratio()),
+            ),
+            (
+                "offloaded bytes",
+                pct(a.offloaded_byte_ratio()),
+                pct(b.offloaded_byte_ratio()),
+            ),
+            (
+                "resyncs",
+                a.reads_device.rx_nvme_tcp_resync.to_string(),
+                b.reads_device.rx_nvme_tcp_resync.to_string(),
+            ),
+            (
+                "drops",
+                a.reads_device.rx_nvme_tcp_drop.to_string(),
+                b.reads_device.rx_nvme_tcp_drop.to_string(),
+            ),
+            (
+                "host copied MiB",
+                format!(
+                    "{:.1}",
+                    (a.read_bytes - a.host.placed_bytes.min(a.read_bytes)) as f64 / 1048576.0
+                ),
+                format!(
+                    "{:.1}",
+                    (b.read_bytes - b.host.placed_bytes.min(b.read_bytes)) as f64 / 1048576.0
+                ),
+            ),
+            (
+                "host CPU s",
+                format!("{:.3}", a.host_cpu_seconds),
+                format!("{:.3}", b.host_cpu_seconds),
+            ),
+            (
+                "host CPU s/GiB",
+                format!("{:.3}", a.host_cpu_per_gib()),
+                format!("{:.3}", b.host_cpu_per_gib()),
+            ),
+            (
+                "read errors",
+                a.read_errors.to_string(),
+                b.read_errors.to_string(),
+            ),
+        ];
+        writeln!(f, "{:<20} {:>14} {:>14}", "", "offload off", "offload on")?;
+        for (k, x, y) in rows {
+            writeln!(f, "{k:<20} {x:>14} {y:>14}")?;
+        }
+        Ok(())
+    }
 }
