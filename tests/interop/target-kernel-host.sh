@@ -30,12 +30,13 @@ set -u
 nqn=nqn.2024-01.io.ulp-ddp:interop
 img=/tmp/ut.img
 dd if=/dev/urandom of=$img bs=1048576 count=16 2>/dev/null
-ulpddp target --listen 127.0.0.1:4420 --discovery-listen 127.0.0.1:8009 --nqn $nqn \
+RUST_LOG=${UT_LOG:-nvme_tcp_target=debug} ulpddp target --listen 127.0.0.1:4420 --discovery-listen 127.0.0.1:8009 --nqn $nqn \
     --ns file:$img,lba=4096 --ns ram:64M > /tmp/target.log 2>&1 &
 tpid=$!
 kpeer_wait_listen 4420 || { cat /tmp/target.log; kpeer_fail "target does not listen"; }
 kpeer_wait_listen 8009 || { cat /tmp/target.log; kpeer_fail "discovery port does not listen"; }
 md5() { md5sum | cut -d' ' -f1; }
+dd if=/dev/zero of=/tmp/z4k bs=4096 count=1 2>/dev/null
 fail=0
 n=0
 for opts in "" "-g -G" "-g -i 2" "-G -i 2 -W 2"; do
@@ -62,6 +63,22 @@ for opts in "" "-g -G" "-g -i 2" "-G -i 2 -W 2"; do
     file=$(dd if=$img bs=1048576 skip=8 count=4 2>/dev/null | md5)
     [ "$file" = "$w" ] || res="$res backing-file-mismatch"
     nvme list 2>/dev/null | grep -i ulp || true
+    if [ $n = 2 ]; then
+        # Admin and I/O commands through nvme-cli on the same controller.
+        cdev=/dev/$(ls /sys/class/nvme | head -n 1)
+        nvme id-ctrl $cdev | grep -E '^(mn|sn|subnqn|ioccsz|mdts|cntlid|kas|sgls|oncs) ' || res="$res id-ctrl"
+        nvme id-ns $dev1 | grep -E '^(nsze|lbaf +0)' || res="$res id-ns"
+        nvme ns-descs $dev1 || res="$res ns-descs"
+        nvme get-feature $cdev -f 7 || res="$res get-feature"
+        nvme smart-log $cdev | grep -E 'data_units|host_(read|write)_commands' || res="$res smart-log"
+        nvme flush $dev1 || res="$res flush"
+        nvme write-zeroes $dev2 -s 0 -c 7 || res="$res write-zeroes"
+        dd if=$dev2 bs=4096 count=1 iflag=direct 2>/dev/null | cmp -s - /tmp/z4k || res="$res zeroes-not-zero"
+        dd if=/tmp/w.bin of=$dev2 bs=4096 count=1 oflag=direct conv=fsync 2>/dev/null
+        nvme dsm $dev2 --ad -s 0 -b 8 || res="$res dsm"
+        dd if=$dev2 bs=4096 count=1 iflag=direct 2>/dev/null | cmp -s - /tmp/z4k || res="$res deallocated-not-zero"
+        nvme error-log $cdev -e 1 | head -n 12 || true
+    fi
     echo "RESULT config=$n opts='$opts' read8MiB=$r1 write+readback(ns1,ns2)=${res:-ok} ($dev1 $dev2)"
     [ "$r1" = ok ] && [ -z "$res" ] || fail=1
     nvme disconnect -n $nqn || fail=1

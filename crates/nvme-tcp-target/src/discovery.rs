@@ -33,8 +33,7 @@ pub struct DiscoveryEntry {
 const ASQSZ: u16 = 32;
 
 impl DiscoveryEntry {
-    /// The 1024-byte record. TREQ says: secure channel not required, SQ flow control may be
-    /// disabled.
+    /// The 1024-byte record; TREQ says SQ flow control may be disabled.
     pub fn to_record(&self) -> Option<DiscoveryLogEntry> {
         let fam = if self.addr.is_ipv6() {
             adrfam::IPV6
@@ -56,7 +55,9 @@ impl DiscoveryEntry {
             ASQSZ,
         )
         .ok()?;
-        e.treq = treq::SECURE_CHANNEL_NOT_REQUIRED | treq::DISABLE_SQ_FLOW_CONTROL;
+        // As nvmet-tcp: secure channel not specified, SQ flow control disable supported
+        // (nvme-cli prints this combination by name).
+        e.treq = treq::SECURE_CHANNEL_NOT_SPECIFIED | treq::DISABLE_SQ_FLOW_CONTROL;
         Some(e)
     }
 }

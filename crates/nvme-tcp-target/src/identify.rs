@@ -1,7 +1,10 @@
 //! Identify data built from the model (CNS 00h, 01h, 02h, 03h).
 
 use nvme_tcp_wire::nvme::identify::IDENTIFY_DATA_LEN;
-use nvme_tcp_wire::nvme::{IdentifyController, IdentifyNamespace, NsIdDescriptor, NsidList};
+use nvme_tcp_wire::nvme::{
+    IdentifyController, IdentifyControllerNvm, IdentifyNamespace, IdentifyNamespaceIndependent,
+    NsIdDescriptor, NsidList,
+};
 use zerocopy::IntoBytes;
 
 use crate::controller::{
@@ -120,4 +123,27 @@ pub fn ns_id_descriptors(ns: &Namespace) -> Vec<u8> {
     // Four descriptors take at most 60 bytes of the 4096.
     let _ = NsIdDescriptor::emit_list(&list, &mut out);
     out
+}
+
+/// I/O Command Set specific Identify Controller for the NVM command set (CNS 06h, CSI 0):
+/// no limits beyond MDTS (all zero).
+pub fn controller_nvm() -> Vec<u8> {
+    IdentifyControllerNvm::default().as_bytes().to_vec()
+}
+
+/// I/O Command Set specific Identify Namespace for the NVM command set (CNS 05h, CSI 0): no
+/// protection information, no extended LBA formats (all zero).
+pub fn namespace_nvm() -> Vec<u8> {
+    vec![0u8; IDENTIFY_DATA_LEN]
+}
+
+/// I/O Command Set Independent Identify Namespace (CNS 08h).
+pub fn namespace_independent(_ns: &Namespace) -> Vec<u8> {
+    let id = IdentifyNamespaceIndependent {
+        nsfeat: IdentifyNamespace::NSFEAT_THIN,
+        nmic: 1,
+        nstat: IdentifyNamespaceIndependent::NSTAT_READY,
+        ..Default::default()
+    };
+    id.as_bytes().to_vec()
 }

@@ -278,6 +278,17 @@ impl Connection {
                 Some(ns) => identify::ns_id_descriptors(&ns),
                 None => return self.complete(cid, Status::INVALID_NAMESPACE_OR_FORMAT, 0, 0),
             },
+            Cns::IoCommandSetController if c.csi == 0 => identify::controller_nvm(),
+            Cns::IoCommandSetNamespace | Cns::CommandSetIndependentNamespace => {
+                match sub.namespace(c.nsid) {
+                    Some(ns) if c.cns == Cns::CommandSetIndependentNamespace => {
+                        identify::namespace_independent(&ns)
+                    }
+                    Some(_) if c.csi == 0 => identify::namespace_nvm(),
+                    Some(_) => return self.complete(cid, Status::INVALID_FIELD, 0, 0),
+                    None => return self.complete(cid, Status::INVALID_NAMESPACE_OR_FORMAT, 0, 0),
+                }
+            }
             _ => return self.complete(cid, Status::INVALID_FIELD, 0, 0),
         };
         let n = page.len().min(sgl_len);

@@ -158,6 +158,8 @@ pub struct Connection {
     stats: LocalStats,
     zero_crc: Option<(usize, u32)>,
     cur_nsid: u32,
+    /// Opcode and CDW10 of the command being handled (for diagnostics).
+    cur_cmd: (u8, u32),
     close_reason: Option<String>,
     /// Namespaces this connection has used; transmit items refer to them by index.
     ns_table: Vec<Arc<Namespace>>,
@@ -221,6 +223,7 @@ impl Connection {
             stats: LocalStats::default(),
             zero_crc: None,
             cur_nsid: 0,
+            cur_cmd: (0, 0),
             close_reason: None,
             ns_table: Vec::new(),
             ns_map: Vec::new(),
@@ -479,6 +482,7 @@ impl Connection {
             q.sqhd = if q.sqhd + 1 >= q.size { 0 } else { q.sqhd + 1 };
         }
         self.cur_nsid = 0;
+        self.cur_cmd = (sqe.opcode(), sqe.cdw10());
         if layout.has_ddgst() && !data.is_empty() {
             let received = &pdu[off + data.len()..off + data.len() + 4];
             if crc32c(data).to_le_bytes() != received {
@@ -524,10 +528,19 @@ impl Connection {
         } else {
             StatusField::dnr(status)
         };
-        if !status.is_success()
-            && let Some(q) = &self.queue
-        {
-            q.ctrl.log_error(sqid, cid, status, self.cur_nsid);
+        if !status.is_success() {
+            tracing::debug!(
+                conn = self.id,
+                sqid,
+                cid,
+                opcode = self.cur_cmd.0,
+                cdw10 = self.cur_cmd.1,
+                nsid = self.cur_nsid,
+                "command failed: {status:?}"
+            );
+            if let Some(q) = &self.queue {
+                q.ctrl.log_error(sqid, cid, status, self.cur_nsid);
+            }
         }
         let mut cqe = Cqe::new(cid, sqid, sqhd, sf);
         cqe.set_dw0(dw0);
