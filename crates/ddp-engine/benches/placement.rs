@@ -10,7 +10,7 @@
 //! Run: `cargo bench -p ddp-engine --bench placement`
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ddp_engine::{EngineConfig, SoftDdpDevice};
+use ddp_engine::{EngineConfig, SegmentVerdict, SoftDdpDevice};
 use nvme_tcp_wire::digest::{Crc32c, crc32c};
 use nvme_tcp_wire::pdu::{DataPduRepr, HeaderBuf, PduFlags, PduType};
 use std::hint::black_box;
@@ -89,11 +89,17 @@ fn bench_segments(c: &mut Criterion, name: &str, mss: usize) {
     let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Bytes(s.len() as u64));
     let mut base = 0u32;
+    let mut v = SegmentVerdict::NONE;
     g.bench_function("engine", |b| {
         b.iter(|| {
             let mut placed = 0u64;
             for (off, r) in &segs {
-                let v = dev.on_segment(sk, base.wrapping_add(*off), black_box(&s[r.clone()]));
+                dev.on_segment_into(
+                    sk,
+                    base.wrapping_add(*off),
+                    black_box(&s[r.clone()]),
+                    &mut v,
+                );
                 placed += v.placed_bytes();
             }
             base = base.wrapping_add(s.len() as u32);
@@ -136,7 +142,13 @@ fn bench_segments(c: &mut Criterion, name: &str, mss: usize) {
     g.bench_function("engine", |b| {
         b.iter(|| {
             for (off, r) in &segs {
-                black_box(dev.on_segment(sk, base.wrapping_add(*off), black_box(&s[r.clone()])));
+                dev.on_segment_into(
+                    sk,
+                    base.wrapping_add(*off),
+                    black_box(&s[r.clone()]),
+                    &mut v,
+                );
+                black_box(&v);
             }
             base = base.wrapping_add(s.len() as u32);
         })
@@ -144,7 +156,32 @@ fn bench_segments(c: &mut Criterion, name: &str, mss: usize) {
     g.finish();
 }
 
+fn crc_and_copy(c: &mut Criterion) {
+    let s = stream();
+    let mut g = c.benchmark_group("parts_1448");
+    g.throughput(Throughput::Elements(1));
+    let mut crc = Crc32c::new();
+    let mut k = 0usize;
+    g.bench_function("crc32c_update", |b| {
+        b.iter(|| {
+            k = (k + 1448) % (s.len() - 1448);
+            crc.update(black_box(&s[k..k + 1448]));
+        })
+    });
+    let mut dst = vec![0u8; 4096];
+    g.bench_function("memcpy", |b| {
+        b.iter(|| {
+            k = (k + 1448) % (s.len() - 1448);
+            dst[..1448].copy_from_slice(black_box(&s[k..k + 1448]));
+            black_box(&dst);
+        })
+    });
+    black_box(crc.finalize());
+    g.finish();
+}
+
 fn placement(c: &mut Criterion) {
+    crc_and_copy(c);
     bench_segments(c, "read128k_seg64k", 64 * 1024);
     bench_segments(c, "read128k_seg1448", 1448);
     // A duplicate (retransmitted) segment: passed through untouched.

@@ -170,11 +170,26 @@ impl SoftDdpDevice {
     /// the segment's digests were verified. A segment of a socket without offload gets an
     /// empty verdict.
     pub fn on_segment(&mut self, sk: SockId, seq: u32, payload: &[u8]) -> SegmentVerdict {
+        let mut v = SegmentVerdict::NONE;
+        self.on_segment_into(sk, seq, payload, &mut v);
+        v
+    }
+
+    /// [`on_segment`](Self::on_segment) writing the verdict into `verdict` (overwritten),
+    /// which saves initialising and moving a fresh verdict per segment — the form for a
+    /// receive loop that keeps one verdict per queue.
+    pub fn on_segment_into(
+        &mut self,
+        sk: SockId,
+        seq: u32,
+        payload: &[u8],
+        verdict: &mut SegmentVerdict,
+    ) {
         match self.flows.get_mut(&sk) {
-            Some(flow) => flow.on_segment(seq, payload, &mut self.stats, &mut self.diag),
+            Some(flow) => flow.on_segment(seq, payload, verdict, &mut self.stats, &mut self.diag),
             None => {
+                verdict.clear();
                 self.diag.unknown_socket_segments += 1;
-                SegmentVerdict::NONE
             }
         }
     }

@@ -16,9 +16,11 @@
 //!
 //! Sequence numbers already processed are never processed again: a retransmitted or
 //! duplicated segment is passed through untouched (its verdict says nothing was placed or
-//! verified), a partly new one is processed from the first new byte. Across a resync,
-//! only PDUs starting at or after the highest sequence number ever processed in sync are
-//! offloaded, so every byte is placed, and fed to a digest, at most once.
+//! verified), a partly new one is processed from the first new byte. After a resync, only
+//! PDUs starting at or after the highest sequence number seen before the confirmation are
+//! offloaded: every byte is placed, and fed to a digest, at most once, and never after
+//! the receiver may have handed another copy of it (kept in its out-of-order queue) to the
+//! ULP.
 
 use crate::header::{HeaderRules, MAX_HDR, PduLayout};
 use crate::seq;
@@ -33,6 +35,10 @@ use ulp_ddp::{DdpIo, ResyncFlags, SockId, Stats, UlpDdpOps};
 /// Largest payload the engine accepts in one segment (sequence arithmetic needs it well
 /// below 2^31). Larger "segments" are passed through and cost the framing.
 pub(crate) const MAX_SEGMENT: usize = 1 << 24;
+
+/// Largest TCP receive window (RFC 7323: 2^30 bytes); a segment ending further ahead of
+/// everything seen so far does not move the high-water mark.
+const MAX_WINDOW: i32 = 1 << 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -108,8 +114,12 @@ pub(crate) struct Flow {
     mode: Mode,
     /// Next expected sequence number (meaningless while searching).
     next_seq: u32,
-    /// Highest sequence number processed in sync (exclusive).
-    hwm: Option<u32>,
+    /// Highest sequence number seen in any segment (exclusive), within a TCP window of
+    /// the previous value.
+    seen: Option<u32>,
+    /// After a resync, PDUs starting before this are not offloaded (the value of `seen`
+    /// when the resync was confirmed).
+    floor: Option<u32>,
     pdu: Pdu,
     crc: Crc32c,
 }
@@ -138,7 +148,8 @@ impl Flow {
             next_generation: 0,
             mode,
             next_seq,
-            hwm: None,
+            seen: next_pdu_seq,
+            floor: None,
             pdu: Pdu::IDLE,
             crc: Crc32c::new(),
         }
@@ -156,7 +167,7 @@ impl Flow {
         FlowInfo {
             state: self.sync_state(),
             expected_seq: (self.mode != Mode::Searching).then_some(self.next_seq),
-            high_water: self.hwm,
+            high_water: self.seen,
         }
     }
 
@@ -181,6 +192,12 @@ impl Flow {
         match self.mode {
             Mode::Speculating { pending: Some(p) } if p == seq => {
                 self.mode = Mode::InSync;
+                // Bytes seen before now may sit in the receiver's out-of-order queue in
+                // another copy, or have been placed already: offload restarts after them.
+                self.floor = match self.seen {
+                    Some(s) if seq::before(self.next_seq, s) => Some(s),
+                    _ => Some(self.next_seq),
+                };
                 diag.resync_confirmed += 1;
             }
             _ => diag.resync_ignored += 1,
@@ -191,18 +208,19 @@ impl Flow {
         &mut self,
         seq: u32,
         payload: &[u8],
+        v: &mut SegmentVerdict,
         stats: &mut Stats,
         diag: &mut Diagnostics,
-    ) -> SegmentVerdict {
-        let mut v = SegmentVerdict::NONE;
+    ) {
+        v.clear();
         if payload.is_empty() {
-            return v;
+            return;
         }
         diag.segments += 1;
         if payload.len() > MAX_SEGMENT {
             diag.oversized_segments += 1;
             self.lose_sync(stats, diag);
-            return v;
+            return;
         }
         let len = payload.len() as u32;
         let mut cursor = 0usize;
@@ -219,7 +237,7 @@ impl Flow {
                 let behind = d.unsigned_abs();
                 if behind >= len {
                     diag.old_segments += 1;
-                    return v;
+                    return;
                 }
                 diag.partial_segments += 1;
                 cursor = behind as usize;
@@ -243,7 +261,7 @@ impl Flow {
                 }
             }
             let at = seq.wrapping_add(cursor as u32);
-            match self.feed(at, &payload[cursor..], &mut v, stats, diag) {
+            match self.feed(at, &payload[cursor..], v, stats, diag) {
                 Feed::Done => break,
                 Feed::Lost { resume } => {
                     v.crc = false;
@@ -254,16 +272,15 @@ impl Flow {
                 }
             }
         }
-        if self.mode == Mode::InSync {
-            self.hwm = Some(match self.hwm {
-                Some(h) if seq::before(self.next_seq, h) => h,
-                _ => self.next_seq,
-            });
+        let end = seq.wrapping_add(len);
+        match self.seen {
+            None => self.seen = Some(end),
+            Some(s) if (1..=MAX_WINDOW).contains(&seq::diff(end, s)) => self.seen = Some(end),
+            Some(_) => {}
         }
         if v.ddp() {
             stats.rx_nvme_tcp_packets += 1;
         }
-        v
     }
 
     fn lose_sync(&mut self, stats: &mut Stats, diag: &mut Diagnostics) {
@@ -299,7 +316,8 @@ impl Flow {
     }
 
     fn begin_pdu(&mut self, start: u32) {
-        let offload = self.mode == Mode::InSync && self.hwm.is_none_or(|h| !seq::before(start, h));
+        let offload =
+            self.mode == Mode::InSync && self.floor.is_none_or(|f| !seq::before(start, f));
         self.pdu = Pdu {
             started: true,
             start,
@@ -491,8 +509,9 @@ impl Flow {
 }
 
 /// Writes `data` at data offset `offset` of `segs`, starting from `cursor` when it points
-/// at `offset`, and leaves `cursor` after the write. False (nothing written) if the range
-/// does not fit.
+/// at `offset`, and leaves `cursor` after the write. False if the range does not fit; the
+/// caller checks the range against the buffer length first (at the PDU header), so a
+/// partial write cannot happen.
 fn write_with_cursor(
     segs: &mut [Box<[u8]>],
     cursor: &mut Option<(usize, usize, u64)>,
@@ -519,17 +538,6 @@ fn write_with_cursor(
             }
         }
     };
-    // Bounds first, so a failed write writes nothing.
-    let mut avail = 0u64;
-    for (k, s) in segs.iter().enumerate().skip(idx) {
-        avail += (s.len() - if k == idx { in_seg } else { 0 }) as u64;
-        if avail >= data.len() as u64 {
-            break;
-        }
-    }
-    if avail < data.len() as u64 {
-        return false;
-    }
     let mut rest = data;
     while !rest.is_empty() {
         let Some(seg) = segs.get_mut(idx) else {
@@ -561,7 +569,8 @@ mod tests {
         assert!(write_with_cursor(&mut segs, &mut cur, 4, &[4, 5, 6]));
         assert_eq!(&*segs[0], &[0, 1, 2]);
         assert_eq!(&*segs[1], &[3, 4, 5, 6]);
-        assert!(!write_with_cursor(&mut segs, &mut None, 5, &[9, 9, 9]));
+        assert!(!write_with_cursor(&mut segs, &mut None, 7, &[9]));
+        assert!(!write_with_cursor(&mut segs, &mut None, 8, &[9]));
         assert_eq!(&*segs[1], &[3, 4, 5, 6]);
         assert!(write_with_cursor(&mut segs, &mut None, 7, &[]));
     }

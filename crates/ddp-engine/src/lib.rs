@@ -58,8 +58,8 @@ pub struct FlowInfo {
     pub state: SyncState,
     /// Next sequence number the engine expects (`None` while searching).
     pub expected_seq: Option<u32>,
-    /// Highest sequence number (exclusive) ever processed in sync; after a resync, PDUs
-    /// are offloaded again from the first header at or after it.
+    /// Highest sequence number (exclusive) seen in any segment; after a resync, PDUs are
+    /// offloaded again from the first header at or after its value at the confirmation.
     pub high_water: Option<u32>,
 }
 

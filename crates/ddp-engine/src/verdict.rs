@@ -57,6 +57,15 @@ impl SegmentVerdict {
         resync_request: None,
     };
 
+    /// Resets to [`Self::NONE`] without touching the range storage (cheap).
+    pub fn clear(&mut self) {
+        self.n_ranges = 0;
+        self.crc = false;
+        self.digests_verified = 0;
+        self.digests_failed = 0;
+        self.resync_request = None;
+    }
+
     /// The kernel's `ddp` mark: some of this segment's payload was placed.
     pub fn ddp(&self) -> bool {
         self.n_ranges > 0

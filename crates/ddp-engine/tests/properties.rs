@@ -74,6 +74,7 @@ fn run_seed(seed: u64) -> Result<Report, String> {
         },
         full_ccid_range: rng.chance(0.3),
         seed,
+        ooo_receiver: rng.chance(0.5),
     };
     run(&case).map_err(|e| format!("seed {seed}: {e} (schedule {params:?})"))
 }
@@ -136,6 +137,7 @@ fn clean_schedules_place_and_verify_nearly_everything() {
             teardown: TeardownMode::Immediate,
             full_ccid_range: false,
             seed,
+            ooo_receiver: false,
         })
         .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         // Commands below the 64-byte threshold or with too many SG entries are not
@@ -275,6 +277,7 @@ proptest! {
         isn in any::<u32>(),
         deferred in any::<bool>(),
         full_ccid in any::<bool>(),
+        ooo in any::<bool>(),
     ) {
         let mut rng = SplitMix64::new(stream_seed);
         let sp = stream_params(&mut rng);
@@ -287,6 +290,7 @@ proptest! {
             teardown: if deferred { TeardownMode::Deferred } else { TeardownMode::Immediate },
             full_ccid_range: full_ccid,
             seed: stream_seed,
+            ooo_receiver: ooo,
         });
         prop_assert!(r.is_ok(), "{}", r.err().unwrap_or_default());
     }

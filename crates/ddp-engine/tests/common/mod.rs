@@ -60,6 +60,9 @@ pub struct Case<'a> {
     pub full_ccid_range: bool,
     /// Seed for host-side timing choices (when deferred teardowns complete).
     pub seed: u64,
+    /// The receiver keeps out-of-order bytes (first copy wins, as Linux) instead of
+    /// dropping them.
+    pub ooo_receiver: bool,
 }
 
 macro_rules! ensure {
@@ -77,8 +80,14 @@ struct Host<'a> {
     isn: u32,
     /// Receiver: next in-order offset.
     r: u64,
-    /// The bytes the receiver delivered (the host's view of the stream).
+    /// The bytes the receiver accepted (the host's view of the stream once delivered).
     view: Vec<u8>,
+    /// Per stream byte: accepted; placed by the device in the copy it was accepted from;
+    /// that copy's crc bit.
+    have: Vec<bool>,
+    placed_flag: Vec<bool>,
+    crc_flag: Vec<bool>,
+    ooo: bool,
     /// Host-side registration: cid → registered.
     registered: HashMap<u16, bool>,
     /// Per PDU: AND of the crc bits of the segments its data and digest came in.
@@ -124,6 +133,10 @@ pub fn run(case: &Case<'_>) -> Result<Report, String> {
         isn: case.isn,
         r: 0,
         view: vec![0; total as usize],
+        have: vec![false; total as usize],
+        placed_flag: vec![false; total as usize],
+        crc_flag: vec![false; total as usize],
+        ooo: case.ooo_receiver,
         registered: HashMap::new(),
         pdu_crc: vec![true; stream.pdus.len()],
         report: Report::default(),
@@ -239,12 +252,7 @@ pub fn run(case: &Case<'_>) -> Result<Report, String> {
             }
             host.report.placed_bytes += u64::from(r.len);
         }
-        // The receiver takes the in-order part.
-        if a.start <= host.r && host.r < a.end {
-            let from = host.r;
-            host.r = a.end;
-            host.deliver(&mut dev, from, a, &seg, &v)?;
-        }
+        host.receive(&mut dev, a, &seg, &v)?;
         // (d) bookkeeping.
         if let Some((pi, resume)) = host.watch {
             let info = dev.flow_info(sk).ok_or("socket vanished")?;
@@ -348,18 +356,55 @@ pub fn run(case: &Case<'_>) -> Result<Report, String> {
 }
 
 impl Host<'_> {
-    fn deliver(
+    /// The receiving TCP: accepts the copy's new bytes (in-order only, or out-of-order
+    /// too with first copy winning) with the copy's offload marks, then delivers whatever
+    /// became contiguous.
+    fn receive(
         &mut self,
         dev: &mut SoftDdpDevice,
-        from: u64,
         a: &Arrival,
         seg: &[u8],
         v: &ddp_engine::SegmentVerdict,
     ) -> Result<(), String> {
+        let from = if self.ooo {
+            a.start
+        } else if a.start <= self.r && self.r < a.end {
+            self.r
+        } else {
+            return Ok(());
+        };
+        let mut fresh = vec![false; (a.end - a.start) as usize];
+        for off in from..a.end {
+            let i = off as usize;
+            if !self.have[i] {
+                self.have[i] = true;
+                self.view[i] = seg[(off - a.start) as usize];
+                self.crc_flag[i] = v.crc;
+                self.placed_flag[i] = false;
+                fresh[(off - a.start) as usize] = true;
+            }
+        }
+        for r in v.placed() {
+            let off = u64::from(r.seq.wrapping_sub(self.isn));
+            for o in off..off + u64::from(r.len) {
+                if fresh[(o - a.start) as usize] {
+                    self.placed_flag[o as usize] = true;
+                }
+            }
+        }
+        let start = self.r;
+        while self.r < self.stream.len() && self.have[self.r as usize] {
+            self.r += 1;
+        }
+        if self.r > start {
+            let to = self.r;
+            self.deliver(dev, start, to)?;
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, dev: &mut SoftDdpDevice, from: u64, to: u64) -> Result<(), String> {
         let stream = self.stream;
-        let to = a.end;
-        self.view[from as usize..to as usize]
-            .copy_from_slice(&seg[(from - a.start) as usize..(to - a.start) as usize]);
         let mut i = stream.pdu_at(from).ok_or("delivered bytes in no PDU")?;
         while i < stream.pdus.len() && stream.pdus[i].start < to {
             let p = stream.pdus[i].clone();
@@ -399,20 +444,30 @@ impl Host<'_> {
                 let x = from.max(p.data_start);
                 let y = to.min(p.data_end);
                 if x < y && self.registered.get(&p.cid) == Some(&true) {
-                    let seq = self.isn.wrapping_add(x as u32);
-                    if !v.is_placed(seq, (y - x) as u32) {
-                        let bytes = &seg[(x - a.start) as usize..(y - a.start) as usize];
-                        dev.copy_to_io(
-                            self.sk,
-                            p.cid,
-                            u64::from(p.datao) + (x - p.data_start),
-                            bytes,
-                        )
-                        .map_err(|e| format!("copy_to_io: {e}"))?;
+                    // Copy the runs the device did not place in the accepted copy.
+                    let mut k = x;
+                    while k < y {
+                        let placed = self.placed_flag[k as usize];
+                        let mut e = k;
+                        while e < y && self.placed_flag[e as usize] == placed {
+                            e += 1;
+                        }
+                        if !placed {
+                            let bytes = &self.view[k as usize..e as usize];
+                            dev.copy_to_io(
+                                self.sk,
+                                p.cid,
+                                u64::from(p.datao) + (k - p.data_start),
+                                bytes,
+                            )
+                            .map_err(|e| format!("copy_to_io: {e}"))?;
+                        }
+                        k = e;
                     }
                 }
-                if p.ddgst && from.max(p.data_start) < to.min(p.end) {
-                    self.pdu_crc[i] &= v.crc;
+                let (x, y) = (from.max(p.data_start), to.min(p.end));
+                if p.ddgst && x < y {
+                    self.pdu_crc[i] &= self.crc_flag[x as usize..y as usize].iter().all(|c| *c);
                 }
             }
             // End of PDU.

@@ -1,0 +1,117 @@
+//! Feeds a stream of 128 KiB reads (C2HData, header and data digests) through the device in
+//! segments of a given size, or through the copy + CRC baseline, for instruction counting:
+//!
+//! ```text
+//! cargo build --release -p ddp-engine --example segment_cost
+//! valgrind --tool=callgrind target/release/examples/segment_cost engine 1448 4
+//! valgrind --tool=callgrind target/release/examples/segment_cost baseline 1448 4
+//! ```
+//! (subtract a run with 0 rounds for the setup cost, divide by segments).
+
+use ddp_engine::{EngineConfig, SegmentVerdict, SoftDdpDevice};
+use nvme_tcp_wire::digest::{Crc32c, crc32c};
+use nvme_tcp_wire::pdu::{DataPduRepr, HeaderBuf, PduFlags, PduType};
+use std::hint::black_box;
+use std::sync::Arc;
+use ulp_ddp::{
+    DdpCtx, DdpIo, NvmeTcpDdpConfig, NvmeTcpDigests, ResyncFlags, ResyncTracker, SgList, SkConfig,
+    SockId, UlpDdpDevice, UlpDdpOps,
+};
+
+const IO: usize = 128 * 1024;
+const READS: u16 = 16;
+
+struct Ulp(ResyncTracker);
+impl UlpDdpOps for Ulp {
+    fn resync_request(&self, _sk: SockId, seq: u32, flags: ResyncFlags) -> bool {
+        self.0.request(seq, flags)
+    }
+    fn teardown_done(&self, _ctx: DdpCtx, _io: DdpIo) {}
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).map(String::as_str).unwrap_or("engine");
+    let mss: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1448);
+    let rounds: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(4);
+    let data: Vec<u8> = (0..IO as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut s = Vec::new();
+    for cid in 0..READS {
+        let repr = DataPduRepr {
+            pdu_type: PduType::C2hData,
+            flags: PduFlags::LAST_PDU | PduFlags::SUCCESS,
+            hdgst: true,
+            ddgst: true,
+            pda: 0,
+            cccid: cid,
+            ttag: 0,
+            datao: 0,
+            datal: IO as u32,
+        };
+        s.extend_from_slice(HeaderBuf::new(&repr).as_bytes());
+        s.extend_from_slice(&data);
+        s.extend_from_slice(&crc32c(&data).to_le_bytes());
+    }
+    let sk = SockId(1);
+    let mut dev = SoftDdpDevice::new(EngineConfig::connectx7_like());
+    let cfg = SkConfig::nvme(
+        0,
+        Some(0),
+        NvmeTcpDdpConfig {
+            dgst: NvmeTcpDigests::from_bits(3),
+            ..NvmeTcpDdpConfig::default()
+        },
+    );
+    if dev
+        .sk_add(sk, &cfg, Arc::new(Ulp(ResyncTracker::new())))
+        .is_err()
+    {
+        return;
+    }
+    for cid in 0..READS {
+        let _ = dev.setup(sk, DdpIo::new(cid, SgList::zeroed_chunks(IO, 4096)));
+    }
+    let mut pages: Vec<Box<[u8]>> = (0..usize::from(READS) * IO / 4096)
+        .map(|_| vec![0u8; 4096].into_boxed_slice())
+        .collect();
+    let mut v = SegmentVerdict::NONE;
+    let mut segments = 0u64;
+    let mut base = 0u32;
+    for _ in 0..rounds {
+        let mut pos = 0;
+        let mut crc = Crc32c::new();
+        let (mut page, mut in_page) = (0usize, 0usize);
+        while pos < s.len() {
+            let end = (pos + mss).min(s.len());
+            segments += 1;
+            if mode == "engine" {
+                dev.on_segment_into(sk, base.wrapping_add(pos as u32), &s[pos..end], &mut v);
+                black_box(&v);
+            } else {
+                let mut chunk = &s[pos..end];
+                crc.update(chunk);
+                while !chunk.is_empty() {
+                    let n = chunk.len().min(4096 - in_page);
+                    let np = pages.len();
+                    pages[page % np][in_page..in_page + n].copy_from_slice(&chunk[..n]);
+                    chunk = &chunk[n..];
+                    in_page += n;
+                    if in_page == 4096 {
+                        in_page = 0;
+                        page += 1;
+                    }
+                }
+            }
+            pos = end;
+        }
+        black_box(crc.finalize());
+        base = base.wrapping_add(s.len() as u32);
+    }
+    black_box(&pages);
+    println!(
+        "{mode}: {segments} segments of {mss} bytes, placed {} bytes",
+        dev.get_stats().rx_nvme_tcp_bytes
+    );
+}
