@@ -81,7 +81,7 @@ fn run_seed(seed: u64) -> Result<Report, String> {
 
 #[test]
 fn seeded_schedules_keep_every_invariant() {
-    let n = env_count("DDP_SCHEDULES", 400);
+    let n = env_count("DDP_SCHEDULES", 150);
     let base = env_count("DDP_SEED", 0);
     let mut total = Report::default();
     for seed in base..base + n {
@@ -115,7 +115,7 @@ fn seeded_schedules_keep_every_invariant() {
 #[test]
 fn clean_schedules_place_and_verify_nearly_everything() {
     // (c): no loss, no reordering, every command registered and above the threshold.
-    let n = env_count("DDP_SCHEDULES", 400).min(2000);
+    let n = env_count("DDP_SCHEDULES", 100).min(2000);
     for seed in 0..n {
         let mut rng = SplitMix64::new(seed ^ 0xC1EA);
         let mut sp = stream_params(&mut rng);
@@ -265,7 +265,7 @@ fn build(stream: &Stream, cuts: &[u16], ops: &[Op]) -> Vec<Arrival> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: env_count("PROPTEST_CASES", 96) as u32,
+        cases: env_count("PROPTEST_CASES", 64) as u32,
         ..ProptestConfig::default()
     })]
 
