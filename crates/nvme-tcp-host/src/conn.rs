@@ -95,7 +95,7 @@ impl Connection {
     /// keeping its commands for re-issue. Afterwards the core is in [`Phase::Connecting`]: the
     /// caller sends the Fabrics Connect command.
     pub fn handshake(&mut self, core: &mut QueueCore, deadline: Instant) -> Result<(), HostError> {
-        if core.phase() != Phase::WaitIcResp || core.rx_position() != 0 {
+        if core.phase() != Phase::WaitIcResp || core.connection_used() {
             core.reset_connection();
         }
         while core.phase() == Phase::WaitIcResp {

@@ -207,7 +207,10 @@ pub(crate) fn wait_for(
         if now >= deadline {
             return Err(HostError::Timeout("command completion"));
         }
-        conn.poll(core, Some(deadline - now), &mut NoOffload)?;
+        if let Err(e) = conn.poll(core, Some(deadline - now), &mut NoOffload) {
+            // The completion may have arrived just before the connection closed.
+            return core.take_completion_for(user_data).ok_or(e);
+        }
     }
 }
 
@@ -229,6 +232,7 @@ pub(crate) fn connect_queue(
 ) -> Result<CqeInfo> {
     let deadline = Instant::now() + opts.connect_timeout;
     conn.handshake(core, deadline)?;
+    while core.take_completion_for(INTERNAL_USER_DATA).is_some() {}
     let req = cmd::connect(opts, qid, queue_size, cntlid, INTERNAL_USER_DATA)?;
     if let Err(e) = core.submit_now(req, Instant::now()) {
         return Err(HostError::Invalid(format!("Connect submit: {}", e.reason)));

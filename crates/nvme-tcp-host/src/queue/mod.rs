@@ -232,6 +232,8 @@ pub struct QueueCore {
     pub(crate) stats: QueueStats,
     /// SQ head as last reported by the controller.
     pub(crate) sqhd: u16,
+    /// Bytes were sent or received on the current connection.
+    used: bool,
 }
 
 impl std::fmt::Debug for QueueCore {
@@ -260,6 +262,7 @@ impl QueueCore {
             neg: None,
             stats: QueueStats::default(),
             sqhd: 0,
+            used: false,
             cfg,
         };
         q.queue_icreq();
@@ -305,6 +308,12 @@ impl QueueCore {
     pub fn sqhd(&self) -> u16 {
         self.sqhd
     }
+    /// True once bytes were sent or received on the current connection (so a new connection
+    /// needs [`QueueCore::reset_connection`] first).
+    pub fn connection_used(&self) -> bool {
+        self.used || self.rx.position() > 0
+    }
+
     /// Largest in-capsule write (bytes).
     pub fn set_in_capsule_max(&mut self, bytes: usize) {
         self.cfg.in_capsule_max = bytes;
@@ -460,6 +469,7 @@ impl QueueCore {
 
     /// Reports that the first `n` bytes of [`QueueCore::tx_pending`] were sent.
     pub fn tx_consumed(&mut self, n: usize) {
+        self.used |= n > 0;
         self.tx_off = (self.tx_off + n).min(self.tx.len());
         if self.tx_off == self.tx.len() {
             self.tx.clear();
@@ -556,10 +566,12 @@ impl QueueCore {
         for idx in 0..self.slots.len() as u16 {
             let s = &mut self.slots[idx as usize];
             if self.tags.lookup(s.cid).is_some() {
-                // A Connect from the previous connection is not re-issued: the driver sends a
-                // new one.
+                // A Connect from the previous connection is not re-issued (the driver sends a
+                // new one) and not reported: it was the driver's own command.
                 if s.sqe[0] == 0x7F && s.sqe[4] == 0x01 {
-                    self.complete(idx, Err(IoError::QueueLost("connection reset")));
+                    s.buf = None;
+                    s.submitted = None;
+                    self.tags.release(idx);
                     continue;
                 }
                 let s = &mut self.slots[idx as usize];
@@ -572,6 +584,7 @@ impl QueueCore {
             }
         }
         self.stats.reconnects += 1;
+        self.used = false;
         self.queue_icreq();
     }
 

@@ -1,0 +1,294 @@
+//! The host over real loopback sockets against a scripted controller (`support`): data round
+//! trips with and without digests, in-capsule and R2T writes, and the recovery paths (data
+//! digest error, protocol violation, lost connection, command timeout, controller restart).
+//!
+//! No test depends on timing for its verdict: waits are bounded only to turn a hang into a
+//! failure.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nvme_tcp_host::{CidMode, ConnectOptions, Controller, IoBuf, IoError, IoQueue};
+use support::{LBA, Mock, NQN};
+
+fn opts(m: &Mock) -> ConnectOptions {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut o = ConnectOptions::new("127.0.0.1", m.port(), NQN);
+    o.kato = None;
+    o.reconnect_delay = Duration::from_millis(50);
+    o.ctrl_loss_tmo = Some(Duration::from_secs(60));
+    o.command_timeout = Duration::from_secs(60);
+    o
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}
+
+/// Waits (bounded) until `f` holds.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < until, "gave up waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn one_queue(ctrl: &mut Controller) -> IoQueue {
+    let mut qs = ctrl.take_io_queues();
+    assert!(!qs.is_empty());
+    qs.swap_remove(0)
+}
+
+fn read_blocks(q: &mut IoQueue, slba: u64, nlb: u32, ud: u64) -> nvme_tcp_host::Completion {
+    q.submit_read(1, slba, nlb, IoBuf::Contig(vec![0; nlb as usize * LBA]), ud)
+        .expect("submit");
+    q.wait_for(ud).expect("completion")
+}
+
+fn expected(m: &Mock, slba: u64, nlb: u32) -> Vec<u8> {
+    let ns = m.ns.lock().unwrap();
+    ns[slba as usize * LBA..(slba as usize + nlb as usize) * LBA].to_vec()
+}
+
+#[test]
+fn writes_and_reads_back_over_several_queues_with_every_digest_setting() {
+    for (h, d, sqflow_off) in [
+        (false, false, false),
+        (true, true, false),
+        (false, true, true),
+    ] {
+        let m = Mock::start(4096, 4096);
+        let mut o = opts(&m);
+        o.hdgst = h;
+        o.ddgst = d;
+        o.disable_sqflow = sqflow_off;
+        o.nr_io_queues = 3;
+        let ctrl = Controller::connect(o).expect("connect");
+        assert_eq!(ctrl.io_queue_count(), 3);
+        let ns = ctrl.namespace(1).expect("identify ns");
+        assert_eq!((ns.nsze, ns.lba_size), (4096, 512));
+        assert_eq!(ctrl.active_namespaces().unwrap(), vec![1]);
+        // 1 MiB: chunks of MDTS (128 KiB) go through R2T + H2CData split at MAXH2CDATA.
+        let data = pattern(1 << 20, 7);
+        ctrl.write_at(&ns, 100, &data).expect("write");
+        let mut back = vec![0u8; data.len()];
+        ctrl.read_at(&ns, 100, &mut back).expect("read");
+        assert!(back == data, "digests h={h} d={d}: data differs");
+        assert!(m.counters.r2ts.load(Ordering::Relaxed) >= 8);
+        // A small write fits in the capsule.
+        let r2ts = m.counters.r2ts.load(Ordering::Relaxed);
+        ctrl.write_at(&ns, 0, &data[..2048]).expect("small write");
+        assert_eq!(m.counters.r2ts.load(Ordering::Relaxed), r2ts);
+        ctrl.shutdown();
+    }
+}
+
+#[test]
+fn scatter_gather_read_lands_in_every_segment() {
+    let m = Mock::start(64, 4096);
+    let mut ctrl = Controller::connect(opts(&m)).unwrap();
+    let mut q = one_queue(&mut ctrl);
+    let buf = IoBuf::Sgl(vec![vec![0; 700], vec![0; 1000], vec![0; 348]]);
+    q.submit_read(1, 3, 4, buf, 1).unwrap();
+    let c = q.wait_for(1).unwrap();
+    assert!(c.result.is_ok());
+    assert_eq!(c.buf.unwrap().to_vec(), expected(&m, 3, 4));
+}
+
+#[test]
+fn data_digest_error_fails_only_that_read_and_keeps_the_queue() {
+    let m = Mock::start(64, 4096);
+    let mut o = opts(&m);
+    o.ddgst = true;
+    let mut ctrl = Controller::connect(o).unwrap();
+    let mut q = one_queue(&mut ctrl);
+    m.faults.corrupt_ddgst.store(true, Ordering::Relaxed);
+    let c = read_blocks(&mut q, 0, 8, 1);
+    assert!(
+        matches!(c.result, Err(IoError::DataDigest { .. })),
+        "{:?}",
+        c.result
+    );
+    let c = read_blocks(&mut q, 0, 8, 2);
+    assert!(c.result.is_ok());
+    assert_eq!(c.buf.unwrap().to_vec(), expected(&m, 0, 8));
+    assert_eq!(q.stats().reconnects, 0, "the queue stayed up");
+    assert_eq!(m.counters.io_connects.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn out_of_range_datao_fails_the_read_and_reconnects_the_queue() {
+    let m = Mock::start(64, 4096);
+    let mut ctrl = Controller::connect(opts(&m)).unwrap();
+    let mut q = one_queue(&mut ctrl);
+    m.faults.bad_datao.store(true, Ordering::Relaxed);
+    let c = read_blocks(&mut q, 0, 8, 1);
+    assert!(
+        matches!(c.result, Err(IoError::Protocol(_))),
+        "{:?}",
+        c.result
+    );
+    let c = read_blocks(&mut q, 8, 8, 2);
+    assert!(c.result.is_ok(), "{:?}", c.result);
+    assert_eq!(c.buf.unwrap().to_vec(), expected(&m, 8, 8));
+    assert_eq!(
+        m.counters.io_connects.load(Ordering::Relaxed),
+        2,
+        "reconnected once"
+    );
+}
+
+#[test]
+fn a_read_in_flight_when_the_connection_drops_is_reissued() {
+    let m = Mock::start(64, 4096);
+    let mut ctrl = Controller::connect(opts(&m)).unwrap();
+    let mut q = one_queue(&mut ctrl);
+    m.faults.drop_on_read.store(true, Ordering::Relaxed);
+    let c = read_blocks(&mut q, 16, 4, 9);
+    assert!(c.result.is_ok(), "{:?}", c.result);
+    assert_eq!(c.buf.unwrap().to_vec(), expected(&m, 16, 4));
+    assert_eq!(m.counters.reads.load(Ordering::Relaxed), 2, "sent twice");
+    assert_eq!(q.stats().reconnects, 1);
+}
+
+#[test]
+fn fast_io_fail_tmo_fails_io_while_the_target_is_down() {
+    let m = Mock::start(64, 4096);
+    let mut o = opts(&m);
+    o.fast_io_fail_tmo = Some(Duration::ZERO);
+    let mut ctrl = Controller::connect(o).unwrap();
+    let mut q = one_queue(&mut ctrl);
+    m.faults.refuse.store(true, Ordering::Relaxed);
+    m.faults.drop_on_read.store(true, Ordering::Relaxed);
+    let c = read_blocks(&mut q, 0, 1, 1);
+    assert!(
+        matches!(c.result, Err(IoError::QueueLost(_))),
+        "{:?}",
+        c.result
+    );
+    // The target comes back: the queue reconnects and works again.
+    m.faults.refuse.store(false, Ordering::Relaxed);
+    let c = read_blocks(&mut q, 0, 1, 2);
+    assert!(c.result.is_ok(), "{:?}", c.result);
+}
+
+#[test]
+fn ctrl_loss_tmo_gives_up_and_fails_io() {
+    let m = Mock::start(64, 4096);
+    let mut o = opts(&m);
+    o.ctrl_loss_tmo = Some(Duration::ZERO);
+    let mut ctrl = Controller::connect(o).unwrap();
+    let mut q = one_queue(&mut ctrl);
+    m.faults.drop_on_read.store(true, Ordering::Relaxed);
+    q.submit_read(1, 0, 1, IoBuf::Contig(vec![0; LBA]), 1)
+        .unwrap();
+    let mut got = None;
+    for _ in 0..1000 {
+        match q.poll(Duration::from_millis(20)) {
+            Ok(_) => {
+                if let Some(c) = q.pop_completion() {
+                    got = Some(c);
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let c = got
+        .or_else(|| q.pop_completion())
+        .expect("the read completes");
+    assert!(
+        matches!(c.result, Err(IoError::QueueLost(_))),
+        "{:?}",
+        c.result
+    );
+    assert!(q.poll(Duration::ZERO).is_err(), "the queue is dead");
+}
+
+#[test]
+fn a_command_that_never_completes_is_aborted_then_the_queue_reset() {
+    let m = Mock::start(64, 4096);
+    let mut o = opts(&m);
+    o.command_timeout = Duration::from_millis(200);
+    let mut ctrl = Controller::connect(o).unwrap();
+    let mut q = one_queue(&mut ctrl);
+    m.faults.swallow_read.store(true, Ordering::Relaxed);
+    let c = read_blocks(&mut q, 0, 1, 1);
+    assert_eq!(c.result.unwrap_err(), IoError::Timeout);
+    assert!(
+        m.counters.aborts.load(Ordering::Relaxed) >= 1,
+        "Abort was sent first"
+    );
+    let c = read_blocks(&mut q, 0, 1, 2);
+    assert!(c.result.is_ok(), "{:?}", c.result);
+}
+
+#[test]
+fn keep_alive_goes_out_periodically() {
+    let m = Mock::start(64, 4096);
+    let mut o = opts(&m);
+    o.kato = Some(Duration::from_millis(200));
+    let ctrl = Controller::connect(o).unwrap();
+    eventually("two Keep Alive commands", || {
+        m.counters.keep_alives.load(Ordering::Relaxed) >= 2
+    });
+    ctrl.shutdown();
+}
+
+#[test]
+fn controller_restart_reassociates_and_reissues() {
+    let m = Mock::start(64, 4096);
+    let mut o = opts(&m);
+    o.cid_mode = CidMode::Linear;
+    let mut ctrl = Controller::connect(o).unwrap();
+    let mut q = one_queue(&mut ctrl);
+    let first_cntlid = ctrl.info().unwrap().cntlid;
+    let data = pattern(4 * LBA, 3);
+    q.submit_write(1, 20, 4, IoBuf::Contig(data.clone()), 1)
+        .unwrap();
+    assert!(q.wait_for(1).unwrap().result.is_ok());
+    m.restart();
+    // The next read finds the connection closed, reconnects, has its I/O Connect refused
+    // (unknown controller), re-establishes the association and re-issues the read.
+    let c = read_blocks(&mut q, 20, 4, 2);
+    assert!(c.result.is_ok(), "{:?}", c.result);
+    assert_eq!(c.buf.unwrap().to_vec(), data);
+    assert_ne!(ctrl.info().unwrap().cntlid, first_cntlid, "new association");
+    assert!(m.counters.admin_connects.load(Ordering::Relaxed) >= 2);
+}
+
+#[test]
+fn many_commands_in_flight_complete_with_their_own_buffers() {
+    let m = Mock::start(1024, 4096);
+    let mut o = opts(&m);
+    o.queue_size = 32;
+    o.ddgst = true;
+    let mut ctrl = Controller::connect(o).unwrap();
+    let mut q = one_queue(&mut ctrl);
+    assert_eq!(q.depth(), 31);
+    let mut next = 0u64;
+    let mut done = 0;
+    while done < 500 {
+        while next < 500 && q.in_flight() < q.depth() {
+            let slba = (next * 7) % 1000;
+            q.submit_read(1, slba, 2, IoBuf::Contig(vec![0; 2 * LBA]), next)
+                .unwrap();
+            next += 1;
+        }
+        q.poll(Duration::from_millis(100)).unwrap();
+        while let Some(c) = q.pop_completion() {
+            let slba = (c.user_data * 7) % 1000;
+            assert!(c.result.is_ok());
+            assert_eq!(c.buf.unwrap().to_vec(), expected(&m, slba, 2));
+            done += 1;
+        }
+    }
+}
