@@ -9,7 +9,8 @@
 #   nvme connect -t tcp ... ; the first 8 MiB of nsid 1 read through /dev/nvmeXnY must equal
 #   the file; 4 MiB of fresh random data written (O_DIRECT) to each namespace at 8 MiB and read
 #   back (O_DIRECT) must match; for nsid 1 the backing file must hold it too; nvme disconnect.
-# Then `nvme discover` against 8009 and against 4420 must list the subsystem.
+# Then `nvme discover` against 8009 and against 4420 must list the subsystem, and a second
+# target that allows only another host NQN must refuse the connect (then accept once listed).
 #
 # Usage: tests/interop/target-kernel-host.sh   (needs a release build of ulpddp:
 #        cargo build --release -p ulpddp; ULPDDP=path overrides the binary; TARGET_KH_LOG=path
@@ -95,6 +96,26 @@ for port in 8009 4420; do
 done
 kill $tpid 2>/dev/null; wait $tpid
 echo "---- target output ----"; cat /tmp/target.log
+
+# Access control: a subsystem that allows another host refuses this one (Connect Invalid
+# Host), and accepts it once listed.
+me=$(cat /etc/nvme/hostnqn)
+for allow in nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000000 "$me"; do
+    ulpddp target --listen 127.0.0.1:4421 --no-discovery-port --nqn $nqn --ns ram:8M \
+        --allow-host "$allow" > /tmp/target2.log 2>&1 &
+    t2=$!
+    kpeer_wait_listen 4421 || kpeer_fail "second target does not listen"
+    if nvme connect -t tcp -a 127.0.0.1 -s 4421 -n $nqn > /tmp/conn.txt 2>&1; then
+        got=allowed; nvme disconnect -n $nqn > /dev/null
+    else
+        got=refused
+    fi
+    want=refused; [ "$allow" = "$me" ] && want=allowed
+    cat /tmp/conn.txt
+    echo "RESULT access-control allow=$allow host=$me: $got (want $want)"
+    [ "$got" = "$want" ] || fail=1
+    kill $t2; wait $t2
+done
 echo "---- kernel log (nvme) ----"; dmesg | grep -i nvme | tail -60
 exit $fail
 EOF
