@@ -1,6 +1,8 @@
 //! Offload off vs on over the simulated network, side by side.
 //!
-//! `cargo run --release -p ddp-sim --example offload_perf -- [GIB] [SIZE_KIB] [DDGST 0|1]`
+//! `cargo run --release -p ddp-sim --example offload_perf -- [GIB] [SIZE_KIB] [DDGST 0|1] [on|off]`
+//!
+//! With a fourth argument only that side runs (for profiling).
 
 use ddp_sim::{SimParams, compare_offload};
 
@@ -21,6 +23,21 @@ fn main() {
         threaded: true,
         ..SimParams::default()
     };
+    if let Some(side) = args.get(3) {
+        let p = SimParams {
+            ddp_offload: side == "on",
+            ..params
+        };
+        match ddp_sim::run_sim_read_workload(&p) {
+            Ok(r) => println!(
+                "offload {side}: host CPU {:.3} s/GiB, network side {:.3} s",
+                r.host_cpu_per_gib(),
+                r.net_cpu_seconds
+            ),
+            Err(e) => eprintln!("simulation failed: {e}"),
+        }
+        return;
+    }
     match compare_offload(&params) {
         Ok(c) => {
             println!(

@@ -41,8 +41,9 @@ use ulp_ddp::{
 
 use crate::tcp::Delivery;
 
-/// Bytes of stream kept from before the current segment, so a PDU header (with its digest
-/// and padding, at most 24 + 4 + 124 bytes) can be read back when its fields are needed.
+/// Bytes of stream kept from before the current delivery, so the fields of a PDU header
+/// can be read back when they are needed: the first payload byte is at most PDO ≤ 255
+/// bytes after the header's start, and the digest ends where it is consumed.
 const TAIL: usize = 256;
 
 /// Locks a mutex, ignoring poisoning (a panicking peer thread already failed the run).
@@ -206,7 +207,11 @@ impl PduCtx {
 struct RxCtx {
     tail: [u8; TAIL],
     tail_len: usize,
+    /// Stream offset of the delivery being processed (`Hook::data[0]`).
+    base: u64,
+    /// Stream offset and length of the current segment (mark) within it.
     mark_base: u64,
+    mark_len: usize,
     mark_crc: bool,
     placed: Vec<(u64, u32)>,
     pdu: Option<PduCtx>,
@@ -217,24 +222,26 @@ impl RxCtx {
         Self {
             tail: [0; TAIL],
             tail_len: 0,
+            base: 0,
             mark_base: 0,
+            mark_len: 0,
             mark_crc: false,
             placed: Vec::with_capacity(8),
             pdu: None,
         }
     }
 
+    /// The stream byte at `off`, from the delivery `data` or the bytes kept before it.
     fn byte_at(&self, data: &[u8], off: u64) -> Option<u8> {
-        if off >= self.mark_base {
-            data.get(usize::try_from(off - self.mark_base).ok()?)
-                .copied()
+        if off >= self.base {
+            data.get(usize::try_from(off - self.base).ok()?).copied()
         } else {
-            let back = usize::try_from(self.mark_base - off).ok()?;
+            let back = usize::try_from(self.base - off).ok()?;
             (back <= self.tail_len).then(|| self.tail[self.tail_len - back])
         }
     }
 
-    /// Remembers the last bytes of a processed segment.
+    /// Remembers the last bytes of a processed delivery.
     fn push_tail(&mut self, data: &[u8]) {
         if data.len() >= TAIL {
             self.tail.copy_from_slice(&data[data.len() - TAIL..]);
@@ -250,8 +257,8 @@ impl RxCtx {
 
     /// ANDs the current segment's `crc` bit into the PDU if the segment carries any of the
     /// PDU's data or digest bytes.
-    fn account_mark(&mut self, len: usize) {
-        let (base, crc) = (self.mark_base, self.mark_crc);
+    fn account_mark(&mut self) {
+        let (base, len, crc) = (self.mark_base, self.mark_len, self.mark_crc);
         if let Some(p) = self.pdu.as_mut()
             && p.data
         {
@@ -263,7 +270,8 @@ impl RxCtx {
     }
 }
 
-/// The receive hook of one queue for one segment.
+/// The receive hook of one queue for one segment; `data` is the whole delivery the
+/// segment is part of.
 struct Hook<'a, D> {
     rx: &'a mut RxCtx,
     data: &'a [u8],
@@ -305,8 +313,8 @@ impl<D: UlpDdpDevice> Hook<'_, D> {
             if from >= to {
                 return;
             }
-            let lo = (from - self.rx.mark_base) as usize;
-            let hi = (to - self.rx.mark_base) as usize;
+            let lo = (from - self.rx.base) as usize;
+            let hi = (to - self.rx.base) as usize;
             let Some(bytes) = self.data.get(lo..hi) else {
                 return;
             };
@@ -363,7 +371,7 @@ impl<D: UlpDdpDevice> RxOffload for Hook<'_, D> {
             psh: None,
             crc_ok: true,
         });
-        self.rx.account_mark(self.data.len());
+        self.rx.account_mark();
     }
 
     fn ddgst_offloaded(&mut self, _pdu_seq: u64) -> bool {
@@ -717,20 +725,22 @@ impl<D: UlpDdpDevice + Send + 'static> DdpQueue<D> {
     /// Feeds received in-order bytes, segment by segment with their offload marks.
     pub fn receive(&mut self, d: &Delivery) -> Result<(), ProtocolError> {
         let mut res = Ok(());
+        self.rx.base = d.base;
         for m in &d.marks {
             let lo = (m.start - d.base) as usize;
             let Some(bytes) = d.data.get(lo..lo + m.len as usize) else {
                 continue;
             };
             self.rx.mark_base = m.start;
+            self.rx.mark_len = bytes.len();
             self.rx.mark_crc = m.crc;
             self.rx.placed.clear();
             self.rx.placed.extend_from_slice(d.placed_of(m));
-            self.rx.account_mark(bytes.len());
+            self.rx.account_mark();
             if res.is_ok() {
                 let mut hook = Hook {
                     rx: &mut self.rx,
-                    data: bytes,
+                    data: &d.data,
                     dev: self.netdev.as_ref().map(|n| &n.dev),
                     sk: self.sk,
                     isn: self.isn,
@@ -742,9 +752,11 @@ impl<D: UlpDdpDevice + Send + 'static> DdpQueue<D> {
                 };
                 res = self.core.rx_feed(bytes, &mut hook);
             }
-            self.rx.push_tail(bytes);
-            self.process_completions();
         }
+        self.rx.push_tail(&d.data);
+        // No command is submitted while a delivery is processed, so a completed CID cannot
+        // be reused before its teardown below.
+        self.process_completions();
         res
     }
 

@@ -565,13 +565,18 @@ impl<L: Link> Host<L> {
         let mut instances: HashMap<(u16, u16), u64> = HashMap::new();
         let nq = self.ioqs.len();
         let mut still = 0;
+        // Buffers are reused, as an application with registered buffers does.
+        let mut pool: HashMap<usize, Vec<IoBuf>> = HashMap::new();
         loop {
             for k in 0..nq {
                 while issued < p.reads && self.ioqs[k].outstanding() < p.queue_depth {
                     let len = sizes[rng.range(0, sizes.len() as u64 - 1) as usize];
                     let blocks = (p.namespace_bytes - len) / LBA;
                     let off = rng.range(0, blocks) * LBA;
-                    let buf = read_buffer(len as usize, p.read_segments);
+                    let buf = pool
+                        .get_mut(&(len as usize))
+                        .and_then(Vec::pop)
+                        .unwrap_or_else(|| read_buffer(len as usize, p.read_segments));
                     let q = &mut self.ioqs[k];
                     let cid = q
                         .submit_read(1, off / LBA, (len / LBA) as u32, buf, issued)
@@ -607,6 +612,12 @@ impl<L: Link> Host<L> {
                                 r.digest_failed_reads.insert(id);
                             }
                         }
+                    }
+                    // Verified runs use fresh buffers, so stale data cannot pass for new.
+                    if !p.verify
+                        && let Some(b) = c.buf
+                    {
+                        pool.entry(b.len()).or_default().push(b);
                     }
                 }
             }
