@@ -25,6 +25,10 @@ use crate::subsystem::NamespaceChangeError;
 
 /// Read timeout used while a connection has a timer running.
 const TICK: Duration = Duration::from_millis(100);
+/// A host that reads nothing for this long is disconnected. RAM namespace data is sent while
+/// holding the read lock of its stripe, so without this bound a host that stops reading could
+/// hold up writers of that stripe on other queues indefinitely.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Errors starting a target.
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +235,7 @@ impl Listener {
     fn spawn(&self, stream: TcpStream) -> std::io::Result<()> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(SEND_TIMEOUT))?;
         let buf = self.state.socket_buffer_size();
         if buf > 0 {
             let r = SockRef::from(&stream);
