@@ -886,3 +886,331 @@ fn finish(
         IoBuf::Sgl(segs)
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcp::Mark;
+    use nvme_tcp_wire::digest::crc32c;
+    use nvme_tcp_wire::pdu::{CapsuleRespRepr, DataPduRepr, HeaderBuf, IcRespRepr, PduFlags};
+    use ulp_ddp::{CapSet, DdpError, DevCaps, NvmeTcpDdpLimits, ProtoLimits, Stats};
+
+    const ISN: u32 = u32::MAX - 100;
+    const SK: SockId = SockId(7);
+
+    /// A device that records what the host asks and completes teardowns on request.
+    #[derive(Default)]
+    struct MockDev {
+        active: bool,
+        ops: Option<Arc<dyn UlpDdpOps>>,
+        sk_add_cfg: Option<SkConfig>,
+        ios: HashMap<u16, DdpIo>,
+        torn: Vec<(DdpCtx, DdpIo)>,
+        resyncs: Vec<u32>,
+        copied: u64,
+        sk_del: u32,
+    }
+
+    impl MockDev {
+        fn complete_teardowns(&mut self) {
+            let ops = self.ops.clone();
+            for (ctx, io) in self.torn.drain(..) {
+                if let Some(o) = &ops {
+                    o.teardown_done(ctx, io);
+                }
+            }
+        }
+    }
+
+    impl UlpDdpDevice for MockDev {
+        fn limits(&self, _ulp: UlpDdpType) -> Result<Limits, DdpError> {
+            Ok(Limits {
+                max_ddp_sgl_len: 0,
+                io_threshold: 4096,
+                tls: false,
+                proto: ProtoLimits::Nvme(NvmeTcpDdpLimits {
+                    full_ccid_range: false,
+                }),
+            })
+        }
+        fn sk_add(
+            &mut self,
+            _sk: SockId,
+            config: &SkConfig,
+            ulp_ops: Arc<dyn UlpDdpOps>,
+        ) -> Result<(), DdpError> {
+            self.sk_add_cfg = Some(*config);
+            self.ops = Some(ulp_ops);
+            Ok(())
+        }
+        fn sk_del(&mut self, _sk: SockId) -> Vec<DdpIo> {
+            self.sk_del += 1;
+            self.ios.drain().map(|(_, io)| io).collect()
+        }
+        fn setup(&mut self, _sk: SockId, io: DdpIo) -> Result<(), SetupError> {
+            self.ios.insert(io.command_id, io);
+            Ok(())
+        }
+        fn teardown(&mut self, _sk: SockId, cid: u16, ctx: DdpCtx) -> Result<(), DdpError> {
+            let io = self.ios.remove(&cid).ok_or(DdpError::UnknownCommand(cid))?;
+            self.torn.push((ctx, io));
+            Ok(())
+        }
+        fn resync(&mut self, _sk: SockId, seq: u32) {
+            self.resyncs.push(seq);
+        }
+        fn set_caps(&mut self, active: CapSet) -> Result<(), DdpError> {
+            self.active = !active.is_empty();
+            Ok(())
+        }
+        fn get_caps(&self) -> DevCaps {
+            DevCaps {
+                hw: CapSet::ALL,
+                active: if self.active {
+                    CapSet::ALL
+                } else {
+                    CapSet::EMPTY
+                },
+            }
+        }
+        fn get_stats(&self) -> Stats {
+            Stats::default()
+        }
+        fn copy_to_io(
+            &mut self,
+            _sk: SockId,
+            cid: u16,
+            offset: u64,
+            data: &[u8],
+        ) -> Result<(), DdpError> {
+            let io = self
+                .ios
+                .get_mut(&cid)
+                .ok_or(DdpError::UnknownCommand(cid))?;
+            self.copied += data.len() as u64;
+            if io.sgl.write_at(offset, data) {
+                Ok(())
+            } else {
+                Err(DdpError::UnknownCommand(cid))
+            }
+        }
+    }
+
+    /// Feeds `bytes` at stream offset `at` as one segment with `crc` and `placed` ranges.
+    fn deliver(q: &mut DdpQueue<MockDev>, at: u64, bytes: &[u8], crc: bool, placed: &[(u64, u32)]) {
+        let d = Delivery {
+            base: at,
+            data: bytes.to_vec(),
+            marks: vec![Mark {
+                start: at,
+                len: bytes.len() as u32,
+                crc,
+                placed_lo: 0,
+                placed_hi: placed.len() as u32,
+            }],
+            placed: placed.to_vec(),
+        };
+        q.receive(&d).unwrap();
+    }
+
+    fn c2h(cid: u16, data: &[u8], digest: u32) -> Vec<u8> {
+        let hdr = HeaderBuf::new(&DataPduRepr {
+            pdu_type: PduType::C2hData,
+            flags: PduFlags::LAST_PDU | PduFlags::SUCCESS,
+            hdgst: false,
+            ddgst: true,
+            pda: 0,
+            cccid: cid,
+            ttag: 0,
+            datao: 0,
+            datal: data.len() as u32,
+        });
+        let mut out = hdr.as_bytes().to_vec();
+        out.extend_from_slice(data);
+        out.extend_from_slice(&digest.to_le_bytes());
+        out
+    }
+
+    /// A live, offloaded queue over a mock device; returns the stream position.
+    fn live_queue() -> (Arc<Mutex<MockDev>>, DdpQueue<MockDev>, u64) {
+        let dev = Arc::new(Mutex::new(MockDev {
+            active: true,
+            ..MockDev::default()
+        }));
+        let netdev = DdpNetdev::probe(&dev, true).expect("offload available");
+        assert_eq!(netdev.cid_mode(), CidMode::Linear);
+        let mut q = DdpQueue::new(
+            QueueConfig {
+                qid: 1,
+                queue_size: 8,
+                hdgst: false,
+                ddgst: true,
+                cid_mode: CidMode::Tagged,
+                in_capsule_max: 0,
+            },
+            SK,
+            ISN,
+            Some(netdev),
+        );
+        let n = q.tx_pending().len();
+        q.tx_consumed(n);
+        let icresp = HeaderBuf::new(&IcRespRepr {
+            pfv: 0,
+            cpda: 0,
+            hdgst_enable: false,
+            ddgst_enable: true,
+            maxh2cdata: 131072,
+        });
+        let mut pos = 0;
+        deliver(&mut q, pos, icresp.as_bytes(), false, &[]);
+        pos += icresp.as_bytes().len() as u64;
+        // The Connect stands in as any command completed by a CapsuleResp.
+        let cid = q
+            .core_mut()
+            .submit_now(cmd::flush(1, 99), Instant::now())
+            .unwrap();
+        let mut cqe = [0u8; 16];
+        cqe[12..14].copy_from_slice(&cid.to_le_bytes());
+        let resp = HeaderBuf::new(&CapsuleRespRepr { hdgst: false, cqe });
+        deliver(&mut q, pos, resp.as_bytes(), false, &[]);
+        pos += resp.as_bytes().len() as u64;
+        assert!(q.pop_completion().unwrap().result.is_ok());
+        q.core_mut().set_live();
+        q.offload_socket();
+        assert!(q.is_offloaded() && q.is_ddgst_offloaded());
+        (dev, q, pos)
+    }
+
+    #[test]
+    fn sk_add_gets_the_next_pdu_sequence_number_and_the_queue_config() {
+        let (dev, mut q, pos) = live_queue();
+        let cfg = lock(&dev).sk_add_cfg.unwrap();
+        assert_eq!(cfg.next_pdu_seq, Some(ISN.wrapping_add(pos as u32)));
+        let nvme = cfg.nvme_config().unwrap();
+        assert_eq!(nvme.queue_size, 8);
+        assert!(nvme.dgst.data && !nvme.dgst.header);
+        q.stop();
+        assert_eq!(lock(&dev).sk_del, 1);
+        assert!(!q.is_offloaded());
+    }
+
+    #[test]
+    fn host_copies_only_unplaced_bytes_and_completes_after_teardown_done() {
+        let (dev, mut q, pos) = live_queue();
+        let data: Vec<u8> = (0..8192u32).map(|i| (i * 31) as u8).collect();
+        let cid = q
+            .submit_read(1, 0, 2, IoBuf::Contig(vec![0; 8192]), 5)
+            .unwrap();
+        assert!(cid < 8, "linear CID");
+        // The device placed the first half itself.
+        assert!(
+            lock(&dev)
+                .ios
+                .get_mut(&cid)
+                .unwrap()
+                .sgl
+                .write_at(0, &data[..4096])
+        );
+        let pdu = c2h(cid, &data, crc32c(&data));
+        deliver(&mut q, pos, &pdu, false, &[(pos + 24, 4096)]);
+        assert_eq!(lock(&dev).copied, 4096, "only the unplaced half is copied");
+        assert_eq!(q.offload_stats().placed_bytes, 4096);
+        assert!(q.pop_completion().is_none(), "waits for teardown_done");
+        assert_eq!(q.waiting_for_teardown(), 1);
+        lock(&dev).complete_teardowns();
+        let c = q.pop_completion().unwrap();
+        assert!(c.result.is_ok(), "{:?}", c.result);
+        assert_eq!(c.buf.unwrap(), IoBuf::Contig(data));
+        // Not every segment had the crc bit: the digest was checked in software.
+        assert_eq!(q.offload_stats().ddgst_software, 1);
+        assert_eq!(q.offload_stats().ddgst_offloaded, 0);
+    }
+
+    #[test]
+    fn a_bad_digest_fails_the_offloaded_read_after_teardown() {
+        let (dev, mut q, pos) = live_queue();
+        let data = vec![0x42u8; 8192];
+        let cid = q
+            .submit_read(1, 0, 2, IoBuf::Contig(vec![0; 8192]), 5)
+            .unwrap();
+        let pdu = c2h(cid, &data, crc32c(&data) ^ 1);
+        deliver(&mut q, pos, &pdu, false, &[]);
+        lock(&dev).complete_teardowns();
+        let c = q.pop_completion().unwrap();
+        assert!(
+            matches!(c.result, Err(IoError::DataDigest { .. })),
+            "{:?}",
+            c.result
+        );
+    }
+
+    #[test]
+    fn a_verified_pdu_skips_the_digest_check() {
+        let (dev, mut q, pos) = live_queue();
+        let data = vec![0x42u8; 8192];
+        let cid = q
+            .submit_read(1, 0, 2, IoBuf::Contig(vec![0; 8192]), 5)
+            .unwrap();
+        assert!(lock(&dev).ios.get_mut(&cid).unwrap().sgl.write_at(0, &data));
+        // A wrong digest that the device claims it verified is not checked again.
+        let pdu = c2h(cid, &data, 0xDEAD_BEEF);
+        deliver(&mut q, pos, &pdu, true, &[(pos + 24, 8192)]);
+        lock(&dev).complete_teardowns();
+        let c = q.pop_completion().unwrap();
+        assert!(c.result.is_ok());
+        assert_eq!(q.offload_stats().ddgst_offloaded, 1);
+        assert_eq!(lock(&dev).copied, 0);
+    }
+
+    #[test]
+    fn resync_is_confirmed_only_at_a_header_starting_exactly_at_the_requested_seq() {
+        let (dev, mut q, mut pos) = live_queue();
+        let ops = lock(&dev).ops.clone().unwrap();
+        let data = vec![7u8; 64];
+        // A request for the middle of the next PDU: never confirmed.
+        ops.resync_request(SK, ISN.wrapping_add(pos as u32 + 30), ResyncFlags::PENDING);
+        for _ in 0..2 {
+            let cid = q
+                .submit(cmd::read(1, 0, 1, IoBuf::Contig(vec![0; 64]), 1))
+                .unwrap();
+            let pdu = c2h(cid, &data, crc32c(&data));
+            deliver(&mut q, pos, &pdu, false, &[]);
+            pos += pdu.len() as u64;
+            assert!(q.pop_completion().unwrap().result.is_ok());
+        }
+        assert!(lock(&dev).resyncs.is_empty());
+        assert!(q.offload_stats().resync_mismatch > 0);
+        // A newer request for the exact start of the next PDU: confirmed once.
+        let want = ISN.wrapping_add(pos as u32);
+        ops.resync_request(SK, want, ResyncFlags::PENDING);
+        for _ in 0..2 {
+            let cid = q
+                .submit(cmd::read(1, 0, 1, IoBuf::Contig(vec![0; 64]), 1))
+                .unwrap();
+            let pdu = c2h(cid, &data, crc32c(&data));
+            deliver(&mut q, pos, &pdu, false, &[]);
+            pos += pdu.len() as u64;
+            assert!(q.pop_completion().unwrap().result.is_ok());
+        }
+        assert_eq!(lock(&dev).resyncs, [want]);
+        assert_eq!(q.offload_stats().resync_confirmed, 1);
+    }
+
+    #[test]
+    fn small_reads_and_a_disabled_capability_are_not_offloaded() {
+        let (dev, mut q, pos) = live_queue();
+        let data = vec![9u8; 512];
+        let cid = q
+            .submit_read(1, 0, 1, IoBuf::Contig(vec![0; 512]), 1)
+            .unwrap();
+        assert!(lock(&dev).ios.is_empty(), "below io_threshold: no setup");
+        let pdu = c2h(cid, &data, crc32c(&data));
+        deliver(&mut q, pos, &pdu, false, &[]);
+        let c = q.pop_completion().unwrap();
+        assert_eq!(c.buf.unwrap(), IoBuf::Contig(data));
+        lock(&dev).active = false;
+        assert!(DdpNetdev::probe(&dev, true).is_none());
+        lock(&dev).active = true;
+        assert!(DdpNetdev::probe(&dev, false).is_none());
+    }
+}
