@@ -635,3 +635,27 @@ fn abort_completes_a_held_asynchronous_event_request() {
     assert_eq!(second.cid(), abort_cid);
     assert_eq!(second.dw0() & 1, 0, "aborted");
 }
+
+#[test]
+fn discovery_controller_reports_log_changes_by_event() {
+    let t = start_target();
+    let mut c = Client::connect(t.local_addrs()[0]);
+    c.bring_up_admin(DISCOVERY_NQN, 0);
+    let mut sf = Sqe::new(AdminOpcode::SetFeatures as u8);
+    sf.set_cdw10(0x0B);
+    sf.set_cdw11(1 << 31);
+    assert_eq!(c.command(sf, &[], 0).status(), Status::SUCCESS);
+    let mut aer = Sqe::new(AdminOpcode::AsyncEventRequest as u8);
+    let cid = c.cid();
+    aer.set_cid(cid);
+    c.send_capsule(&aer, &[]);
+    t.state()
+        .add_subsystem(&SubsystemConfig::new("nqn.2024-01.io.ulp-ddp:third"))
+        .unwrap();
+    let d = c.wait(cid);
+    assert_eq!(
+        d.dw0(),
+        0x0070_F002,
+        "notice, discovery log change, log 70h"
+    );
+}
