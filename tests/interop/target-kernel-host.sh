@@ -5,7 +5,8 @@
 # One VM run (kernel 6.12 by default; KPEER_KERNEL=6.1 for the other). The target serves
 # namespace 1 from a 16 MiB random file (file backend) and namespace 2 from 64 MiB of RAM, plus
 # a discovery-only port 8009. For each host configuration (no digests; -g -G; -g only with two
-# I/O queues; -G with 2 + 2 write queues):
+# I/O queues; -G with 2 + 2 write queues; -G with SQ flow control disabled, so reads end with
+# C2HData SUCCESS):
 #   nvme connect -t tcp ... ; the first 8 MiB of nsid 1 read through /dev/nvmeXnY must equal
 #   the file; 4 MiB of fresh random data written (O_DIRECT) to each namespace at 8 MiB and read
 #   back (O_DIRECT) must match; for nsid 1 the backing file must hold it too; nvme disconnect.
@@ -40,7 +41,7 @@ md5() { md5sum | cut -d' ' -f1; }
 dd if=/dev/zero of=/tmp/z4k bs=4096 count=1 2>/dev/null
 fail=0
 n=0
-for opts in "" "-g -G" "-g -i 2" "-G -i 2 -W 2"; do
+for opts in "" "-g -G" "-g -i 2" "-G -i 2 -W 2" "-G --disable-sqflow"; do
     n=$((n + 1))
     echo "== kernel host config $n: nvme connect -t tcp -a 127.0.0.1 -s 4420 -n $nqn $opts"
     if ! nvme connect -t tcp -a 127.0.0.1 -s 4420 -n $nqn $opts; then
