@@ -38,6 +38,8 @@ pub struct IoQueue {
     fast_failed: bool,
     dead: bool,
     offload: Box<dyn RxOffload + Send>,
+    /// CIDs registered with the offload (setup called, teardown not yet).
+    registered: Vec<bool>,
     next_timeout_check: Instant,
 }
 
@@ -83,6 +85,7 @@ impl IoQueue {
             fast_failed: false,
             dead: false,
             offload: Box::new(NoOffload),
+            registered: vec![false; 1 << 16],
             next_timeout_check: Instant::now() + TIMEOUT_CHECK,
         };
         q.apply_in_capsule_limit();
@@ -115,7 +118,8 @@ impl IoQueue {
     pub fn is_connected(&self) -> bool {
         self.conn.is_some()
     }
-    /// Installs the receive-offload hook (the ULP DDP engine).
+    /// Installs the receive-offload hook (the ULP DDP engine). Install it before submitting:
+    /// commands already in flight were not registered with it.
     pub fn set_offload(&mut self, offload: Box<dyn RxOffload + Send>) {
         self.offload = offload;
     }
@@ -134,7 +138,12 @@ impl IoQueue {
                 buf: req.buf,
             });
         }
-        self.core.submit(req, Instant::now())
+        let cid = self.core.submit(req, Instant::now())?;
+        if let Some(buf) = self.core.receive_buffer_mut(cid) {
+            self.offload.setup(cid, buf);
+            self.registered[cid as usize] = true;
+        }
+        Ok(cid)
     }
 
     /// Sends what was submitted without waiting for anything.
@@ -149,7 +158,9 @@ impl IoQueue {
 
     /// The next finished command, if any.
     pub fn pop_completion(&mut self) -> Option<Completion> {
-        self.core.pop_completion()
+        let c = self.core.pop_completion()?;
+        self.release(c.cid);
+        Some(c)
     }
 
     /// Sends pending commands and processes whatever the controller sent, waiting up to
@@ -191,9 +202,16 @@ impl IoQueue {
     pub fn wait_for(&mut self, user_data: u64) -> Result<Completion> {
         loop {
             if let Some(c) = self.core.take_completion_for(user_data) {
+                self.release(c.cid);
                 return Ok(c);
             }
             self.poll(Duration::from_millis(100))?;
+        }
+    }
+
+    fn release(&mut self, cid: u16) {
+        if std::mem::take(&mut self.registered[cid as usize]) {
+            self.offload.teardown(cid);
         }
     }
 
@@ -285,6 +303,7 @@ impl IoQueue {
                 Ok(_) => {
                     self.generation = generation;
                     self.conn = Some(conn);
+                    self.offload.connected();
                     self.apply_in_capsule_limit();
                     return Ok(());
                 }

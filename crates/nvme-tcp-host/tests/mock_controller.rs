@@ -292,3 +292,38 @@ fn many_commands_in_flight_complete_with_their_own_buffers() {
         }
     }
 }
+
+/// Records offload buffer registrations.
+#[derive(Clone, Default)]
+struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<(char, u16)>>>);
+
+impl nvme_tcp_host::queue::RxOffload for Recorder {
+    fn setup(&mut self, cid: u16, buf: &mut IoBuf) {
+        assert!(!buf.is_empty());
+        self.0.lock().unwrap().push(('s', cid));
+    }
+    fn teardown(&mut self, cid: u16) {
+        self.0.lock().unwrap().push(('t', cid));
+    }
+}
+
+#[test]
+fn offload_buffers_are_registered_at_submit_and_released_before_completion() {
+    let m = Mock::start(64, 4096);
+    let mut ctrl = Controller::connect(opts(&m)).unwrap();
+    let mut q = one_queue(&mut ctrl);
+    let rec = Recorder::default();
+    q.set_offload(Box::new(rec.clone()));
+    let cid = q
+        .submit_read(1, 0, 2, IoBuf::Contig(vec![0; 2 * LBA]), 1)
+        .unwrap();
+    assert_eq!(*rec.0.lock().unwrap(), vec![('s', cid)]);
+    let c = q.wait_for(1).unwrap();
+    assert!(c.result.is_ok());
+    assert_eq!(*rec.0.lock().unwrap(), vec![('s', cid), ('t', cid)]);
+    // Writes are not registered (nothing is received into their buffers).
+    q.submit_write(1, 0, 1, IoBuf::Contig(vec![0; LBA]), 2)
+        .unwrap();
+    assert!(q.wait_for(2).unwrap().result.is_ok());
+    assert_eq!(rec.0.lock().unwrap().len(), 2);
+}

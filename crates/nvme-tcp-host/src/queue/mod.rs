@@ -611,6 +611,17 @@ impl QueueCore {
             .map(|idx| self.slots[idx as usize].rcvd)
     }
 
+    /// The buffer of the command `cid` if it is in flight and receives data (for offload
+    /// buffer registration).
+    pub fn receive_buffer_mut(&mut self, cid: u16) -> Option<&mut IoBuf> {
+        let idx = self.tags.lookup(cid)?;
+        let s = &mut self.slots[idx as usize];
+        if s.dir != DataDir::ToHost {
+            return None;
+        }
+        s.buf.as_mut()
+    }
+
     /// Records that an Abort was sent for `cid` and restarts its timer.
     pub fn mark_abort_sent(&mut self, cid: u16, now: Instant) {
         if let Some(idx) = self.tags.lookup(cid) {

@@ -19,6 +19,7 @@ use nvme_tcp_wire::pdu::{
 };
 
 use super::{CqeInfo, DataDir, Negotiated, Phase, QueueCore, cqe_fields};
+use crate::buf::IoBuf;
 use crate::error::{IoError, ProtocolError};
 
 /// Largest header (CH + PSH + HDGST) a controller sends: ICResp, 128 bytes, no digest.
@@ -28,7 +29,25 @@ const MAX_RX_HEADER: usize = IC_PDU_LEN + 4;
 ///
 /// All methods have do-nothing defaults ([`NoOffload`]). Stream offsets (`seq`) count bytes
 /// from the start of the connection (the first byte of ICResp is 0).
+///
+/// Buffer registration (used by [`crate::IoQueue`]): [`RxOffload::setup`] is called when a
+/// command that receives data (C2HData) is submitted, with its CID and buffer; the buffer's
+/// memory stays where it is until [`RxOffload::teardown`] for the same CID, which the queue
+/// calls before it hands the buffer back to the caller in a completion. An offload may place
+/// payload into the buffer between the two (through pointers taken in `setup`), and reports
+/// that through [`RxOffload::placed`].
 pub trait RxOffload {
+    /// A command receiving data into `buf` was submitted with CID `cid`.
+    fn setup(&mut self, cid: u16, buf: &mut IoBuf) {
+        let _ = (cid, buf);
+    }
+    /// The command `cid` completed; the offload must not touch its buffer any more.
+    fn teardown(&mut self, cid: u16) {
+        let _ = cid;
+    }
+    /// The queue is on a new TCP connection (after a reconnect): stream offsets start again
+    /// at 0; commands still registered are re-issued under the same CIDs.
+    fn connected(&mut self) {}
     /// A PDU header starting at stream offset `seq` was parsed (the point where a resync
     /// request for `seq` can be answered).
     fn pdu_start(&mut self, seq: u64, ch: &CommonHeaderRepr) {
