@@ -8,6 +8,7 @@
 # C2HData SUCCESS flag; linear CIDs with small queues so writes go through R2T):
 #   id-ctrl / id-ns / list (JSON, checked), read of the first 8 MiB compared with the image,
 #   multi-queue write of 4 MiB of fresh random data at 8 MiB + read back, md5 compared.
+# Before that: discover (JSON, the subsystem must be listed) and connect --interactive.
 # After the host is done, the guest computes the md5 of the written region of its namespace
 # file, and that has to match what the host wrote last.
 #
@@ -33,6 +34,14 @@ bin=$1 work=$2
 port=$KPEER_HOSTFWD_PORT nqn=$KPEER_NQN
 md5() { md5sum "$1" | cut -d' ' -f1; }
 head -c $((8 << 20)) "$work/ns.img" > "$work/want8"
+# Discovery through the same port (nvmet serves the discovery subsystem on every port).
+"$bin" discover -a 127.0.0.1 -s "$port" -o json > "$work/disc.json"
+grep -q "\"subnqn\": \"$nqn\"" "$work/disc.json" || { cat "$work/disc.json"; echo "discover: $nqn not listed"; exit 1; }
+"$bin" discover -a 127.0.0.1 -s "$port"
+# connect keeps the controller open and runs commands from stdin.
+printf 'id-ns 1\nread 1 0 16\nflush 1\nquit\n' \
+    | "$bin" connect -a 127.0.0.1 -s "$port" -n "$nqn" -i 2 --interactive > "$work/connect.out"
+grep -q "read 65536 bytes" "$work/connect.out" || { cat "$work/connect.out"; echo "connect --interactive failed"; exit 1; }
 configs=(
     "-i 1"
     "-i 4 -g -G"
@@ -73,9 +82,27 @@ EOF
 start=$(date +%s)
 log="$work/console.log"
 "$KPEER_HOME/run" --hostfwd auto --ns-image "$work/ns.img" --ns-fill zero -l "$log" \
-    --script "$work/guest.sh" -- "$work/host.sh" "$bin" "$work"
+    --pcap "$work/trace.pcap" --script "$work/guest.sh" -- "$work/host.sh" "$bin" "$work"
 guest=$(sed -n 's/.*GUEST-MD5 \([0-9a-f]\{32\}\).*/\1/p' "$log" | tail -n 1)
 host=$(cat "$work/last.md5")
 echo "guest md5 of the written region: $guest, host wrote: $host"
 [ -n "$guest" ] && [ "$guest" = "$host" ]
+# Third-party oracle: Wireshark's NVMe/TCP dissector checks every header and data digest of the
+# captured traffic (both directions) and flags data it cannot match to a command.
+if command -v tshark >/dev/null; then
+    bad=$(tshark -r "$work/trace.pcap" -d tcp.port==4420,nvme-tcp \
+        -o nvme-tcp.check_hdgst:TRUE -o nvme-tcp.check_ddgst:TRUE \
+        -Y 'nvme-tcp.hdgst.status == 0 || nvme-tcp.ddgst.status == 0 || _ws.malformed' 2>/dev/null | wc -l)
+    good=$(tshark -r "$work/trace.pcap" -d tcp.port==4420,nvme-tcp \
+        -o nvme-tcp.check_hdgst:TRUE -o nvme-tcp.check_ddgst:TRUE \
+        -Y 'nvme-tcp.ddgst.status == 1' 2>/dev/null | wc -l)
+    h2c=$(tshark -r "$work/trace.pcap" -d tcp.port==4420,nvme-tcp \
+        -o nvme-tcp.check_hdgst:TRUE -o nvme-tcp.check_ddgst:TRUE \
+        -Y 'nvme-tcp.type == 6 && nvme-tcp.ddgst.status == 1' 2>/dev/null | wc -l)
+    echo "tshark: $good PDUs with a verified data digest ($h2c H2CData sent by our host)," \
+        "$bad with a bad digest or malformed"
+    [ "$bad" -eq 0 ] && [ "$good" -gt 0 ] && [ "$h2c" -gt 0 ]
+else
+    echo "tshark not installed: digest oracle skipped"
+fi
 echo "host-kernel-target: ok in $(( $(date +%s) - start )) s"
