@@ -122,6 +122,11 @@ impl Controller {
 
     /// Write Zeroes over `nlb` blocks at `slba`.
     pub fn write_zeroes(&self, nsid: u32, slba: u64, nlb: u32) -> Result<()> {
+        if !(1..=65536).contains(&nlb) {
+            return Err(HostError::Invalid(format!(
+                "block count {nlb} outside 1..=65536"
+            )));
+        }
         self.simple_io(cmd::write_zeroes(nsid, slba, nlb, 0))
     }
 

@@ -3,8 +3,10 @@
 
 use nvme_tcp_wire::nvme::fabrics::CNTLID_DYNAMIC;
 use nvme_tcp_wire::nvme::{
-    AdminOpcode, ConnectCommand, ConnectData, IoOpcode, PropertyGetCommand, PropertySetCommand,
-    PropertySize, Sqe,
+    AbortCommand, AdminOpcode, ConnectCommand, ConnectData, DatasetManagementCommand, DsmRange,
+    Feature, FlushCommand, GetLogPageCommand, IdentifyCommand, IoCommand, PropertyGetCommand,
+    PropertySetCommand, PropertySize, ReadWriteCommand, SetFeaturesCommand, Sqe,
+    WriteZeroesCommand,
 };
 use zerocopy::IntoBytes;
 
@@ -12,26 +14,6 @@ use crate::buf::IoBuf;
 use crate::error::HostError;
 use crate::options::ConnectOptions;
 use crate::queue::{DataDir, Request, SQE_LEN};
-
-/// Identify CNS values the host uses.
-pub mod cns {
-    /// Identify Namespace.
-    pub const NAMESPACE: u8 = 0x00;
-    /// Identify Controller.
-    pub const CONTROLLER: u8 = 0x01;
-    /// Active Namespace ID list.
-    pub const ACTIVE_NSID_LIST: u8 = 0x02;
-    /// Namespace Identification Descriptor list.
-    pub const NS_ID_DESCRIPTORS: u8 = 0x03;
-}
-
-/// Feature identifiers the host uses.
-pub mod fid {
-    /// Number of Queues.
-    pub const NUMBER_OF_QUEUES: u8 = 0x07;
-    /// Keep Alive Timer.
-    pub const KEEP_ALIVE_TIMER: u8 = 0x0F;
-}
 
 /// Log page identifiers the host uses.
 pub mod lid {
@@ -58,38 +40,51 @@ fn req(sqe: &Sqe, dir: DataDir, buf: Option<IoBuf>, user_data: u64) -> Request {
     }
 }
 
-fn lba_cmd(op: IoOpcode, nsid: u32, slba: u64, nlb: u32) -> Sqe {
-    let mut sqe = Sqe::new(op as u8);
-    sqe.set_nsid(nsid);
-    sqe.set_cdw10(slba as u32);
-    sqe.set_cdw11((slba >> 32) as u32);
-    sqe.set_cdw12(nlb.saturating_sub(1) & 0xFFFF);
-    sqe
+/// The Read/Write fields for `nlb` blocks: NLB is 0's based, so 1..=65536 blocks are
+/// representable; other counts are a caller bug (caught in debug builds) and are sent
+/// truncated to 16 bits, which the controller then checks against the SGL length.
+fn rw(nsid: u32, slba: u64, nlb: u32) -> ReadWriteCommand {
+    debug_assert!((1..=65536).contains(&nlb), "NLB {nlb} outside 1..=65536");
+    ReadWriteCommand::new(nsid, slba, nlb).unwrap_or(ReadWriteCommand {
+        nsid,
+        slba,
+        nlb: nlb.wrapping_sub(1) as u16,
+        fua: false,
+        lr: false,
+    })
 }
 
 /// Read `nlb` (1..=65536) logical blocks at `slba` into `buf` (its length is the transfer
 /// length and must be `nlb` × LBA size).
 pub fn read(nsid: u32, slba: u64, nlb: u32, buf: IoBuf, user_data: u64) -> Request {
-    let sqe = lba_cmd(IoOpcode::Read, nsid, slba, nlb);
+    let sqe = IoCommand::Read(rw(nsid, slba, nlb)).to_sqe();
     req(&sqe, DataDir::ToHost, Some(buf), user_data)
 }
 
-/// Write `nlb` logical blocks at `slba` from `buf`.
+/// Write `nlb` (1..=65536) logical blocks at `slba` from `buf`.
 pub fn write(nsid: u32, slba: u64, nlb: u32, buf: IoBuf, user_data: u64) -> Request {
-    let sqe = lba_cmd(IoOpcode::Write, nsid, slba, nlb);
+    let sqe = IoCommand::Write(rw(nsid, slba, nlb)).to_sqe();
     req(&sqe, DataDir::ToController, Some(buf), user_data)
 }
 
 /// Flush the volatile write cache of namespace `nsid`.
 pub fn flush(nsid: u32, user_data: u64) -> Request {
-    let mut sqe = Sqe::new(IoOpcode::Flush as u8);
-    sqe.set_nsid(nsid);
+    let sqe = IoCommand::Flush(FlushCommand { nsid }).to_sqe();
     req(&sqe, DataDir::None, None, user_data)
 }
 
-/// Write Zeroes over `nlb` logical blocks at `slba`.
+/// Write Zeroes over `nlb` (1..=65536) logical blocks at `slba`.
 pub fn write_zeroes(nsid: u32, slba: u64, nlb: u32, user_data: u64) -> Request {
-    let sqe = lba_cmd(IoOpcode::WriteZeroes, nsid, slba, nlb);
+    let rwc = rw(nsid, slba, nlb);
+    let sqe = IoCommand::WriteZeroes(WriteZeroesCommand {
+        nsid,
+        slba,
+        nlb: rwc.nlb,
+        deac: false,
+        fua: false,
+        lr: false,
+    })
+    .to_sqe();
     req(&sqe, DataDir::None, None, user_data)
 }
 
@@ -102,16 +97,18 @@ pub fn deallocate(nsid: u32, ranges: &[(u64, u32)], user_data: u64) -> Result<Re
             ranges.len()
         )));
     }
-    let mut data = Vec::with_capacity(ranges.len() * 16);
+    let mut data = Vec::with_capacity(ranges.len() * std::mem::size_of::<DsmRange>());
     for &(slba, nlb) in ranges {
-        data.extend_from_slice(&0u32.to_le_bytes()); // context attributes
-        data.extend_from_slice(&nlb.to_le_bytes());
-        data.extend_from_slice(&slba.to_le_bytes());
+        data.extend_from_slice(DsmRange::new(slba, nlb).as_bytes());
     }
-    let mut sqe = Sqe::new(IoOpcode::DatasetManagement as u8);
-    sqe.set_nsid(nsid);
-    sqe.set_cdw10(ranges.len() as u32 - 1);
-    sqe.set_cdw11(1 << 2); // AD: deallocate
+    let sqe = IoCommand::DatasetManagement(DatasetManagementCommand {
+        nsid,
+        nr: (ranges.len() - 1) as u8,
+        idr: false,
+        idw: false,
+        ad: true,
+    })
+    .to_sqe();
     Ok(req(
         &sqe,
         DataDir::ToController,
@@ -120,38 +117,33 @@ pub fn deallocate(nsid: u32, ranges: &[(u64, u32)], user_data: u64) -> Result<Re
     ))
 }
 
-/// Identify with `cns`; returns 4096 bytes into `buf`.
-pub fn identify(cns: u8, nsid: u32, buf: IoBuf, user_data: u64) -> Request {
-    let mut sqe = Sqe::new(AdminOpcode::Identify as u8);
-    sqe.set_nsid(nsid);
-    sqe.set_cdw10(cns as u32);
-    req(&sqe, DataDir::ToHost, Some(buf), user_data)
+/// Identify `cmd` (see [`IdentifyCommand::controller`] and friends); 4096 bytes into `buf`.
+pub fn identify(cmd: IdentifyCommand, buf: IoBuf, user_data: u64) -> Request {
+    req(&cmd.to_sqe(), DataDir::ToHost, Some(buf), user_data)
 }
 
-/// Get Log Page `lid`, `buf.len()` bytes (a dword multiple) from byte `offset`.
-pub fn get_log_page(lid: u8, nsid: u32, offset: u64, buf: IoBuf, user_data: u64) -> Request {
-    let numd = (buf.len() / 4).saturating_sub(1) as u32;
-    let mut sqe = Sqe::new(AdminOpcode::GetLogPage as u8);
-    sqe.set_nsid(nsid);
-    sqe.set_cdw10(lid as u32 | ((numd & 0xFFFF) << 16));
-    sqe.set_cdw11(numd >> 16);
-    sqe.set_cdw12(offset as u32);
-    sqe.set_cdw13((offset >> 32) as u32);
-    req(&sqe, DataDir::ToHost, Some(buf), user_data)
+/// Get Log Page `lid`, `buf.len()` bytes (a non-zero dword multiple) from byte `offset`
+/// (dword aligned).
+pub fn get_log_page(
+    lid: u8,
+    nsid: u32,
+    offset: u64,
+    buf: IoBuf,
+    user_data: u64,
+) -> Result<Request, HostError> {
+    let cmd = GetLogPageCommand::new(lid, nsid, offset, buf.len() as u64)
+        .map_err(|e| HostError::Invalid(format!("Get Log Page: {e}")))?;
+    Ok(req(&cmd.to_sqe(), DataDir::ToHost, Some(buf), user_data))
 }
 
-/// Set Features `fid` with CDW11 `value`.
-pub fn set_features(fid: u8, value: u32, user_data: u64) -> Request {
-    let mut sqe = Sqe::new(AdminOpcode::SetFeatures as u8);
-    sqe.set_cdw10(fid as u32);
-    sqe.set_cdw11(value);
-    req(&sqe, DataDir::None, None, user_data)
-}
-
-/// Get Features `fid` (current value).
-pub fn get_features(fid: u8, user_data: u64) -> Request {
-    let mut sqe = Sqe::new(AdminOpcode::GetFeatures as u8);
-    sqe.set_cdw10(fid as u32);
+/// Set Features.
+pub fn set_features(feature: Feature, user_data: u64) -> Request {
+    let sqe = SetFeaturesCommand {
+        nsid: 0,
+        sv: false,
+        feature,
+    }
+    .to_sqe();
     req(&sqe, DataDir::None, None, user_data)
 }
 
@@ -163,8 +155,7 @@ pub fn keep_alive(user_data: u64) -> Request {
 
 /// Abort command `cid` on submission queue `sqid`.
 pub fn abort(sqid: u16, cid: u16, user_data: u64) -> Request {
-    let mut sqe = Sqe::new(AdminOpcode::Abort as u8);
-    sqe.set_cdw10(sqid as u32 | ((cid as u32) << 16));
+    let sqe = AbortCommand { sqid, cid }.to_sqe();
     req(&sqe, DataDir::None, None, user_data)
 }
 
@@ -264,5 +255,10 @@ mod tests {
         assert_eq!(u64::from_le_bytes(d[24..32].try_into().unwrap()), 100);
         assert_eq!(u32::from_le_bytes(r.sqe[40..44].try_into().unwrap()), 1);
         assert!(deallocate(1, &[], 0).is_err());
+        let r = read(1, 0, 65536, IoBuf::Contig(vec![]), 0);
+        assert_eq!(
+            u32::from_le_bytes(r.sqe[48..52].try_into().unwrap()),
+            0xFFFF
+        );
     }
 }

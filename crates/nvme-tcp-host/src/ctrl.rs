@@ -7,7 +7,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nvme_tcp_wire::nvme::regs::{CAP, CC, CSTS, Cap, Cc, Csts, VS, Vs};
-use nvme_tcp_wire::nvme::{IdentifyController, IdentifyNamespace, NsidList, PropertySize};
+use nvme_tcp_wire::nvme::{
+    Feature, IdentifyCommand, IdentifyController, IdentifyNamespace, NsidList, NumberOfQueues,
+    PropertySize,
+};
 
 use crate::buf::IoBuf;
 use crate::cmd;
@@ -318,7 +321,11 @@ fn bring_up(opts: &ConnectOptions) -> Result<(Connection, QueueCore, ControllerI
     let (_, buf) = run(
         &mut conn,
         &mut core,
-        cmd::identify(cmd::cns::CONTROLLER, 0, IoBuf::Contig(vec![0; 4096]), 5),
+        cmd::identify(
+            IdentifyCommand::controller(),
+            IoBuf::Contig(vec![0; 4096]),
+            5,
+        ),
     )?;
     let identify = buf.map(|b| b.to_vec()).unwrap_or_default();
     let id = IdentifyController::parse(&identify)
@@ -333,15 +340,21 @@ fn bring_up(opts: &ConnectOptions) -> Result<(Connection, QueueCore, ControllerI
     let in_capsule_size = id.in_capsule_data_size() as usize;
     let mut granted = 0;
     if opts.nr_io_queues > 0 {
-        let n = (opts.nr_io_queues - 1) as u32;
+        let n = opts.nr_io_queues - 1;
         let (cqe, _) = run(
             &mut conn,
             &mut core,
-            cmd::set_features(cmd::fid::NUMBER_OF_QUEUES, n | (n << 16), 6),
+            cmd::set_features(
+                Feature::NumberOfQueues(NumberOfQueues { nsq: n, ncq: n }),
+                6,
+            ),
         )?;
-        let nsq = (cqe.dw0 & 0xFFFF) as u16;
-        let ncq = (cqe.dw0 >> 16) as u16;
-        granted = nsq.min(ncq).saturating_add(1).min(opts.nr_io_queues);
+        let got = NumberOfQueues::from_dword(cqe.dw0);
+        granted = got
+            .nsq
+            .min(got.ncq)
+            .saturating_add(1)
+            .min(opts.nr_io_queues);
     }
     Ok((
         conn,
@@ -463,19 +476,18 @@ impl Controller {
 
     /// Identify Controller (fresh from the controller).
     pub fn identify_controller(&self) -> Result<Vec<u8>> {
-        self.identify_raw(cmd::cns::CONTROLLER, 0)
+        self.identify_raw(IdentifyCommand::controller())
     }
 
-    /// Identify with any CNS; the 4096 bytes returned.
-    pub fn identify_raw(&self, cns: u8, nsid: u32) -> Result<Vec<u8>> {
-        let (_, buf) =
-            self.admin_command(cmd::identify(cns, nsid, IoBuf::Contig(vec![0; 4096]), 0))?;
+    /// Any Identify command; the 4096 bytes returned.
+    pub fn identify_raw(&self, cmd: IdentifyCommand) -> Result<Vec<u8>> {
+        let (_, buf) = self.admin_command(cmd::identify(cmd, IoBuf::Contig(vec![0; 4096]), 0))?;
         Ok(buf.map(|b| b.to_vec()).unwrap_or_default())
     }
 
     /// Identify Namespace `nsid`, decoded.
     pub fn namespace(&self, nsid: u32) -> Result<NamespaceInfo> {
-        let raw = self.identify_raw(cmd::cns::NAMESPACE, nsid)?;
+        let raw = self.identify_raw(IdentifyCommand::namespace(nsid))?;
         let ns = IdentifyNamespace::parse(&raw)
             .map_err(|e| HostError::Unsupported(format!("Identify Namespace: {e}")))?;
         let lba_size = ns.lba_size().ok_or_else(|| {
@@ -500,7 +512,7 @@ impl Controller {
         let mut out = Vec::new();
         let mut start = 0u32;
         loop {
-            let raw = self.identify_raw(cmd::cns::ACTIVE_NSID_LIST, start)?;
+            let raw = self.identify_raw(IdentifyCommand::active_namespaces(start))?;
             let list = NsidList::parse(&raw)
                 .map_err(|e| HostError::Unsupported(format!("NSID list: {e}")))?;
             let before = out.len();
@@ -525,7 +537,7 @@ impl Controller {
             offset,
             IoBuf::Contig(vec![0; len]),
             0,
-        ))?;
+        )?)?;
         Ok(buf.map(|b| b.to_vec()).unwrap_or_default())
     }
 

@@ -354,6 +354,12 @@ impl IoQueue {
         buf: crate::IoBuf,
         user_data: u64,
     ) -> std::result::Result<u16, SubmitError> {
+        if !(1..=65536).contains(&nlb) {
+            return Err(SubmitError {
+                reason: crate::queue::SubmitErrorKind::Invalid,
+                buf: Some(buf),
+            });
+        }
         self.submit(cmd::read(nsid, slba, nlb, buf, user_data))
     }
 
@@ -366,6 +372,12 @@ impl IoQueue {
         buf: crate::IoBuf,
         user_data: u64,
     ) -> std::result::Result<u16, SubmitError> {
+        if !(1..=65536).contains(&nlb) {
+            return Err(SubmitError {
+                reason: crate::queue::SubmitErrorKind::Invalid,
+                buf: Some(buf),
+            });
+        }
         self.submit(cmd::write(nsid, slba, nlb, buf, user_data))
     }
 }

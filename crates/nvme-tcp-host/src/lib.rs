@@ -47,7 +47,8 @@
 //! q.set_live(); // after Fabrics Connect
 //!
 //! // Read 8 blocks of 512 bytes from LBA 0 of namespace 1 into a caller buffer.
-//! let cid = q.submit(cmd::read(1, 0, 8, IoBuf::Contig(vec![0; 4096]), 42), Instant::now()).unwrap();
+//! let read = cmd::read(1, 0, 8, IoBuf::Contig(vec![0; 4096]), 42);
+//! let cid = q.submit(read, Instant::now()).unwrap();
 //!
 //! // The controller answers with C2HData (SUCCESS: no CapsuleResp needed).
 //! let hdr = DataPduRepr {

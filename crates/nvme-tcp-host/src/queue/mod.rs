@@ -138,6 +138,9 @@ pub enum SubmitErrorKind {
     /// The queue has failed for good.
     #[error("queue dead")]
     Dead,
+    /// The command cannot be built (block count outside 1..=65536).
+    #[error("invalid command")]
+    Invalid,
 }
 
 /// Where the queue is in its life.

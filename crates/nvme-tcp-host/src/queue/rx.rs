@@ -14,9 +14,10 @@
 use nvme_tcp_wire::WireError;
 use nvme_tcp_wire::digest::{Crc32c, crc32c};
 use nvme_tcp_wire::pdu::{
-    CH_LEN, CommonHeader, CommonHeaderRepr, DataPdu, IC_PDU_LEN, IcPdu, IcRespRepr, PduFlags,
-    PduType, R2tPdu, TERM_REQ_HLEN, TERM_REQ_MAX_PLEN, TermReqPdu,
+    CH_LEN, CommonHeaderRepr, DataPdu, IC_PDU_LEN, IcPdu, IcRespRepr, PduFlags, PduType, R2tPdu,
+    TERM_REQ_HLEN, TermReqPdu,
 };
+use nvme_tcp_wire::validate::{NegotiatedParams, Role, validate_ch};
 
 use super::{CqeInfo, DataDir, Negotiated, Phase, QueueCore, cqe_fields};
 use crate::buf::IoBuf;
@@ -454,17 +455,40 @@ impl QueueCore {
         r.map_err(|e| self.fail(e))
     }
 
-    /// Common-header checks in the order of NVMe/TCP 1.0 §3.6.2 / the FreeBSD validator:
-    /// type and direction, flags, HLEN, PDO, PLEN. The header digest is checked once the whole
-    /// header is in.
+    /// Common-header checks (PDU type and direction, flags, HLEN, PDO, PLEN, in spec order)
+    /// through the wire layer's validator, plus the host's sequence rule: ICResp only as the
+    /// first PDU. The header digest is checked once the whole header is in.
     fn check_common_header(&self) -> Result<CommonHeaderRepr, ProtocolError> {
-        let view = CommonHeader::new_unchecked(&self.rx.hdr[..CH_LEN]);
-        let ch = CommonHeaderRepr::parse(&view)?;
-        let t = ch.pdu_type;
-        // Type: a controller only sends C2H types; ICResp only as the first PDU.
+        let mut ch = [0u8; CH_LEN];
+        ch.copy_from_slice(&self.rx.hdr[..CH_LEN]);
+        // SUCCESS without LAST_PDU concerns one command: it is reported against that command
+        // once its CCCID is known (handle_c2h_data), so the validator sees it cleared.
+        let flags = PduFlags(ch[1]);
+        if ch[0] == PduType::C2hData as u8
+            && flags.contains(PduFlags::SUCCESS)
+            && !flags.contains(PduFlags::LAST_PDU)
+        {
+            ch[1] &= !PduFlags::SUCCESS.0;
+        }
+        let neg = self.neg.unwrap_or(Negotiated {
+            hdgst: false,
+            ddgst: false,
+            cpda: 0,
+            maxh2cdata: 0,
+        });
+        let params = NegotiatedParams {
+            hdgst: neg.hdgst,
+            ddgst: neg.ddgst,
+            // Data is placed into the command's buffer, never staged: PLEN needs no bound
+            // beyond the DATAO/DATAL checks against that buffer.
+            max_plen: u32::MAX,
+            ..NegotiatedParams::new(Role::Host)
+        };
+        let layout = validate_ch(&ch, &params)?;
+        let t = layout.pdu_type();
         let allowed = match self.phase {
             Phase::WaitIcResp => matches!(t, PduType::IcResp | PduType::C2hTermReq),
-            _ => !t.is_h2c() && t != PduType::IcResp,
+            _ => t != PduType::IcResp,
         };
         if !allowed {
             return Err(ProtocolError::UnexpectedPdu {
@@ -476,106 +500,9 @@ impl QueueCore {
                 },
             });
         }
-        // Flags (FEI 1): only the flags the type may carry, digests exactly as negotiated.
-        let extra = ch.flags.difference(t.allowed_flags());
-        if !extra.is_empty() {
-            return Err(WireError::invalid(
-                "FLAGS",
-                1,
-                format!("flags {:#04x} not allowed on {t:?}", ch.flags.0),
-            )
-            .into());
-        }
-        let neg = self.neg.unwrap_or(Negotiated {
-            hdgst: false,
-            ddgst: false,
-            cpda: 0,
-            maxh2cdata: 0,
-        });
-        if t.has_hdgst() && ch.has_hdgst() != neg.hdgst {
-            return Err(WireError::invalid(
-                "FLAGS",
-                1,
-                format!(
-                    "HDGSTF is {} but header digests are {}",
-                    ch.has_hdgst(),
-                    if neg.hdgst { "on" } else { "off" }
-                ),
-            )
-            .into());
-        }
-        if t == PduType::C2hData && ch.has_ddgst() != neg.ddgst {
-            return Err(WireError::invalid(
-                "FLAGS",
-                1,
-                format!(
-                    "DDGSTF is {} but data digests are {}",
-                    ch.has_ddgst(),
-                    if neg.ddgst { "on" } else { "off" }
-                ),
-            )
-            .into());
-        }
-        // HLEN (FEI 2): fixed per type. Checked before reading further, so a bogus HLEN
-        // never sizes a read.
-        if ch.hlen != t.hlen() {
-            return Err(WireError::invalid(
-                "HLEN",
-                2,
-                format!("expected {} for {t:?}, found {}", t.hlen(), ch.hlen),
-            )
-            .into());
-        }
-        let hd = ch.header_len();
-        // PDO (FEI 3) and PLEN (FEI 4).
-        let plen = ch.plen as usize;
-        match t {
-            PduType::C2hData => {
-                // HPDA is 0: PDO must be dword aligned, at or after the header (+digest).
-                if (ch.pdo as usize) < hd || ch.pdo % 4 != 0 {
-                    return Err(WireError::invalid(
-                        "PDO",
-                        3,
-                        format!("PDO {} with a {hd}-byte header", ch.pdo),
-                    )
-                    .into());
-                }
-                let min = ch.pdo as usize + if ch.has_ddgst() { 4 } else { 0 };
-                if plen <= min {
-                    return Err(WireError::invalid(
-                        "PLEN",
-                        4,
-                        format!("PLEN {plen} leaves no data after PDO {}", ch.pdo),
-                    )
-                    .into());
-                }
-            }
-            PduType::IcResp | PduType::CapsuleResp | PduType::R2t => {
-                if ch.pdo != 0 {
-                    return Err(
-                        WireError::invalid("PDO", 3, "PDU without data, PDO must be 0").into(),
-                    );
-                }
-                if plen != hd {
-                    return Err(WireError::invalid(
-                        "PLEN",
-                        4,
-                        format!("expected {hd} for {t:?}, found {plen}"),
-                    )
-                    .into());
-                }
-            }
-            PduType::C2hTermReq if !(TERM_REQ_HLEN..=TERM_REQ_MAX_PLEN).contains(&plen) => {
-                return Err(WireError::invalid(
-                    "PLEN",
-                    4,
-                    format!("C2HTermReq PLEN {plen} outside 24..=152"),
-                )
-                .into());
-            }
-            _ => {}
-        }
-        Ok(ch)
+        let mut repr = layout.ch;
+        repr.flags = PduFlags(self.rx.hdr[1]);
+        Ok(repr)
     }
 
     fn handle_icresp(&mut self) -> Result<(), ProtocolError> {

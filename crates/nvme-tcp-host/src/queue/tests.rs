@@ -492,7 +492,7 @@ fn r2t_ranges_are_checked() {
 #[test]
 fn c2h_term_req_reports_its_fes() {
     let mut q = live(false, false);
-    let mut s = vec![0x03u8, 0, 24, 0, 32, 0, 0, 0, 0x02, 0, 0, 0, 0, 0];
+    let mut s = vec![0x03u8, 0, 24, 24, 32, 0, 0, 0, 0x02, 0, 0, 0, 0, 0];
     s.resize(32, 0);
     let e = feed_err(&mut q, &s);
     assert!(matches!(e, ProtocolError::TermReq { fes: 2, .. }), "{e}");
