@@ -29,8 +29,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use nvme_tcp_host::queue::{Completion, QueueConfig, QueueCore, Request, RxOffload, SubmitError};
-use nvme_tcp_host::{CidMode, IoBuf, IoError, ProtocolError, cmd};
+use nvme_tcp_host::queue::{
+    Completion, DataDir, QueueConfig, QueueCore, Request, RxOffload, SubmitError,
+};
+use nvme_tcp_host::{CidMode, IoBuf, IoError, ProtocolError};
 use nvme_tcp_wire::digest::Crc32c;
 use nvme_tcp_wire::pdu::{CommonHeaderRepr, PduType};
 use serde::{Deserialize, Serialize};
@@ -45,6 +47,9 @@ use crate::tcp::Delivery;
 /// can be read back when they are needed: the first payload byte is at most PDO ≤ 255
 /// bytes after the header's start, and the digest ends where it is consumed.
 const TAIL: usize = 256;
+
+/// NVM command set opcode of Read.
+const NVM_OPCODE_READ: u8 = 0x02;
 
 /// Locks a mutex, ignoring poisoning (a panicking peer thread already failed the run).
 pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -635,31 +640,23 @@ impl<D: UlpDdpDevice + Send + 'static> DdpQueue<D> {
         self.collect_teardowns();
     }
 
-    /// Submits any command (never offloaded; use [`DdpQueue::submit_read`] for READs).
-    pub fn submit(&mut self, req: Request) -> Result<u16, SubmitError> {
-        self.core.submit(req, Instant::now())
-    }
-
-    /// Submits a READ of `nlb` blocks at `slba` into `buf`; offloaded when the queue is and
-    /// the payload is at least `io_threshold` bytes.
-    pub fn submit_read(
-        &mut self,
-        nsid: u32,
-        slba: u64,
-        nlb: u32,
-        buf: IoBuf,
-        user_data: u64,
-    ) -> Result<u16, SubmitError> {
-        let len = buf.len();
+    /// Submits a command. A READ (NVM opcode 02h, data to the host) whose payload is at
+    /// least the device's `io_threshold` is offloaded when the queue is: its buffer goes to
+    /// the device with `setup` (or, if that fails, stays with the host's software path)
+    /// and comes back in the completion once the device's `teardown_done` returned it.
+    pub fn submit(&mut self, mut req: Request) -> Result<u16, SubmitError> {
+        let len = req.buf.as_ref().map_or(0, IoBuf::len);
         let threshold = self
             .netdev
             .as_ref()
             .map_or(u64::MAX, |n| u64::from(n.limits.io_threshold));
-        if !self.off_ddp || (len as u64) < threshold || len == 0 {
-            return self.submit(cmd::read(nsid, slba, nlb, buf, user_data));
-        }
-        let shadow = self.take_shadow(len);
-        let cid = match self.submit(cmd::read(nsid, slba, nlb, IoBuf::Contig(shadow), user_data)) {
+        let read = req.dir == DataDir::ToHost && req.sqe[0] == NVM_OPCODE_READ;
+        let offload = self.off_ddp && read && len > 0 && len as u64 >= threshold;
+        let Some(buf) = req.buf.take_if(|_| offload) else {
+            return self.core.submit(req, Instant::now());
+        };
+        req.buf = Some(IoBuf::Contig(self.take_shadow(len)));
+        let cid = match self.core.submit(req, Instant::now()) {
             Ok(cid) => cid,
             Err(e) => {
                 if let Some(IoBuf::Contig(v)) = e.buf {
@@ -896,6 +893,14 @@ mod tests {
     use ulp_ddp::{CapSet, DdpError, DevCaps, NvmeTcpDdpLimits, ProtoLimits, Stats};
 
     const ISN: u32 = u32::MAX - 100;
+
+    fn read(slba: u64, nlb: u32, buf: IoBuf, user_data: u64) -> Request {
+        use crate::sim::IntoRequest;
+        match nvme_tcp_host::cmd::read(1, slba, nlb, buf, user_data).into_request() {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        }
+    }
     const SK: SockId = SockId(7);
 
     /// A device that records what the host asks and completes teardowns on request.
@@ -1067,7 +1072,7 @@ mod tests {
         // The Connect stands in as any command completed by a CapsuleResp.
         let cid = q
             .core_mut()
-            .submit_now(cmd::flush(1, 99), Instant::now())
+            .submit_now(nvme_tcp_host::cmd::flush(1, 99), Instant::now())
             .unwrap();
         let mut cqe = [0u8; 16];
         cqe[12..14].copy_from_slice(&cid.to_le_bytes());
@@ -1099,7 +1104,7 @@ mod tests {
         let (dev, mut q, pos) = live_queue();
         let data: Vec<u8> = (0..8192u32).map(|i| (i * 31) as u8).collect();
         let cid = q
-            .submit_read(1, 0, 2, IoBuf::Contig(vec![0; 8192]), 5)
+            .submit(read(0, 2, IoBuf::Contig(vec![0; 8192]), 5))
             .unwrap();
         assert!(cid < 8, "linear CID");
         // The device placed the first half itself.
@@ -1131,7 +1136,7 @@ mod tests {
         let (dev, mut q, pos) = live_queue();
         let data = vec![0x42u8; 8192];
         let cid = q
-            .submit_read(1, 0, 2, IoBuf::Contig(vec![0; 8192]), 5)
+            .submit(read(0, 2, IoBuf::Contig(vec![0; 8192]), 5))
             .unwrap();
         let pdu = c2h(cid, &data, crc32c(&data) ^ 1);
         deliver(&mut q, pos, &pdu, false, &[]);
@@ -1149,7 +1154,7 @@ mod tests {
         let (dev, mut q, pos) = live_queue();
         let data = vec![0x42u8; 8192];
         let cid = q
-            .submit_read(1, 0, 2, IoBuf::Contig(vec![0; 8192]), 5)
+            .submit(read(0, 2, IoBuf::Contig(vec![0; 8192]), 5))
             .unwrap();
         assert!(lock(&dev).ios.get_mut(&cid).unwrap().sgl.write_at(0, &data));
         // A wrong digest that the device claims it verified is not checked again.
@@ -1170,9 +1175,7 @@ mod tests {
         // A request for the middle of the next PDU: never confirmed.
         ops.resync_request(SK, ISN.wrapping_add(pos as u32 + 30), ResyncFlags::PENDING);
         for _ in 0..2 {
-            let cid = q
-                .submit(cmd::read(1, 0, 1, IoBuf::Contig(vec![0; 64]), 1))
-                .unwrap();
+            let cid = q.submit(read(0, 1, IoBuf::Contig(vec![0; 64]), 1)).unwrap();
             let pdu = c2h(cid, &data, crc32c(&data));
             deliver(&mut q, pos, &pdu, false, &[]);
             pos += pdu.len() as u64;
@@ -1184,9 +1187,7 @@ mod tests {
         let want = ISN.wrapping_add(pos as u32);
         ops.resync_request(SK, want, ResyncFlags::PENDING);
         for _ in 0..2 {
-            let cid = q
-                .submit(cmd::read(1, 0, 1, IoBuf::Contig(vec![0; 64]), 1))
-                .unwrap();
+            let cid = q.submit(read(0, 1, IoBuf::Contig(vec![0; 64]), 1)).unwrap();
             let pdu = c2h(cid, &data, crc32c(&data));
             deliver(&mut q, pos, &pdu, false, &[]);
             pos += pdu.len() as u64;
@@ -1201,7 +1202,7 @@ mod tests {
         let (dev, mut q, pos) = live_queue();
         let data = vec![9u8; 512];
         let cid = q
-            .submit_read(1, 0, 1, IoBuf::Contig(vec![0; 512]), 1)
+            .submit(read(0, 1, IoBuf::Contig(vec![0; 512]), 1))
             .unwrap();
         assert!(lock(&dev).ios.is_empty(), "below io_threshold: no setup");
         let pdu = c2h(cid, &data, crc32c(&data));

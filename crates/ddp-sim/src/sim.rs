@@ -235,6 +235,26 @@ fn check_pattern(off: u64, buf: &IoBuf) -> bool {
     true
 }
 
+/// A command builder's output: `nvme-tcp-host`'s builders return a [`Request`] or a
+/// `Result` of one depending on whether they validate their arguments.
+///
+/// [`Request`]: nvme_tcp_host::Request
+pub(crate) trait IntoRequest {
+    fn into_request(self) -> Result<nvme_tcp_host::Request, SimError>;
+}
+
+impl IntoRequest for nvme_tcp_host::Request {
+    fn into_request(self) -> Result<nvme_tcp_host::Request, SimError> {
+        Ok(self)
+    }
+}
+
+impl<E: std::fmt::Display> IntoRequest for Result<nvme_tcp_host::Request, E> {
+    fn into_request(self) -> Result<nvme_tcp_host::Request, SimError> {
+        self.map_err(|e| SimError::Setup(e.to_string()))
+    }
+}
+
 /// How the host reaches the network.
 trait Link {
     fn open(&mut self) -> Result<(), SimError>;
@@ -527,7 +547,8 @@ impl<L: Link> Host<L> {
                 let n = CHUNK.min(bytes - off);
                 let mut data = vec![0u8; n as usize];
                 fill_pattern(off, &mut data);
-                let req = cmd::write(1, off / LBA, (n / LBA) as u32, IoBuf::Contig(data), off);
+                let req = cmd::write(1, off / LBA, (n / LBA) as u32, IoBuf::Contig(data), off)
+                    .into_request()?;
                 self.ioqs[0]
                     .submit(req)
                     .map_err(|e| SimError::Submit(e.reason))?;
@@ -579,7 +600,10 @@ impl<L: Link> Host<L> {
                         .unwrap_or_else(|| read_buffer(len as usize, p.read_segments));
                     let q = &mut self.ioqs[k];
                     let cid = q
-                        .submit_read(1, off / LBA, (len / LBA) as u32, buf, issued)
+                        .submit(
+                            cmd::read(1, off / LBA, (len / LBA) as u32, buf, issued)
+                                .into_request()?,
+                        )
                         .map_err(|e| SimError::Submit(e.reason))?;
                     let n = instances.entry((q.qid(), cid)).or_insert(0);
                     meta.insert(issued, (q.qid(), cid, *n, off));
