@@ -1,0 +1,200 @@
+//! Seed inputs for the `target_conn` fuzz target: valid command streams for the admin and I/O
+//! queue modes of `nvme_tcp_target::fuzzing::run`, so the fuzzer starts deep in the command
+//! handlers. Each seed is also run through the harness here (it must not panic).
+//!
+//! Write them into a corpus directory with
+//! `FUZZ_SEEDS=fuzz/corpus/target_conn cargo test -p nvme-tcp-target --test fuzz_seeds`.
+
+use nvme_tcp_wire::nvme::{AdminOpcode, DsmRange, IoOpcode, SglDescriptor, Sqe};
+use nvme_tcp_wire::pdu::{CapsuleCmdRepr, DataPduRepr, PduFlags, PduType, emit_pdu};
+use zerocopy::IntoBytes;
+
+fn capsule(mut sqe: Sqe, cid: u16, data: &[u8], c2h: u32, ddgst: bool, hdgst: bool) -> Vec<u8> {
+    sqe.set_cid(cid);
+    if data.is_empty() {
+        sqe.set_dptr(SglDescriptor::transport_data_block(c2h));
+    } else {
+        sqe.set_dptr(SglDescriptor::data_block_offset(0, data.len() as u32));
+    }
+    let mut raw = [0u8; 64];
+    raw.copy_from_slice(sqe.as_bytes());
+    let repr = CapsuleCmdRepr {
+        hdgst,
+        ddgst,
+        pda: 0,
+        sqe: raw,
+        data_len: data.len() as u32,
+    };
+    let mut buf = vec![0u8; 256 + data.len()];
+    let n = emit_pdu(&repr, data, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn h2c(
+    cid: u16,
+    ttag: u16,
+    datao: u32,
+    data: &[u8],
+    last: bool,
+    hdgst: bool,
+    ddgst: bool,
+) -> Vec<u8> {
+    let repr = DataPduRepr {
+        pdu_type: PduType::H2cData,
+        flags: if last {
+            PduFlags::LAST_PDU
+        } else {
+            PduFlags::NONE
+        },
+        hdgst,
+        ddgst,
+        pda: 0,
+        cccid: cid,
+        ttag,
+        datao,
+        datal: data.len() as u32,
+    };
+    let mut buf = vec![0u8; 256 + data.len()];
+    let n = emit_pdu(&repr, data, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn admin_stream(hdgst: bool, ddgst: bool) -> Vec<u8> {
+    let mut s = Vec::new();
+    let mut cid = 10;
+    let mut add = |sqe: Sqe, data: &[u8], c2h: u32| {
+        cid += 1;
+        s.extend(capsule(sqe, cid, data, c2h, ddgst, hdgst));
+    };
+    let mut en = Sqe::new(AdminOpcode::Fabrics as u8);
+    en.set_fctype(0x00);
+    en.set_cdw11(0x14);
+    en.set_cdw12(0x0046_0001);
+    add(en, &[], 0);
+    for (cns, nsid) in [(1u32, 0u32), (0, 1), (2, 0), (3, 1), (5, 1), (6, 0), (8, 1)] {
+        let mut id = Sqe::new(AdminOpcode::Identify as u8);
+        id.set_nsid(nsid);
+        id.set_cdw10(cns);
+        add(id, &[], 4096);
+    }
+    for lid in [1u32, 2, 3, 4, 0x70] {
+        let mut gl = Sqe::new(AdminOpcode::GetLogPage as u8);
+        gl.set_cdw10(lid | (127 << 16));
+        add(gl, &[], 512);
+    }
+    for (fid, v) in [(7u32, 0x0003_0003u32), (0x0B, 1 << 8), (0x0F, 5000), (6, 1)] {
+        let mut sf = Sqe::new(AdminOpcode::SetFeatures as u8);
+        sf.set_cdw10(fid);
+        sf.set_cdw11(v);
+        add(sf, &[], 0);
+        let mut gf = Sqe::new(AdminOpcode::GetFeatures as u8);
+        gf.set_cdw10(fid);
+        add(gf, &[], 0);
+    }
+    add(Sqe::new(AdminOpcode::AsyncEventRequest as u8), &[], 0);
+    let mut ab = Sqe::new(AdminOpcode::Abort as u8);
+    ab.set_cdw10(27 << 16);
+    add(ab, &[], 0);
+    add(Sqe::new(AdminOpcode::KeepAlive as u8), &[], 0);
+    s
+}
+
+fn io_stream(hdgst: bool, ddgst: bool) -> Vec<u8> {
+    let mut s = Vec::new();
+    let rw = |op: IoOpcode, slba: u32, nlb: u32| {
+        let mut sqe = Sqe::new(op as u8);
+        sqe.set_nsid(1);
+        sqe.set_cdw10(slba);
+        sqe.set_cdw12(nlb - 1);
+        sqe
+    };
+    s.extend(capsule(
+        rw(IoOpcode::Write, 0, 8),
+        1,
+        &[0x5A; 4096],
+        0,
+        ddgst,
+        hdgst,
+    ));
+    s.extend(capsule(
+        rw(IoOpcode::Read, 0, 8),
+        2,
+        &[],
+        4096,
+        ddgst,
+        hdgst,
+    ));
+    // A write through R2T: TTAG 0 is the first one a queue hands out.
+    s.extend(capsule(
+        rw(IoOpcode::Write, 16, 16),
+        3,
+        &[],
+        8192,
+        ddgst,
+        hdgst,
+    ));
+    s.extend(h2c(3, 0, 0, &[0xA5; 4096], false, hdgst, ddgst));
+    s.extend(h2c(3, 0, 4096, &[0xA5; 4096], true, hdgst, ddgst));
+    let mut fl = Sqe::new(IoOpcode::Flush as u8);
+    fl.set_nsid(1);
+    s.extend(capsule(fl, 4, &[], 0, ddgst, hdgst));
+    s.extend(capsule(
+        rw(IoOpcode::WriteZeroes, 0, 2),
+        5,
+        &[],
+        0,
+        ddgst,
+        hdgst,
+    ));
+    let mut dsm = Sqe::new(IoOpcode::DatasetManagement as u8);
+    dsm.set_nsid(1);
+    dsm.set_cdw11(1 << 2);
+    s.extend(capsule(
+        dsm,
+        6,
+        DsmRange::new(0, 8).as_bytes(),
+        0,
+        ddgst,
+        hdgst,
+    ));
+    s.extend(capsule(
+        rw(IoOpcode::Read, 0, 256),
+        7,
+        &[],
+        128 * 1024,
+        ddgst,
+        hdgst,
+    ));
+    s
+}
+
+/// (file name, harness input).
+fn seeds() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for dg in 0u8..4 {
+        let (hdgst, ddgst) = (dg & 1 != 0, dg & 2 != 0);
+        for chunk in [0u8, 0xF0] {
+            let mut a = vec![dg | 0x04 | chunk];
+            a.extend(admin_stream(hdgst, ddgst));
+            out.push((format!("admin-dg{dg}-c{chunk:02x}"), a));
+            let mut i = vec![dg | 0x08 | chunk];
+            i.extend(io_stream(hdgst, ddgst));
+            out.push((format!("io-dg{dg}-c{chunk:02x}"), i));
+        }
+    }
+    out
+}
+
+#[test]
+fn seeds_run_through_the_harness() {
+    let dir = std::env::var_os("FUZZ_SEEDS");
+    for (name, data) in seeds() {
+        nvme_tcp_target::fuzzing::run(&data);
+        if let Some(d) = &dir {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(std::path::Path::new(d).join(name), &data).unwrap();
+        }
+    }
+}
