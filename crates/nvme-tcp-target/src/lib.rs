@@ -4,16 +4,22 @@
 //!   device (`file:PATH`, optionally `O_DIRECT`) or nothing (`null`).
 //! * [`config`]: ports, subsystems, access control and resource limits, built in code or
 //!   loaded from an `nvmetcli save` JSON file.
-//! * [`subsystem`] / [`controller`]: the NVMe model — controller IDs, properties, features,
-//!   keep-alive, asynchronous events, log pages.
+//! * [`subsystem`] / [`controller`] / [`state`]: the NVMe model — controller IDs, properties,
+//!   features, keep-alive, asynchronous events, log pages, the discovery generation counter.
+//! * [`identify`] / [`discovery`]: Identify pages and the Discovery Log Page.
+//! * [`conn`]: the sans-IO connection state machine.
+//! * [`server`]: listeners and one thread per connection ([`Target::start`]).
 //!
 //! ```
-//! use nvme_tcp_target::{NamespaceConfig, SubsystemConfig, TargetConfig};
+//! use nvme_tcp_target::{NamespaceConfig, SubsystemConfig, Target, TargetConfig};
 //! let cfg = TargetConfig::single_port("127.0.0.1:0".parse().unwrap()).subsystem(
 //!     SubsystemConfig::new("nqn.2024-01.io.example:disk")
 //!         .namespace(NamespaceConfig::parse("ram:16M").unwrap()),
 //! );
-//! cfg.validate().unwrap();
+//! let target = Target::start(cfg).unwrap();
+//! let addr = target.local_addrs()[0]; // the port the system picked
+//! assert_ne!(addr.port(), 0);
+//! target.shutdown();
 //! ```
 
 pub mod backend;
