@@ -17,6 +17,10 @@ pub const DEFAULT_IO_PORT: u16 = 4420;
 /// IANA port of the NVMe/TCP discovery service.
 pub const DEFAULT_DISCOVERY_PORT: u16 = 8009;
 
+/// Largest C2HData payload a target may be configured to send (one PDU's data must fit the
+/// transmit gather list).
+pub const MAX_C2H_DATA: u32 = 2 << 20;
+
 /// Longest NQN (NVMe base specification: 223 bytes, NUL-terminated in a 256-byte field).
 pub const MAX_NQN_LEN: usize = 223;
 
@@ -77,7 +81,8 @@ pub struct Limits {
     pub maxh2cdata: u32,
     /// Maximum data transfer size of one command, bytes (a power of two ≥ 4096; MDTS).
     pub mdts: u32,
-    /// Largest C2HData payload the target sends; reads are split at this size.
+    /// Largest C2HData payload the target sends (at most [`MAX_C2H_DATA`]); reads are split
+    /// at this size.
     pub c2h_data_max: u32,
     /// Bytes of solicited write data (outstanding R2Ts) plus staged read data per
     /// connection; commands wait for room beyond this.
@@ -123,8 +128,14 @@ impl Limits {
         if !self.mdts.is_power_of_two() || self.mdts < 4096 || self.mdts > 1 << 26 {
             return f("mdts", "must be a power of two between 4 KiB and 64 MiB");
         }
-        if self.c2h_data_max < 4096 || !self.c2h_data_max.is_multiple_of(4) {
-            return f("c2h_data_max", "must be a multiple of 4 of at least 4096");
+        if self.c2h_data_max < 4096
+            || !self.c2h_data_max.is_multiple_of(4)
+            || self.c2h_data_max > MAX_C2H_DATA
+        {
+            return f(
+                "c2h_data_max",
+                "must be a multiple of 4 between 4096 and 2 MiB",
+            );
         }
         if !self.in_capsule_data_size.is_multiple_of(16) || self.in_capsule_data_size > 1 << 20 {
             return f(

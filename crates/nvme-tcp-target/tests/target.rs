@@ -659,3 +659,24 @@ fn discovery_controller_reports_log_changes_by_event() {
         "notice, discovery log change, log 70h"
     );
 }
+
+#[test]
+fn largest_configurable_c2h_pdus_are_sent_whole() {
+    let t = start_with(|mut c| {
+        c.limits.mdts = 4 << 20;
+        c.limits.c2h_data_max = nvme_tcp_target::config::MAX_C2H_DATA;
+        c.subsystems[0]
+            .namespaces
+            .push(NamespaceConfig::parse("null:64M").unwrap());
+        c
+    });
+    let (_admin, mut io, _) = admin_and_io(t.local_addrs()[0], true, true, 0);
+    let data = pattern(4 << 20, 21);
+    assert_eq!(io.write_r2t(1, 0, &data).status(), Status::SUCCESS);
+    let d = io.read(1, 0, 8192, 4 << 20);
+    assert_eq!(d.status(), Status::SUCCESS);
+    assert!(d.data == data);
+    let z = io.read(2, 0, 8192, 4 << 20);
+    assert_eq!(z.status(), Status::SUCCESS);
+    assert!(z.data.iter().all(|&b| b == 0));
+}

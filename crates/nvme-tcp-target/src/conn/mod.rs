@@ -194,7 +194,10 @@ impl Connection {
         let mut params = NegotiatedParams::new(Role::Controller);
         params.max_plen = max_pdu as u32;
         params.max_h2c_data = lim.maxh2cdata;
-        let c2h_max = lim.c2h_data_max.min(lim.mdts) as usize;
+        let c2h_max = lim
+            .c2h_data_max
+            .min(lim.mdts)
+            .clamp(4096, crate::config::MAX_C2H_DATA) as usize;
         let pool = BufPool::new(c2h_max, (lim.max_inflight_data as usize / c2h_max).max(1));
         Self {
             id,

@@ -16,6 +16,12 @@ use nvme_tcp_wire::digest::Crc32c;
 use crate::backend::{AlignedBuf, Backend, StripeSpan};
 use crate::namespace::Namespace;
 
+// One item never needs more pieces or locks than these limits: its data is at most
+// `config::MAX_C2H_DATA` (2 MiB = 32 zero pages, or 3 RAM stripes).
+const _: () = assert!(crate::config::MAX_C2H_DATA as usize / ZERO_PAGE <= MAX_IOV);
+const _: () =
+    assert!(crate::config::MAX_C2H_DATA as usize / crate::backend::RAM_STRIPE < MAX_GUARDS);
+
 /// Most pieces gathered into one `writev`.
 pub const MAX_IOV: usize = 64;
 /// Most RAM stripe locks held during one `writev`.
