@@ -619,8 +619,8 @@ impl<D: UlpDdpDevice + Send + 'static> DdpQueue<D> {
         }
     }
 
-    /// Removes the socket's offload (`ulp_ddp_sk_del`), as the queue stops. I/Os still set
-    /// up are torn down by the device and complete with [`IoError::QueueLost`].
+    /// Removes the socket's offload (`ulp_ddp_sk_del`), as the queue stops. READs still set
+    /// up get their buffers back from the device and finish on the software path.
     pub fn stop(&mut self) {
         if !self.off_ddp {
             return;
@@ -632,9 +632,8 @@ impl<D: UlpDdpDevice + Send + 'static> DdpQueue<D> {
         };
         let ios = lock(&netdev.dev).sk_del(self.sk);
         for io in ios {
-            if let Some(read) = self.reads.remove(&io.command_id) {
-                let _ = read;
-                tracing::warn!(qid = self.qid, cid = io.command_id, "I/O set up at sk_del");
+            if let Some(read) = self.reads.get_mut(&io.command_id) {
+                read.dest = Dest::Host(io.sgl);
             }
         }
         self.collect_teardowns();
@@ -772,11 +771,13 @@ impl<D: UlpDdpDevice + Send + 'static> DdpQueue<D> {
                 let LargeRead {
                     dest,
                     contig,
+                    checks,
                     error,
-                    ..
                 } = read;
                 if let Dest::Host(sgl) = dest {
-                    finish(&mut c, sgl, contig, &[], error, &mut self.stats);
+                    // Checks deferred while the device still owned the buffers (before an
+                    // sk_del) are due now.
+                    finish(&mut c, sgl, contig, &checks, error, &mut self.stats);
                 }
                 self.ready.push_back(c);
                 continue;
@@ -1129,6 +1130,65 @@ mod tests {
         // Not every segment had the crc bit: the digest was checked in software.
         assert_eq!(q.offload_stats().ddgst_software, 1);
         assert_eq!(q.offload_stats().ddgst_offloaded, 0);
+    }
+
+    #[test]
+    fn reads_in_flight_at_sk_del_finish_on_the_software_path() {
+        let (dev, mut q, pos) = live_queue();
+        let data: Vec<u8> = (0..8192u32).map(|i| (i * 7) as u8).collect();
+        let cid = q
+            .submit(read(0, 2, IoBuf::Contig(vec![0; 8192]), 5))
+            .unwrap();
+        // The device placed the first 4 KiB of a first PDU, then the queue stops.
+        assert!(
+            lock(&dev)
+                .ios
+                .get_mut(&cid)
+                .unwrap()
+                .sgl
+                .write_at(0, &data[..4096])
+        );
+        let first = {
+            let hdr = HeaderBuf::new(&DataPduRepr {
+                pdu_type: PduType::C2hData,
+                flags: PduFlags::NONE,
+                hdgst: false,
+                ddgst: true,
+                pda: 0,
+                cccid: cid,
+                ttag: 0,
+                datao: 0,
+                datal: 4096,
+            });
+            let mut v = hdr.as_bytes().to_vec();
+            v.extend_from_slice(&data[..4096]);
+            v.extend_from_slice(&crc32c(&data[..4096]).to_le_bytes());
+            v
+        };
+        deliver(&mut q, pos, &first, false, &[(pos + 24, 4096)]);
+        q.stop();
+        assert!(!q.is_offloaded());
+        assert_eq!(lock(&dev).sk_del, 1);
+        // The rest arrives after the offload is gone.
+        let hdr = HeaderBuf::new(&DataPduRepr {
+            pdu_type: PduType::C2hData,
+            flags: PduFlags::LAST_PDU | PduFlags::SUCCESS,
+            hdgst: false,
+            ddgst: true,
+            pda: 0,
+            cccid: cid,
+            ttag: 0,
+            datao: 4096,
+            datal: 4096,
+        });
+        let mut second = hdr.as_bytes().to_vec();
+        second.extend_from_slice(&data[4096..]);
+        second.extend_from_slice(&crc32c(&data[4096..]).to_le_bytes());
+        deliver(&mut q, pos + first.len() as u64, &second, false, &[]);
+        let c = q.pop_completion().unwrap();
+        assert!(c.result.is_ok(), "{:?}", c.result);
+        assert_eq!(c.buf.unwrap(), IoBuf::Contig(data));
+        assert_eq!(q.offload_stats().ddgst_software, 2);
     }
 
     #[test]
