@@ -393,23 +393,20 @@ struct Host<L> {
     opts: ConnectOptions,
     admin: QueueCore,
     ioqs: Vec<DdpQueue<SoftDdpDevice>>,
-    max_cid: u16,
 }
 
 impl<L: Link> Host<L> {
-    fn take_tx(core_tx: &[u8]) -> Vec<u8> {
-        core_tx.to_vec()
-    }
-
-    /// One lockstep round; returns true if any byte moved.
+    /// One lockstep round: sends what every queue has to send, hands over to the network
+    /// and feeds back what arrived. Returns whether any byte moved and whether the network
+    /// has nothing in flight.
     fn pump(&mut self) -> Result<(bool, bool), SimError> {
         let mut h2c = Vec::with_capacity(1 + self.ioqs.len());
-        let a = Self::take_tx(self.admin.tx_pending());
+        let a = self.admin.tx_pending().to_vec();
         self.admin.tx_consumed(a.len());
         let mut moved = !a.is_empty();
         h2c.push(a);
         for q in &mut self.ioqs {
-            let t = Self::take_tx(q.tx_pending());
+            let t = q.tx_pending().to_vec();
             q.tx_consumed(t.len());
             moved |= !t.is_empty();
             h2c.push(t);
@@ -722,7 +719,6 @@ fn host_run<L: Link>(
         opts,
         admin,
         ioqs: Vec::new(),
-        max_cid: 0,
     };
     let cntlid = h.connect_admin()?;
     // The admin queue is never offloaded; the controller's device is probed once.
@@ -756,7 +752,6 @@ fn host_run<L: Link>(
         r.host.resync_confirmed += s.resync_confirmed;
         r.host.resync_mismatch += s.resync_mismatch;
     }
-    r.max_cid = r.max_cid.max(h.max_cid);
     let net = h.link.finish()?;
     r.nic = net.nic;
     r.wire = net.wire;
