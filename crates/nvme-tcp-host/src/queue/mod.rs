@@ -23,6 +23,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use nvme_tcp_wire::digest::crc32c;
+use nvme_tcp_wire::nvme::Cqe;
 use nvme_tcp_wire::pdu::{CapsuleCmdRepr, DataPduRepr, HeaderBuf, IcReqRepr, PduFlags, PduType};
 
 use crate::buf::IoBuf;
@@ -650,15 +651,15 @@ fn set_sgl(sqe: &mut [u8; SQE_LEN], len: usize, in_capsule: bool) {
     sqe[39] = if in_capsule && len > 0 { 0x01 } else { 0x5A };
 }
 
-/// Decodes the CQE fields the queue needs: `(dw0, dw1, sqhd, cid, status)`.
-pub(crate) fn cqe_fields(cqe: &[u8]) -> (u32, u32, u16, u16, NvmeStatus) {
-    let le32 = |o: usize| u32::from_le_bytes([cqe[o], cqe[o + 1], cqe[o + 2], cqe[o + 3]]);
-    let le16 = |o: usize| u16::from_le_bytes([cqe[o], cqe[o + 1]]);
-    (
-        le32(0),
-        le32(4),
-        le16(8),
-        le16(12),
-        NvmeStatus::from_cqe_status(le16(14)),
-    )
+/// Decodes the CQE fields the queue needs, through the wire layer's [`Cqe`]:
+/// `(dw0, dw1, sqhd, cid, status)`. `None` if fewer than 16 bytes are given.
+pub(crate) fn cqe_fields(cqe: &[u8]) -> Option<(u32, u32, u16, u16, NvmeStatus)> {
+    let c = Cqe::parse(cqe).ok()?;
+    Some((
+        c.dw0(),
+        c.dw1(),
+        c.sqhd(),
+        c.cid(),
+        NvmeStatus::from_cqe_status(c.status_bits()),
+    ))
 }

@@ -548,7 +548,9 @@ impl QueueCore {
     }
 
     fn handle_capsule_resp(&mut self) -> Result<(), ProtocolError> {
-        let (dw0, dw1, sqhd, cid, status) = cqe_fields(&self.rx.hdr[8..24]);
+        let Some((dw0, dw1, sqhd, cid, status)) = cqe_fields(&self.rx.hdr[8..24]) else {
+            return Err(ProtocolError::Closed);
+        };
         let Some(idx) = self.tags.lookup(cid) else {
             return Err(ProtocolError::UnknownCid { cid });
         };
