@@ -25,7 +25,7 @@ fn main() {
         threaded: true,
         // A clean wire needs no quick reaction from the host: large rounds keep the
         // lockstep hand-over (a thread switch per round) out of the host's CPU time.
-        segments_per_round: if fault_ppm == 0 { 512 } else { 16 },
+        segments_per_round: if fault_ppm == 0 { 512 } else { 64 },
         wire: ddp_sim::WireConfig {
             faults: ddp_sim::FaultConfig {
                 drop_ppm: fault_ppm,

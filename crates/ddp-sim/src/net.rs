@@ -158,8 +158,9 @@ impl NetSide {
         for c in &mut self.conns {
             c.wire.tick(self.slots_per_round);
             let mut any = false;
+            let mut asked = false;
             loop {
-                while let Some(seg) = c.wire.poll() {
+                while !asked && let Some(seg) = c.wire.poll() {
                     any = true;
                     let seq = c.isn.wrapping_add(seg.offset as u32);
                     // The NIC sees the segment first, in wire order.
@@ -176,6 +177,10 @@ impl NetSide {
                     );
                     c.tcp
                         .on_segment(seg.offset, &seg.data, v.crc, &self.placed, seg.corruption);
+                    // The device asked the host to confirm a header: end the round so the
+                    // host sees the request while the data behind it is still coming (as
+                    // the kernel handles the resync CQE with the packet that carries it).
+                    asked = v.resync_request.is_some();
                 }
                 // Nothing arrived in this round: the retransmission timer fires.
                 if any || !c.wire.advance() {

@@ -67,8 +67,9 @@ pub struct SimParams {
     pub read_segments: usize,
     /// Check every completed READ's data against the pattern.
     pub verify: bool,
-    /// Segments each wire may deliver per lockstep round: how often the host gets to
-    /// react (confirm a resync, submit) while data flows.
+    /// Segment slots each wire advances per lockstep round: how often the host gets to
+    /// react (submit, complete) while data flows. A round also ends on a connection as soon
+    /// as the device asks for a resync, so the host answers promptly whatever this is.
     pub segments_per_round: u64,
     /// Run host and network on two threads (`host-sim`, `nic-sim`).
     pub threaded: bool,
@@ -93,7 +94,7 @@ impl Default for SimParams {
             reads: 64,
             read_segments: 1,
             verify: true,
-            segments_per_round: 16,
+            segments_per_round: 64,
             threaded: false,
         }
     }
