@@ -265,7 +265,9 @@ fn bring_up(opts: &ConnectOptions) -> Result<(Connection, QueueCore, ControllerI
     let mut conn = Connection::open(opts)?;
     let cqe = connect_queue(opts, &mut conn, &mut core, 0, ADMIN_QUEUE_SIZE, None)?;
     let cntlid = cqe.dw0 as u16;
-    let t = opts.command_timeout;
+    // Bring-up commands get at least the connect timeout, so a short per-command timeout
+    // (meant for I/O) does not make connecting fail on a busy machine.
+    let t = opts.command_timeout.max(opts.connect_timeout);
     let run = |conn: &mut Connection, core: &mut QueueCore, req: Request| {
         let ud = req.user_data;
         core.submit(req, Instant::now())

@@ -227,8 +227,21 @@ fn a_command_that_never_completes_is_aborted_then_the_queue_reset() {
         m.counters.aborts.load(Ordering::Relaxed) >= 1,
         "Abort was sent first"
     );
-    let c = read_blocks(&mut q, 0, 1, 2);
-    assert!(c.result.is_ok(), "{:?}", c.result);
+    // The queue works again. (On a very busy machine a read may itself exceed the short
+    // timeout; that is retried, only another outcome fails the test.)
+    let mut ok = false;
+    for ud in 2..40 {
+        let c = read_blocks(&mut q, 0, 1, ud);
+        match c.result {
+            Ok(_) => {
+                ok = true;
+                break;
+            }
+            Err(IoError::Timeout) => continue,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(ok, "the queue recovered");
 }
 
 #[test]
