@@ -539,7 +539,7 @@ impl QueueCore {
     fn handle_term_req(&mut self, ch: &CommonHeaderRepr) -> Result<(), ProtocolError> {
         let pdu = TermReqPdu::new_unchecked(&self.rx.hdr[..TERM_REQ_HLEN]);
         let (fes, fei) = (pdu.fes(), pdu.fei());
-        let left = ch.plen as usize - TERM_REQ_HLEN;
+        let left = (ch.plen as usize).saturating_sub(TERM_REQ_HLEN);
         if left == 0 {
             return Err(ProtocolError::term_req(fes, fei));
         }
@@ -676,7 +676,7 @@ impl QueueCore {
             ddgst: ch.has_ddgst(),
             success,
         });
-        let pad = ch.pdo as usize - ch.header_len();
+        let pad = (ch.pdo as usize).saturating_sub(ch.header_len());
         self.pad_progress(pad, offload);
         Ok(())
     }

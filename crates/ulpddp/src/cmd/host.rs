@@ -352,7 +352,10 @@ pub fn run(c: Command) -> anyhow::Result<()> {
 fn transfer_len(io: &IoArgs, ns: &NamespaceInfo, input: Option<usize>) -> anyhow::Result<usize> {
     let lba = ns.lba_size as u64;
     let len = match (io.block_count, io.data_size, input) {
-        (Some(c), _, _) => (c + 1) * lba,
+        (Some(c), _, _) => c
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(lba))
+            .context("--block-count too large")?,
         (None, Some(z), _) => z,
         (None, None, Some(n)) => n as u64,
         (None, None, None) => lba,
