@@ -167,3 +167,17 @@ fn reconnects_across_a_target_restart_and_the_data_is_intact() {
     drop(t2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn discovery_log_reports_the_current_generation() {
+    let t = ram_target(4);
+    let port = t.local_addrs()[0].port();
+    let ctrl = Controller::connect(ConnectOptions::discovery("127.0.0.1", port)).unwrap();
+    let first = discovery::read_log(&ctrl).unwrap();
+    assert_eq!(first.genctr, t.state().genctr());
+    t.state().config_changed();
+    let second = discovery::read_log(&ctrl).unwrap();
+    assert_eq!(second.genctr, first.genctr + 1);
+    assert_eq!(second.entries, first.entries);
+    ctrl.shutdown();
+}
