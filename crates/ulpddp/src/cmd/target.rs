@@ -179,3 +179,78 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     handle.shutdown();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn config(argv: &[&str]) -> anyhow::Result<TargetConfig> {
+        let cli = Cli::try_parse_from(std::iter::once("target").chain(argv.iter().copied()))?;
+        build_config(&cli.args)
+    }
+
+    #[test]
+    fn defaults_serve_4420_and_a_discovery_port() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.ports.len(), 2);
+        assert_eq!(c.ports[0].addr.port(), 4420);
+        assert_eq!(c.ports[1].addr.port(), 8009);
+        assert!(!c.ports[1].exposes(&c.subsystems[0].nqn));
+        assert_eq!(c.subsystems[0].namespaces.len(), 1);
+        assert!(c.subsystems[0].allow_any_host);
+    }
+
+    #[test]
+    fn flags_build_the_subsystem_and_limits() {
+        let c = config(&[
+            "--listen",
+            "[::1]:4420",
+            "--listen",
+            "127.0.0.1:4421",
+            "--no-discovery-port",
+            "--nqn",
+            "nqn.2024-01.io.test:x",
+            "--ns",
+            "ram:16M,lba=4096",
+            "--ns",
+            "null",
+            "--allow-host",
+            "nqn.2014-08.org.nvmexpress:uuid:a",
+            "--maxh2cdata",
+            "256K",
+            "--mdts",
+            "2M",
+            "--max-queue-size",
+            "256",
+        ])
+        .unwrap();
+        assert_eq!(c.ports.len(), 2);
+        assert!(c.ports[0].addr.is_ipv6());
+        let s = &c.subsystems[0];
+        assert_eq!(s.nqn, "nqn.2024-01.io.test:x");
+        assert_eq!(s.namespaces.len(), 2);
+        assert!(!s.allow_any_host);
+        assert_eq!(c.limits.maxh2cdata, 256 * 1024);
+        assert_eq!(c.limits.mdts, 2 << 20);
+        assert_eq!(c.limits.max_queue_size, 256);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_the_reason() {
+        let e = config(&["--ns", "disk:1G"]).unwrap_err().to_string();
+        assert!(e.contains("--ns"), "{e}");
+        assert!(config(&["--mdts", "3K"]).is_err());
+        assert!(config(&["--config", "/x.json", "--ns", "null"]).is_err());
+        let e = config(&["--config", "/nonexistent/target.json"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/target.json"), "{e}");
+    }
+}
