@@ -680,3 +680,33 @@ fn largest_configurable_c2h_pdus_are_sent_whole() {
     assert_eq!(z.status(), Status::SUCCESS);
     assert!(z.data.iter().all(|&b| b == 0));
 }
+
+#[test]
+fn a_discovery_only_port_serves_discovery_but_not_the_subsystem() {
+    let t = start_with(|mut c| {
+        let mut disc = nvme_tcp_target::PortConfig::new(2, "127.0.0.1:0".parse().unwrap());
+        disc.subsystems = nvme_tcp_target::config::PortSubsystems::Listed(vec![]);
+        c.ports.push(disc);
+        c
+    });
+    let disc_addr = t.local_addrs()[1];
+    let mut c = Client::connect(disc_addr);
+    c.ic(0, false, false);
+    let d = c.connect_queue(0, 31, 0, 0, CNTLID_DYNAMIC, SUBNQN);
+    assert_eq!(d.status(), Status::CONNECT_INVALID_PARAMETERS);
+    // Its discovery log points at the I/O port.
+    let mut c = Client::connect(disc_addr);
+    c.bring_up_admin(DISCOVERY_NQN, 0);
+    let page = c.get_log(0x70, 3 * 1024, 0);
+    let p = DiscoveryLogPage::parse(&page.data).unwrap();
+    assert_eq!(p.entries()[0].subnqn().unwrap(), SUBNQN);
+    assert_eq!(
+        p.entries()[0].trsvcid().unwrap(),
+        t.local_addrs()[0].port().to_string()
+    );
+    assert_eq!(
+        p.entries()[1].portid.get(),
+        2,
+        "current discovery subsystem"
+    );
+}
