@@ -173,6 +173,12 @@ impl Connection {
         let mut any = false;
         // Bounded so one busy queue cannot starve its caller's submissions forever.
         for _ in 0..64 {
+            // Hand completions back early enough that the caller can keep its queue depth
+            // (a continuous stream would otherwise keep this loop reading); at least one read
+            // per call, so a caller waiting for one command always makes progress.
+            if any && core.completions_ready() * 4 >= core.depth().max(4) {
+                break;
+            }
             let Self {
                 stream,
                 pipe,
