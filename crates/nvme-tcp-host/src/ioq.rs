@@ -303,6 +303,7 @@ impl IoQueue {
                 Ok(_) => {
                     self.generation = generation;
                     self.conn = Some(conn);
+                    self.core.restart_timers(Instant::now());
                     self.offload.connected();
                     self.apply_in_capsule_limit();
                     return Ok(());
@@ -322,6 +323,11 @@ impl IoQueue {
     /// Command timeouts: the first expiry sends Abort; the second fails the command and
     /// resets the queue.
     fn check_timeouts(&mut self, now: Instant) {
+        if self.conn.is_none() {
+            // Reconnecting: fast_io_fail_tmo and ctrl_loss_tmo govern the waiting commands;
+            // their clocks restart when they are re-issued.
+            return;
+        }
         let t = self.shared.opts.command_timeout;
         while let Some((cid, aborted)) = self.core.expired(now, t) {
             if !aborted {

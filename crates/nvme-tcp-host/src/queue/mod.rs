@@ -350,12 +350,6 @@ impl QueueCore {
         now: Instant,
         early: bool,
     ) -> Result<u16, SubmitError> {
-        if self.phase == Phase::Failed && self.rx.is_dead() {
-            return Err(SubmitError {
-                reason: SubmitErrorKind::Dead,
-                buf: req.buf,
-            });
-        }
         let len = req.buf.as_ref().map_or(0, IoBuf::len);
         if len > u32::MAX as usize {
             return Err(SubmitError {
@@ -624,6 +618,17 @@ impl QueueCore {
             return None;
         }
         s.buf.as_mut()
+    }
+
+    /// Restarts the timeout clock of every command in flight (after a reconnect re-issued
+    /// them).
+    pub fn restart_timers(&mut self, now: Instant) {
+        for s in &mut self.slots {
+            if s.submitted.is_some() {
+                s.submitted = Some(now);
+                s.abort_sent = false;
+            }
+        }
     }
 
     /// Records that an Abort was sent for `cid` and restarts its timer.

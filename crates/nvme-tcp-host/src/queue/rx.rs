@@ -131,7 +131,6 @@ pub(crate) struct RxMachine {
     data: Option<DataCursor>,
     ddgst: [u8; 4],
     ddgst_have: usize,
-    dead: bool,
 }
 
 impl RxMachine {
@@ -147,14 +146,10 @@ impl RxMachine {
             data: None,
             ddgst: [0; 4],
             ddgst_have: 0,
-            dead: false,
         }
     }
     pub(crate) fn set_failed(&mut self) {
         self.state = RxState::Failed;
-    }
-    pub(crate) fn is_dead(&self) -> bool {
-        self.dead
     }
     /// Stream offset of the next byte to receive.
     pub(crate) fn position(&self) -> u64 {
