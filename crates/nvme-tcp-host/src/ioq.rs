@@ -308,9 +308,13 @@ impl IoQueue {
                     self.apply_in_capsule_limit();
                     return Ok(());
                 }
-                Err(HostError::ConnectRejected { status, .. }) if attempt == 0 => {
-                    // The controller does not know our association any more (it restarted):
-                    // re-establish it through the admin queue, then try again.
+                Err(HostError::ConnectRejected { status, .. })
+                    if attempt == 0 && status.sct == 1 && status.sc == 0x82 =>
+                {
+                    // Connect Invalid Parameters: the controller does not know our controller
+                    // id any more (it restarted). Re-establish the association through the
+                    // admin queue, then try again. Other refusals (busy, queue id still in
+                    // use) are retried after reconnect_delay instead.
                     tracing::info!(qid = self.qid, %status, "I/O Connect refused; re-associating");
                     self.shared.reassociate(generation)?;
                 }
