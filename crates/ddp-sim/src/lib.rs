@@ -59,6 +59,7 @@ pub mod wire;
 pub use host::{DdpNetdev, DdpQueue, HostOffloadStats};
 pub use sim::{
     OffloadComparison, ReadId, SimParams, SimReport, compare_offload, run_sim_read_workload,
+    run_sim_read_workload_on,
 };
 pub use wire::{FaultConfig, WireConfig};
 

@@ -116,7 +116,7 @@ pub struct ReadId {
 #[serde(rename_all = "kebab-case")]
 pub struct SimReport {
     /// Device statistics after the disconnect (`stats-get`): the totals of the whole run,
-    /// connect and fill included.
+    /// connect and fill included (a delta, when the device served earlier runs).
     pub device: Stats,
     /// Device statistics of the READ phase only (the difference of two `stats-get`).
     pub reads_device: Stats,
@@ -721,6 +721,7 @@ fn host_run<L: Link>(
         admin,
         ioqs: Vec::new(),
     };
+    let run0 = lock(dev).get_stats();
     let cntlid = h.connect_admin()?;
     // The admin queue is never offloaded; the controller's device is probed once.
     let netdev = DdpNetdev::probe(dev, p.ddp_offload);
@@ -768,7 +769,7 @@ fn host_run<L: Link>(
         })
         .collect();
     let d = lock(dev);
-    r.device = d.get_stats();
+    r.device = stats_since(&d.get_stats(), &run0);
     r.engine = d.diagnostics();
     Ok(r)
 }
@@ -781,9 +782,19 @@ fn host_run<L: Link>(
 /// (target, wire, NIC) on one named `nic-sim`; `host_cpu_seconds` is then the host thread's
 /// CPU time during the reads and `net_cpu_seconds` the network thread's.
 pub fn run_sim_read_workload(params: &SimParams) -> Result<SimReport, SimError> {
+    let dev = Arc::new(Mutex::new(SoftDdpDevice::new(params.engine)));
+    run_sim_read_workload_on(params, dev)
+}
+
+/// [`run_sim_read_workload`] on a device the caller owns (and may expose through a control
+/// plane while the workload runs; `params.engine` is then ignored). The report's device
+/// counters are deltas, so a device that served earlier runs reports this run only.
+pub fn run_sim_read_workload_on(
+    params: &SimParams,
+    dev: Arc<Mutex<SoftDdpDevice>>,
+) -> Result<SimReport, SimError> {
     validate(params)?;
     let state = target_state(params)?;
-    let dev = Arc::new(Mutex::new(SoftDdpDevice::new(params.engine)));
     let net = NetSide::new(
         state,
         Arc::clone(&dev),

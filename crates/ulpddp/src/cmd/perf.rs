@@ -89,9 +89,22 @@ pub struct Args {
     /// only zero pages, which flatters the figures).
     #[arg(long)]
     pub no_prefill: bool,
-    /// Run over the simulated network with the software DDP engine, offload on vs off.
+    /// Run over the simulated network with the software DDP engine, offload on vs off
+    /// (data digest always on: verifying it is half of what the offload does).
     #[arg(long)]
     pub ddp: bool,
+    /// With --ddp: drop, reorder and duplicate this many segments per million each.
+    #[arg(long, default_value_t = 0, requires = "ddp")]
+    pub fault_ppm: u32,
+    /// With --ddp: seed of the simulated wire's segmentation and faults.
+    #[arg(long, default_value_t = 1, requires = "ddp")]
+    pub seed: u64,
+    /// With --ddp: serve the ULP DDP control plane (JSON-RPC) on this Unix socket.
+    #[arg(long, requires = "ddp")]
+    pub ctl_socket: Option<std::path::PathBuf>,
+    /// With --ctl-socket: keep serving this many seconds after the runs.
+    #[arg(long, default_value_t = 0.0, requires = "ctl_socket")]
+    pub hold: f64,
 }
 
 fn job_name(spec: &JobSpec, queues: u16, hdgst: bool, ddgst: bool) -> String {
