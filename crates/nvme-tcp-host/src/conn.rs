@@ -10,7 +10,7 @@
 //! Transmit: all PDUs queued since the last flush go out in one `write` (batching many
 //! capsules per system call). TCP_NODELAY is set.
 
-use std::io::{self, IoSliceMut, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -111,11 +111,14 @@ impl Connection {
     /// Sends as much of the pending transmit data as the socket takes now.
     pub fn flush(&mut self, core: &mut QueueCore) -> Result<(), HostError> {
         loop {
-            let pending = core.tx_pending();
-            if pending.is_empty() {
+            // One gather write for everything queued (headers and, in zero-copy mode, the
+            // commands' own buffers), up to 64 pieces at a time.
+            let mut iov = [IoSlice::new(&[]); 64];
+            let n = core.tx_iovecs(&mut iov);
+            if n == 0 {
                 return Ok(());
             }
-            match self.stream.write(pending) {
+            match self.stream.write_vectored(&iov[..n]) {
                 Ok(0) => return Err(ProtocolError::Closed.into()),
                 Ok(n) => core.tx_consumed(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -142,7 +145,7 @@ impl Connection {
         if progressed || timeout.is_none_or(|t| t.is_zero()) {
             return Ok(());
         }
-        let want_write = !core.tx_pending().is_empty();
+        let want_write = !core.tx_is_empty();
         let mut pfd = libc::pollfd {
             fd: self.stream.as_raw_fd(),
             events: libc::POLLIN | if want_write { libc::POLLOUT } else { 0 },

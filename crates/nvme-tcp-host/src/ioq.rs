@@ -64,6 +64,7 @@ impl IoQueue {
             cid_mode: shared.opts.cid_mode,
             in_capsule_max: 0,
         });
+        core.set_zero_copy_tx(true);
         let mut conn = Connection::open(&shared.opts)?;
         connect_queue(
             &shared.opts,

@@ -18,11 +18,11 @@
 pub mod rx;
 #[cfg(test)]
 mod tests;
+mod tx;
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use nvme_tcp_wire::digest::crc32c;
 use nvme_tcp_wire::nvme::Cqe;
 use nvme_tcp_wire::pdu::{CapsuleCmdRepr, DataPduRepr, HeaderBuf, IcReqRepr, PduFlags, PduType};
 
@@ -230,8 +230,7 @@ pub struct QueueCore {
     /// Slots submitted while the queue was not live, or to re-issue after a reconnect.
     deferred: VecDeque<u16>,
     completions: VecDeque<Completion>,
-    tx: Vec<u8>,
-    tx_off: usize,
+    tx: tx::TxQueue,
     pub(crate) rx: rx::RxMachine,
     pub(crate) stats: QueueStats,
     /// SQ head as last reported by the controller.
@@ -259,8 +258,7 @@ impl QueueCore {
             slots: (0..depth).map(|_| Slot::empty()).collect(),
             deferred: VecDeque::with_capacity(depth as usize),
             completions: VecDeque::with_capacity(depth as usize),
-            tx: Vec::with_capacity(64 << 10),
-            tx_off: 0,
+            tx: tx::TxQueue::with_capacity(64 << 10),
             rx: rx::RxMachine::new(),
             phase: Phase::WaitIcResp,
             neg: None,
@@ -281,7 +279,7 @@ impl QueueCore {
             ddgst_enable: self.cfg.ddgst,
             maxr2t: 0,
         };
-        self.tx.extend_from_slice(HeaderBuf::new(&icreq).as_bytes());
+        self.tx.stage(HeaderBuf::new(&icreq).as_bytes());
     }
 
     /// Queue id.
@@ -411,16 +409,11 @@ impl QueueCore {
             sqe: slot.sqe,
             data_len: data_len as u32,
         };
-        self.tx.extend_from_slice(HeaderBuf::new(&repr).as_bytes());
+        self.tx.stage(HeaderBuf::new(&repr).as_bytes());
         if data_len > 0
             && let Some(buf) = &slot.buf
         {
-            let start = self.tx.len();
-            buf.copy_out(0, data_len, &mut self.tx);
-            if neg.ddgst {
-                let d = crc32c(&self.tx[start..]);
-                self.tx.extend_from_slice(&d.to_le_bytes());
-            }
+            self.tx.data(idx, buf, 0, data_len, neg.ddgst);
         }
     }
 
@@ -449,30 +442,46 @@ impl QueueCore {
                 datao: off as u32,
                 datal: n as u32,
             };
-            self.tx.extend_from_slice(HeaderBuf::new(&repr).as_bytes());
-            let start = self.tx.len();
-            buf.copy_out(off, n, &mut self.tx);
-            if neg.ddgst {
-                let d = crc32c(&self.tx[start..]);
-                self.tx.extend_from_slice(&d.to_le_bytes());
-            }
+            self.tx.stage(HeaderBuf::new(&repr).as_bytes());
+            self.tx.data(idx, buf, off, n, neg.ddgst);
             off += n;
         }
     }
 
-    /// Bytes waiting to be sent.
+    /// The next contiguous bytes waiting to be sent (all of them in copy mode; in zero-copy
+    /// mode a staged piece or a piece of a command's buffer).
     pub fn tx_pending(&self) -> &[u8] {
-        &self.tx[self.tx_off..]
+        self.tx.pending(&self.slots)
     }
 
-    /// Reports that the first `n` bytes of [`QueueCore::tx_pending`] were sent.
+    /// Fills `out` with the bytes waiting to be sent, in order, for a gather write; returns
+    /// how many slices were filled.
+    pub fn tx_iovecs<'a>(&'a self, out: &mut [std::io::IoSlice<'a>]) -> usize {
+        self.tx.iovecs(&self.slots, out)
+    }
+
+    /// True if nothing waits to be sent.
+    pub fn tx_is_empty(&self) -> bool {
+        self.tx.is_empty()
+    }
+
+    /// Reports that the first `n` bytes waiting to be sent were sent.
     pub fn tx_consumed(&mut self, n: usize) {
         self.used |= n > 0;
-        self.tx_off = (self.tx_off + n).min(self.tx.len());
-        if self.tx_off == self.tx.len() {
-            self.tx.clear();
-            self.tx_off = 0;
-        }
+        self.tx.consumed(n);
+    }
+
+    /// Zero-copy transmit: payload is sent from the commands' buffers (gather writes via
+    /// [`QueueCore::tx_iovecs`]) instead of being copied into the transmit buffer. Can be
+    /// switched on at any time; switching it off takes effect only while nothing waits to be
+    /// sent. Off by default.
+    pub fn set_zero_copy_tx(&mut self, on: bool) {
+        self.tx.set_zero_copy(on);
+    }
+
+    /// True in zero-copy transmit mode.
+    pub fn zero_copy_tx(&self) -> bool {
+        self.tx.zero_copy()
     }
 
     /// The next finished command.
@@ -498,6 +507,10 @@ impl QueueCore {
     /// Completes slot `idx` with `result` (a pending data error overrides success).
     pub(crate) fn complete(&mut self, idx: u16, result: Result<CqeInfo, IoError>) {
         let slot = &mut self.slots[idx as usize];
+        if let Some(b) = slot.buf.as_ref() {
+            // Unsent payload of this command must not leave with its buffer.
+            self.tx.materialize(idx, b);
+        }
         let result = match (result, slot.data_error.take()) {
             (Ok(_), Some(e)) => Err(e),
             (r, _) => r,
@@ -556,7 +569,6 @@ impl QueueCore {
     /// byte) once the queue is live again.
     pub fn reset_connection(&mut self) {
         self.tx.clear();
-        self.tx_off = 0;
         self.rx = rx::RxMachine::new();
         self.neg = None;
         self.phase = Phase::WaitIcResp;
