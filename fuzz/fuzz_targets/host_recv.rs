@@ -54,6 +54,7 @@ struct Input {
     hdgst: bool,
     ddgst: bool,
     linear: bool,
+    zero_copy_tx: bool,
     chunks: Vec<u8>,
     ops: Vec<Op>,
 }
@@ -136,6 +137,17 @@ fn stream(inp: &Input, cids: &[u16]) -> Vec<u8> {
     s
 }
 
+/// "Sends" everything queued for transmission.
+fn drain(q: &mut QueueCore) {
+    loop {
+        let n = q.tx_pending().len();
+        if n == 0 {
+            break;
+        }
+        q.tx_consumed(n);
+    }
+}
+
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Ok(inp) = Input::arbitrary(&mut Unstructured::new(data)) else {
         return;
@@ -152,8 +164,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         },
         in_capsule_max: 64,
     });
-    let n = q.tx_pending().len();
-    q.tx_consumed(n);
+    q.set_zero_copy_tx(inp.zero_copy_tx);
+    drain(&mut q);
     let icresp = HeaderBuf::new(&IcRespRepr {
         pfv: 0,
         cpda: 0,
@@ -207,8 +219,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(cid) = q.submit(noop, now) {
         cids.push(cid);
     }
-    let n = q.tx_pending().len();
-    q.tx_consumed(n);
+    drain(&mut q);
 
     let bytes = stream(&inp, &cids);
     let mut received = [0usize; 3];
@@ -239,8 +250,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             input = &input[n..];
             r
         };
-        let pending = q.tx_pending().len();
-        q.tx_consumed(pending);
+        drain(&mut q);
         if r.is_err() {
             break;
         }

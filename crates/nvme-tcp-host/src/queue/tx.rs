@@ -97,6 +97,10 @@ impl TxQueue {
 
     /// Appends bytes to send (headers, padding, digests).
     pub(crate) fn stage(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            // No empty piece: a gather write of nothing would look like a closed socket.
+            return;
+        }
         let start = self.buf.len();
         self.buf.extend_from_slice(bytes);
         if self.zero_copy {
@@ -114,6 +118,9 @@ impl TxQueue {
     /// Appends `len` payload bytes at transfer offset `off` of slot `idx`'s buffer, then their
     /// data digest if `ddgst`. The range must be inside `buf`.
     pub(crate) fn data(&mut self, idx: u16, buf: &IoBuf, off: usize, len: usize, ddgst: bool) {
+        if len == 0 {
+            return;
+        }
         if self.zero_copy {
             let d = ddgst.then(|| crc_range(buf, off, len));
             self.pieces.push_back(Piece::Data { idx, off, len });
