@@ -13,11 +13,12 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo test"
-cargo test --workspace --release
+step "cargo test (profile ci: optimised, no LTO)"
+cargo test --workspace --profile ci
 
-step "build ulpddp (release) for the interop tests"
-cargo build --release -p ulpddp
+step "build ulpddp for the interop tests"
+cargo build --profile ci -p ulpddp
+export ULPDDP="${CARGO_TARGET_DIR:-$PWD/target}/ci/ulpddp"
 
 for t in tests/interop/*-*.sh; do
     [ -e "$t" ] || continue
