@@ -214,6 +214,8 @@ pub struct QueueStats {
     pub rx_offload_placed_bytes: u64,
     /// C2HData PDUs whose data digest an offload verified (CRC skipped).
     pub rx_offload_ddgst_pdus: u64,
+    /// C2HData payload bytes the host ran CRC32C over (software data digest).
+    pub rx_digested_bytes: u64,
     /// Data digest mismatches.
     pub ddgst_errors: u64,
     /// Connections re-established.

@@ -305,6 +305,7 @@ impl QueueCore {
         {
             // The bytes were just written: digest them while they are in cache.
             cur.crc.update(&buf.segment(seg)[soff..soff + n]);
+            self.stats.rx_digested_bytes += n as u64;
         }
         cur.off += n;
         cur.left -= n;
@@ -348,6 +349,7 @@ impl QueueCore {
                             let s = buf.segment(seg);
                             let n = (s.len() - soff).min(end - off);
                             c.update(&s[soff..soff + n]);
+                            self.stats.rx_digested_bytes += n as u64;
                             off += n;
                         }
                     }
@@ -657,7 +659,9 @@ impl QueueCore {
                 expected: slot.len,
             });
         }
-        let crc_inline = !(ch.has_ddgst() && offload.ddgst_offloaded(self.rx.pdu_seq));
+        // Digest while placing only when the PDU carries a data digest that no offload
+        // verifies (without DDGST there is nothing to compare with).
+        let crc_inline = ch.has_ddgst() && !offload.ddgst_offloaded(self.rx.pdu_seq);
         self.slots[idx as usize].last_seen = last;
         self.rx.data = Some(DataCursor {
             idx,

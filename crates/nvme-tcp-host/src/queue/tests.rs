@@ -147,6 +147,21 @@ fn read_places_each_pdu_at_its_datao_and_completes_on_capsule_resp() {
 }
 
 #[test]
+fn data_is_digested_only_when_the_pdu_carries_a_data_digest() {
+    for (h, d) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut q = live(h, d);
+        let cid = submit(&mut q, read_req(8192, 1));
+        let data = pattern(8192, 5);
+        let mut s = c2h(&q, cid, 0, &data, PduFlags::LAST_PDU);
+        s.extend(resp(&q, cid, 0));
+        q.rx_feed(&s, &mut NoOffload).unwrap();
+        assert!(only_completion(&mut q).result.is_ok());
+        let want = if d { 8192 } else { 0 };
+        assert_eq!(q.stats().rx_digested_bytes, want, "hdgst {h} ddgst {d}");
+    }
+}
+
+#[test]
 fn byte_at_a_time_feeding_gives_the_same_result() {
     let mut q = live(true, true);
     let cid = submit(&mut q, read_req(1000, 1));
