@@ -16,9 +16,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test (profile ci: optimised, no LTO)"
 cargo test --workspace --profile ci
 
-step "build ulpddp for the interop tests"
-cargo build --profile ci -p ulpddp
+# `cargo test` built the binary for the integration tests already (same profile).
 export ULPDDP="${CARGO_TARGET_DIR:-$PWD/target}/ci/ulpddp"
+if [ ! -x "$ULPDDP" ]; then
+    step "build ulpddp for the interop tests"
+    cargo build --profile ci -p ulpddp
+fi
 
 for t in tests/interop/*-*.sh; do
     [ -e "$t" ] || continue
