@@ -87,3 +87,19 @@ impl NvmeError {
         }
     }
 }
+
+/// Views the first `size_of::<T>()` bytes of `bytes` as a `T`, or reports the named structure
+/// (needing `needed` bytes) as truncated. The shared body of the `parse` functions of the
+/// fixed-size NVMe views.
+pub(crate) fn view_prefix<'a, T>(
+    structure: &'static str,
+    needed: usize,
+    bytes: &'a [u8],
+) -> Result<&'a T, NvmeError>
+where
+    T: zerocopy::FromBytes + zerocopy::KnownLayout + zerocopy::Immutable,
+{
+    T::ref_from_prefix(bytes)
+        .map(|(view, _)| view)
+        .map_err(|_| NvmeError::truncated(structure, needed, bytes.len()))
+}

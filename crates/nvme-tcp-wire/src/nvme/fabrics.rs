@@ -17,7 +17,7 @@
 use zerocopy::little_endian::U16;
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::error::NvmeError;
+use super::error::{NvmeError, view_prefix};
 use super::opcode::{AdminOpcode, FabricsType};
 use super::queue::Sqe;
 use super::text::{NQN_FIELD_LEN, nqn_field, set_nqn_field};
@@ -300,9 +300,7 @@ impl ConnectData {
 
     /// Views the first 1024 bytes of `bytes` (the capsule's in-capsule data) as Connect data.
     pub fn parse(bytes: &[u8]) -> Result<&ConnectData, NvmeError> {
-        ConnectData::ref_from_prefix(bytes)
-            .map(|(d, _)| d)
-            .map_err(|_| NvmeError::truncated("Connect data", CONNECT_DATA_LEN, bytes.len()))
+        view_prefix("Connect data", CONNECT_DATA_LEN, bytes)
     }
 
     /// HOSTID (bytes 0-15): the host identifier (a UUID for NVMe/TCP).

@@ -10,7 +10,7 @@
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::error::NvmeError;
+use super::error::{NvmeError, view_prefix};
 use super::text::{NQN_FIELD_LEN, ascii_field, nqn_field, set_ascii_field, set_nqn_field};
 
 /// Length of every Identify data structure.
@@ -243,11 +243,7 @@ impl IdentifyController {
 
     /// Views the first 4096 bytes of `bytes` as Identify Controller data.
     pub fn parse(bytes: &[u8]) -> Result<&IdentifyController, NvmeError> {
-        IdentifyController::ref_from_prefix(bytes)
-            .map(|(d, _)| d)
-            .map_err(|_| {
-                NvmeError::truncated("Identify Controller", IDENTIFY_DATA_LEN, bytes.len())
-            })
+        view_prefix("Identify Controller", IDENTIFY_DATA_LEN, bytes)
     }
 
     /// SN, checked and without padding.
@@ -308,21 +304,9 @@ impl IdentifyController {
 }
 
 /// An LBA Format descriptor (4 bytes) of Identify Namespace.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    FromBytes,
-    IntoBytes,
-    KnownLayout,
-    Immutable,
-    Unaligned,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 pub struct LbaFormat {
     /// Metadata Size in bytes per LBA.
     pub ms: U16,
@@ -453,9 +437,7 @@ impl IdentifyNamespace {
 
     /// Views the first 4096 bytes of `bytes` as Identify Namespace data.
     pub fn parse(bytes: &[u8]) -> Result<&IdentifyNamespace, NvmeError> {
-        IdentifyNamespace::ref_from_prefix(bytes)
-            .map(|(d, _)| d)
-            .map_err(|_| NvmeError::truncated("Identify Namespace", IDENTIFY_DATA_LEN, bytes.len()))
+        view_prefix("Identify Namespace", IDENTIFY_DATA_LEN, bytes)
     }
 
     /// The index of the formatted LBA format, from FLBAS bits 3:0 and 6:5.
@@ -517,11 +499,7 @@ impl Default for IdentifyControllerNvm {
 impl IdentifyControllerNvm {
     /// Views the first 4096 bytes of `bytes` as this structure.
     pub fn parse(bytes: &[u8]) -> Result<&IdentifyControllerNvm, NvmeError> {
-        IdentifyControllerNvm::ref_from_prefix(bytes)
-            .map(|(d, _)| d)
-            .map_err(|_| {
-                NvmeError::truncated("Identify Controller (NVM)", IDENTIFY_DATA_LEN, bytes.len())
-            })
+        view_prefix("Identify Controller (NVM)", IDENTIFY_DATA_LEN, bytes)
     }
 }
 
@@ -567,15 +545,11 @@ impl IdentifyNamespaceIndependent {
 
     /// Views the first 4096 bytes of `bytes` as this structure.
     pub fn parse(bytes: &[u8]) -> Result<&IdentifyNamespaceIndependent, NvmeError> {
-        IdentifyNamespaceIndependent::ref_from_prefix(bytes)
-            .map(|(d, _)| d)
-            .map_err(|_| {
-                NvmeError::truncated(
-                    "Identify Namespace (command set independent)",
-                    IDENTIFY_DATA_LEN,
-                    bytes.len(),
-                )
-            })
+        view_prefix(
+            "Identify Namespace (command set independent)",
+            IDENTIFY_DATA_LEN,
+            bytes,
+        )
     }
 }
 
@@ -623,9 +597,7 @@ impl NsidList {
 
     /// Views the first 4096 bytes of `bytes` as an NSID list.
     pub fn parse(bytes: &[u8]) -> Result<&NsidList, NvmeError> {
-        NsidList::ref_from_prefix(bytes)
-            .map(|(d, _)| d)
-            .map_err(|_| NvmeError::truncated("NSID list", IDENTIFY_DATA_LEN, bytes.len()))
+        view_prefix("NSID list", IDENTIFY_DATA_LEN, bytes)
     }
 
     /// The NSIDs up to the first zero entry.

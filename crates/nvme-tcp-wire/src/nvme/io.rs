@@ -150,21 +150,9 @@ impl DatasetManagementCommand {
 pub const DSM_RANGE_LEN: usize = 16;
 
 /// One Dataset Management range.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    FromBytes,
-    IntoBytes,
-    KnownLayout,
-    Immutable,
-    Unaligned,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 pub struct DsmRange {
     /// 0: Context Attributes.
     pub cattr: U32,

@@ -8,7 +8,7 @@
 use zerocopy::little_endian::{U16, U32, U64, U128};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::error::NvmeError;
+use super::error::{NvmeError, view_prefix};
 #[cfg(doc)]
 use super::identify::NsidList;
 use super::opcode::AdminOpcode;
@@ -169,21 +169,9 @@ pub type ChangedNamespaceList = super::identify::NsidList;
 pub const ERROR_LOG_ENTRY_LEN: usize = 64;
 
 /// One 64-byte entry of the Error Information log page (LID 0x01).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    FromBytes,
-    IntoBytes,
-    KnownLayout,
-    Immutable,
-    Unaligned,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 pub struct ErrorLogEntry {
     /// 0: Error Count (unique, incrementing; 0 = empty entry).
     pub error_count: U64,
@@ -297,9 +285,7 @@ impl Default for SmartLog {
 impl SmartLog {
     /// Views the first 512 bytes of `bytes` as the SMART log.
     pub fn parse(bytes: &[u8]) -> Result<&SmartLog, NvmeError> {
-        SmartLog::ref_from_prefix(bytes)
-            .map(|(d, _)| d)
-            .map_err(|_| NvmeError::truncated("SMART / Health log", SMART_LOG_LEN, bytes.len()))
+        view_prefix("SMART / Health log", SMART_LOG_LEN, bytes)
     }
 }
 
@@ -339,11 +325,7 @@ impl DiscoveryLogHeader {
 
     /// Views the first 1024 bytes of `bytes` as the header.
     pub fn parse(bytes: &[u8]) -> Result<&DiscoveryLogHeader, NvmeError> {
-        DiscoveryLogHeader::ref_from_prefix(bytes)
-            .map(|(d, _)| d)
-            .map_err(|_| {
-                NvmeError::truncated("Discovery log header", DISCOVERY_RECORD_LEN, bytes.len())
-            })
+        view_prefix("Discovery log header", DISCOVERY_RECORD_LEN, bytes)
     }
 
     /// The bytes a host must read to get the whole page: 1024 × (NUMREC + 1), `None` on
@@ -484,11 +466,7 @@ impl DiscoveryLogEntry {
 
     /// Views the first 1024 bytes of `bytes` as an entry.
     pub fn parse(bytes: &[u8]) -> Result<&DiscoveryLogEntry, NvmeError> {
-        DiscoveryLogEntry::ref_from_prefix(bytes)
-            .map(|(d, _)| d)
-            .map_err(|_| {
-                NvmeError::truncated("Discovery log entry", DISCOVERY_RECORD_LEN, bytes.len())
-            })
+        view_prefix("Discovery log entry", DISCOVERY_RECORD_LEN, bytes)
     }
 
     /// TRSVCID, checked, without padding (spaces or NULs).

@@ -16,7 +16,7 @@
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::error::NvmeError;
+use super::error::{NvmeError, view_prefix};
 use super::status::{Status, StatusField};
 
 /// Length of a submission queue entry.
@@ -110,9 +110,7 @@ impl Sqe {
 
     /// Reads an SQE from the first 64 bytes of `bytes` (e.g. a CapsuleCmd's SQE field).
     pub fn parse(bytes: &[u8]) -> Result<&Sqe, NvmeError> {
-        Sqe::ref_from_prefix(bytes)
-            .map(|(sqe, _)| sqe)
-            .map_err(|_| NvmeError::truncated("SQE", SQE_LEN, bytes.len()))
+        view_prefix("SQE", SQE_LEN, bytes)
     }
 
     /// Opcode (OPC, byte 0).
@@ -221,21 +219,9 @@ impl Sqe {
 ///
 /// Byte 15 is the SGL identifier: descriptor type in bits 7:4, subtype in bits 3:0. NVMe/TCP
 /// uses two forms (see [`Sgl`]).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    FromBytes,
-    IntoBytes,
-    KnownLayout,
-    Immutable,
-    Unaligned,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 pub struct SglDescriptor {
     address: U64,
     length: U32,
@@ -341,21 +327,9 @@ impl From<Sgl> for SglDescriptor {
 }
 
 /// A 16-byte completion queue entry, read and written in place.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    FromBytes,
-    IntoBytes,
-    KnownLayout,
-    Immutable,
-    Unaligned,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 pub struct Cqe {
     dw0: U32,
     dw1: U32,
@@ -380,9 +354,7 @@ impl Cqe {
 
     /// Reads a CQE from the first 16 bytes of `bytes` (e.g. a CapsuleResp's CQE field).
     pub fn parse(bytes: &[u8]) -> Result<&Cqe, NvmeError> {
-        Cqe::ref_from_prefix(bytes)
-            .map(|(cqe, _)| cqe)
-            .map_err(|_| NvmeError::truncated("CQE", CQE_LEN, bytes.len()))
+        view_prefix("CQE", CQE_LEN, bytes)
     }
 
     /// Dword 0 (command specific result).
