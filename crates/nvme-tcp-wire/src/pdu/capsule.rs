@@ -2,7 +2,7 @@
 //! CH + 16-byte CQE, never data). The SQE and CQE are carried as raw bytes here; their
 //! structure lives in [`crate::nvme`].
 
-use super::common::{CH_LEN, CommonHeader, CommonHeaderRepr, PduFlags, PduType, data_pdo};
+use super::common::{CommonHeaderRepr, PduFlags, PduType, data_pdo};
 use super::emit::EmitHeader;
 use crate::error::{Result, WireError};
 
@@ -32,36 +32,13 @@ fn check_type(ch: &CommonHeaderRepr, want: PduType) -> Result<()> {
     Ok(())
 }
 
-/// A view of a CapsuleCmd PDU header.
-#[derive(Debug, Clone, Copy)]
-pub struct CapsuleCmdPdu<T: AsRef<[u8]>> {
-    buffer: T,
+pdu_view! {
+    /// A view of a CapsuleCmd PDU header.
+    pub struct CapsuleCmdPdu;
+    min_len = CAPSULE_CMD_HLEN, "72-byte header";
 }
 
 impl<T: AsRef<[u8]>> CapsuleCmdPdu<T> {
-    /// Wraps a buffer without checking its length; getters panic on a short buffer.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-    /// Wraps a buffer holding at least the 72-byte header.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let have = buffer.as_ref().len();
-        if have < CAPSULE_CMD_HLEN {
-            return Err(WireError::Truncated {
-                needed: CAPSULE_CMD_HLEN,
-                have,
-            });
-        }
-        Ok(Self { buffer })
-    }
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-    /// The common header.
-    pub fn ch(&self) -> CommonHeader<&[u8]> {
-        CommonHeader::new_unchecked(&self.buffer.as_ref()[..CH_LEN])
-    }
     /// The 64-byte SQE.
     pub fn sqe(&self) -> &[u8] {
         &self.buffer.as_ref()[field::SQE]
@@ -69,10 +46,6 @@ impl<T: AsRef<[u8]>> CapsuleCmdPdu<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> CapsuleCmdPdu<T> {
-    /// Mutable common header.
-    pub fn ch_mut(&mut self) -> CommonHeader<&mut [u8]> {
-        CommonHeader::new_unchecked(&mut self.buffer.as_mut()[..CH_LEN])
-    }
     /// The 64-byte SQE, writable.
     pub fn sqe_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::SQE]
@@ -150,36 +123,13 @@ impl EmitHeader for CapsuleCmdRepr {
     }
 }
 
-/// A view of a CapsuleResp PDU header.
-#[derive(Debug, Clone, Copy)]
-pub struct CapsuleRespPdu<T: AsRef<[u8]>> {
-    buffer: T,
+pdu_view! {
+    /// A view of a CapsuleResp PDU header.
+    pub struct CapsuleRespPdu;
+    min_len = CAPSULE_RESP_HLEN, "24-byte header";
 }
 
 impl<T: AsRef<[u8]>> CapsuleRespPdu<T> {
-    /// Wraps a buffer without checking its length; getters panic on a short buffer.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-    /// Wraps a buffer holding at least the 24-byte header.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let have = buffer.as_ref().len();
-        if have < CAPSULE_RESP_HLEN {
-            return Err(WireError::Truncated {
-                needed: CAPSULE_RESP_HLEN,
-                have,
-            });
-        }
-        Ok(Self { buffer })
-    }
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-    /// The common header.
-    pub fn ch(&self) -> CommonHeader<&[u8]> {
-        CommonHeader::new_unchecked(&self.buffer.as_ref()[..CH_LEN])
-    }
     /// The 16-byte CQE.
     pub fn cqe(&self) -> &[u8] {
         &self.buffer.as_ref()[field::CQE]
@@ -187,10 +137,6 @@ impl<T: AsRef<[u8]>> CapsuleRespPdu<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> CapsuleRespPdu<T> {
-    /// Mutable common header.
-    pub fn ch_mut(&mut self) -> CommonHeader<&mut [u8]> {
-        CommonHeader::new_unchecked(&mut self.buffer.as_mut()[..CH_LEN])
-    }
     /// The 16-byte CQE, writable.
     pub fn cqe_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::CQE]

@@ -1,6 +1,6 @@
 //! H2CData and C2HData PDUs (same 24-byte header layout; TTAG is reserved in C2HData).
 
-use super::common::{CH_LEN, CommonHeader, CommonHeaderRepr, PduFlags, PduType, data_pdo};
+use super::common::{CommonHeaderRepr, PduFlags, PduType, data_pdo};
 use super::emit::EmitHeader;
 use crate::error::{Result, WireError};
 
@@ -16,32 +16,13 @@ mod field {
     pub const RSVD: Range<usize> = 20..24;
 }
 
-/// A view of an H2CData or C2HData PDU header.
-#[derive(Debug, Clone, Copy)]
-pub struct DataPdu<T: AsRef<[u8]>> {
-    buffer: T,
+pdu_view! {
+    /// A view of an H2CData or C2HData PDU header.
+    pub struct DataPdu;
+    min_len = DATA_PDU_HLEN, "24-byte header";
 }
 
 impl<T: AsRef<[u8]>> DataPdu<T> {
-    /// Wraps a buffer without checking its length.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-    /// Wraps a buffer holding at least the 24-byte header.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let have = buffer.as_ref().len();
-        if have < DATA_PDU_HLEN {
-            return Err(WireError::Truncated {
-                needed: DATA_PDU_HLEN,
-                have,
-            });
-        }
-        Ok(Self { buffer })
-    }
-    /// The common header.
-    pub fn ch(&self) -> CommonHeader<&[u8]> {
-        CommonHeader::new_unchecked(&self.buffer.as_ref()[..CH_LEN])
-    }
     /// CCCID: command capsule CID of the command this data belongs to.
     #[inline]
     pub fn cccid(&self) -> u16 {
@@ -74,10 +55,6 @@ impl<T: AsRef<[u8]>> DataPdu<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> DataPdu<T> {
-    /// Mutable common header.
-    pub fn ch_mut(&mut self) -> CommonHeader<&mut [u8]> {
-        CommonHeader::new_unchecked(&mut self.buffer.as_mut()[..CH_LEN])
-    }
     /// Sets CCCID.
     pub fn set_cccid(&mut self, v: u16) {
         self.buffer.as_mut()[field::CCCID].copy_from_slice(&v.to_le_bytes());

@@ -1,6 +1,6 @@
 //! ICReq and ICResp: the connection initialization PDUs (HLEN 128, no digests, no data).
 
-use super::common::{CH_LEN, CommonHeader, CommonHeaderRepr, PduFlags, PduType};
+use super::common::{CommonHeaderRepr, PduFlags, PduType};
 use super::emit::EmitHeader;
 use crate::error::{Result, WireError};
 
@@ -23,36 +23,13 @@ mod field {
     pub const RSVD: Range<usize> = 16..128;
 }
 
-/// A view of an ICReq or ICResp PDU (both share one layout: PFV, xPDA, DGST, a 32-bit limit).
-#[derive(Debug, Clone, Copy)]
-pub struct IcPdu<T: AsRef<[u8]>> {
-    buffer: T,
+pdu_view! {
+    /// A view of an ICReq or ICResp PDU (both share one layout: PFV, xPDA, DGST, a 32-bit limit).
+    pub struct IcPdu;
+    min_len = IC_PDU_LEN, "128-byte PDU";
 }
 
 impl<T: AsRef<[u8]>> IcPdu<T> {
-    /// Wraps a buffer without checking its length; getters panic on a short buffer.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-    /// Wraps a buffer holding at least the 128-byte PDU.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let have = buffer.as_ref().len();
-        if have < IC_PDU_LEN {
-            return Err(WireError::Truncated {
-                needed: IC_PDU_LEN,
-                have,
-            });
-        }
-        Ok(Self { buffer })
-    }
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-    /// The common header.
-    pub fn ch(&self) -> CommonHeader<&[u8]> {
-        CommonHeader::new_unchecked(&self.buffer.as_ref()[..CH_LEN])
-    }
     /// PFV: PDU format version (0 for NVMe/TCP 1.0).
     pub fn pfv(&self) -> u16 {
         let b = self.buffer.as_ref();
@@ -78,10 +55,6 @@ impl<T: AsRef<[u8]>> IcPdu<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> IcPdu<T> {
-    /// Mutable common header.
-    pub fn ch_mut(&mut self) -> CommonHeader<&mut [u8]> {
-        CommonHeader::new_unchecked(&mut self.buffer.as_mut()[..CH_LEN])
-    }
     /// Sets PFV.
     pub fn set_pfv(&mut self, v: u16) {
         self.buffer.as_mut()[field::PFV].copy_from_slice(&v.to_le_bytes());

@@ -38,6 +38,59 @@
 //! # let _ = ddgst;
 //! ```
 
+/// Declares a PDU header view `$name<T: AsRef<[u8]>>` over a buffer and gives it the
+/// constructors every view shares: `new_unchecked`, `new_checked` (at least `$hlen` bytes),
+/// `into_inner`, and the common header accessors `ch` / `ch_mut`. Field accessors are written
+/// by hand next to the invocation.
+macro_rules! pdu_view {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident;
+        min_len = $hlen:ident, $what:literal;
+    ) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            /// Wraps a buffer without checking its length; getters panic on a short buffer.
+            pub const fn new_unchecked(buffer: T) -> Self {
+                Self { buffer }
+            }
+            #[doc = concat!("Wraps a buffer holding at least the ", $what, ".")]
+            pub fn new_checked(buffer: T) -> $crate::error::Result<Self> {
+                let have = buffer.as_ref().len();
+                if have < $hlen {
+                    return Err($crate::error::WireError::Truncated {
+                        needed: $hlen,
+                        have,
+                    });
+                }
+                Ok(Self { buffer })
+            }
+            /// The underlying buffer.
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+            /// The common header.
+            pub fn ch(&self) -> $crate::pdu::CommonHeader<&[u8]> {
+                $crate::pdu::CommonHeader::new_unchecked(&self.buffer.as_ref()[..$crate::pdu::CH_LEN])
+            }
+        }
+
+        impl<T: AsRef<[u8]> + AsMut<[u8]>> $name<T> {
+            /// Mutable common header.
+            pub fn ch_mut(&mut self) -> $crate::pdu::CommonHeader<&mut [u8]> {
+                $crate::pdu::CommonHeader::new_unchecked(
+                    &mut self.buffer.as_mut()[..$crate::pdu::CH_LEN],
+                )
+            }
+        }
+    };
+}
+
 mod capsule;
 mod common;
 mod data;

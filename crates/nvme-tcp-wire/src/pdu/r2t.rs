@@ -1,6 +1,6 @@
 //! R2T: Ready to Transfer (controller to host; HLEN 24, never data).
 
-use super::common::{CH_LEN, CommonHeader, CommonHeaderRepr, PduFlags, PduType};
+use super::common::{CommonHeaderRepr, PduFlags, PduType};
 use super::emit::EmitHeader;
 use crate::error::{Result, WireError};
 
@@ -16,36 +16,13 @@ mod field {
     pub const RSVD: Range<usize> = 20..24;
 }
 
-/// A view of an R2T PDU header.
-#[derive(Debug, Clone, Copy)]
-pub struct R2tPdu<T: AsRef<[u8]>> {
-    buffer: T,
+pdu_view! {
+    /// A view of an R2T PDU header.
+    pub struct R2tPdu;
+    min_len = R2T_HLEN, "24-byte header";
 }
 
 impl<T: AsRef<[u8]>> R2tPdu<T> {
-    /// Wraps a buffer without checking its length; getters panic on a short buffer.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-    /// Wraps a buffer holding at least the 24-byte header.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let have = buffer.as_ref().len();
-        if have < R2T_HLEN {
-            return Err(WireError::Truncated {
-                needed: R2T_HLEN,
-                have,
-            });
-        }
-        Ok(Self { buffer })
-    }
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-    /// The common header.
-    pub fn ch(&self) -> CommonHeader<&[u8]> {
-        CommonHeader::new_unchecked(&self.buffer.as_ref()[..CH_LEN])
-    }
     /// CCCID: CID of the command the controller is ready to receive data for.
     pub fn cccid(&self) -> u16 {
         let b = self.buffer.as_ref();
@@ -69,10 +46,6 @@ impl<T: AsRef<[u8]>> R2tPdu<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> R2tPdu<T> {
-    /// Mutable common header.
-    pub fn ch_mut(&mut self) -> CommonHeader<&mut [u8]> {
-        CommonHeader::new_unchecked(&mut self.buffer.as_mut()[..CH_LEN])
-    }
     /// Sets CCCID.
     pub fn set_cccid(&mut self, v: u16) {
         self.buffer.as_mut()[field::CCCID].copy_from_slice(&v.to_le_bytes());

@@ -1,7 +1,7 @@
 //! H2CTermReq and C2HTermReq: fatal error reports (HLEN 24, no digests; the data is a copy of
 //! the offending PDU header, at most 128 bytes).
 
-use super::common::{CH_LEN, CommonHeader, CommonHeaderRepr, PduFlags, PduType};
+use super::common::{CommonHeaderRepr, PduFlags, PduType};
 use super::emit::EmitHeader;
 use crate::error::{Fes, Result, WireError};
 
@@ -19,36 +19,13 @@ mod field {
     pub const RSVD: Range<usize> = 14..24;
 }
 
-/// A view of an H2CTermReq or C2HTermReq PDU header.
-#[derive(Debug, Clone, Copy)]
-pub struct TermReqPdu<T: AsRef<[u8]>> {
-    buffer: T,
+pdu_view! {
+    /// A view of an H2CTermReq or C2HTermReq PDU header.
+    pub struct TermReqPdu;
+    min_len = TERM_REQ_HLEN, "24-byte header";
 }
 
 impl<T: AsRef<[u8]>> TermReqPdu<T> {
-    /// Wraps a buffer without checking its length; getters panic on a short buffer.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-    /// Wraps a buffer holding at least the 24-byte header.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let have = buffer.as_ref().len();
-        if have < TERM_REQ_HLEN {
-            return Err(WireError::Truncated {
-                needed: TERM_REQ_HLEN,
-                have,
-            });
-        }
-        Ok(Self { buffer })
-    }
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-    /// The common header.
-    pub fn ch(&self) -> CommonHeader<&[u8]> {
-        CommonHeader::new_unchecked(&self.buffer.as_ref()[..CH_LEN])
-    }
     /// FES: fatal error status (raw; see [`Fes::from_code`]).
     pub fn fes(&self) -> u16 {
         let b = self.buffer.as_ref();
@@ -62,10 +39,6 @@ impl<T: AsRef<[u8]>> TermReqPdu<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TermReqPdu<T> {
-    /// Mutable common header.
-    pub fn ch_mut(&mut self) -> CommonHeader<&mut [u8]> {
-        CommonHeader::new_unchecked(&mut self.buffer.as_mut()[..CH_LEN])
-    }
     /// Sets FES.
     pub fn set_fes(&mut self, v: u16) {
         self.buffer.as_mut()[field::FES].copy_from_slice(&v.to_le_bytes());
