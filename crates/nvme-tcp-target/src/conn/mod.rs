@@ -148,6 +148,8 @@ pub struct Connection {
     tx: Tx,
     queue: Option<Queue>,
     created: Instant,
+    /// When held Asynchronous Event Requests were last matched with pending events.
+    aer_checked: Instant,
     make_disconnector: DisconnectorFactory,
     writes: Vec<Option<PendingWrite>>,
     free_ttags: Vec<u16>,
@@ -216,6 +218,7 @@ impl Connection {
             tx: Tx::new(pool),
             queue: None,
             created: now,
+            aer_checked: now,
             make_disconnector,
             writes: Vec::new(),
             free_ttags: Vec::new(),
@@ -303,12 +306,14 @@ impl Connection {
     }
 
     /// When [`Connection::handle_timeout`] should run next.
-    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+    pub fn poll_timeout(&self, _now: Instant) -> Option<Instant> {
         match &self.queue {
             None => Some(self.created + CONNECT_TIMEOUT),
             Some(q) if q.qid == 0 => {
                 let ka = q.ctrl.keep_alive_deadline();
-                let aer = (!self.aers.is_empty()).then(|| now + AER_POLL);
+                // A fixed point after the last check: `now + AER_POLL` would never be due
+                // when the caller asks "is it time?" with the same `now`.
+                let aer = (!self.aers.is_empty()).then(|| self.aer_checked + AER_POLL);
                 match (ka, aer) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -348,6 +353,7 @@ impl Connection {
             ctrl.fail();
             return;
         }
+        self.aer_checked = now;
         self.complete_aers();
     }
 
