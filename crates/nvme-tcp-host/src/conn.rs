@@ -167,13 +167,22 @@ impl Connection {
         Ok(())
     }
 
-    /// Reads until the socket would block. Returns true if any byte arrived.
+    /// Reads until the socket would block or a command completed. Returns true if any byte
+    /// arrived.
+    ///
+    /// Returning as soon as a completion is ready lets the caller reuse its buffer for the
+    /// next command at once. Reading on until the socket is drained instead lets the
+    /// controller run out of commands while the host is still reading: with a fast sender
+    /// the whole queue depth completes before anything is resubmitted, and the queue
+    /// alternates between full and empty (measured: 128 KiB reads QD 32 then reach about
+    /// half of raw TCP with both cores half idle).
     fn read_available(
         &mut self,
         core: &mut QueueCore,
         offload: &mut dyn RxOffload,
     ) -> Result<bool, HostError> {
         let mut any = false;
+        let ready_before = core.completions_ready();
         // Bounded so one busy queue cannot starve its caller's submissions forever.
         for _ in 0..64 {
             // Hand completions back early enough that the caller can keep its queue depth
@@ -193,6 +202,9 @@ impl Connection {
                 let r = core.rx_feed(&pipe[..*pipe_len], offload);
                 *pipe_len = 0;
                 r?;
+            }
+            if core.completions_ready() > ready_before {
+                break;
             }
             let direct = core.rx_direct();
             let direct_len = direct.as_ref().map_or(0, |d| d.len());
