@@ -14,6 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
@@ -63,11 +64,124 @@ pub enum BackendError {
 /// as the copy itself). A block's entry is cleared under the stripe's write lock whenever the
 /// block changes and filled only under its read lock, so a valid entry always matches the
 /// bytes a reader holding that lock sees.
+///
+/// The memory is one anonymous mapping aligned to 2 MiB with transparent huge pages asked
+/// for (`MADV_HUGEPAGE`): with 4 KiB pages, copying random 4 KiB blocks out of a large
+/// namespace spent most of its time on TLB misses (page walks are costly in a VM).
 pub struct RamStore {
-    stripes: Vec<RwLock<Box<[u8]>>>,
+    // Declared before `_mapping`, so the stripes are dropped before the memory is unmapped.
+    stripes: Vec<RwLock<Stripe>>,
     /// Per [`DIGEST_BLOCK`]: `DIGEST_VALID | crc32c`, or 0 when unknown.
     digests: Box<[AtomicU64]>,
     size: u64,
+    _mapping: Option<Mapping>,
+}
+
+/// Alignment (and size granule) of the namespace mapping: one x86-64 huge page.
+const HUGE_PAGE: usize = 2 << 20;
+
+/// An anonymous private mapping, unmapped on drop.
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory; access to it goes through the stripes' locks.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `Mapping` itself gives no access to the bytes.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` zeroed bytes aligned to [`HUGE_PAGE`] and asks for huge pages. `None` if
+    /// the kernel refuses the mapping.
+    fn new(len: usize) -> Option<Self> {
+        let len = len.checked_next_multiple_of(HUGE_PAGE)?;
+        let over = len.checked_add(HUGE_PAGE)?;
+        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                over,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return None;
+        }
+        let addr = raw as usize;
+        let aligned = addr.next_multiple_of(HUGE_PAGE);
+        let head = aligned - addr;
+        let tail = over - head - len;
+        // SAFETY: both ranges lie inside the mapping just made and outside the part kept.
+        unsafe {
+            if head > 0 {
+                libc::munmap(raw, head);
+            }
+            if tail > 0 {
+                libc::munmap((aligned + len) as *mut libc::c_void, tail);
+            }
+            // Best effort: without THP the memory still works, with 4 KiB pages.
+            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        }
+        Some(Self {
+            ptr: NonNull::new(aligned as *mut u8)?,
+            len,
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr..ptr+len` is the mapping made in `new`; nothing refers to it any more
+        // (the stripes are dropped first).
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// The bytes of one RAM stripe: a piece of the store's mapping, or a heap buffer when the
+/// mapping could not be made.
+pub struct Stripe(StripeMem);
+
+enum StripeMem {
+    Heap(Box<[u8]>),
+    Mapped { ptr: NonNull<u8>, len: usize },
+}
+
+// SAFETY: a `Mapped` stripe is a range of the store's mapping that no other stripe overlaps;
+// it is only reached through the stripe's `RwLock`, which enforces shared/exclusive access.
+unsafe impl Send for Stripe {}
+// SAFETY: as above.
+unsafe impl Sync for Stripe {}
+
+impl std::ops::Deref for Stripe {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            StripeMem::Heap(b) => b,
+            // SAFETY: `ptr..ptr+len` is mapped, readable and initialized (anonymous memory
+            // reads as zeroes) for the store's lifetime, which outlives the stripe.
+            StripeMem::Mapped { ptr, len } => unsafe {
+                std::slice::from_raw_parts(ptr.as_ptr(), *len)
+            },
+        }
+    }
+}
+
+impl std::ops::DerefMut for Stripe {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match &mut self.0 {
+            StripeMem::Heap(b) => b,
+            // SAFETY: as in `deref`; `&mut self` is exclusive and no other stripe overlaps.
+            StripeMem::Mapped { ptr, len } => unsafe {
+                std::slice::from_raw_parts_mut(ptr.as_ptr(), *len)
+            },
+        }
+    }
 }
 
 impl std::fmt::Debug for RamStore {
@@ -90,14 +204,26 @@ pub struct StripeSpan {
 }
 
 impl RamStore {
-    /// Allocates `size` zeroed bytes (pages are committed lazily by the allocator).
+    /// Maps `size` zeroed bytes (pages are committed lazily, on first write).
     pub fn new(size: u64) -> Self {
+        let mapping = usize::try_from(size)
+            .ok()
+            .filter(|&n| n > 0)
+            .and_then(Mapping::new);
         let mut stripes = Vec::new();
-        let mut left = size;
-        while left > 0 {
-            let n = left.min(RAM_STRIPE as u64) as usize;
-            stripes.push(RwLock::new(vec![0u8; n].into_boxed_slice()));
-            left -= n as u64;
+        let mut pos = 0u64;
+        while pos < size {
+            let n = (size - pos).min(RAM_STRIPE as u64) as usize;
+            let mem = match &mapping {
+                // `pos + n <= size <= mapping.len`, so the stripe lies inside the mapping.
+                Some(m) => StripeMem::Mapped {
+                    ptr: m.ptr.map_addr(|a| a.saturating_add(pos as usize)),
+                    len: n,
+                },
+                None => StripeMem::Heap(vec![0u8; n].into_boxed_slice()),
+            };
+            stripes.push(RwLock::new(Stripe(mem)));
+            pos += n as u64;
         }
         let blocks = size.div_ceil(DIGEST_BLOCK as u64) as usize;
         let digests = (0..blocks).map(|_| AtomicU64::new(0)).collect();
@@ -105,6 +231,7 @@ impl RamStore {
             stripes,
             digests,
             size,
+            _mapping: mapping,
         }
     }
 
@@ -190,10 +317,7 @@ impl RamStore {
     }
 
     /// Takes the read lock of one stripe, blocking.
-    pub fn read_stripe(
-        &self,
-        stripe: usize,
-    ) -> Result<RwLockReadGuard<'_, Box<[u8]>>, BackendError> {
+    pub fn read_stripe(&self, stripe: usize) -> Result<RwLockReadGuard<'_, Stripe>, BackendError> {
         self.stripes
             .get(stripe)
             .ok_or(BackendError::OutOfRange {
@@ -206,7 +330,7 @@ impl RamStore {
     }
 
     /// Takes the read lock of one stripe if that is possible without waiting.
-    pub fn try_read_stripe(&self, stripe: usize) -> Option<RwLockReadGuard<'_, Box<[u8]>>> {
+    pub fn try_read_stripe(&self, stripe: usize) -> Option<RwLockReadGuard<'_, Stripe>> {
         self.stripes.get(stripe)?.try_read().ok()
     }
 

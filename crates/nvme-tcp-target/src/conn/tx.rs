@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLockReadGuard};
 
 use nvme_tcp_wire::digest::Crc32c;
 
-use crate::backend::{AlignedBuf, Backend, StripeSpan};
+use crate::backend::{AlignedBuf, Backend, Stripe, StripeSpan};
 use crate::namespace::Namespace;
 
 // One item never needs more pieces or locks than these limits: its data is at most
@@ -282,7 +282,7 @@ impl Tx {
         // Pass B: take the stripe read locks (the first item's blocking, in ascending order;
         // later ones only if free, so that no lock is waited for while another is held out
         // of order) and compute pending data digests under them.
-        type Guard<'a> = RwLockReadGuard<'a, Box<[u8]>>;
+        type Guard<'a> = RwLockReadGuard<'a, Stripe>;
         let mut guards: [Option<(Guard<'_>, StripeSpan)>; MAX_GUARDS] =
             std::array::from_fn(|_| None);
         let mut g_at = 0;
