@@ -167,15 +167,14 @@ impl Connection {
         Ok(())
     }
 
-    /// Reads until the socket would block or a command completed. Returns true if any byte
-    /// arrived.
+    /// Reads until the socket would block or enough commands completed. Returns true if any
+    /// byte arrived.
     ///
-    /// Returning as soon as a completion is ready lets the caller reuse its buffer for the
-    /// next command at once. Reading on until the socket is drained instead lets the
-    /// controller run out of commands while the host is still reading: with a fast sender
-    /// the whole queue depth completes before anything is resubmitted, and the queue
-    /// alternates between full and empty (measured: 128 KiB reads QD 32 then reach about
-    /// half of raw TCP with both cores half idle).
+    /// Returning while completions are few lets the caller reuse their buffers for the next
+    /// commands at once. Reading on until the socket is drained instead lets the controller
+    /// run out of commands while the host is still reading: with a fast sender the whole
+    /// queue depth completes before anything is resubmitted, and the queue alternates
+    /// between full and empty.
     fn read_available(
         &mut self,
         core: &mut QueueCore,
@@ -185,12 +184,6 @@ impl Connection {
         let ready_before = core.completions_ready();
         // Bounded so one busy queue cannot starve its caller's submissions forever.
         for _ in 0..64 {
-            // Hand completions back early enough that the caller can keep its queue depth
-            // (a continuous stream would otherwise keep this loop reading); at least one read
-            // per call, so a caller waiting for one command always makes progress.
-            if any && core.completions_ready() * 4 >= core.depth().max(4) {
-                break;
-            }
             let Self {
                 stream,
                 pipe,
@@ -203,7 +196,13 @@ impl Connection {
                 *pipe_len = 0;
                 r?;
             }
-            if core.completions_ready() > ready_before {
+            // Hand completions back early enough that the caller can keep its queue depth
+            // (a continuous stream would otherwise keep this loop reading): once a quarter of
+            // the depth is ready, or already after one command while PDUs are large (one
+            // more `write` per 128 KiB read is cheap; making the controller wait is not). At
+            // least one read per call, so a caller waiting for one command makes progress.
+            let ready = core.completions_ready();
+            if any && (ready * 4 >= core.depth().max(4) || (*short_pipe && ready > ready_before)) {
                 break;
             }
             let direct = core.rx_direct();
