@@ -167,21 +167,23 @@ impl Connection {
         Ok(())
     }
 
-    /// Reads until the socket would block. Returns true if any byte arrived.
+    /// Reads until the socket would block or enough commands completed. Returns true if any
+    /// byte arrived.
+    ///
+    /// Returning while completions are few lets the caller reuse their buffers for the next
+    /// commands at once. Reading on until the socket is drained instead lets the controller
+    /// run out of commands while the host is still reading: with a fast sender the whole
+    /// queue depth completes before anything is resubmitted, and the queue alternates
+    /// between full and empty.
     fn read_available(
         &mut self,
         core: &mut QueueCore,
         offload: &mut dyn RxOffload,
     ) -> Result<bool, HostError> {
         let mut any = false;
+        let ready_before = core.completions_ready();
         // Bounded so one busy queue cannot starve its caller's submissions forever.
         for _ in 0..64 {
-            // Hand completions back early enough that the caller can keep its queue depth
-            // (a continuous stream would otherwise keep this loop reading); at least one read
-            // per call, so a caller waiting for one command always makes progress.
-            if any && core.completions_ready() * 4 >= core.depth().max(4) {
-                break;
-            }
             let Self {
                 stream,
                 pipe,
@@ -193,6 +195,15 @@ impl Connection {
                 let r = core.rx_feed(&pipe[..*pipe_len], offload);
                 *pipe_len = 0;
                 r?;
+            }
+            // Hand completions back early enough that the caller can keep its queue depth
+            // (a continuous stream would otherwise keep this loop reading): once a quarter of
+            // the depth is ready, or already after one command while PDUs are large (one
+            // more `write` per 128 KiB read is cheap; making the controller wait is not). At
+            // least one read per call, so a caller waiting for one command makes progress.
+            let ready = core.completions_ready();
+            if any && (ready * 4 >= core.depth().max(4) || (*short_pipe && ready > ready_before)) {
+                break;
             }
             let direct = core.rx_direct();
             let direct_len = direct.as_ref().map_or(0, |d| d.len());

@@ -5,7 +5,8 @@
 //! namespace stripes, `null` data from a static zero page, file data from a bounded buffer
 //! pool. [`Tx::flush`] gathers up to [`MAX_IOV`] pieces per `writev`, holding the read locks
 //! of the RAM stripes it sends from, and computes the data digest of RAM data under those
-//! same locks, so the digest always matches the bytes on the wire.
+//! same locks (from the store's cached block digests when the data is block aligned), so the
+//! digest always matches the bytes on the wire.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -13,7 +14,7 @@ use std::sync::{Arc, RwLockReadGuard};
 
 use nvme_tcp_wire::digest::Crc32c;
 
-use crate::backend::{AlignedBuf, Backend, StripeSpan};
+use crate::backend::{AlignedBuf, Backend, Stripe, StripeSpan};
 use crate::namespace::Namespace;
 
 // One item never needs more pieces or locks than these limits: its data is at most
@@ -281,7 +282,7 @@ impl Tx {
         // Pass B: take the stripe read locks (the first item's blocking, in ascending order;
         // later ones only if free, so that no lock is waited for while another is held out
         // of order) and compute pending data digests under them.
-        type Guard<'a> = RwLockReadGuard<'a, Box<[u8]>>;
+        type Guard<'a> = RwLockReadGuard<'a, Stripe>;
         let mut guards: [Option<(Guard<'_>, StripeSpan)>; MAX_GUARDS] =
             std::array::from_fn(|_| None);
         let mut g_at = 0;
@@ -318,12 +319,20 @@ impl Tx {
                 }
                 item_guards[idx] = (first, g_at);
                 if let Some(at) = ddgst_at.take() {
-                    let mut crc = Crc32c::new();
+                    // Whole cached blocks where possible (see `RamStore::digest_span`).
+                    let mut cached = Some(0u32);
                     for (g, s) in guards[first..g_at].iter().flatten() {
-                        crc.update(&g[s.start..s.start + s.len]);
+                        cached = cached.and_then(|acc| ram.digest_span(g, s, acc));
                     }
+                    let digest = cached.unwrap_or_else(|| {
+                        let mut crc = Crc32c::new();
+                        for (g, s) in guards[first..g_at].iter().flatten() {
+                            crc.update(&g[s.start..s.start + s.len]);
+                        }
+                        crc.finalize()
+                    });
                     if let Some(dst) = self.arena.get_mut(at..at + 4) {
-                        dst.copy_from_slice(&crc.finalize().to_le_bytes());
+                        dst.copy_from_slice(&digest.to_le_bytes());
                     }
                 }
             }

@@ -85,8 +85,8 @@ pub struct Args {
     /// Serve Prometheus metrics (per-queue I/O counters and latency) on ADDR while running.
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
-    /// Skip writing the pattern before read jobs (reads of a fresh RAM namespace then touch
-    /// only zero pages, which flatters the figures).
+    /// Skip writing the pattern before jobs (reads of a fresh RAM namespace then touch only
+    /// zero pages, which flatters them; writes to it pay the first touch of every page).
     #[arg(long)]
     pub no_prefill: bool,
     /// Run over the simulated network with the software DDP engine, offload on vs off
@@ -221,7 +221,9 @@ fn run_job(
     }
     let reads = matches!(rw, Rw::Read | Rw::Randread | Rw::Randrw);
     let embedded_ram = args.target.is_none() && args.ns.starts_with("ram:");
-    if (args.verify || embedded_ram) && reads && !args.no_prefill {
+    // Embedded RAM is also written first for write jobs: otherwise they measure the kernel
+    // zeroing fresh (huge) pages on first touch, not steady-state writes.
+    if ((args.verify && reads) || embedded_ram) && !args.no_prefill {
         prefill(&mut queues, s.nsid, s.lba_size, span).context("writing the pattern")?;
     }
     let spec = JobSpec {
