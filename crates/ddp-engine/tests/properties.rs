@@ -19,12 +19,14 @@
 
 mod common;
 
-use common::rng::SplitMix64;
 use common::schedule::{self, Arrival, ScheduleParams};
 use common::stream::{Stream, StreamParams};
 use common::{Case, Report, run};
 use ddp_engine::TeardownMode;
 use proptest::prelude::*;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 fn env_count(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -33,32 +35,32 @@ fn env_count(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn stream_params(rng: &mut SplitMix64) -> StreamParams {
+fn stream_params(rng: &mut ChaCha8Rng) -> StreamParams {
     StreamParams {
-        hdgst: rng.chance(0.5),
-        ddgst: rng.chance(0.7),
-        cpda: *rng.pick(&[0u8, 0, 1, 7]),
-        commands: rng.range(1, 12) as usize,
-        max_cmd_len: *rng.pick(&[100u32, 5000, 40_000]),
-        max_pdu_data: *rng.pick(&[64u32, 1000, 8192, 65536]),
+        hdgst: rng.random_bool(0.5),
+        ddgst: rng.random_bool(0.7),
+        cpda: *[0u8, 0, 1, 7].choose(rng).unwrap(),
+        commands: rng.random_range(1..=12) as usize,
+        max_cmd_len: *[100u32, 5000, 40_000].choose(rng).unwrap(),
+        max_pdu_data: *[64u32, 1000, 8192, 65536].choose(rng).unwrap(),
         p_register: 0.85,
-        p_fake_headers: *rng.pick(&[0.0, 0.3]),
-        p_bad_digest: *rng.pick(&[0.0, 0.05]),
+        p_fake_headers: *[0.0, 0.3].choose(rng).unwrap(),
+        p_bad_digest: *[0.0, 0.05].choose(rng).unwrap(),
         p_r2t: 0.05,
     }
 }
 
-fn isn(rng: &mut SplitMix64) -> u32 {
+fn isn(rng: &mut ChaCha8Rng) -> u32 {
     // Often close to the wrap.
-    if rng.chance(0.5) {
-        u32::MAX - rng.range(0, 100_000) as u32
+    if rng.random_bool(0.5) {
+        u32::MAX - rng.random_range(0..=100_000) as u32
     } else {
-        rng.next_u64() as u32
+        rng.random::<u32>()
     }
 }
 
 fn run_seed(seed: u64) -> Result<Report, String> {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let sp = stream_params(&mut rng);
     let stream = Stream::generate(&mut rng, &sp);
     let params = ScheduleParams::random(&mut rng);
@@ -67,14 +69,14 @@ fn run_seed(seed: u64) -> Result<Report, String> {
         stream: &stream,
         arrivals: &arrivals,
         isn: isn(&mut rng),
-        teardown: if rng.chance(0.5) {
+        teardown: if rng.random_bool(0.5) {
             TeardownMode::Immediate
         } else {
             TeardownMode::Deferred
         },
-        full_ccid_range: rng.chance(0.3),
+        full_ccid_range: rng.random_bool(0.3),
         seed,
-        ooo_receiver: rng.chance(0.5),
+        ooo_receiver: rng.random_bool(0.5),
     };
     run(&case).map_err(|e| format!("seed {seed}: {e} (schedule {params:?})"))
 }
@@ -117,7 +119,7 @@ fn clean_schedules_place_and_verify_nearly_everything() {
     // (c): no loss, no reordering, every command registered and above the threshold.
     let n = env_count("DDP_SCHEDULES", 100).min(2000);
     for seed in 0..n {
-        let mut rng = SplitMix64::new(seed ^ 0xC1EA);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xC1EA);
         let mut sp = stream_params(&mut rng);
         sp.p_register = 1.0;
         sp.p_bad_digest = 0.0;
@@ -126,9 +128,9 @@ fn clean_schedules_place_and_verify_nearly_everything() {
         // Realistic PDU sizes: a verdict records at most MAX_PLACED_RANGES placed pieces
         // per segment (as a NIC's packet has a bounded number of fragments), so 64 KiB
         // segments full of tiny PDUs are not placed in full by design.
-        sp.max_pdu_data = *rng.pick(&[8192u32, 65536]);
+        sp.max_pdu_data = *[8192u32, 65536].choose(&mut rng).unwrap();
         let stream = Stream::generate(&mut rng, &sp);
-        let mss = vec![*rng.pick(&[536u32, 1448, 4096, 8948, 65483])];
+        let mss = vec![*[536u32, 1448, 4096, 8948, 65483].choose(&mut rng).unwrap()];
         let arrivals = schedule::generate(&mut rng, &stream, &ScheduleParams::clean(mss));
         let r = run(&Case {
             stream: &stream,
@@ -279,7 +281,7 @@ proptest! {
         full_ccid in any::<bool>(),
         ooo in any::<bool>(),
     ) {
-        let mut rng = SplitMix64::new(stream_seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(stream_seed);
         let sp = stream_params(&mut rng);
     let stream = Stream::generate(&mut rng, &sp);
         let arrivals = build(&stream, &cuts, &ops);

@@ -51,7 +51,6 @@
 pub mod cpu;
 pub mod host;
 pub mod net;
-pub mod rng;
 pub mod sim;
 pub mod tcp;
 pub mod wire;

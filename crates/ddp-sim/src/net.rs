@@ -11,6 +11,8 @@ use std::time::Instant;
 use ddp_engine::SoftDdpDevice;
 use nvme_tcp_target::conn::{Connection as TargetConnection, PortContext};
 use nvme_tcp_target::state::TargetState;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use ulp_ddp::SockId;
 
@@ -37,8 +39,8 @@ pub fn sock_id(index: usize) -> SockId {
 /// The initial sequence number of connection `index` for `seed`; chosen near the top of
 /// the sequence space so that streams wrap.
 pub fn isn(seed: u64, index: usize) -> u32 {
-    let mut r = crate::rng::SplitMix64::new(seed ^ (index as u64).wrapping_mul(0x9E37_79B9));
-    u32::MAX - (r.next_u64() % (8 << 20)) as u32
+    let mut r = ChaCha8Rng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9));
+    u32::MAX - r.random_range(0..8u32 << 20)
 }
 
 struct NetConn {

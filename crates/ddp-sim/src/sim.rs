@@ -23,9 +23,10 @@ use ulp_ddp::{Stats, UlpDdpDevice};
 use crate::SimError;
 use crate::host::{DdpNetdev, DdpQueue, HostOffloadStats, lock};
 use crate::net::{NetSide, NicStats, isn, sock_id};
-use crate::rng::SplitMix64;
 use crate::tcp::Delivery;
 use crate::wire::{WireConfig, WireStats};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 /// Subsystem NQN of the embedded target.
 pub const SIM_NQN: &str = "nqn.2024-01.io.ulp-ddp:sim";
@@ -570,7 +571,7 @@ impl<L: Link> Host<L> {
 
     /// Runs the READs; returns the report's read part.
     fn read_workload(&mut self, p: &SimParams, r: &mut SimReport) -> Result<(), SimError> {
-        let mut rng = SplitMix64::new(p.wire.seed ^ 0x5EED_F00D);
+        let mut rng = ChaCha8Rng::seed_from_u64(p.wire.seed ^ 0x5EED_F00D);
         let sizes: Vec<u64> = p
             .read_sizes
             .iter()
@@ -589,9 +590,9 @@ impl<L: Link> Host<L> {
         loop {
             for k in 0..nq {
                 while issued < p.reads && self.ioqs[k].outstanding() < p.queue_depth {
-                    let len = sizes[rng.range(0, sizes.len() as u64 - 1) as usize];
+                    let len = sizes[rng.random_range(..sizes.len())];
                     let blocks = (p.namespace_bytes - len) / LBA;
-                    let off = rng.range(0, blocks) * LBA;
+                    let off = rng.random_range(0..=blocks) * LBA;
                     let buf = pool
                         .get_mut(&(len as usize))
                         .and_then(Vec::pop)

@@ -23,7 +23,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::rng::SplitMix64;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 /// NVMe/TCP C2HData PDU type.
 const PDU_C2H_DATA: u8 = 0x07;
@@ -257,7 +258,7 @@ impl PduScanner {
 #[derive(Debug)]
 pub struct Wire {
     cfg: WireConfig,
-    rng: SplitMix64,
+    rng: ChaCha8Rng,
     /// Stream offset of the next byte to send.
     next_offset: u64,
     clock: u64,
@@ -276,7 +277,7 @@ impl Wire {
         let seed = cfg.seed ^ stream.wrapping_mul(0xD6E8_FEB8_6659_FD93);
         Self {
             cfg,
-            rng: SplitMix64::new(seed),
+            rng: ChaCha8Rng::seed_from_u64(seed),
             next_offset: 0,
             clock: 0,
             send_slot: 0,
@@ -315,8 +316,11 @@ impl Wire {
         self.stats.bytes += bytes.len() as u64;
         let mss = u64::from(self.cfg.mss.max(1));
         while !bytes.is_empty() {
-            let size = if self.rng.chance_ppm(self.cfg.short_segment_ppm) {
-                self.rng.range(1, mss.saturating_sub(1).max(1))
+            let size = if self
+                .rng
+                .random_ratio(self.cfg.short_segment_ppm.min(1_000_000), 1_000_000)
+            {
+                self.rng.random_range(1..=mss.saturating_sub(1).max(1))
             } else {
                 mss
             };
@@ -337,7 +341,7 @@ impl Wire {
 
     fn apply_fault(&mut self, seg: &mut WireSegment) {
         let f = self.cfg.faults;
-        let draw = self.rng.next_u64() % 1_000_000;
+        let draw = self.rng.random_range(0..1_000_000);
         let mut t = u64::from(f.drop_ppm);
         let max_delay = u64::from(self.cfg.max_delay.max(1));
         let seg = std::mem::replace(
@@ -364,14 +368,14 @@ impl Wire {
         t += u64::from(f.reorder_ppm);
         if draw < t {
             self.stats.reordered += 1;
-            let d = self.rng.range(1, max_delay);
+            let d = self.rng.random_range(1..=max_delay);
             self.schedule(d, seg);
             return;
         }
         t += u64::from(f.duplicate_ppm);
         if draw < t {
             self.stats.duplicated += 1;
-            let d = self.rng.range(1, max_delay);
+            let d = self.rng.random_range(1..=max_delay);
             let copy = WireSegment {
                 transmission: Transmission::Duplicate,
                 ..seg.clone()
@@ -409,12 +413,12 @@ impl Wire {
         if total == 0 {
             return;
         }
-        let mut k = self.rng.range(0, total - 1);
+        let mut k = self.rng.random_range(0..=total - 1);
         for &(a, b, cccid, instance) in &pieces[..n] {
             if k < b - a {
                 let offset = a + k;
                 let i = (offset - start) as usize;
-                let flip = (self.rng.range(1, 255)) as u8;
+                let flip = self.rng.random_range(1..=255u8);
                 seg.data[i] ^= flip;
                 seg.corruption = Some(Corruption {
                     offset,

@@ -146,7 +146,9 @@ fn faulty_run(seed: u64, faults: FaultConfig) -> SimReport {
 
 #[test]
 fn drops_keep_data_intact_and_are_recovered_by_resync() {
-    let r = faulty_run(11, DROP);
+    // Most drops are absorbed by retransmission without the engine losing its place; this
+    // seed has drops that make it resync (as 23 of seeds 0..24 do; seed 11 does not).
+    let r = faulty_run(10, DROP);
     assert!(r.wire.dropped > 0);
     assert_all_data_good(&r, 40);
     assert!(r.device.rx_nvme_tcp_resync > 0, "{r:?}");

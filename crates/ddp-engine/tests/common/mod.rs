@@ -3,13 +3,13 @@
 //! invariant is checked as the run goes; a violation is returned as an error message.
 #![allow(dead_code)]
 
-pub mod rng;
 pub mod schedule;
 pub mod stream;
 
 use ddp_engine::{EngineConfig, SoftDdpDevice, SyncState, TeardownMode};
 use nvme_tcp_wire::digest::crc32c;
-use rng::SplitMix64;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use schedule::Arrival;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -179,7 +179,7 @@ pub fn run(case: &Case<'_>) -> Result<Report, String> {
         }
     }
 
-    let mut rng = SplitMix64::new(case.seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(case.seed);
     let mut placed_map = vec![false; total as usize];
     let mut seg = Vec::new();
     let mut packets = 0u64;
@@ -279,7 +279,7 @@ pub fn run(case: &Case<'_>) -> Result<Report, String> {
                 }
             }
         }
-        if case.teardown == TeardownMode::Deferred && rng.chance(0.3) {
+        if case.teardown == TeardownMode::Deferred && rng.random_bool(0.3) {
             dev.poll_teardowns();
         }
         host.collect_done(&ops, &mut finished)?;

@@ -2,8 +2,10 @@
 //! retransmitted (possibly with other boundaries, overlapping what arrived), reordered,
 //! duplicated, corrupted.
 
-use super::rng::SplitMix64;
 use super::stream::Stream;
+use rand::Rng;
+use rand::seq::IndexedRandom;
+use rand_chacha::ChaCha8Rng;
 
 /// One segment arrival: stream bytes `start .. end`, optionally with one payload byte
 /// flipped in this copy only.
@@ -43,23 +45,23 @@ impl ScheduleParams {
         }
     }
 
-    pub fn random(rng: &mut SplitMix64) -> Self {
+    pub fn random(rng: &mut ChaCha8Rng) -> Self {
         let mss_pool = [100u32, 536, 1448, 1448, 1448, 4096, 8948, 65483];
-        let n = rng.range(1, 3);
-        let mut mss: Vec<u32> = (0..n).map(|_| *rng.pick(&mss_pool)).collect();
-        if rng.chance(0.1) {
+        let n = rng.random_range(1..=3);
+        let mut mss: Vec<u32> = (0..n).map(|_| *mss_pool.choose(rng).unwrap()).collect();
+        if rng.random_bool(0.1) {
             // Tiny segments: headers and digests split everywhere.
-            mss.push(*rng.pick(&[1u32, 7, 24]));
+            mss.push(*[1u32, 7, 24].choose(rng).unwrap());
         }
-        let level = *rng.pick(&[0.0, 0.001, 0.01, 0.05, 0.2]);
+        let level = *[0.0, 0.001, 0.01, 0.05, 0.2].choose(rng).unwrap();
         Self {
             mss,
-            p_loss: level * rng.range(0, 2) as f64,
-            p_reorder: level * rng.range(0, 2) as f64,
-            reorder_depth: rng.range(1, 8) as u32,
-            p_dup: level * rng.range(0, 2) as f64,
-            p_overlap: *rng.pick(&[0.0, 0.5, 1.0]),
-            p_corrupt: level * rng.range(0, 1) as f64,
+            p_loss: level * rng.random_range(0..=2) as f64,
+            p_reorder: level * rng.random_range(0..=2) as f64,
+            reorder_depth: rng.random_range(1..=8) as u32,
+            p_dup: level * rng.random_range(0..=2) as f64,
+            p_overlap: *[0.0, 0.5, 1.0].choose(rng).unwrap(),
+            p_corrupt: level * rng.random_range(0..=1) as f64,
         }
     }
 }
@@ -70,22 +72,22 @@ impl ScheduleParams {
 /// arrived) or goes back to `r` and resends everything after it, re-segmented. The network
 /// loses, delays (reorders), duplicates and corrupts copies. A clean in-order tail ends the
 /// schedule, so the receiver always gets the whole stream.
-pub fn generate(rng: &mut SplitMix64, stream: &Stream, p: &ScheduleParams) -> Vec<Arrival> {
+pub fn generate(rng: &mut ChaCha8Rng, stream: &Stream, p: &ScheduleParams) -> Vec<Arrival> {
     let total = stream.len();
     let mut out: Vec<Arrival> = Vec::new();
     let mut delayed: Vec<(usize, Arrival)> = Vec::new();
     let mut pos = 0u64;
     let mut r = 0u64;
     let mut stalled = 0u32;
-    let mss = |rng: &mut SplitMix64| u64::from(*rng.pick(&p.mss)).max(1);
-    let corrupt = |rng: &mut SplitMix64, start: u64, end: u64| {
-        if !rng.chance(p.p_corrupt) {
+    let mss = |rng: &mut ChaCha8Rng| u64::from(*p.mss.choose(rng).unwrap()).max(1);
+    let corrupt = |rng: &mut ChaCha8Rng, start: u64, end: u64| {
+        if !rng.random_bool(p.p_corrupt) {
             return None;
         }
-        let off = rng.range(start, end - 1);
+        let off = rng.random_range(start..end);
         stream
             .is_payload(off)
-            .then(|| (off, rng.range(1, 255) as u8))
+            .then(|| (off, rng.random_range(1..=255) as u8))
     };
     let budget = 64 + 4 * (total / u64::from(p.mss.iter().copied().min().unwrap_or(1).max(1)));
     let mut sends = 0u64;
@@ -94,12 +96,12 @@ pub fn generate(rng: &mut SplitMix64, stream: &Stream, p: &ScheduleParams) -> Ve
         let (start, end) = if r < pos && (stalled > 3 || pos >= total) {
             stalled = 0;
             let m = mss(rng);
-            let back = if rng.chance(p.p_overlap) {
-                rng.range(0, m)
+            let back = if rng.random_bool(p.p_overlap) {
+                rng.random_range(0..=m)
             } else {
                 0
             };
-            if rng.chance(0.5) {
+            if rng.random_bool(0.5) {
                 // Go-back-N.
                 pos = r.saturating_sub(back);
                 let e = (pos + mss(rng)).min(total);
@@ -125,19 +127,20 @@ pub fn generate(rng: &mut SplitMix64, stream: &Stream, p: &ScheduleParams) -> Ve
         if r < pos {
             stalled += 1;
         }
-        if !rng.chance(p.p_loss) {
+        if !rng.random_bool(p.p_loss) {
             let a = Arrival {
                 start,
                 end,
                 corrupt: corrupt(rng, start, end),
             };
-            if rng.chance(p.p_reorder) {
-                let at = out.len() + rng.range(1, u64::from(p.reorder_depth.max(1))) as usize;
+            if rng.random_bool(p.p_reorder) {
+                let at =
+                    out.len() + rng.random_range(1..=u64::from(p.reorder_depth.max(1))) as usize;
                 delayed.push((at, a));
             } else {
                 deliver(&mut out, &mut r, a);
             }
-            if rng.chance(p.p_dup) {
+            if rng.random_bool(p.p_dup) {
                 let c = corrupt(rng, start, end);
                 deliver(&mut out, &mut r, Arrival { corrupt: c, ..a });
             }

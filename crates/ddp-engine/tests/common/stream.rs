@@ -1,8 +1,10 @@
 //! A reference NVMe/TCP controller-to-host byte stream, with the layout of every PDU.
 
-use super::rng::SplitMix64;
 use nvme_tcp_wire::digest::crc32c;
 use nvme_tcp_wire::pdu::{DataPduRepr, HeaderBuf, PduFlags, PduType, data_pdo};
+use rand::Rng;
+use rand::seq::IndexedRandom;
+use rand_chacha::ChaCha8Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -70,15 +72,15 @@ pub struct StreamParams {
 }
 
 impl Stream {
-    pub fn generate(rng: &mut SplitMix64, p: &StreamParams) -> Stream {
+    pub fn generate(rng: &mut ChaCha8Rng, p: &StreamParams) -> Stream {
         let mut commands = Vec::new();
         for i in 0..p.commands {
-            let len = rng.range(1, u64::from(p.max_cmd_len)) as u32;
+            let len = rng.random_range(1..=u64::from(p.max_cmd_len)) as u32;
             commands.push(Command {
                 cid: i as u16,
                 len,
-                register: rng.chance(p.p_register),
-                nents: rng.range(1, 6) as u32,
+                register: rng.random_bool(p.p_register),
+                nents: rng.random_range(1..=6) as u32,
             });
         }
         let mut s = Stream {
@@ -93,18 +95,18 @@ impl Stream {
         let mut progress: Vec<u32> = vec![0; commands.len()];
         let mut active: Vec<usize> = (0..commands.len()).collect();
         while !active.is_empty() {
-            let k = rng.range(0, active.len() as u64 - 1) as usize;
+            let k = rng.random_range(..active.len());
             let ci = active[k];
             let cmd = &commands[ci];
-            if rng.chance(p.p_r2t) {
-                s.push_simple(Kind::R2t, 0x7000 + rng.range(0, 100) as u16);
+            if rng.random_bool(p.p_r2t) {
+                s.push_simple(Kind::R2t, 0x7000 + rng.random_range(0..=100) as u16);
             }
             let left = cmd.len - progress[ci];
-            let n = (rng.range(1, u64::from(p.max_pdu_data)) as u32).min(left);
+            let n = (rng.random_range(1..=u64::from(p.max_pdu_data)) as u32).min(left);
             let last = n == left;
-            let success = last && rng.chance(0.5);
-            let bad = rng.chance(p.p_bad_digest);
-            let fake = rng.chance(p.p_fake_headers);
+            let success = last && rng.random_bool(0.5);
+            let bad = rng.random_bool(p.p_bad_digest);
+            let fake = rng.random_bool(p.p_fake_headers);
             s.push_data(rng, cmd.cid, progress[ci], n, last, success, bad, fake);
             progress[ci] += n;
             if last {
@@ -163,7 +165,7 @@ impl Stream {
     #[allow(clippy::too_many_arguments)]
     fn push_data(
         &mut self,
-        rng: &mut SplitMix64,
+        rng: &mut ChaCha8Rng,
         cid: u16,
         datao: u32,
         datal: u32,
@@ -201,14 +203,14 @@ impl Stream {
         let hdr_end = start + 24 + if self.hdgst { 4 } else { 0 };
         let data_start = self.bytes.len() as u64;
         let mut data = vec![0u8; datal as usize];
-        rng.fill(&mut data);
+        rng.fill(data.as_mut_slice());
         if fake_headers && !self.pdus.is_empty() {
             // Paste real headers of earlier PDUs into the data.
-            for _ in 0..rng.range(1, 4) {
-                let p = rng.pick(&self.pdus).clone();
+            for _ in 0..rng.random_range(1..=4) {
+                let p = self.pdus.choose(rng).unwrap().clone();
                 let h = &self.bytes[p.start as usize..p.hdr_end as usize];
                 if h.len() < data.len() {
-                    let at = rng.range(0, (data.len() - h.len()) as u64) as usize;
+                    let at = rng.random_range(0..=data.len() - h.len());
                     data[at..at + h.len()].copy_from_slice(h);
                 }
             }
@@ -218,7 +220,7 @@ impl Stream {
         if self.ddgst {
             let mut d = crc32c(&data);
             if bad_digest {
-                d ^= 1 << rng.range(0, 31);
+                d ^= 1 << rng.random_range(0..=31);
             }
             self.bytes.extend_from_slice(&d.to_le_bytes());
         }
