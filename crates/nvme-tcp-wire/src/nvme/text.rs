@@ -43,22 +43,7 @@ pub fn ascii_field<'a>(field: &'static str, bytes: &'a [u8]) -> Result<&'a str, 
 /// Writes `value` into a space-padded ASCII field. Fails if `value` is longer than the field or
 /// holds a byte outside printable ASCII.
 pub fn set_ascii_field(field: &'static str, dst: &mut [u8], value: &str) -> Result<(), NvmeError> {
-    let v = value.as_bytes();
-    if v.len() > dst.len() {
-        return Err(NvmeError::InvalidString {
-            field,
-            reason: "longer than the field",
-        });
-    }
-    if !v.iter().all(|b| (0x20..=0x7E).contains(b)) {
-        return Err(NvmeError::InvalidString {
-            field,
-            reason: "not printable ASCII",
-        });
-    }
-    dst[..v.len()].copy_from_slice(v);
-    dst[v.len()..].fill(b' ');
-    Ok(())
+    set_padded_ascii(field, dst, value, b' ')
 }
 
 /// Writes `value` into a NUL-padded ASCII field (how Linux and SPDK targets fill TRSVCID and
@@ -69,8 +54,24 @@ pub fn set_ascii_field_nul_padded(
     dst: &mut [u8],
     value: &str,
 ) -> Result<(), NvmeError> {
+    set_padded_ascii(field, dst, value, 0)
+}
+
+/// Copies printable-ASCII `value` into `dst` and fills the rest with `pad`. A NUL-padded field
+/// must keep at least one NUL, so `value` may then be at most `dst.len() - 1` bytes.
+fn set_padded_ascii(
+    field: &'static str,
+    dst: &mut [u8],
+    value: &str,
+    pad: u8,
+) -> Result<(), NvmeError> {
     let v = value.as_bytes();
-    if v.len() >= dst.len() {
+    let room = if pad == 0 {
+        dst.len().checked_sub(1)
+    } else {
+        Some(dst.len())
+    };
+    if room.is_none_or(|room| v.len() > room) {
         return Err(NvmeError::InvalidString {
             field,
             reason: "longer than the field",
@@ -83,7 +84,7 @@ pub fn set_ascii_field_nul_padded(
         });
     }
     dst[..v.len()].copy_from_slice(v);
-    dst[v.len()..].fill(0);
+    dst[v.len()..].fill(pad);
     Ok(())
 }
 
