@@ -1,5 +1,7 @@
 //! Admin and I/O commands: golden bytes, dispatch errors and build → bytes → parse round trips.
 
+mod support;
+
 use nvme_tcp_wire::nvme::{
     AbortCommand, AdminCommand, AsyncEvent, AsyncEventConfig, Cns, ConnectCommand,
     DatasetManagementCommand, DisconnectCommand, DsmRange, FabricsCommand, Feature, FeatureId,
@@ -208,22 +210,7 @@ fn connect_and_disconnect_dispatch_on_io_queues() {
 
 fn arb_fabrics() -> impl Strategy<Value = FabricsCommand> {
     prop_oneof![
-        (
-            any::<u16>(),
-            any::<u16>(),
-            any::<u16>(),
-            any::<u8>(),
-            any::<u32>()
-        )
-            .prop_map(
-                |(recfmt, qid, sqsize, cattr, kato)| FabricsCommand::Connect(ConnectCommand {
-                    recfmt,
-                    qid,
-                    sqsize,
-                    cattr,
-                    kato
-                })
-            ),
+        support::connect_command().prop_map(FabricsCommand::Connect),
         any::<u32>().prop_map(|ofst| FabricsCommand::PropertyGet(PropertyGetCommand {
             size: PropertySize::EightBytes,
             ofst

@@ -1,5 +1,7 @@
 //! Fabrics commands and Connect data: golden bytes and round trips.
 
+mod support;
+
 use nvme_tcp_wire::nvme::fabrics::{CNTLID_DYNAMIC, CONNECT_DATA_LEN};
 use nvme_tcp_wire::nvme::text::DISCOVERY_NQN;
 use nvme_tcp_wire::nvme::{
@@ -187,22 +189,7 @@ fn arb_fabrics() -> impl Strategy<Value = FabricsCommand> {
         (arb_size(), any::<u32>()).prop_map(|(size, ofst)| FabricsCommand::PropertyGet(
             PropertyGetCommand { size, ofst }
         )),
-        (
-            any::<u16>(),
-            any::<u16>(),
-            any::<u16>(),
-            any::<u8>(),
-            any::<u32>()
-        )
-            .prop_map(
-                |(recfmt, qid, sqsize, cattr, kato)| FabricsCommand::Connect(ConnectCommand {
-                    recfmt,
-                    qid,
-                    sqsize,
-                    cattr,
-                    kato
-                })
-            ),
+        support::connect_command().prop_map(FabricsCommand::Connect),
         any::<u16>().prop_map(|recfmt| FabricsCommand::Disconnect(DisconnectCommand { recfmt })),
     ]
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use nvme_tcp_wire::Fes;
+use nvme_tcp_wire::nvme::ConnectCommand;
 use nvme_tcp_wire::pdu::*;
 use proptest::prelude::*;
 
@@ -158,4 +159,22 @@ pub fn append_pdu(out: &mut Vec<u8>, repr: &PduRepr, seed: usize) -> Vec<u8> {
     let n = emit_pdu(repr, &data, &mut out[start..]).expect("emit");
     assert_eq!(n, ch.plen as usize);
     data
+}
+
+/// Any Connect command (every field arbitrary).
+pub fn connect_command() -> impl Strategy<Value = ConnectCommand> {
+    (
+        any::<u16>(),
+        any::<u16>(),
+        any::<u16>(),
+        any::<u8>(),
+        any::<u32>(),
+    )
+        .prop_map(|(recfmt, qid, sqsize, cattr, kato)| ConnectCommand {
+            recfmt,
+            qid,
+            sqsize,
+            cattr,
+            kato,
+        })
 }
