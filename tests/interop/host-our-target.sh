@@ -35,7 +35,7 @@ head -c $((32 << 20)) /dev/urandom > "$work/ns.img"
 
 start_target() {
     "$bin" target --listen "127.0.0.1:$port" --no-discovery-port --nqn "$nqn" \
-        --ns "file:$work/ns.img,lba=4096" --in-capsule-data-size 8K --maxh2cdata 16K \
+        --ns "file:$work/ns.img,lba=4096" --in-capsule-data-size 8K --maxh2cdata 16K --allow-any-host \
         > "$work/target.log" 2>&1 &
     tpid=$!
     for _ in $(seq 1 200); do

@@ -33,7 +33,7 @@ nqn=nqn.2024-01.io.ulp-ddp:interop
 img=/tmp/ut.img
 dd if=/dev/urandom of=$img bs=1048576 count=16 2>/dev/null
 RUST_LOG=${UT_LOG:-nvme_tcp_target=debug} ulpddp target --listen 127.0.0.1:4420 --discovery-listen 127.0.0.1:8009 --nqn $nqn \
-    --ns file:$img,lba=4096 --ns ram:64M > /tmp/target.log 2>&1 &
+    --ns file:$img,lba=4096 --ns ram:64M --allow-any-host > /tmp/target.log 2>&1 &
 tpid=$!
 kpeer_wait_listen 4420 || { cat /tmp/target.log; kpeer_fail "target does not listen"; }
 kpeer_wait_listen 8009 || { cat /tmp/target.log; kpeer_fail "discovery port does not listen"; }

@@ -28,7 +28,7 @@ cleanup() {
 trap cleanup EXIT
 nqn=nqn.2024-01.io.ulp-ddp:tshark
 
-"$bin" target --listen 127.0.0.1:0 --no-discovery-port --nqn "$nqn" --ns ram:64M > "$work/target.out" 2>&1 &
+"$bin" target --listen 127.0.0.1:0 --no-discovery-port --nqn "$nqn" --ns ram:64M --allow-any-host > "$work/target.out" 2>&1 &
 tpid=$!
 for _ in $(seq 100); do
     grep -q "listening on" "$work/target.out" 2>/dev/null && break

@@ -31,9 +31,13 @@ pub struct Args {
     /// ,nsid=N, ,uuid=, ,nguid=, ,eui64=. Repeatable; default ram:256M.
     #[arg(long = "ns")]
     namespaces: Vec<String>,
-    /// Host NQN allowed to connect (repeatable). Without any, every host is allowed.
+    /// Host NQN allowed to connect (repeatable). One of --allow-host or --allow-any-host is
+    /// required: no host is let in unless that was configured.
     #[arg(long = "allow-host")]
     allow_hosts: Vec<String>,
+    /// Let any host connect (nvmet's attr_allow_any_host = 1).
+    #[arg(long, conflicts_with = "allow_hosts")]
+    allow_any_host: bool,
     /// Serial number reported in Identify Controller.
     #[arg(long)]
     serial: Option<String>,
@@ -82,7 +86,12 @@ fn build_config(a: &Args) -> anyhow::Result<TargetConfig> {
         Some(path) => TargetConfig::from_nvmetcli_file(path)?,
         None => {
             let mut sub = SubsystemConfig::new(a.nqn.clone());
-            if !a.allow_hosts.is_empty() {
+            if !a.allow_any_host {
+                if a.allow_hosts.is_empty() {
+                    bail!(
+                        "no host may connect: give --allow-host NQN (repeatable) or --allow-any-host"
+                    );
+                }
                 sub.allow_any_host = false;
                 sub.allowed_hosts = a.allow_hosts.clone();
             }
@@ -197,8 +206,22 @@ mod tests {
     }
 
     #[test]
+    fn access_must_be_configured() {
+        let e = config(&[]).unwrap_err().to_string();
+        assert!(e.contains("--allow-any-host"), "{e}");
+        assert!(
+            config(&[
+                "--allow-any-host",
+                "--allow-host",
+                "nqn.2014-08.org.nvmexpress:uuid:a"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
     fn defaults_serve_4420_and_a_discovery_port() {
-        let c = config(&[]).unwrap();
+        let c = config(&["--allow-any-host"]).unwrap();
         assert_eq!(c.ports.len(), 2);
         assert_eq!(c.ports[0].addr.port(), 4420);
         assert_eq!(c.ports[1].addr.port(), 8009);
@@ -244,9 +267,11 @@ mod tests {
 
     #[test]
     fn bad_flags_are_refused_with_the_reason() {
-        let e = config(&["--ns", "disk:1G"]).unwrap_err().to_string();
+        let e = config(&["--allow-any-host", "--ns", "disk:1G"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--ns"), "{e}");
-        assert!(config(&["--mdts", "3K"]).is_err());
+        assert!(config(&["--allow-any-host", "--mdts", "3K"]).is_err());
         assert!(config(&["--config", "/x.json", "--ns", "null"]).is_err());
         let e = config(&["--config", "/nonexistent/target.json"])
             .unwrap_err()
