@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use nvme_tcp_host::{Completion, IoBuf, IoQueue, cmd};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use ulp_ddp_ctl::metrics::QueueIoMetrics;
 
 /// The access pattern.
@@ -116,17 +118,6 @@ pub fn check_pattern(buf: &[u8], offset: u64) -> bool {
         .all(|(i, c)| c == pattern_word(offset, i as u64).to_le_bytes())
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
 struct Slot {
     buf: Option<IoBuf>,
     issued: Instant,
@@ -149,7 +140,7 @@ pub fn run_queue(
     let region = (blocks / count as u64).max(1);
     let region_start = region * index as u64;
     let mut next_seq = 0u64;
-    let mut rng = Rng(0x1234_5678_9ABC_DEF1 ^ ((index as u64 + 1) << 32));
+    let mut rng = SmallRng::seed_from_u64(0x1234_5678_9ABC_DEF1 ^ ((index as u64 + 1) << 32));
     let nlb = (spec.bs / spec.lba_size as usize) as u32;
     let mut slots: Vec<Slot> = (0..spec.qd)
         .map(|_| Slot {
@@ -178,7 +169,7 @@ pub fn run_queue(
         }
         while !stopping && let Some(s) = free.pop() {
             let block = if spec.rw.random() {
-                rng.next() % blocks.max(1)
+                rng.random_range(0..blocks.max(1))
             } else {
                 let b = region_start + next_seq % region;
                 next_seq += 1;
@@ -188,7 +179,7 @@ pub fn run_queue(
             let read = match spec.rw {
                 Rw::Read | Rw::Randread => true,
                 Rw::Write | Rw::Randwrite => false,
-                Rw::Randrw => (rng.next() % 100) < spec.rwmixread as u64,
+                Rw::Randrw => rng.random_range(0..100u8) < spec.rwmixread,
             };
             let slot = &mut slots[s];
             let mut buf = slot

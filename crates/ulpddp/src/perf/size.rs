@@ -1,30 +1,9 @@
-//! Byte sizes as users type them: `4096`, `4k`, `128KiB`, `1g`, `2MB` (binary multiples).
+//! Byte sizes as users type them: `4096`, `4k`, `128KiB`, `1G`, `2MB` (binary multiples).
 
-/// Parses a size; suffixes k/m/g/t (optionally followed by `b`, `ib`) are powers of 1024.
+/// Parses a size as the target's namespace specs do (`4096`, `4k`, `128KiB`, `1G`: powers of
+/// 1024), with the error as text.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let lower = t.to_ascii_lowercase();
-    let digits_end = lower
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(lower.len());
-    if digits_end == 0 {
-        return Err(format!(
-            "invalid size {s:?}: expected a number with an optional k/m/g/t suffix"
-        ));
-    }
-    let n: u64 = lower[..digits_end]
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: number too large"))?;
-    let shift = match &lower[digits_end..] {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        other => return Err(format!("invalid size {s:?}: unknown suffix {other:?}")),
-    };
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("invalid size {s:?}: too large"))
+    nvme_tcp_target::namespace::parse_size(s).map_err(|e| e.to_string())
 }
 
 /// Formats a byte count with a binary suffix (`128KiB`).
@@ -48,7 +27,7 @@ mod tests {
         assert_eq!(parse_size("4k").unwrap(), 4096);
         assert_eq!(parse_size("128KiB").unwrap(), 131072);
         assert_eq!(parse_size("1G").unwrap(), 1 << 30);
-        assert_eq!(parse_size("2mb").unwrap(), 2 << 20);
+        assert_eq!(parse_size("2MB").unwrap(), 2 << 20);
     }
 
     #[test]
