@@ -417,7 +417,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ));
     }
     let runtime = if default_suite && runtime.is_none() && size.is_none() {
-        Some(Duration::from_secs(4))
+        Some(Duration::from_secs(3))
     } else if size.is_none() {
         Some(runtime.unwrap_or(Duration::from_secs(5)))
     } else {
