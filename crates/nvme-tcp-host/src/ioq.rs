@@ -365,18 +365,26 @@ impl IoQueue {
         buf: crate::IoBuf,
         user_data: u64,
     ) -> std::result::Result<u16, SubmitError> {
-        if !(1..=65536).contains(&nlb) {
-            return Err(SubmitError {
-                reason: crate::queue::SubmitErrorKind::Invalid,
-                buf: Some(buf),
-            });
-        }
-        self.submit(cmd::read(nsid, slba, nlb, buf, user_data))
+        self.submit_blocks(cmd::read, nsid, slba, nlb, buf, user_data)
     }
 
     /// Submits a Write of `nlb` blocks at `slba` from `buf`.
     pub fn submit_write(
         &mut self,
+        nsid: u32,
+        slba: u64,
+        nlb: u32,
+        buf: crate::IoBuf,
+        user_data: u64,
+    ) -> std::result::Result<u16, SubmitError> {
+        self.submit_blocks(cmd::write, nsid, slba, nlb, buf, user_data)
+    }
+
+    /// Checks the block count (1..=65536, what NLB can express) and submits the command
+    /// `build` makes; an invalid count hands the buffer back.
+    fn submit_blocks(
+        &mut self,
+        build: fn(u32, u64, u32, crate::IoBuf, u64) -> Request,
         nsid: u32,
         slba: u64,
         nlb: u32,
@@ -389,6 +397,6 @@ impl IoQueue {
                 buf: Some(buf),
             });
         }
-        self.submit(cmd::write(nsid, slba, nlb, buf, user_data))
+        self.submit(build(nsid, slba, nlb, buf, user_data))
     }
 }
