@@ -6,8 +6,11 @@
 //! (CCCIDs mostly of commands in flight, so the deep checks are reached), possibly corrupted
 //! digests, and raw byte runs. The queue has reads (buffers pre-filled with 0xEE, one of them a
 //! scatter-gather list), an R2T write and a no-data command in flight. The stream is fed
-//! alternating between the copy path (`rx_feed`) and the direct socket path
-//! (`rx_direct`/`rx_direct_done`).
+//! alternating between the copy path (`rx_feed_marked`, with arbitrary offload marks: crc
+//! bits and placed ranges a device may claim, truthfully or not) and the direct socket path
+//! (`rx_direct`/`rx_direct_done`). Optionally the queue is offloaded to the software device,
+//! so reads lend their buffers to it and the mark-consuming paths (copy through the device,
+//! digest over a lent buffer, teardown before completion) run.
 //!
 //! Checked: no panic; a write buffer never changes; a read buffer that did not complete
 //! successfully only changed inside the range the receive path accepted as its data.
@@ -15,8 +18,8 @@
 use std::time::Instant;
 
 use arbitrary::{Arbitrary, Unstructured};
-use nvme_tcp_host::queue::{DataDir, NoOffload, QueueConfig, QueueCore, Request};
-use nvme_tcp_host::{CidMode, IoBuf};
+use nvme_tcp_host::queue::{DataDir, QueueConfig, QueueCore, Request};
+use nvme_tcp_host::{CidMode, DdpNetdev, IoBuf, PlacedRange, RxMarks};
 use nvme_tcp_wire::digest::crc32c;
 use nvme_tcp_wire::pdu::{
     CapsuleRespRepr, DataPduRepr, HeaderBuf, IcRespRepr, PduFlags, PduType, R2tRepr,
@@ -55,7 +58,12 @@ struct Input {
     ddgst: bool,
     linear: bool,
     zero_copy_tx: bool,
+    /// Offload the queue to the software device (large reads lend their buffers to it).
+    offload: bool,
     chunks: Vec<u8>,
+    /// Marks fed with each chunk: crc bit, and a placed range (offset in the chunk, length)
+    /// claimed by a (possibly lying) device.
+    marks: Vec<(bool, u16, u16)>,
     ops: Vec<Op>,
 }
 
@@ -157,7 +165,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         queue_size: 8,
         hdgst: inp.hdgst,
         ddgst: inp.ddgst,
-        cid_mode: if inp.linear {
+        cid_mode: if inp.linear || inp.offload {
             CidMode::Linear
         } else {
             CidMode::Tagged
@@ -173,10 +181,20 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         ddgst_enable: inp.ddgst,
         maxh2cdata: 4096,
     });
-    if q.rx_feed(icresp.as_bytes(), &mut NoOffload).is_err() {
+    if q.rx_feed(icresp.as_bytes()).is_err() {
         return;
     }
     q.set_live();
+    let dev = ddp_engine::SoftDdpDevice::new(ddp_engine::EngineConfig {
+        io_threshold: 0,
+        ..Default::default()
+    });
+    if inp.offload {
+        let shared: std::sync::Arc<dyn ulp_ddp::UlpDdpDevice> = std::sync::Arc::new(dev.clone());
+        if let Some(n) = DdpNetdev::probe(&shared, false) {
+            let _ = q.attach_offload(&n, ulp_ddp::SockId(1), Some(0), 0);
+        }
+    }
     let now = Instant::now();
     let mut reads = Vec::new();
     let mut cids = Vec::new();
@@ -244,9 +262,22 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             let m = dst.len().min(n);
             dst[..m].copy_from_slice(&input[..m]);
             input = &input[m..];
-            q.rx_direct_done(m, &mut NoOffload)
+            q.rx_direct_done(m)
         } else {
-            let r = q.rx_feed(&input[..n], &mut NoOffload);
+            let (crc, at, len) = inp
+                .marks
+                .get(i % inp.marks.len().max(1))
+                .copied()
+                .unwrap_or((false, 0, 0));
+            let placed = [PlacedRange {
+                start: q.rx_position() + u64::from(at),
+                len: u32::from(len),
+            }];
+            let marks = RxMarks {
+                crc,
+                placed: if len > 0 { &placed } else { &[] },
+            };
+            let r = q.rx_feed_marked(&input[..n], &marks);
             input = &input[n..];
             r
         };
@@ -256,6 +287,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         }
         i += 1;
     }
+    q.detach_offload();
     q.fail_all(nvme_tcp_host::IoError::QueueLost("fuzz end"));
     while let Some(c) = q.pop_completion() {
         let Some(buf) = c.buf else { continue };

@@ -10,26 +10,16 @@
 //! Run: `cargo bench -p ddp-engine --bench placement`
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ddp_engine::{EngineConfig, SegmentVerdict, SoftDdpDevice};
+use ddp_engine::{EngineConfig, RxSocket, SegmentVerdict, SoftDdpDevice};
 use nvme_tcp_wire::digest::{Crc32c, crc32c};
 use nvme_tcp_wire::pdu::{DataPduRepr, HeaderBuf, PduFlags, PduType};
 use std::hint::black_box;
-use std::sync::Arc;
 use ulp_ddp::{
-    DdpCtx, DdpIo, NvmeTcpDdpConfig, NvmeTcpDigests, ResyncFlags, ResyncTracker, SgList, SkConfig,
-    SockId, UlpDdpDevice, UlpDdpOps,
+    DdpIo, IoBuf, NvmeTcpDdpConfig, NvmeTcpDigests, SkConfig, SockId, UlpDdpDevice, UlpDdpSocket,
 };
 
 const IO: usize = 128 * 1024;
 const READS: u16 = 16;
-
-struct Ulp(ResyncTracker);
-impl UlpDdpOps for Ulp {
-    fn resync_request(&self, _sk: SockId, seq: u32, flags: ResyncFlags) -> bool {
-        self.0.request(seq, flags)
-    }
-    fn teardown_done(&self, _ctx: DdpCtx, _io: DdpIo) {}
-}
 
 fn stream() -> Vec<u8> {
     let data: Vec<u8> = (0..IO as u32)
@@ -55,33 +45,36 @@ fn stream() -> Vec<u8> {
     s
 }
 
-fn device() -> (SoftDdpDevice, SockId) {
+/// The device, the ULP's handle of the socket (kept alive: dropping it deletes the
+/// offload) and the receive path's handle.
+fn device() -> (SoftDdpDevice, Box<dyn UlpDdpSocket>, RxSocket) {
     let sk = SockId(1);
-    let mut dev = SoftDdpDevice::new(EngineConfig::connectx7_like());
-    dev.sk_add(
-        sk,
-        &SkConfig::nvme(
-            0,
-            Some(0),
-            NvmeTcpDdpConfig {
-                dgst: NvmeTcpDigests::from_bits(3),
-                ..NvmeTcpDdpConfig::default()
-            },
-        ),
-        Arc::new(Ulp(ResyncTracker::new())),
-    )
-    .expect("sk_add");
+    let dev = SoftDdpDevice::new(EngineConfig::connectx7_like());
+    let mut sock = dev
+        .sk_add(
+            sk,
+            &SkConfig::nvme(
+                0,
+                Some(0),
+                NvmeTcpDdpConfig {
+                    dgst: NvmeTcpDigests::from_bits(3),
+                    ..NvmeTcpDdpConfig::default()
+                },
+            ),
+        )
+        .expect("sk_add");
     for cid in 0..READS {
         // 4 KiB pages, as a block layer SG list.
-        dev.setup(sk, DdpIo::new(cid, SgList::zeroed_chunks(IO, 4096)))
+        sock.setup(DdpIo::new(u32::from(cid), IoBuf::zeroed_chunks(IO, 4096)))
             .expect("setup");
     }
-    (dev, sk)
+    let rx = dev.rx_socket(sk).expect("rx_socket");
+    (dev, sock, rx)
 }
 
 fn bench_segments(c: &mut Criterion, name: &str, mss: usize) {
     let s = stream();
-    let (mut dev, sk) = device();
+    let (dev, _sock, rx) = device();
     let segs: Vec<(u32, std::ops::Range<usize>)> = (0..s.len())
         .step_by(mss)
         .map(|p| (p as u32, p..(p + mss).min(s.len())))
@@ -94,12 +87,7 @@ fn bench_segments(c: &mut Criterion, name: &str, mss: usize) {
         b.iter(|| {
             let mut placed = 0u64;
             for (off, r) in &segs {
-                dev.on_segment_into(
-                    sk,
-                    base.wrapping_add(*off),
-                    black_box(&s[r.clone()]),
-                    &mut v,
-                );
+                rx.on_segment_into(base.wrapping_add(*off), black_box(&s[r.clone()]), &mut v);
                 placed += v.placed_bytes();
             }
             base = base.wrapping_add(s.len() as u32);
@@ -142,12 +130,7 @@ fn bench_segments(c: &mut Criterion, name: &str, mss: usize) {
     g.bench_function("engine", |b| {
         b.iter(|| {
             for (off, r) in &segs {
-                dev.on_segment_into(
-                    sk,
-                    base.wrapping_add(*off),
-                    black_box(&s[r.clone()]),
-                    &mut v,
-                );
+                rx.on_segment_into(base.wrapping_add(*off), black_box(&s[r.clone()]), &mut v);
                 black_box(&v);
             }
             base = base.wrapping_add(s.len() as u32);
@@ -186,12 +169,12 @@ fn placement(c: &mut Criterion) {
     bench_segments(c, "read128k_seg1448", 1448);
     // A duplicate (retransmitted) segment: passed through untouched.
     let s = stream();
-    let (mut dev, sk) = device();
-    dev.on_segment(sk, 0, &s[..1448]);
+    let (_dev, _sock, rx) = device();
+    rx.on_segment(0, &s[..1448]);
     let mut g = c.benchmark_group("duplicate_segment_1448");
     g.throughput(Throughput::Elements(1));
     g.bench_function("engine", |b| {
-        b.iter(|| black_box(dev.on_segment(sk, 0, black_box(&s[..1448]))))
+        b.iter(|| black_box(rx.on_segment(0, black_box(&s[..1448]))))
     });
     g.finish();
 }

@@ -17,22 +17,10 @@ use ddp_engine::{EngineConfig, SegmentVerdict, SoftDdpDevice};
 use nvme_tcp_wire::digest::{Crc32c, crc32c};
 use nvme_tcp_wire::pdu::{DataPduRepr, HeaderBuf, PduFlags, PduType};
 use std::hint::black_box;
-use std::sync::Arc;
-use ulp_ddp::{
-    DdpCtx, DdpIo, NvmeTcpDdpConfig, NvmeTcpDigests, ResyncFlags, ResyncTracker, SgList, SkConfig,
-    SockId, UlpDdpDevice, UlpDdpOps,
-};
+use ulp_ddp::{DdpIo, IoBuf, NvmeTcpDdpConfig, NvmeTcpDigests, SkConfig, SockId, UlpDdpDevice};
 
 const IO: usize = 128 * 1024;
 const READS: u16 = 16;
-
-struct Ulp(ResyncTracker);
-impl UlpDdpOps for Ulp {
-    fn resync_request(&self, _sk: SockId, seq: u32, flags: ResyncFlags) -> bool {
-        self.0.request(seq, flags)
-    }
-    fn teardown_done(&self, _ctx: DdpCtx, _io: DdpIo) {}
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -60,7 +48,7 @@ fn main() {
         s.extend_from_slice(&crc32c(&data).to_le_bytes());
     }
     let sk = SockId(1);
-    let mut dev = SoftDdpDevice::new(EngineConfig::connectx7_like());
+    let dev = SoftDdpDevice::new(EngineConfig::connectx7_like());
     let cfg = SkConfig::nvme(
         0,
         Some(0),
@@ -69,15 +57,20 @@ fn main() {
             ..NvmeTcpDdpConfig::default()
         },
     );
-    if dev
-        .sk_add(sk, &cfg, Arc::new(Ulp(ResyncTracker::new())))
-        .is_err()
-    {
+    // The ULP's handle: kept to the end (dropping it deletes the offload).
+    let Ok(mut sock) = dev.sk_add(sk, &cfg) else {
+        eprintln!("sk_add failed");
         return;
-    }
+    };
     for cid in 0..READS {
-        let _ = dev.setup(sk, DdpIo::new(cid, SgList::zeroed_chunks(IO, 4096)));
+        if let Err(e) = sock.setup(DdpIo::new(u32::from(cid), IoBuf::zeroed_chunks(IO, 4096))) {
+            eprintln!("setup: {e}");
+            return;
+        }
     }
+    let Some(rx) = dev.rx_socket(sk) else {
+        return;
+    };
     let mut pages: Vec<Box<[u8]>> = (0..usize::from(READS) * IO / 4096)
         .map(|_| vec![0u8; 4096].into_boxed_slice())
         .collect();
@@ -102,7 +95,7 @@ fn main() {
                 let end = (pos + mss).min(s.len());
                 segments += 1;
                 if *m == "engine" {
-                    dev.on_segment_into(sk, base.wrapping_add(pos as u32), &s[pos..end], &mut v);
+                    rx.on_segment_into(base.wrapping_add(pos as u32), &s[pos..end], &mut v);
                     black_box(&v);
                 } else {
                     let mut chunk = &s[pos..end];

@@ -29,8 +29,7 @@ use crate::verdict::SegmentVerdict;
 use crate::{Diagnostics, FlowInfo, SyncState};
 use nvme_tcp_wire::digest::Crc32c;
 use nvme_tcp_wire::pdu::CH_LEN;
-use std::sync::Arc;
-use ulp_ddp::{DdpIo, ResyncFlags, SockId, Stats, UlpDdpOps};
+use ulp_ddp::{DdpIo, ResyncFlags, ResyncTracker, SgCursor, Stats};
 
 /// Largest payload the engine accepts in one segment (sequence arithmetic needs it well
 /// below 2^31). Larger "segments" are passed through and cost the framing.
@@ -50,14 +49,48 @@ enum Mode {
     Searching,
 }
 
+/// Headers followed speculatively after a request before the request is repeated for the
+/// current header (in case the ULP had already passed the first one when it arrived).
+const RE_REQUEST_PDUS: u32 = 16;
+
+/// Requests of the current speculation kept acceptable: a confirmation of any of them, if
+/// the framing followed since still holds, puts the socket back in sync. With
+/// [`RE_REQUEST_PDUS`], answers up to 64 PDUs late are accepted.
+const REQUESTS_KEPT: usize = 4;
+
+/// The resync requests made for the current speculative framing (a small ring).
+#[derive(Debug, Clone, Copy, Default)]
+struct Requests {
+    seqs: [u32; REQUESTS_KEPT],
+    len: usize,
+    next: usize,
+    /// Headers followed since the last request.
+    since: u32,
+}
+
+impl Requests {
+    fn clear(&mut self) {
+        *self = Requests::default();
+    }
+    fn push(&mut self, seq: u32) {
+        self.seqs[self.next] = seq;
+        self.next = (self.next + 1) % REQUESTS_KEPT;
+        self.len = (self.len + 1).min(REQUESTS_KEPT);
+        self.since = 0;
+    }
+    fn contains(&self, seq: u32) -> bool {
+        self.seqs[..self.len].contains(&seq)
+    }
+}
+
 /// Where the current PDU's data goes.
 #[derive(Debug, Clone, Copy)]
 struct Place {
     cid: u16,
     generation: u32,
     datao: u64,
-    /// (segment index, offset in segment, data offset) of the next write, if known.
-    cursor: Option<(usize, usize, u64)>,
+    /// Where the next write goes, if known.
+    cursor: SgCursor,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -104,12 +137,9 @@ enum Feed {
 }
 
 pub(crate) struct Flow {
-    sk: SockId,
-    pub(crate) ops: Arc<dyn UlpDdpOps>,
     rules: HeaderRules,
     crc_offload: bool,
     pub(crate) ios: IoTable,
-    pub(crate) queue_size: u32,
     next_generation: u32,
     mode: Mode,
     /// Next expected sequence number (meaningless while searching).
@@ -122,16 +152,17 @@ pub(crate) struct Flow {
     floor: Option<u32>,
     pdu: Pdu,
     crc: Crc32c,
+    /// Requests made for the current speculative framing.
+    requests: Requests,
+    /// PDUs begun (in sync or speculating): the clock of the modelled ULP latencies.
+    pdus_started: u64,
 }
 
 impl Flow {
     pub(crate) fn new(
-        sk: SockId,
-        ops: Arc<dyn UlpDdpOps>,
         rules: HeaderRules,
         crc_offload: bool,
         ios: IoTable,
-        queue_size: u32,
         next_pdu_seq: Option<u32>,
     ) -> Self {
         let (mode, next_seq) = match next_pdu_seq {
@@ -139,12 +170,9 @@ impl Flow {
             None => (Mode::Searching, 0),
         };
         Self {
-            sk,
-            ops,
             rules,
             crc_offload,
             ios,
-            queue_size,
             next_generation: 0,
             mode,
             next_seq,
@@ -152,7 +180,14 @@ impl Flow {
             floor: None,
             pdu: Pdu::IDLE,
             crc: Crc32c::new(),
+            requests: Requests::default(),
+            pdus_started: 0,
         }
+    }
+
+    /// PDUs begun so far (in sync or speculating).
+    pub(crate) fn pdus_started(&self) -> u64 {
+        self.pdus_started
     }
 
     pub(crate) fn sync_state(&self) -> SyncState {
@@ -172,7 +207,7 @@ impl Flow {
     }
 
     pub(crate) fn register(&mut self, cid: u16, io: DdpIo) -> Result<(), DdpIo> {
-        let len = io.sgl.len();
+        let len = io.buf.len() as u64;
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
         self.ios
@@ -187,10 +222,13 @@ impl Flow {
             .map_err(|s| s.io)
     }
 
-    /// The ULP confirmed a resync request.
+    /// The ULP confirmed a resync request: the header at `seq` is real. Accepted while the
+    /// framing followed from that header still holds, however many PDUs later the
+    /// confirmation arrives (within the kept requests).
     pub(crate) fn resync(&mut self, seq: u32, diag: &mut Diagnostics) {
         match self.mode {
-            Mode::Speculating { pending: Some(p) } if p == seq => {
+            Mode::Speculating { .. } if self.requests.contains(seq) => {
+                self.requests.clear();
                 self.mode = Mode::InSync;
                 // Bytes seen before now may sit in the receiver's out-of-order queue in
                 // another copy, or have been placed already: offload restarts after them.
@@ -211,6 +249,7 @@ impl Flow {
         v: &mut SegmentVerdict,
         stats: &mut Stats,
         diag: &mut Diagnostics,
+        resync: &ResyncTracker,
     ) {
         v.clear();
         if payload.is_empty() {
@@ -231,6 +270,7 @@ impl Flow {
                 if !self.skip_gap(d as u32) {
                     self.mode = Mode::Searching;
                     self.pdu = Pdu::IDLE;
+                    self.requests.clear();
                     diag.lost_sync += 1;
                 }
             } else if d < 0 {
@@ -261,7 +301,7 @@ impl Flow {
                 }
             }
             let at = seq.wrapping_add(cursor as u32);
-            match self.feed(at, &payload[cursor..], v, stats, diag) {
+            match self.feed(at, &payload[cursor..], v, stats, diag, resync) {
                 Feed::Done => break,
                 Feed::Lost { resume } => {
                     v.crc = false;
@@ -292,6 +332,7 @@ impl Flow {
         }
         self.mode = Mode::Searching;
         self.pdu = Pdu::IDLE;
+        self.requests.clear();
     }
 
     /// A gap of `gap` bytes before the segment: keeps framing if it lies inside the
@@ -306,7 +347,7 @@ impl Flow {
         self.pdu.off += gap;
         self.pdu.crc_intact = false;
         if let Some(p) = self.pdu.place.as_mut() {
-            p.cursor = None;
+            p.cursor = SgCursor::NONE;
         }
         self.next_seq = self.next_seq.wrapping_add(gap);
         if self.pdu.off == layout.plen {
@@ -316,8 +357,14 @@ impl Flow {
     }
 
     fn begin_pdu(&mut self, start: u32) {
+        self.pdus_started += 1;
         let offload =
             self.mode == Mode::InSync && self.floor.is_none_or(|f| !seq::before(start, f));
+        if offload {
+            // Past the floor: it has done its job. Kept, it would compare as "after" every
+            // sequence number 2^31 bytes later and switch offload off for the next 2 GiB.
+            self.floor = None;
+        }
         self.pdu = Pdu {
             started: true,
             start,
@@ -340,6 +387,7 @@ impl Flow {
         v: &mut SegmentVerdict,
         stats: &mut Stats,
         diag: &mut Diagnostics,
+        resync: &ResyncTracker,
     ) -> Feed {
         let mut pos = 0usize;
         while pos < data.len() {
@@ -373,7 +421,7 @@ impl Flow {
                 } else {
                     match self.rules.check(&self.pdu.hdr[..need]) {
                         Some(layout) => {
-                            self.header_done(layout, v, stats);
+                            self.header_done(layout, v, stats, resync);
                             true
                         }
                         None => false,
@@ -442,14 +490,28 @@ impl Flow {
         Feed::Done
     }
 
-    fn header_done(&mut self, layout: PduLayout, v: &mut SegmentVerdict, stats: &mut Stats) {
+    fn header_done(
+        &mut self,
+        layout: PduLayout,
+        v: &mut SegmentVerdict,
+        stats: &mut Stats,
+        resync: &ResyncTracker,
+    ) {
         self.pdu.layout = Some(layout);
         if let Mode::Speculating { .. } = self.mode {
-            let at = self.pdu.start;
-            self.mode = Mode::Speculating { pending: Some(at) };
-            stats.rx_nvme_tcp_resync += 1;
-            v.resync_request = Some(at);
-            self.ops.resync_request(self.sk, at, ResyncFlags::PENDING);
+            // One request per speculative framing: the first header found, then again every
+            // RE_REQUEST_PDUS headers while no confirmation came. In between the framing is
+            // followed and checked header by header; a late confirmation of any kept request
+            // is accepted while it holds.
+            self.requests.since += 1;
+            if self.requests.len == 0 || self.requests.since >= RE_REQUEST_PDUS {
+                let at = self.pdu.start;
+                self.mode = Mode::Speculating { pending: Some(at) };
+                self.requests.push(at);
+                stats.rx_nvme_tcp_resync += 1;
+                v.resync_request = Some(at);
+                resync.request(at, ResyncFlags::PENDING);
+            }
         }
         if !self.pdu.offload {
             return;
@@ -466,7 +528,7 @@ impl Flow {
                     cid,
                     generation: slot.generation,
                     datao: u64::from(datao),
-                    cursor: None,
+                    cursor: SgCursor::NONE,
                 });
             }
         }
@@ -494,84 +556,20 @@ impl Flow {
         };
         if !v.has_room(seq) {
             diag.verdict_full += 1;
-            place.cursor = None;
+            place.cursor = SgCursor::NONE;
             return;
         }
         let offset = place.datao + u64::from(data_off);
-        if !write_with_cursor(slot.io.sgl.segments_mut(), &mut place.cursor, offset, chunk) {
+        if !slot
+            .io
+            .buf
+            .write_at_cursor(&mut place.cursor, offset, chunk)
+        {
             // Cannot happen: the range was checked against the buffer length at the header.
             self.pdu.place = None;
             return;
         }
         v.push(seq, chunk.len() as u32);
         stats.rx_nvme_tcp_bytes += chunk.len() as u64;
-    }
-}
-
-/// Writes `data` at data offset `offset` of `segs`, starting from `cursor` when it points
-/// at `offset`, and leaves `cursor` after the write. False if the range does not fit; the
-/// caller checks the range against the buffer length first (at the PDU header), so a
-/// partial write cannot happen.
-fn write_with_cursor(
-    segs: &mut [Box<[u8]>],
-    cursor: &mut Option<(usize, usize, u64)>,
-    offset: u64,
-    data: &[u8],
-) -> bool {
-    let (mut idx, mut in_seg) = match *cursor {
-        Some((i, o, at)) if at == offset => (i, o),
-        _ => {
-            let mut left = offset;
-            let mut i = 0;
-            loop {
-                let Some(s) = segs.get(i) else {
-                    if left == 0 && data.is_empty() {
-                        return true;
-                    }
-                    return false;
-                };
-                if left < s.len() as u64 {
-                    break (i, left as usize);
-                }
-                left -= s.len() as u64;
-                i += 1;
-            }
-        }
-    };
-    let mut rest = data;
-    while !rest.is_empty() {
-        let Some(seg) = segs.get_mut(idx) else {
-            return false;
-        };
-        let n = rest.len().min(seg.len() - in_seg);
-        seg[in_seg..in_seg + n].copy_from_slice(&rest[..n]);
-        rest = &rest[n..];
-        in_seg += n;
-        if in_seg == seg.len() {
-            idx += 1;
-            in_seg = 0;
-        }
-    }
-    *cursor = Some((idx, in_seg, offset + data.len() as u64));
-    true
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_write_spans_segments_and_resumes() {
-        let mut segs: Vec<Box<[u8]>> = vec![vec![0u8; 3].into(), vec![0u8; 4].into()];
-        let mut cur = None;
-        assert!(write_with_cursor(&mut segs, &mut cur, 1, &[1, 2, 3]));
-        assert_eq!(cur, Some((1, 1, 4)));
-        assert!(write_with_cursor(&mut segs, &mut cur, 4, &[4, 5, 6]));
-        assert_eq!(&*segs[0], &[0, 1, 2]);
-        assert_eq!(&*segs[1], &[3, 4, 5, 6]);
-        assert!(!write_with_cursor(&mut segs, &mut None, 7, &[9]));
-        assert!(!write_with_cursor(&mut segs, &mut None, 8, &[9]));
-        assert_eq!(&*segs[1], &[3, 4, 5, 6]);
-        assert!(write_with_cursor(&mut segs, &mut None, 7, &[]));
     }
 }

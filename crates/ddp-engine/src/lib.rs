@@ -4,8 +4,9 @@
 //! verifies data digests, and recovers framing after loss or reordering through the
 //! resync handshake.
 //!
-//! Sans-IO: [`SoftDdpDevice`] implements [`ulp_ddp::UlpDdpDevice`]; received segments go
-//! in through [`SoftDdpDevice::on_segment`], and a [`SegmentVerdict`] comes out. The
+//! Sans-IO: [`SoftDdpDevice`] implements [`ulp_ddp::UlpDdpDevice`] and hands the ULP a
+//! [`SoftDdpSocket`] per offloaded socket; received segments go in through the socket's
+//! [`RxSocket::on_segment`], and a [`SegmentVerdict`] comes out. The
 //! segment itself is never dropped, delayed or modified: the device only adds metadata.
 //! See `docs/ulp-ddp.md` for the whole picture.
 //!
@@ -28,7 +29,7 @@ mod seq;
 mod table;
 mod verdict;
 
-pub use device::{EngineConfig, SoftDdpDevice, TeardownMode};
+pub use device::{EngineConfig, RxSocket, SoftDdpDevice, SoftDdpSocket, TeardownMode};
 pub use verdict::{MAX_PLACED_RANGES, PlacedRange, SegmentVerdict};
 
 use serde::{Deserialize, Serialize};
@@ -96,4 +97,24 @@ pub struct Diagnostics {
     pub oversized_segments: u64,
     /// Segments for a socket without offload.
     pub unknown_socket_segments: u64,
+}
+
+impl Diagnostics {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Diagnostics) {
+        self.segments += other.segments;
+        self.old_segments += other.old_segments;
+        self.partial_segments += other.partial_segments;
+        self.gaps += other.gaps;
+        self.lost_sync += other.lost_sync;
+        self.bad_headers += other.bad_headers;
+        self.candidates += other.candidates;
+        self.resync_confirmed += other.resync_confirmed;
+        self.resync_ignored += other.resync_ignored;
+        self.ddgst_ok += other.ddgst_ok;
+        self.ddgst_bad += other.ddgst_bad;
+        self.verdict_full += other.verdict_full;
+        self.oversized_segments += other.oversized_segments;
+        self.unknown_socket_segments += other.unknown_socket_segments;
+    }
 }

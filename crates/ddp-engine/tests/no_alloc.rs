@@ -1,19 +1,20 @@
 //! Per-segment processing never allocates: a counting global allocator watches
 //! `on_segment` in every state (in sync with placement and digests, after a gap, while
-//! searching, while a resync is pending, on duplicates and overlaps).
+//! searching, while a resync is pending, on duplicates and overlaps), together with what
+//! the ULP does per PDU (`pdu_header`, `teardown`, `poll_event`, `setup` with the buffer
+//! that came back), with and without delayed resync answers and teardowns.
 //!
 //! The allocator is the only `unsafe` in the crate's tests: implementing `GlobalAlloc`
 //! requires it; it forwards to the system allocator unchanged.
 
-use ddp_engine::{EngineConfig, SoftDdpDevice};
+use ddp_engine::{EngineConfig, SoftDdpDevice, SyncState, TeardownMode};
 use nvme_tcp_wire::digest::crc32c;
 use nvme_tcp_wire::pdu::{DataPduRepr, HeaderBuf, PduFlags, PduType};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use ulp_ddp::{
-    DdpCtx, DdpIo, NvmeTcpDdpConfig, NvmeTcpDigests, ResyncFlags, ResyncTracker, SgList, SkConfig,
-    SockId, UlpDdpDevice, UlpDdpOps,
+    DdpCtx, DdpEvent, DdpIo, IoBuf, NvmeTcpDdpConfig, NvmeTcpDigests, SkConfig, SockId,
+    UlpDdpDevice,
 };
 
 struct Counting;
@@ -41,15 +42,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-struct Ulp(ResyncTracker);
-
-impl UlpDdpOps for Ulp {
-    fn resync_request(&self, _sk: SockId, seq: u32, flags: ResyncFlags) -> bool {
-        self.0.request(seq, flags)
-    }
-    fn teardown_done(&self, _ctx: DdpCtx, _io: DdpIo) {}
-}
-
 fn c2h(cid: u16, data: &[u8]) -> Vec<u8> {
     let repr = DataPduRepr {
         pdu_type: PduType::C2hData,
@@ -68,33 +60,46 @@ fn c2h(cid: u16, data: &[u8]) -> Vec<u8> {
     v
 }
 
-#[test]
-fn on_segment_does_not_allocate_in_any_state() {
+/// Feeds eight 128 KiB reads through one socket, with losses (of data and of headers),
+/// duplicates and overlaps; the ULP confirms resync requests at the requested header, and
+/// tears each I/O down and sets it up again with the very buffer it got back. Counts the
+/// allocations of everything on the per-segment path: `on_segment`, `pdu_header`,
+/// `teardown`, `poll_event`, `setup`.
+fn run_without_allocating(teardown: TeardownMode, answer_delay: u32) {
     let sk = SockId(1);
-    let mut dev = SoftDdpDevice::new(EngineConfig::connectx7_like());
-    dev.sk_add(
-        sk,
-        &SkConfig::nvme(
-            0,
-            Some(0),
-            NvmeTcpDdpConfig {
-                dgst: NvmeTcpDigests::from_bits(3),
-                ..NvmeTcpDdpConfig::default()
-            },
-        ),
-        Arc::new(Ulp(ResyncTracker::new())),
-    )
-    .unwrap();
+    let dev = SoftDdpDevice::new(EngineConfig {
+        teardown,
+        resync_answer_delay_pdus: answer_delay,
+        ..EngineConfig::connectx7_like()
+    });
+    let mut sock = dev
+        .sk_add(
+            sk,
+            &SkConfig::nvme(
+                0,
+                Some(0),
+                NvmeTcpDdpConfig {
+                    dgst: NvmeTcpDigests::from_bits(3),
+                    ..NvmeTcpDdpConfig::default()
+                },
+            ),
+        )
+        .unwrap();
+    let rx = dev.rx_socket(sk).unwrap();
     let data: Vec<u8> = (0..128 * 1024u32).map(|i| (i * 7) as u8).collect();
     let mut stream = Vec::new();
     let mut starts = Vec::new();
     for cid in 0..8u16 {
         starts.push(stream.len());
-        dev.setup(sk, DdpIo::new(cid, SgList::zeroed_chunks(data.len(), 4096)))
-            .unwrap();
+        sock.setup(DdpIo::new(
+            u32::from(cid),
+            IoBuf::zeroed_chunks(data.len(), 4096),
+        ))
+        .unwrap();
         stream.extend(c2h(cid, &data));
     }
     let mss = 1448;
+    let mut done_pdus = 0usize;
     let before = ALLOCS.load(Ordering::Relaxed);
     let mut pos = 0usize;
     let mut k = 0u32;
@@ -106,28 +111,54 @@ fn on_segment_does_not_allocate_in_any_state() {
         // every 31st is duplicated, every 53rd overlaps its predecessor.
         let header_lost = [3, 6].iter().any(|&i| (pos..end).contains(&starts[i]));
         if !k.is_multiple_of(97) && !header_lost {
-            let v = dev.on_segment(sk, pos as u32, &stream[pos..end]);
+            let v = rx.on_segment(pos as u32, &stream[pos..end]);
             placed += v.placed_bytes();
         }
         if k.is_multiple_of(31) {
-            dev.on_segment(sk, pos as u32, &stream[pos..end]);
+            rx.on_segment(pos as u32, &stream[pos..end]);
         }
         if k.is_multiple_of(53) && pos > 100 {
-            dev.on_segment(sk, (pos - 100) as u32, &stream[pos - 100..end]);
+            rx.on_segment((pos - 100) as u32, &stream[pos - 100..end]);
         }
-        if let Some(s) = dev.flow_info(sk).and_then(|i| match i.state {
-            ddp_engine::SyncState::ResyncPending { seq } => seq,
-            _ => None,
-        }) {
-            dev.resync(sk, s);
+        // The ULP parses the header the device asked about.
+        if let Some(SyncState::ResyncPending { seq: Some(s) }) = dev.sync_state(sk) {
+            sock.pdu_header(s);
+        }
+        // A PDU ended: its I/O is torn down; the buffer that comes back serves again.
+        while done_pdus < starts.len()
+            && starts.get(done_pdus + 1).copied().unwrap_or(stream.len()) <= end
+        {
+            sock.teardown(done_pdus as u32, DdpCtx(done_pdus as u64))
+                .unwrap();
+            done_pdus += 1;
+        }
+        while let Some(DdpEvent::TeardownDone { io, .. }) = sock.poll_event() {
+            sock.setup(io).unwrap();
         }
         pos = end;
     }
     let after = ALLOCS.load(Ordering::Relaxed);
-    assert_eq!(after - before, 0, "on_segment allocated");
+    assert_eq!(
+        after - before,
+        0,
+        "{teardown:?}, delay {answer_delay}: allocated"
+    );
     let d = dev.diagnostics();
     assert!(
         placed > 0 && d.lost_sync > 0 && d.resync_confirmed > 0 && d.old_segments > 0,
         "{d:?}"
     );
+    // Teardowns still due come back at the flush; every I/O was set up again.
+    dev.flush_deferred();
+    while let Some(DdpEvent::TeardownDone { io, .. }) = sock.poll_event() {
+        sock.setup(io).unwrap();
+    }
+    assert_eq!(dev.get_stats().rx_nvme_tcp_setup, 16);
+}
+
+#[test]
+fn per_segment_processing_does_not_allocate() {
+    run_without_allocating(TeardownMode::Immediate, 0);
+    // (An answer 2 PDUs late would land after PDU 6's lost header: ignored, as it must be.)
+    run_without_allocating(TeardownMode::AfterPdus(2), 1);
 }

@@ -8,7 +8,12 @@
 //! (d) after a resync, offload resumes at the first PDU header at or after the confirmed
 //!     position (the expected sequence number, or the high-water mark if higher);
 //! (e) statistics reconcile (setup == teardown after all I/O; packets and bytes equal the
-//!     verdicts).
+//!     verdicts);
+//! (f) a confirmation of any kept request of the framing the device still follows is
+//!     accepted, however late it takes effect (answer delays 0, 1, 2 and 8 PDUs, and a ULP
+//!     that reports headers 0, 1, 2 or 8 headers late);
+//! (g) a command ID is never set up again before its `TeardownDone` was taken: until then
+//!     setup is refused with `CidBusy`, afterwards it succeeds (every teardown mode).
 //!
 //! Two sources of schedules: proptest (shrinkable), and a seeded deterministic generator
 //! (`common::schedule`). CI runs a bounded number; longer runs:
@@ -59,49 +64,59 @@ fn isn(rng: &mut ChaCha8Rng) -> u32 {
     }
 }
 
+/// The answer delay, teardown mode and ULP lag of seed `seed`: every combination of delay
+/// and teardown mode comes round every 16 seeds.
+fn timing(seed: u64, rng: &mut ChaCha8Rng) -> (u32, TeardownMode, usize) {
+    let delay = Case::DELAYS[(seed % 4) as usize];
+    let teardown = Case::TEARDOWNS[((seed / 4) % 4) as usize];
+    let lag = *[0usize, 0, 1, 2, 8].choose(rng).unwrap();
+    (delay, teardown, lag)
+}
+
 fn run_seed(seed: u64) -> Result<Report, String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let sp = stream_params(&mut rng);
     let stream = Stream::generate(&mut rng, &sp);
     let params = ScheduleParams::random(&mut rng);
     let arrivals = schedule::generate(&mut rng, &stream, &params);
+    let isn = isn(&mut rng);
+    let full_ccid_range = rng.random_bool(0.3);
+    let ooo_receiver = rng.random_bool(0.5);
+    let (answer_delay, teardown, ulp_lag) = timing(seed, &mut rng);
     let case = Case {
         stream: &stream,
         arrivals: &arrivals,
-        isn: isn(&mut rng),
-        teardown: if rng.random_bool(0.5) {
-            TeardownMode::Immediate
-        } else {
-            TeardownMode::Deferred
-        },
-        full_ccid_range: rng.random_bool(0.3),
+        isn,
+        teardown,
+        full_ccid_range,
         seed,
-        ooo_receiver: rng.random_bool(0.5),
+        ooo_receiver,
+        answer_delay,
+        ulp_lag,
     };
-    run(&case).map_err(|e| format!("seed {seed}: {e} (schedule {params:?})"))
+    run(&case).map_err(|e| {
+        format!(
+            "seed {seed} (delay {answer_delay}, {teardown:?}, lag {ulp_lag}): {e} (schedule {params:?})"
+        )
+    })
 }
 
 #[test]
 fn seeded_schedules_keep_every_invariant() {
-    let n = env_count("DDP_SCHEDULES", 150);
+    let n = env_count("DDP_SCHEDULES", 400);
     let base = env_count("DDP_SEED", 0);
     let mut total = Report::default();
+    let mut per_delay = [Report::default(); Case::DELAYS.len()];
     for seed in base..base + n {
         let r = run_seed(seed).unwrap_or_else(|e| panic!("{e}"));
         if std::env::var_os("DDP_VERBOSE").is_some() {
             eprintln!("seed {seed}: {r:?}");
         }
-        total.segments += r.segments;
-        total.placed_bytes += r.placed_bytes;
-        total.verified_pdus += r.verified_pdus;
-        total.resync_confirmed += r.resync_confirmed;
-        total.resync_requests += r.resync_requests;
-        total.lost_sync += r.lost_sync;
-        total.candidates += r.candidates;
-        total.resume_checks += r.resume_checks;
+        total.add(&r);
+        per_delay[(seed % 4) as usize].add(&r);
     }
     eprintln!(
-        "seeded: {n} schedules, {} segments, {} bytes placed, {} digests verified, {} times sync lost, {} candidates, {} resync requests, {} confirmed, {} resume checks",
+        "seeded: {n} schedules, {} segments, {} bytes placed, {} digests verified, {} times sync lost, {} candidates, {} resync requests, {} confirmed ({} late), {} kept-request checks, {} resume checks, {} busy refusals, {} command IDs reused",
         total.segments,
         total.placed_bytes,
         total.verified_pdus,
@@ -109,9 +124,29 @@ fn seeded_schedules_keep_every_invariant() {
         total.candidates,
         total.resync_requests,
         total.resync_confirmed,
-        total.resume_checks
+        total.late_confirmations,
+        total.kept_checks,
+        total.resume_checks,
+        total.busy_refusals,
+        total.reused_cids
     );
     assert!(total.segments > 0);
+    if n >= 64 {
+        // The runs exercised what they claim to: for every answer delay, late confirmations
+        // were accepted and offload resumed after them; refusals of busy command IDs and
+        // reuse after TeardownDone happened.
+        for (delay, r) in Case::DELAYS.iter().zip(&per_delay) {
+            eprintln!("  answer delay {delay}: {r:?}");
+            assert!(
+                r.late_confirmations > 0 && r.kept_checks > 0 && r.resume_checks > 0,
+                "answer delay {delay}: {r:?}"
+            );
+        }
+        assert!(
+            total.busy_refusals > 0 && total.reused_cids > 0,
+            "{total:?}"
+        );
+    }
 }
 
 #[test]
@@ -140,6 +175,8 @@ fn clean_schedules_place_and_verify_nearly_everything() {
             full_ccid_range: false,
             seed,
             ooo_receiver: false,
+            answer_delay: 0,
+            ulp_lag: 0,
         })
         .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         // Commands below the 64-byte threshold or with too many SG entries are not
@@ -277,22 +314,26 @@ proptest! {
         cuts in proptest::collection::vec(1u16..3000, 1..8),
         ops in proptest::collection::vec(op(), 1..24),
         isn in any::<u32>(),
-        deferred in any::<bool>(),
+        teardown in proptest::sample::select(Case::TEARDOWNS.to_vec()),
+        answer_delay in proptest::sample::select(Case::DELAYS.to_vec()),
+        ulp_lag in proptest::sample::select(vec![0usize, 1, 2, 8]),
         full_ccid in any::<bool>(),
         ooo in any::<bool>(),
     ) {
         let mut rng = ChaCha8Rng::seed_from_u64(stream_seed);
         let sp = stream_params(&mut rng);
-    let stream = Stream::generate(&mut rng, &sp);
+        let stream = Stream::generate(&mut rng, &sp);
         let arrivals = build(&stream, &cuts, &ops);
         let r = run(&Case {
             stream: &stream,
             arrivals: &arrivals,
             isn,
-            teardown: if deferred { TeardownMode::Deferred } else { TeardownMode::Immediate },
+            teardown,
             full_ccid_range: full_ccid,
             seed: stream_seed,
             ooo_receiver: ooo,
+            answer_delay,
+            ulp_lag,
         });
         prop_assert!(r.is_ok(), "{}", r.err().unwrap_or_default());
     }

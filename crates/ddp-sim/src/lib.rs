@@ -4,7 +4,7 @@
 //! wire that loses, reorders, duplicates and corrupts segments.
 //!
 //! ```text
-//!  host (DdpQueue)  ── H2C bytes, unchanged ──────────────────────▶ target (sans-IO)
+//!  host (QueueCore) ── H2C bytes, unchanged ──────────────────────▶ target (sans-IO)
 //!        ▲                                                              │ C2H bytes
 //!        │ in-order bytes + per-segment marks (placed ranges, crc)      ▼
 //!   TCP reassembly ◀── segments in wire order ── NIC (SoftDdpDevice) ◀── wire (seeded
@@ -16,8 +16,6 @@
 //!   drops (and retransmissions), reordering, duplicates and C2HData payload corruption.
 //! * [`tcp`]: the receiving TCP stack: first copy wins, in-order delivery, and the offload
 //!   marks of the segment each delivered byte came from (the model of an skb's marks).
-//! * [`host`]: the host's use of the ULP DDP interface as the kernel series' nvme-tcp does
-//!   it ([`DdpQueue`], [`DdpNetdev`]).
 //! * [`net`]: the network side: target connections, wires, NIC, reassembly.
 //! * [`sim`]: a whole run with a READ workload and its [`SimReport`]
 //!   ([`run_sim_read_workload`], [`compare_offload`]).
@@ -49,16 +47,14 @@
 #![warn(missing_docs)]
 
 pub mod cpu;
-pub mod host;
 pub mod net;
 pub mod sim;
 pub mod tcp;
 pub mod wire;
 
-pub use host::{DdpNetdev, DdpQueue, HostOffloadStats};
 pub use sim::{
-    OffloadComparison, ReadId, SimParams, SimReport, compare_offload, run_sim_read_workload,
-    run_sim_read_workload_on,
+    HostCounters, OffloadComparison, ReadId, SimParams, SimReport, compare_offload,
+    run_sim_read_workload, run_sim_read_workload_on,
 };
 pub use wire::{FaultConfig, WireConfig};
 
@@ -74,6 +70,9 @@ pub enum SimError {
     /// A command needed for bring-up failed.
     #[error("queue {0}: command failed: {1}")]
     Command(u16, nvme_tcp_host::IoError),
+    /// The host's association of a queue failed.
+    #[error("queue {0}: {1}")]
+    Host(u16, String),
     /// The host saw a protocol violation.
     #[error("queue {0}: protocol error: {1}")]
     Protocol(u16, nvme_tcp_host::ProtocolError),

@@ -5,10 +5,10 @@
 //! Host → controller bytes go to the target unchanged and at once; only the controller →
 //! host direction, the one receive offload is about, is segmented and faulted.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use ddp_engine::SoftDdpDevice;
+use ddp_engine::{RxSocket, SoftDdpDevice, TeardownMode};
 use nvme_tcp_target::conn::{Connection as TargetConnection, PortContext};
 use nvme_tcp_target::state::TargetState;
 use rand::{Rng, SeedableRng};
@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use ulp_ddp::SockId;
 
 use crate::SimError;
-use crate::host::lock;
 use crate::tcp::{Delivery, Reassembly};
 use crate::wire::{Corruption, Wire, WireConfig, WireStats};
 
@@ -49,12 +48,14 @@ struct NetConn {
     tcp: Reassembly,
     sk: SockId,
     isn: u32,
+    /// The NIC's flow context, once the host offloaded the socket.
+    rx: Option<RxSocket>,
 }
 
 /// Target + wires + NIC + host TCP.
 pub struct NetSide {
     state: Arc<TargetState>,
-    dev: Arc<Mutex<SoftDdpDevice>>,
+    dev: SoftDdpDevice,
     wire: WireConfig,
     conns: Vec<NetConn>,
     out: Vec<u8>,
@@ -77,7 +78,7 @@ impl NetSide {
     /// `slots_per_round` segment slots pass on every wire.
     pub fn new(
         state: Arc<TargetState>,
-        dev: Arc<Mutex<SoftDdpDevice>>,
+        dev: SoftDdpDevice,
         wire: WireConfig,
         slots_per_round: u64,
     ) -> Self {
@@ -113,6 +114,7 @@ impl NetSide {
             tcp: Reassembly::new(),
             sk: sock_id(index),
             isn: isn(self.wire.seed, index),
+            rx: None,
         });
         index
     }
@@ -156,8 +158,10 @@ impl NetSide {
                 ));
             }
         }
-        let mut dev = lock(&self.dev);
         for c in &mut self.conns {
+            if c.rx.as_ref().is_none_or(|r| !r.is_live()) {
+                c.rx = self.dev.rx_socket(c.sk);
+            }
             c.wire.tick(self.slots_per_round);
             let mut any = false;
             let mut asked = false;
@@ -166,11 +170,14 @@ impl NetSide {
                     any = true;
                     let seq = c.isn.wrapping_add(seg.offset as u32);
                     // The NIC sees the segment first, in wire order.
-                    let v = dev.on_segment(c.sk, seq, &seg.data);
-                    if dev.flow_info(c.sk).is_some() {
-                        self.nic.segments += 1;
-                        self.nic.payload_bytes += seg.data.len() as u64;
-                    }
+                    let v = match &c.rx {
+                        Some(rx) => {
+                            self.nic.segments += 1;
+                            self.nic.payload_bytes += seg.data.len() as u64;
+                            rx.on_segment(seq, &seg.data)
+                        }
+                        None => ddp_engine::SegmentVerdict::NONE,
+                    };
                     self.placed.clear();
                     self.placed.extend(
                         v.placed()
@@ -190,9 +197,12 @@ impl NetSide {
                 }
             }
         }
-        // The NIC completes its invalidations after the packets it already had.
-        dev.poll_teardowns();
-        drop(dev);
+        // The NIC completes its invalidations after the packets it already had; with a
+        // modelled latency (in PDUs) it does so on its own, and anything still queued when the
+        // wires fall idle is finished then (an idle NIC catches up).
+        if self.dev.config().teardown == TeardownMode::Deferred || self.is_idle() {
+            self.dev.flush_deferred();
+        }
         Ok(self
             .conns
             .iter_mut()

@@ -8,20 +8,23 @@
 //! the same seed.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ddp_engine::{EngineConfig, SoftDdpDevice, TeardownMode};
-use nvme_tcp_host::queue::{NoOffload, Phase, QueueConfig, QueueCore};
-use nvme_tcp_host::{CidMode, ConnectOptions, IoBuf, IoError, cmd};
+use nvme_tcp_host::assoc::{AdminBringUp, Poll, QueueConnect};
+use nvme_tcp_host::queue::{Completion, QueueConfig, QueueCore, QueueStats};
+use nvme_tcp_host::{
+    CidMode, ConnectOptions, ControllerInfo, DdpNetdev, HostError, IoBuf, IoError, PlacedRange,
+    ProtocolError, RxMarks, cmd,
+};
 use nvme_tcp_target::state::TargetState;
 use nvme_tcp_target::{NamespaceConfig, SubsystemConfig, TargetConfig};
 use serde::{Deserialize, Serialize};
 use ulp_ddp::{Stats, UlpDdpDevice};
 
 use crate::SimError;
-use crate::host::{DdpNetdev, DdpQueue, HostOffloadStats, lock};
 use crate::net::{NetSide, NicStats, isn, sock_id};
 use crate::tcp::Delivery;
 use crate::wire::{WireConfig, WireStats};
@@ -30,8 +33,6 @@ use rand_chacha::ChaCha8Rng;
 
 /// Subsystem NQN of the embedded target.
 pub const SIM_NQN: &str = "nqn.2024-01.io.ulp-ddp:sim";
-const UD_CONNECT: u64 = u64::MAX - 1;
-const UD_ADMIN: u64 = u64::MAX - 2;
 /// Rounds without any byte moving before a run is declared stuck.
 const STALL_ROUNDS: u32 = 64;
 /// Logical block size of the simulated namespace.
@@ -121,8 +122,8 @@ pub struct SimReport {
     pub device: Stats,
     /// Device statistics of the READ phase only (the difference of two `stats-get`).
     pub reads_device: Stats,
-    /// Host offload counters, summed over I/O queues.
-    pub host: HostOffloadStats,
+    /// The host's offload counters (from its queues' own counters), summed over I/O queues.
+    pub host: HostCounters,
     /// NIC counters of offloaded sockets during the READ phase.
     pub nic: NicStats,
     /// Wire counters.
@@ -389,12 +390,98 @@ fn net_thread(mut net: NetSide, rx: mpsc::Receiver<ToNet>, tx: mpsc::Sender<From
     }
 }
 
+/// The host queues' offload counters in a run's report (copied from each queue's
+/// [`QueueStats`] at the end of the run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct HostCounters {
+    /// Queues whose `sk_add` failed (software path).
+    pub sk_add_fail: u64,
+    /// READs whose buffer was lent to the device.
+    pub setup: u64,
+    /// READs the device refused (software path for that I/O).
+    pub setup_fail: u64,
+    /// Buffers handed back (`teardown_done`).
+    pub teardown_done: u64,
+    /// Payload bytes whose copy was skipped (placed by the device).
+    pub placed_bytes: u64,
+    /// Payload bytes the host copied itself.
+    pub copied_bytes: u64,
+    /// C2HData PDUs whose data digest the device verified (host CRC skipped).
+    pub ddgst_offloaded: u64,
+    /// Payload bytes the host ran CRC32C over.
+    pub digested_bytes: u64,
+    /// Data digest mismatches found by the host.
+    pub ddgst_errors: u64,
+    /// Resync requests confirmed to the device.
+    pub resync_confirmed: u64,
+    /// Placement marks the host ignored (anomalies).
+    pub anomalies: u64,
+}
+
+impl HostCounters {
+    fn add(&mut self, s: &QueueStats) {
+        self.setup += s.ddp_setups;
+        self.setup_fail += s.ddp_setup_fails;
+        self.teardown_done += s.ddp_teardowns_done;
+        self.placed_bytes += s.rx_offload_placed_bytes;
+        self.copied_bytes += s.rx_copied_bytes;
+        self.ddgst_offloaded += s.rx_offload_ddgst_pdus;
+        self.digested_bytes += s.rx_digested_bytes;
+        self.ddgst_errors += s.ddgst_errors;
+        self.resync_confirmed += s.ddp_resyncs_confirmed;
+        self.anomalies += s.ddp_anomalies;
+    }
+}
+
+/// One I/O queue of the simulated host: the host's own queue core, fed segment by segment
+/// with the device's marks.
+struct SimQueue {
+    core: QueueCore,
+    /// Placed ranges of the segment being fed, as stream offsets (reused).
+    placed: Vec<PlacedRange>,
+}
+
+impl SimQueue {
+    fn receive(&mut self, d: &Delivery) -> Result<(), ProtocolError> {
+        for m in &d.marks {
+            let lo = (m.start - d.base) as usize;
+            let Some(bytes) = d.data.get(lo..lo + m.len as usize) else {
+                continue;
+            };
+            self.placed.clear();
+            self.placed.extend(
+                d.placed_of(m)
+                    .iter()
+                    .map(|&(start, len)| PlacedRange { start, len }),
+            );
+            let marks = RxMarks {
+                crc: m.crc,
+                placed: &self.placed,
+            };
+            self.core.rx_feed_marked(bytes, &marks)?;
+        }
+        Ok(())
+    }
+
+    /// Commands submitted and not yet popped.
+    fn outstanding(&self) -> usize {
+        self.core.in_flight() + self.core.completions_ready()
+    }
+
+    fn pop_completion(&mut self) -> Option<Completion> {
+        self.core.pop_completion()
+    }
+}
+
 /// The host side: admin queue, I/O queues, and the link to the network.
 struct Host<L> {
     link: L,
     opts: ConnectOptions,
     admin: QueueCore,
-    ioqs: Vec<DdpQueue<SoftDdpDevice>>,
+    ioqs: Vec<SimQueue>,
+    /// I/O queues whose `sk_add` failed.
+    sk_add_fail: u64,
 }
 
 impl<L: Link> Host<L> {
@@ -408,8 +495,8 @@ impl<L: Link> Host<L> {
         let mut moved = !a.is_empty();
         h2c.push(a);
         for q in &mut self.ioqs {
-            let t = q.tx_pending().to_vec();
-            q.tx_consumed(t.len());
+            let t = q.core.tx_pending().to_vec();
+            q.core.tx_consumed(t.len());
             moved |= !t.is_empty();
             h2c.push(t);
         }
@@ -419,14 +506,14 @@ impl<L: Link> Host<L> {
             moved = true;
             if i == 0 {
                 self.admin
-                    .rx_feed(&d.data, &mut NoOffload)
+                    .rx_feed(&d.data)
                     .map_err(|e| SimError::Protocol(0, e))?;
             } else if let Some(q) = self.ioqs.get_mut(i - 1) {
                 q.receive(&d).map_err(|e| SimError::Protocol(i as u16, e))?;
             }
         }
         for q in &mut self.ioqs {
-            q.collect_teardowns();
+            q.core.poll_offload();
         }
         Ok((moved, idle))
     }
@@ -441,7 +528,7 @@ impl<L: Link> Host<L> {
             } else {
                 still += 1;
                 if still > STALL_ROUNDS {
-                    tracing::warn!(admin = ?self.admin.phase(), admin_rx = self.admin.rx_position(), queues = ?self.ioqs.iter().map(|q| (q.core().phase(), q.core().rx_position(), q.core().in_flight())).collect::<Vec<_>>(), "stalled");
+                    tracing::warn!(admin = ?self.admin.phase(), admin_rx = self.admin.rx_position(), queues = ?self.ioqs.iter().map(|q| (q.core.phase(), q.core.rx_position(), q.core.in_flight())).collect::<Vec<_>>(), "stalled");
                     return Err(SimError::Stalled);
                 }
             }
@@ -449,45 +536,38 @@ impl<L: Link> Host<L> {
         Ok(())
     }
 
-    fn admin_command(
+    /// Drives one of the host's own association state machines over the simulated network
+    /// until it is done.
+    fn drive<T>(
         &mut self,
-        req: nvme_tcp_host::Request,
-    ) -> Result<nvme_tcp_host::CqeInfo, SimError> {
-        let ud = req.user_data;
-        self.admin
-            .submit(req, Instant::now())
-            .map_err(|e| SimError::Submit(e.reason))?;
-        let mut got = None;
-        self.pump_until(|h| {
-            got = h.admin.take_completion_for(ud);
-            got.is_some()
+        qid: u16,
+        mut step: impl FnMut(&mut Self, Instant) -> Result<Poll<T>, HostError>,
+    ) -> Result<T, SimError> {
+        let mut out = None;
+        let mut err = None;
+        self.pump_until(|h| match step(h, Instant::now()) {
+            Ok(Poll::Ready(v)) => {
+                out = Some(v);
+                true
+            }
+            Ok(Poll::Pending { .. }) => false,
+            Err(e) => {
+                err = Some(e);
+                true
+            }
         })?;
-        let c = got.ok_or(SimError::Stalled)?;
-        c.result.map_err(|e| SimError::Command(0, e))
+        if let Some(e) = err {
+            return Err(SimError::Host(qid, e.to_string()));
+        }
+        out.ok_or(SimError::Stalled)
     }
 
-    /// Admin queue: ICReq/ICResp, Connect, CC.EN.
-    fn connect_admin(&mut self) -> Result<u16, SimError> {
+    /// The admin queue's association, by the host's own bring-up ([`AdminBringUp`]).
+    fn connect_admin(&mut self) -> Result<ControllerInfo, SimError> {
         self.link.open()?;
-        self.pump_until(|h| h.admin.phase() != Phase::WaitIcResp)?;
-        let req = cmd::connect(&self.opts, 0, 32, None, UD_CONNECT)
+        let mut sm = AdminBringUp::new(&self.opts, Instant::now())
             .map_err(|e| SimError::Setup(e.to_string()))?;
-        self.admin
-            .submit_now(req, Instant::now())
-            .map_err(|e| SimError::Submit(e.reason))?;
-        let mut got = None;
-        self.pump_until(|h| {
-            got = h.admin.take_completion_for(UD_CONNECT);
-            got.is_some()
-        })?;
-        let cqe = got
-            .ok_or(SimError::Stalled)?
-            .result
-            .map_err(|e| SimError::Command(0, e))?;
-        self.admin.set_live();
-        // CC: EN, IOSQES 6, IOCQES 4.
-        self.admin_command(cmd::property_set(0x14, 0x0046_0001, UD_ADMIN))?;
-        Ok(cqe.dw0 as u16)
+        self.drive(0, |h, now| sm.poll(&mut h.admin, now))
     }
 
     fn connect_io_queue(
@@ -495,44 +575,37 @@ impl<L: Link> Host<L> {
         qid: u16,
         cntlid: u16,
         queue_size: u16,
-        netdev: Option<DdpNetdev<SoftDdpDevice>>,
+        netdev: Option<&DdpNetdev>,
         seed: u64,
     ) -> Result<(), SimError> {
         self.link.open()?;
         let index = usize::from(qid);
-        let q = DdpQueue::new(
-            QueueConfig {
-                qid,
-                queue_size,
-                hdgst: self.opts.hdgst,
-                ddgst: self.opts.ddgst,
-                cid_mode: CidMode::Tagged,
-                in_capsule_max: 8192,
-            },
-            sock_id(index),
-            isn(seed, index),
-            netdev,
-        );
-        self.ioqs.push(q);
+        let core = QueueCore::new(QueueConfig {
+            qid,
+            queue_size,
+            hdgst: self.opts.hdgst,
+            ddgst: self.opts.ddgst,
+            cid_mode: netdev.map_or(CidMode::Tagged, DdpNetdev::cid_mode),
+            in_capsule_max: 8192,
+        });
+        self.ioqs.push(SimQueue {
+            core,
+            placed: Vec::with_capacity(ddp_engine::MAX_PLACED_RANGES),
+        });
         let k = self.ioqs.len() - 1;
-        self.pump_until(|h| h.ioqs[k].core().phase() != Phase::WaitIcResp)?;
-        let req = cmd::connect(&self.opts, qid, queue_size, Some(cntlid), UD_CONNECT)
+        let mut sm = QueueConnect::new(&self.opts, qid, queue_size, Some(cntlid), Instant::now())
             .map_err(|e| SimError::Setup(e.to_string()))?;
-        self.ioqs[k]
-            .core_mut()
-            .submit_now(req, Instant::now())
-            .map_err(|e| SimError::Submit(e.reason))?;
-        let mut got = None;
-        self.pump_until(|h| {
-            got = h.ioqs[k].pop_completion();
-            got.is_some()
-        })?;
-        got.ok_or(SimError::Stalled)?
-            .result
-            .map_err(|e| SimError::Command(qid, e))?;
+        self.drive(qid, |h, now| sm.poll(&mut h.ioqs[k].core, now))?;
         let q = &mut self.ioqs[k];
-        q.core_mut().set_live();
-        q.offload_socket();
+        // sk_add after the queue's Connect; a failure leaves it on the software path.
+        if let Some(n) = netdev
+            && let Err(e) =
+                q.core
+                    .attach_offload(n, sock_id(index), Some(isn(seed, index)), u32::from(qid))
+        {
+            tracing::debug!(qid, error = %e, "sk_add failed; software path");
+            self.sk_add_fail += 1;
+        }
         Ok(())
     }
 
@@ -549,7 +622,8 @@ impl<L: Link> Host<L> {
                 let req = cmd::write(1, off / LBA, (n / LBA) as u32, IoBuf::Contig(data), off)
                     .into_request()?;
                 self.ioqs[0]
-                    .submit(req)
+                    .core
+                    .submit(req, Instant::now())
                     .map_err(|e| SimError::Submit(e.reason))?;
                 off += n;
                 inflight += 1;
@@ -599,13 +673,16 @@ impl<L: Link> Host<L> {
                         .unwrap_or_else(|| read_buffer(len as usize, p.read_segments));
                     let q = &mut self.ioqs[k];
                     let cid = q
+                        .core
                         .submit(
                             cmd::read(1, off / LBA, (len / LBA) as u32, buf, issued)
                                 .into_request()?,
+                            Instant::now(),
                         )
                         .map_err(|e| SimError::Submit(e.reason))?;
-                    let n = instances.entry((q.qid(), cid)).or_insert(0);
-                    meta.insert(issued, (q.qid(), cid, *n, off));
+                    let qid = q.core.qid();
+                    let n = instances.entry((qid, cid)).or_insert(0);
+                    meta.insert(issued, (qid, cid, *n, off));
                     *n += 1;
                     issued += 1;
                 }
@@ -652,13 +729,13 @@ impl<L: Link> Host<L> {
                 let pending = self
                     .ioqs
                     .iter()
-                    .any(|q| q.completions_ready() > 0 || q.waiting_for_teardown() > 0);
+                    .any(|q| q.core.completions_ready() > 0 || q.core.waiting_for_teardown() > 0);
                 if moved || !idle || pending {
                     still = 0;
                 } else {
                     still += 1;
                     if still > STALL_ROUNDS {
-                        tracing::warn!(issued, queues = ?self.ioqs.iter().map(|q| (q.core().phase(), q.core().rx_position(), q.core().in_flight(), q.core().rx_state_name(), q.outstanding())).collect::<Vec<_>>(), "read workload stalled");
+                        tracing::warn!(issued, queues = ?self.ioqs.iter().map(|q| (q.core.phase(), q.core.rx_position(), q.core.in_flight(), q.core.rx_state_name(), q.outstanding())).collect::<Vec<_>>(), "read workload stalled");
                         return Err(SimError::Stalled);
                     }
                 }
@@ -696,11 +773,7 @@ fn validate(p: &SimParams) -> Result<(), SimError> {
     Ok(())
 }
 
-fn host_run<L: Link>(
-    link: L,
-    p: &SimParams,
-    dev: &Arc<Mutex<SoftDdpDevice>>,
-) -> Result<SimReport, SimError> {
+fn host_run<L: Link>(link: L, p: &SimParams, dev: &SoftDdpDevice) -> Result<SimReport, SimError> {
     let mut opts = ConnectOptions::new("sim", 4420, SIM_NQN);
     // A fixed identity keeps runs byte-identical.
     opts.hostid = [0x11; 16];
@@ -708,6 +781,7 @@ fn host_run<L: Link>(
     opts.hdgst = p.hdgst;
     opts.ddgst = p.ddgst;
     opts.kato = None;
+    opts.nr_io_queues = p.io_queues;
     let admin = QueueCore::new(QueueConfig {
         qid: 0,
         queue_size: 32,
@@ -721,39 +795,42 @@ fn host_run<L: Link>(
         opts,
         admin,
         ioqs: Vec::new(),
+        sk_add_fail: 0,
     };
-    let run0 = lock(dev).get_stats();
-    let cntlid = h.connect_admin()?;
+    let run0 = dev.get_stats();
+    let info = h.connect_admin()?;
+    let cntlid = info.cntlid;
+    if info.io_queues_granted < p.io_queues {
+        return Err(SimError::Setup(format!(
+            "the target granted {} I/O queues, {} asked",
+            info.io_queues_granted, p.io_queues
+        )));
+    }
     // The admin queue is never offloaded; the controller's device is probed once.
-    let netdev = DdpNetdev::probe(dev, p.ddp_offload);
+    let shared: Arc<dyn UlpDdpDevice> = Arc::new(dev.clone());
+    let netdev = if p.ddp_offload {
+        DdpNetdev::probe(&shared, false)
+    } else {
+        None
+    };
     for qid in 1..=p.io_queues {
-        h.connect_io_queue(qid, cntlid, p.queue_size, netdev.clone(), p.wire.seed)?;
+        h.connect_io_queue(qid, cntlid, p.queue_size, netdev.as_ref(), p.wire.seed)?;
     }
     h.prefill(p.namespace_bytes)?;
     let mut r = SimReport::default();
     h.link.start_measure()?;
-    let device0 = lock(dev).get_stats();
+    let device0 = dev.get_stats();
     let cpu0 = crate::cpu::thread_cpu_seconds();
     let t0 = Instant::now();
     h.read_workload(p, &mut r)?;
     r.host_cpu_seconds = crate::cpu::thread_cpu_seconds() - cpu0;
-    r.reads_device = stats_since(&lock(dev).get_stats(), &device0);
+    r.reads_device = stats_since(&dev.get_stats(), &device0);
     r.wall_seconds = t0.elapsed().as_secs_f64();
     // Disconnect: every queue's offload is removed.
+    r.host.sk_add_fail = h.sk_add_fail;
     for q in &mut h.ioqs {
-        q.stop();
-        let s = q.offload_stats();
-        r.host.sk_add_fail += s.sk_add_fail;
-        r.host.setup += s.setup;
-        r.host.setup_fail += s.setup_fail;
-        r.host.teardown_done += s.teardown_done;
-        r.host.placed_bytes += s.placed_bytes;
-        r.host.copied_bytes += s.copied_bytes;
-        r.host.ddgst_offloaded += s.ddgst_offloaded;
-        r.host.ddgst_software += s.ddgst_software;
-        r.host.ddgst_errors += s.ddgst_errors;
-        r.host.resync_confirmed += s.resync_confirmed;
-        r.host.resync_mismatch += s.resync_mismatch;
+        q.core.detach_offload();
+        r.host.add(&q.core.stats());
     }
     let net = h.link.finish()?;
     r.nic = net.nic;
@@ -769,9 +846,8 @@ fn host_run<L: Link>(
             instance: c.instance,
         })
         .collect();
-    let d = lock(dev);
-    r.device = stats_since(&d.get_stats(), &run0);
-    r.engine = d.diagnostics();
+    r.device = stats_since(&dev.get_stats(), &run0);
+    r.engine = dev.diagnostics();
     Ok(r)
 }
 
@@ -783,8 +859,7 @@ fn host_run<L: Link>(
 /// (target, wire, NIC) on one named `nic-sim`; `host_cpu_seconds` is then the host thread's
 /// CPU time during the reads and `net_cpu_seconds` the network thread's.
 pub fn run_sim_read_workload(params: &SimParams) -> Result<SimReport, SimError> {
-    let dev = Arc::new(Mutex::new(SoftDdpDevice::new(params.engine)));
-    run_sim_read_workload_on(params, dev)
+    run_sim_read_workload_on(params, SoftDdpDevice::new(params.engine))
 }
 
 /// [`run_sim_read_workload`] on a device the caller owns (and may expose through a control
@@ -792,16 +867,11 @@ pub fn run_sim_read_workload(params: &SimParams) -> Result<SimReport, SimError> 
 /// counters are deltas, so a device that served earlier runs reports this run only.
 pub fn run_sim_read_workload_on(
     params: &SimParams,
-    dev: Arc<Mutex<SoftDdpDevice>>,
+    dev: SoftDdpDevice,
 ) -> Result<SimReport, SimError> {
     validate(params)?;
     let state = target_state(params)?;
-    let net = NetSide::new(
-        state,
-        Arc::clone(&dev),
-        params.wire,
-        params.segments_per_round,
-    );
+    let net = NetSide::new(state, dev.clone(), params.wire, params.segments_per_round);
     if !params.threaded {
         return host_run(DirectLink(net, NicStats::default()), params, &dev);
     }
@@ -812,7 +882,7 @@ pub fn run_sim_read_workload_on(
         .spawn(move || net_thread(net, net_rx, net_tx))
         .map_err(|e| SimError::Setup(format!("spawn: {e}")))?;
     let p = params.clone();
-    let host_dev = Arc::clone(&dev);
+    let host_dev = dev.clone();
     let host_handle = std::thread::Builder::new()
         .name("host-sim".into())
         .spawn(move || {

@@ -69,9 +69,8 @@ fn large_reads_meet_the_nvme055_offload_ratios_on_a_clean_wire() {
     let r = run(&params(1, FaultConfig::NONE));
     assert_all_data_good(&r, 32);
     assert_no_leaks(&r);
-    // One context per I/O queue; the admin queue's segments reach the NIC unoffloaded.
+    // One context per I/O queue; the admin queue is never offloaded.
     assert_eq!(r.device.rx_nvme_tcp_sk_add, 2);
-    assert!(r.engine.unknown_socket_segments > 0);
     assert_eq!(r.device.rx_nvme_tcp_setup, 32);
     assert!(r.offloaded_packet_ratio() >= 0.95, "{r:?}");
     assert!(r.offloaded_byte_ratio() >= 0.90, "{r:?}");
@@ -79,7 +78,7 @@ fn large_reads_meet_the_nvme055_offload_ratios_on_a_clean_wire() {
     // The host copied nothing and digested nothing itself.
     assert_eq!(r.host.copied_bytes, 0);
     assert_eq!(r.host.placed_bytes, r.read_bytes);
-    assert_eq!(r.host.ddgst_software, 0);
+    assert_eq!(r.host.digested_bytes, 0);
     assert!(r.host.ddgst_offloaded > 0);
 }
 
@@ -130,7 +129,7 @@ fn data_digest_offload_off_still_places_but_host_digests() {
     assert_no_leaks(&r);
     assert!(r.offloaded_byte_ratio() >= 0.90, "{r:?}");
     assert_eq!(r.host.ddgst_offloaded, 0);
-    assert!(r.host.ddgst_software > 0);
+    assert!(r.host.digested_bytes > 0);
 }
 
 fn faulty_run(seed: u64, faults: FaultConfig) -> SimReport {
@@ -247,15 +246,16 @@ fn cids_are_linear_when_the_device_lacks_the_full_ccid_range() {
 }
 
 #[test]
-fn a_failed_setup_takes_the_software_path_for_that_read() {
+fn reads_beyond_the_sgl_limit_take_the_software_path() {
     let mut p = params(51, FaultConfig::NONE);
     p.read_segments = 4;
     p.engine.max_ddp_sgl_len = 2;
     let r = run(&p);
     assert_all_data_good(&r, 32);
+    // The host honours max_ddp_sgl_len as nvme-tcp does: it never offers such a read.
     assert_eq!(r.device.rx_nvme_tcp_setup, 0);
-    assert_eq!(r.device.rx_nvme_tcp_setup_fail, 32);
-    assert_eq!(r.host.setup_fail, 32);
+    assert_eq!(r.device.rx_nvme_tcp_setup_fail, 0);
+    assert_eq!(r.host.setup_fail, 0);
     assert_eq!(r.device.rx_nvme_tcp_bytes, 0);
     // Scatter-gather buffers within the limit are offloaded.
     p.engine.max_ddp_sgl_len = 4;
@@ -276,6 +276,36 @@ fn a_failed_sk_add_leaves_that_queue_on_the_software_path() {
     assert_eq!(r.host.sk_add_fail, 1);
     assert_eq!(r.device.rx_nvme_tcp_sk_del, 1);
     assert!(r.device.rx_nvme_tcp_setup > 0 && r.device.rx_nvme_tcp_setup < 32);
+}
+
+/// A device that learns of the host's resync answers late (1, 2 and 8 PDUs), under 1% loss
+/// and 1% reordering: the resyncs are still confirmed, most bytes are placed, every read is
+/// correct, and buffers handed back late never let a CID be set up twice.
+#[test]
+fn late_resync_answers_still_resynchronize() {
+    for delay in [1u32, 2, 8] {
+        let mut p = params(
+            80 + u64::from(delay),
+            FaultConfig {
+                drop_ppm: 10_000,
+                reorder_ppm: 10_000,
+                ..FaultConfig::NONE
+            },
+        );
+        p.read_sizes = vec![128 << 10];
+        p.reads = 64;
+        p.engine.resync_answer_delay_pdus = delay;
+        p.engine.teardown = TeardownMode::AfterPdus(delay);
+        let r = run(&p);
+        assert_all_data_good(&r, 64);
+        assert_no_leaks(&r);
+        assert!(r.engine.resync_confirmed > 0, "delay {delay}: {r:?}");
+        assert!(
+            r.offloaded_byte_ratio() >= 0.85,
+            "delay {delay}: {:.1}% placed",
+            r.offloaded_byte_ratio() * 100.0
+        );
+    }
 }
 
 #[test]
@@ -328,8 +358,15 @@ proptest::proptest! {
         corrupt in 0u32..5_000,
         mss in 200u32..9000,
         hdgst in proptest::prelude::any::<bool>(),
+        answer_delay in proptest::sample::select(vec![0u32, 1, 2, 8]),
+        teardown in proptest::sample::select(vec![
+            TeardownMode::Immediate,
+            TeardownMode::Deferred,
+            TeardownMode::AfterPdus(1),
+            TeardownMode::AfterPdus(8),
+        ]),
     ) {
-        let p = SimParams {
+        let mut p = SimParams {
             wire: WireConfig {
                 seed,
                 mss,
@@ -342,8 +379,14 @@ proptest::proptest! {
             reads: 16,
             ..SimParams::default()
         };
+        p.engine.resync_answer_delay_pdus = answer_delay;
+        p.engine.teardown = teardown;
         let r = run(&p);
         proptest::prop_assert_eq!(r.reads, 16);
+        // The host never offers a CID whose buffer the device has not handed back (the
+        // device would refuse it: CidBusy counts as a failed setup).
+        proptest::prop_assert_eq!(r.device.rx_nvme_tcp_setup_fail, 0);
+        proptest::prop_assert_eq!(r.host.anomalies, 0);
         proptest::prop_assert_eq!(r.bad_data, 0);
         proptest::prop_assert_eq!(&r.digest_failed_reads, &r.corrupted_reads);
         proptest::prop_assert_eq!(r.read_errors, r.ddgst_errors);

@@ -13,11 +13,11 @@
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{HostError, ProtocolError};
 use crate::options::ConnectOptions;
-use crate::queue::{NoOffload, Phase, QueueCore, RxOffload};
+use crate::queue::QueueCore;
 
 /// Smallest receive pipe: room for a few PDU headers.
 const MIN_PIPE: usize = 256;
@@ -90,24 +90,6 @@ impl Connection {
         })
     }
 
-    /// Sends the ICReq `core` has queued and waits until `deadline` for ICResp. A core that
-    /// was used on an earlier connection is reset first ([`QueueCore::reset_connection`]),
-    /// keeping its commands for re-issue. Afterwards the core is in [`Phase::Connecting`]: the
-    /// caller sends the Fabrics Connect command.
-    pub fn handshake(&mut self, core: &mut QueueCore, deadline: Instant) -> Result<(), HostError> {
-        if core.phase() != Phase::WaitIcResp || core.connection_used() {
-            core.reset_connection();
-        }
-        while core.phase() == Phase::WaitIcResp {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(HostError::Timeout("ICResp"));
-            }
-            self.poll(core, Some(deadline - now), &mut NoOffload)?;
-        }
-        Ok(())
-    }
-
     /// Sends as much of the pending transmit data as the socket takes now.
     pub fn flush(&mut self, core: &mut QueueCore) -> Result<(), HostError> {
         loop {
@@ -135,13 +117,12 @@ impl Connection {
         &mut self,
         core: &mut QueueCore,
         timeout: Option<Duration>,
-        offload: &mut dyn RxOffload,
     ) -> Result<(), HostError> {
         if self.closed {
             return Err(ProtocolError::Closed.into());
         }
         self.flush(core)?;
-        let progressed = self.read_available(core, offload)?;
+        let progressed = self.read_available(core)?;
         if progressed || timeout.is_none_or(|t| t.is_zero()) {
             return Ok(());
         }
@@ -163,7 +144,7 @@ impl Connection {
             }
         }
         self.flush(core)?;
-        self.read_available(core, offload)?;
+        self.read_available(core)?;
         Ok(())
     }
 
@@ -175,11 +156,7 @@ impl Connection {
     /// run out of commands while the host is still reading: with a fast sender the whole
     /// queue depth completes before anything is resubmitted, and the queue alternates
     /// between full and empty.
-    fn read_available(
-        &mut self,
-        core: &mut QueueCore,
-        offload: &mut dyn RxOffload,
-    ) -> Result<bool, HostError> {
+    fn read_available(&mut self, core: &mut QueueCore) -> Result<bool, HostError> {
         let mut any = false;
         let ready_before = core.completions_ready();
         // Bounded so one busy queue cannot starve its caller's submissions forever.
@@ -192,7 +169,7 @@ impl Connection {
                 closed,
             } = self;
             if *pipe_len > 0 {
-                let r = core.rx_feed(&pipe[..*pipe_len], offload);
+                let r = core.rx_feed(&pipe[..*pipe_len]);
                 *pipe_len = 0;
                 r?;
             }
@@ -233,7 +210,7 @@ impl Connection {
                     any = true;
                     let d = n.min(direct_len);
                     if d > 0 {
-                        core.rx_direct_done(d, offload)?;
+                        core.rx_direct_done(d)?;
                     }
                     *pipe_len = n - d;
                 }
@@ -243,7 +220,7 @@ impl Connection {
             }
         }
         if self.pipe_len > 0 {
-            let r = core.rx_feed(&self.pipe[..self.pipe_len], offload);
+            let r = core.rx_feed(&self.pipe[..self.pipe_len]);
             self.pipe_len = 0;
             r?;
         }

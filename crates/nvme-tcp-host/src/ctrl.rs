@@ -6,19 +6,19 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nvme_tcp_wire::nvme::regs::{CAP, CC, CSTS, Cap, Cc, Csts, VS, Vs};
+use nvme_tcp_wire::nvme::regs::{CC, CSTS, Cap, Cc, Csts, Vs};
 use nvme_tcp_wire::nvme::{
-    Feature, IdentifyCommand, IdentifyController, IdentifyNamespace, NsidList, NumberOfQueues,
-    PropertySize,
+    IdentifyCommand, IdentifyController, IdentifyNamespace, NsidList, PropertySize,
 };
 
+use crate::assoc::{AdminBringUp, Poll, QueueConnect};
 use crate::buf::IoBuf;
 use crate::cmd;
 use crate::conn::Connection;
 use crate::error::{HostError, IoError, Result};
 use crate::ioq::IoQueue;
 use crate::options::{ADMIN_QUEUE_SIZE, CidMode, ConnectOptions};
-use crate::queue::{Completion, CqeInfo, NoOffload, QueueConfig, QueueCore, Request};
+use crate::queue::{Completion, CqeInfo, Phase, QueueConfig, QueueCore, Request};
 
 /// `user_data` of the host's internal commands (Connect); callers must not use it.
 pub const INTERNAL_USER_DATA: u64 = u64::MAX;
@@ -210,7 +210,7 @@ pub(crate) fn wait_for(
         if now >= deadline {
             return Err(HostError::Timeout("command completion"));
         }
-        if let Err(e) = conn.poll(core, Some(deadline - now), &mut NoOffload) {
+        if let Err(e) = conn.poll(core, Some(deadline - now)) {
             // The completion may have arrived just before the connection closed.
             return core.take_completion_for(user_data).ok_or(e);
         }
@@ -224,6 +224,33 @@ fn ok(c: Completion) -> Result<(CqeInfo, Option<IoBuf>)> {
     }
 }
 
+/// Drives a sans-IO state machine ([`crate::assoc`]) over a connection until it is ready.
+pub(crate) fn drive<T>(
+    conn: &mut Connection,
+    core: &mut QueueCore,
+    mut step: impl FnMut(&mut QueueCore, Instant) -> Result<Poll<T>>,
+) -> Result<T> {
+    loop {
+        let now = Instant::now();
+        let wake_at = match step(core, now)? {
+            Poll::Ready(v) => return Ok(v),
+            Poll::Pending { wake_at } => wake_at,
+        };
+        let wait = wake_at
+            .map_or(Duration::from_millis(100), |t| {
+                t.saturating_duration_since(now)
+            })
+            .max(Duration::from_millis(1));
+        if let Err(e) = conn.poll(core, Some(wait)) {
+            // What arrived just before the connection closed still counts.
+            return match step(core, Instant::now()) {
+                Ok(Poll::Ready(v)) => Ok(v),
+                _ => Err(e),
+            };
+        }
+    }
+}
+
 /// Opens queue `qid` on a fresh connection and sends Fabrics Connect; returns the CQE.
 pub(crate) fn connect_queue(
     opts: &ConnectOptions,
@@ -233,26 +260,15 @@ pub(crate) fn connect_queue(
     queue_size: u16,
     cntlid: Option<u16>,
 ) -> Result<CqeInfo> {
-    let deadline = Instant::now() + opts.connect_timeout;
-    conn.handshake(core, deadline)?;
+    if core.phase() != Phase::WaitIcResp || core.connection_used() {
+        core.reset_connection();
+    }
     while core.take_completion_for(INTERNAL_USER_DATA).is_some() {}
-    let req = cmd::connect(opts, qid, queue_size, cntlid, INTERNAL_USER_DATA)?;
-    if let Err(e) = core.submit_now(req, Instant::now()) {
-        return Err(HostError::Invalid(format!("Connect submit: {}", e.reason)));
-    }
-    let c = wait_for(conn, core, INTERNAL_USER_DATA, opts.connect_timeout)?;
-    match c.result {
-        Ok(cqe) => {
-            core.set_live();
-            Ok(cqe)
-        }
-        Err(IoError::Status(status)) => Err(HostError::ConnectRejected { qid, status }),
-        Err(e) => Err(HostError::Command(e)),
-    }
+    let mut sm = QueueConnect::new(opts, qid, queue_size, cntlid, Instant::now())?;
+    drive(conn, core, |core, now| sm.poll(core, now))
 }
 
-/// Admin queue bring-up: connect, Fabrics Connect, CAP/VS, CC.EN, CSTS.RDY, Identify
-/// Controller, Number of Queues.
+/// Admin queue bring-up ([`AdminBringUp`]) over a new connection.
 fn bring_up(opts: &ConnectOptions) -> Result<(Connection, QueueCore, ControllerInfo)> {
     let mut core = QueueCore::new(QueueConfig {
         qid: 0,
@@ -263,114 +279,9 @@ fn bring_up(opts: &ConnectOptions) -> Result<(Connection, QueueCore, ControllerI
         in_capsule_max: 8192,
     });
     let mut conn = Connection::open(opts)?;
-    let cqe = connect_queue(opts, &mut conn, &mut core, 0, ADMIN_QUEUE_SIZE, None)?;
-    let cntlid = cqe.dw0 as u16;
-    // Bring-up commands get at least the connect timeout, so a short per-command timeout
-    // (meant for I/O) does not make connecting fail on a busy machine.
-    let t = opts.command_timeout.max(opts.connect_timeout);
-    let run = |conn: &mut Connection, core: &mut QueueCore, req: Request| {
-        let ud = req.user_data;
-        core.submit(req, Instant::now())
-            .map_err(|e| HostError::Invalid(format!("admin submit: {}", e.reason)))?;
-        ok(wait_for(conn, core, ud, t)?)
-    };
-    let (c, _) = run(
-        &mut conn,
-        &mut core,
-        cmd::property_get(CAP, PropertySize::EightBytes, 1),
-    )?;
-    let cap = Cap(c.dw0 as u64 | ((c.dw1 as u64) << 32));
-    let vs = Vs(run(
-        &mut conn,
-        &mut core,
-        cmd::property_get(VS, PropertySize::FourBytes, 2),
-    )?
-    .0
-    .dw0);
-    run(
-        &mut conn,
-        &mut core,
-        cmd::property_set(CC, Cc::enable_nvm().0, 3),
-    )?;
-    // CAP.TO is in 500 ms units; give at least one second.
-    let ready_by = Instant::now() + Duration::from_millis(cap.timeout_ms().max(1000) as u64);
-    loop {
-        let csts = Csts(
-            run(
-                &mut conn,
-                &mut core,
-                cmd::property_get(CSTS, PropertySize::FourBytes, 4),
-            )?
-            .0
-            .dw0,
-        );
-        if csts.cfs() {
-            return Err(HostError::NotReady(
-                "CSTS.CFS (controller fatal status)".into(),
-            ));
-        }
-        if csts.rdy() {
-            break;
-        }
-        if Instant::now() >= ready_by {
-            return Err(HostError::NotReady(format!(
-                "CSTS.RDY not set within CAP.TO ({} ms)",
-                cap.timeout_ms()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let (_, buf) = run(
-        &mut conn,
-        &mut core,
-        cmd::identify(
-            IdentifyCommand::controller(),
-            IoBuf::Contig(vec![0; 4096]),
-            5,
-        ),
-    )?;
-    let identify = buf.map(|b| b.to_vec()).unwrap_or_default();
-    let id = IdentifyController::parse(&identify)
-        .map_err(|e| HostError::Unsupported(format!("Identify Controller: {e}")))?;
-    if id.icdoff.get() != 0 {
-        return Err(HostError::Unsupported(format!(
-            "ICDOFF {} (only 0 is supported)",
-            id.icdoff.get()
-        )));
-    }
-    let max_transfer = id.max_data_transfer_bytes(cap.mpsmin());
-    let in_capsule_size = id.in_capsule_data_size() as usize;
-    let mut granted = 0;
-    if opts.nr_io_queues > 0 {
-        let n = opts.nr_io_queues - 1;
-        let (cqe, _) = run(
-            &mut conn,
-            &mut core,
-            cmd::set_features(
-                Feature::NumberOfQueues(NumberOfQueues { nsq: n, ncq: n }),
-                6,
-            ),
-        )?;
-        let got = NumberOfQueues::from_dword(cqe.dw0);
-        granted = got
-            .nsq
-            .min(got.ncq)
-            .saturating_add(1)
-            .min(opts.nr_io_queues);
-    }
-    Ok((
-        conn,
-        core,
-        ControllerInfo {
-            cntlid,
-            cap,
-            vs,
-            identify,
-            io_queues_granted: granted,
-            max_transfer,
-            in_capsule_size,
-        },
-    ))
+    let mut sm = AdminBringUp::new(opts, Instant::now())?;
+    let info = drive(&mut conn, &mut core, |core, now| sm.poll(core, now))?;
+    Ok((conn, core, info))
 }
 
 /// A connected NVMe/TCP controller.

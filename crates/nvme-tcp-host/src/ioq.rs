@@ -18,9 +18,12 @@ use crate::conn::Connection;
 use crate::ctrl::{Shared, connect_queue};
 
 use crate::error::{HostError, IoError, Result};
-use crate::queue::{
-    Completion, NoOffload, QueueConfig, QueueCore, QueueStats, Request, RxOffload, SubmitError,
-};
+use crate::offload::DdpNetdev;
+use crate::queue::{Completion, QueueConfig, QueueCore, QueueStats, Request, SubmitError};
+
+/// Names offloaded sockets towards their device (the kernel passes `struct sock *`): unique
+/// in the process.
+static NEXT_SOCK_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// How often command timeouts are checked.
 const TIMEOUT_CHECK: Duration = Duration::from_millis(100);
@@ -37,9 +40,8 @@ pub struct IoQueue {
     next_attempt: Instant,
     fast_failed: bool,
     dead: bool,
-    offload: Box<dyn RxOffload + Send>,
-    /// CIDs registered with the offload (setup called, teardown not yet).
-    registered: Vec<bool>,
+    /// The controller's offload device, probed when the queue was created.
+    netdev: Option<DdpNetdev>,
     next_timeout_check: Instant,
 }
 
@@ -56,12 +58,19 @@ impl std::fmt::Debug for IoQueue {
 impl IoQueue {
     pub(crate) fn connect(shared: Arc<Shared>, qid: u16, queue_size: u16) -> Result<Self> {
         let (cntlid, generation) = shared.association()?;
+        let netdev = shared
+            .opts
+            .ddp_device
+            .as_ref()
+            .and_then(|d| DdpNetdev::probe(&d.0, false));
         let mut core = QueueCore::new(QueueConfig {
             qid,
             queue_size,
             hdgst: shared.opts.hdgst,
             ddgst: shared.opts.ddgst,
-            cid_mode: shared.opts.cid_mode,
+            cid_mode: netdev
+                .as_ref()
+                .map_or(shared.opts.cid_mode, DdpNetdev::cid_mode),
             in_capsule_max: 0,
         });
         core.set_zero_copy_tx(true);
@@ -85,12 +94,27 @@ impl IoQueue {
             next_attempt: Instant::now(),
             fast_failed: false,
             dead: false,
-            offload: Box::new(NoOffload),
-            registered: vec![false; 1 << 16],
+            netdev,
             next_timeout_check: Instant::now() + TIMEOUT_CHECK,
         };
         q.apply_in_capsule_limit();
+        q.offload_socket();
         Ok(q)
+    }
+
+    /// `sk_add` for the queue's current connection (after its Connect succeeded). A kernel
+    /// socket gives the host no TCP sequence numbers, so the device starts without framing
+    /// and finds it through a resync; the path that feeds the device its segments supplies
+    /// the marks.
+    fn offload_socket(&mut self) {
+        let Some(netdev) = &self.netdev else { return };
+        let sk = ulp_ddp::SockId(NEXT_SOCK_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        // SAFETY: sched_getcpu takes no arguments and has no preconditions; a negative value
+        // (unknown) becomes 0.
+        let cpu = u32::try_from(unsafe { libc::sched_getcpu() }).unwrap_or(0);
+        if let Err(e) = self.core.attach_offload(netdev, sk, None, cpu) {
+            tracing::warn!(qid = self.qid, error = %e, "ULP DDP sk_add failed; no offload");
+        }
     }
 
     fn apply_in_capsule_limit(&mut self) {
@@ -119,10 +143,9 @@ impl IoQueue {
     pub fn is_connected(&self) -> bool {
         self.conn.is_some()
     }
-    /// Installs the receive-offload hook (the ULP DDP engine). Install it before submitting:
-    /// commands already in flight were not registered with it.
-    pub fn set_offload(&mut self, offload: Box<dyn RxOffload + Send>) {
-        self.offload = offload;
+    /// True while the queue's socket is offloaded to the ULP DDP device.
+    pub fn is_offloaded(&self) -> bool {
+        self.core.is_offloaded()
     }
     /// The sans-IO core (read-only).
     pub fn core(&self) -> &QueueCore {
@@ -139,12 +162,7 @@ impl IoQueue {
                 buf: req.buf,
             });
         }
-        let cid = self.core.submit(req, Instant::now())?;
-        if let Some(buf) = self.core.receive_buffer_mut(cid) {
-            self.offload.setup(cid, buf);
-            self.registered[cid as usize] = true;
-        }
-        Ok(cid)
+        self.core.submit(req, Instant::now())
     }
 
     /// Sends what was submitted without waiting for anything.
@@ -159,9 +177,7 @@ impl IoQueue {
 
     /// The next finished command, if any.
     pub fn pop_completion(&mut self) -> Option<Completion> {
-        let c = self.core.pop_completion()?;
-        self.release(c.cid);
-        Some(c)
+        self.core.pop_completion()
     }
 
     /// Sends pending commands and processes whatever the controller sent, waiting up to
@@ -189,7 +205,7 @@ impl IoQueue {
                 } else {
                     Some(timeout)
                 };
-                if let Err(e) = conn.poll(&mut self.core, wait, self.offload.as_mut()) {
+                if let Err(e) = conn.poll(&mut self.core, wait) {
                     self.connection_lost(e);
                 }
             }
@@ -203,16 +219,9 @@ impl IoQueue {
     pub fn wait_for(&mut self, user_data: u64) -> Result<Completion> {
         loop {
             if let Some(c) = self.core.take_completion_for(user_data) {
-                self.release(c.cid);
                 return Ok(c);
             }
             self.poll(Duration::from_millis(100))?;
-        }
-    }
-
-    fn release(&mut self, cid: u16) {
-        if std::mem::take(&mut self.registered[cid as usize]) {
-            self.offload.teardown(cid);
         }
     }
 
@@ -230,6 +239,7 @@ impl IoQueue {
             c.shutdown();
         }
         self.conn = None;
+        self.core.detach_offload();
         self.core.fail_all(IoError::QueueLost("queue closed"));
     }
 
@@ -240,6 +250,8 @@ impl IoQueue {
             c.shutdown();
         }
         self.conn = None;
+        // The socket is gone: so is its offload context (sk_del; buffers come back).
+        self.core.detach_offload();
         let now = Instant::now();
         self.lost_since.get_or_insert(now);
         self.next_attempt = now;
@@ -305,8 +317,8 @@ impl IoQueue {
                     self.generation = generation;
                     self.conn = Some(conn);
                     self.core.restart_timers(Instant::now());
-                    self.offload.connected();
                     self.apply_in_capsule_limit();
+                    self.offload_socket();
                     return Ok(());
                 }
                 Err(HostError::ConnectRejected { status, .. })

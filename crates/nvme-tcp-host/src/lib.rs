@@ -15,8 +15,12 @@
 //!   state machine (`RecvPduHeader → RecvPad → RecvData → RecvDataDigest`) that places C2HData
 //!   payload straight into the command's buffer at DATAO and digests it chunk by chunk while it
 //!   is cache-hot. It can be driven from a kernel socket ([`conn::Connection`]) or from any
-//!   byte stream; [`queue::RxOffload`] is the hook through which a DDP offload reports bytes
-//!   it already placed and digests it already verified.
+//!   byte stream, together with the marks a ULP DDP offload device left on the bytes
+//!   ([`RxMarks`]: placed ranges, verified digests).
+//! * [`offload`]: the host owns its offload as the kernel's nvme-tcp does: given a device in
+//!   [`ConnectOptions::ddp_device`], it reads the limits at connect, `sk_add`s each I/O queue
+//!   after its Connect, lends large reads' buffers (`setup`), completes them at
+//!   `teardown_done`, answers resync requests and `sk_del`s on close or loss.
 //! * [`discovery`]: discovery log pages (port 8009), GENCTR-consistent.
 //!
 //! Everything the controller sends is checked strictly (header fields in spec order, CCCID,
@@ -32,7 +36,7 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use nvme_tcp_host::queue::{NoOffload, QueueConfig, QueueCore};
+//! use nvme_tcp_host::queue::{QueueConfig, QueueCore};
 //! use nvme_tcp_host::{cmd, CidMode, IoBuf};
 //! use nvme_tcp_wire::pdu::{CapsuleRespRepr, DataPduRepr, HeaderBuf, IcRespRepr, PduFlags, PduType};
 //!
@@ -43,7 +47,7 @@
 //! let icreq_len = q.tx_pending().len();
 //! q.tx_consumed(icreq_len); // "sent"
 //! let icresp = IcRespRepr { pfv: 0, cpda: 0, hdgst_enable: false, ddgst_enable: false, maxh2cdata: 131072 };
-//! q.rx_feed(HeaderBuf::new(&icresp).as_bytes(), &mut NoOffload).unwrap();
+//! q.rx_feed(HeaderBuf::new(&icresp).as_bytes()).unwrap();
 //! q.set_live(); // after Fabrics Connect
 //!
 //! // Read 8 blocks of 512 bytes from LBA 0 of namespace 1 into a caller buffer.
@@ -57,7 +61,7 @@
 //! };
 //! let mut stream = HeaderBuf::new(&hdr).as_bytes().to_vec();
 //! stream.extend(std::iter::repeat(0xAB).take(4096));
-//! q.rx_feed(&stream, &mut NoOffload).unwrap();
+//! q.rx_feed(&stream).unwrap();
 //!
 //! let done = q.pop_completion().unwrap();
 //! assert_eq!(done.user_data, 42);
@@ -83,6 +87,7 @@
 
 #![warn(missing_docs)]
 
+pub mod assoc;
 pub mod blocking;
 pub mod buf;
 pub mod cmd;
@@ -91,6 +96,7 @@ pub mod ctrl;
 pub mod discovery;
 pub mod error;
 pub mod ioq;
+pub mod offload;
 pub mod options;
 pub mod queue;
 pub mod tags;
@@ -99,5 +105,6 @@ pub use buf::IoBuf;
 pub use ctrl::{Controller, ControllerInfo, NamespaceInfo};
 pub use error::{HostError, IoError, NvmeStatus, ProtocolError};
 pub use ioq::IoQueue;
+pub use offload::{DdpNetdev, PlacedRange, RxMarks};
 pub use options::{CidMode, ConnectOptions};
 pub use queue::{Completion, CqeInfo, DataDir, QueueCore, Request};

@@ -75,6 +75,22 @@ pub struct ConnectOptions {
     /// them) are read into; large C2HData payloads bypass it and are read straight into the
     /// caller's buffer. 0 reads headers exactly, never reading data into the pipe.
     pub rx_pipe_size: usize,
+    /// The ULP DDP receive-offload device of the network path to the controller, if any. Its
+    /// capabilities and limits are read when the controller connects; each I/O queue is
+    /// offloaded (`sk_add`) after its Connect. See [`crate::offload`].
+    pub ddp_device: Option<DdpDeviceRef>,
+}
+
+/// A shared handle of a ULP DDP device (any implementation of the interface).
+#[derive(Clone)]
+pub struct DdpDeviceRef(pub std::sync::Arc<dyn ulp_ddp::UlpDdpDevice>);
+
+impl std::fmt::Debug for DdpDeviceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DdpDeviceRef")
+            .field(&self.0.get_caps())
+            .finish()
+    }
 }
 
 impl ConnectOptions {
@@ -102,6 +118,7 @@ impl ConnectOptions {
             connect_timeout: Duration::from_secs(10),
             socket_buffer: Some(4 << 20),
             rx_pipe_size: 16 << 10,
+            ddp_device: None,
         }
     }
 

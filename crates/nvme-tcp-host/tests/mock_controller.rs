@@ -306,37 +306,37 @@ fn many_commands_in_flight_complete_with_their_own_buffers() {
     }
 }
 
-/// Records offload buffer registrations.
-#[derive(Clone, Default)]
-struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<(char, u16)>>>);
-
-impl nvme_tcp_host::queue::RxOffload for Recorder {
-    fn setup(&mut self, cid: u16, buf: &mut IoBuf) {
-        assert!(!buf.is_empty());
-        self.0.lock().unwrap().push(('s', cid));
-    }
-    fn teardown(&mut self, cid: u16) {
-        self.0.lock().unwrap().push(('t', cid));
-    }
-}
-
 #[test]
-fn offload_buffers_are_registered_at_submit_and_released_before_completion() {
+fn an_offload_device_sees_the_whole_socket_lifecycle_on_a_real_connection() {
+    use std::sync::Arc;
+    use ulp_ddp::UlpDdpDevice;
     let m = Mock::start(64, 4096);
-    let mut ctrl = Controller::connect(opts(&m)).unwrap();
+    let dev = ddp_engine::SoftDdpDevice::new(ddp_engine::EngineConfig {
+        io_threshold: LBA as u32,
+        ..Default::default()
+    });
+    let mut o = opts(&m);
+    o.ddp_device = Some(nvme_tcp_host::options::DdpDeviceRef(Arc::new(dev.clone())));
+    let mut ctrl = Controller::connect(o).unwrap();
     let mut q = one_queue(&mut ctrl);
-    let rec = Recorder::default();
-    q.set_offload(Box::new(rec.clone()));
-    let cid = q
-        .submit_read(1, 0, 2, IoBuf::Contig(vec![0; 2 * LBA]), 1)
+    assert!(q.is_offloaded());
+    assert_eq!(
+        dev.get_stats().rx_nvme_tcp_sk_add,
+        1,
+        "the I/O queue only, not the admin queue"
+    );
+    q.submit_read(1, 0, 2, IoBuf::Contig(vec![0; 2 * LBA]), 1)
         .unwrap();
-    assert_eq!(*rec.0.lock().unwrap(), vec![('s', cid)]);
     let c = q.wait_for(1).unwrap();
     assert!(c.result.is_ok());
-    assert_eq!(*rec.0.lock().unwrap(), vec![('s', cid), ('t', cid)]);
-    // Writes are not registered (nothing is received into their buffers).
+    assert_eq!(c.buf.unwrap().to_vec(), expected(&m, 0, 2));
+    // Writes are not set up (nothing is received into their buffers).
     q.submit_write(1, 0, 1, IoBuf::Contig(vec![0; LBA]), 2)
         .unwrap();
     assert!(q.wait_for(2).unwrap().result.is_ok());
-    assert_eq!(rec.0.lock().unwrap().len(), 2);
+    let st = dev.get_stats();
+    assert_eq!((st.rx_nvme_tcp_setup, st.rx_nvme_tcp_teardown), (1, 1));
+    q.close();
+    let st = dev.get_stats();
+    assert_eq!((st.rx_nvme_tcp_sk_add, st.rx_nvme_tcp_sk_del), (1, 1));
 }

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use ulp_ddp::UlpDdpDevice;
 
 /// A device shared between the data path and the control plane.
-pub type SharedDevice = Arc<Mutex<dyn UlpDdpDevice + Send>>;
+pub type SharedDevice = Arc<dyn UlpDdpDevice>;
 
 /// One device the control plane exposes.
 #[derive(Clone)]

@@ -150,15 +150,7 @@ impl MetricsSource for QueueMetricsSet {
 /// The ten ULP DDP counters of every registered device, as `ulp_ddp_<name>_total`.
 pub fn render_devices(reg: &Registry, out: &mut String) {
     let devs = reg.list();
-    let stats: Vec<_> = devs
-        .iter()
-        .map(|e| {
-            (
-                e,
-                e.dev.lock().unwrap_or_else(|p| p.into_inner()).get_stats(),
-            )
-        })
-        .collect();
+    let stats: Vec<_> = devs.iter().map(|e| (e, e.dev.get_stats())).collect();
     for id in StatId::ALL {
         let name = format!("ulp_ddp_{}_total", id.name().replace('-', "_"));
         family(out, &name, "counter", id.doc());

@@ -131,12 +131,12 @@ fn call(reg: &Registry, method: &str, params: &Value) -> Result<(Value, Option<V
     match method {
         "caps-get" => {
             let e = dev_of(params)?;
-            let caps = e.dev.lock().unwrap_or_else(|p| p.into_inner()).get_caps();
+            let caps = e.dev.get_caps();
             Ok((caps_body(e.ifindex, caps), None))
         }
         "stats-get" => {
             let e = dev_of(params)?;
-            let stats = e.dev.lock().unwrap_or_else(|p| p.into_inner()).get_stats();
+            let stats = e.dev.get_stats();
             let mut body = serde_json::Map::new();
             body.insert("ifindex".into(), json!(e.ifindex));
             for id in StatId::ALL {
@@ -152,7 +152,11 @@ fn call(reg: &Registry, method: &str, params: &Value) -> Result<(Value, Option<V
                 .or_else(|| params.get("wanted_mask"))
                 .ok_or_else(|| RpcError::params("missing \"wanted-mask\""))?;
             let mask = parse_caps("wanted-mask", mask_v)?;
-            let mut dev = e.dev.lock().unwrap_or_else(|p| p.into_inner());
+            let dev = &e.dev;
+            // One caps-set at a time: its read-modify-write of the active set and the
+            // notification it decides on must not interleave with another.
+            static CAPS_SET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _one = CAPS_SET.lock().unwrap_or_else(|p| p.into_inner());
             let hw = dev.get_caps().hw;
             let missing = CapSet::from_bits_truncate(wanted.bits() & mask.bits() & !hw.bits());
             if !missing.is_empty() {
@@ -165,7 +169,7 @@ fn call(reg: &Registry, method: &str, params: &Value) -> Result<(Value, Option<V
                 ));
             }
             let out = caps_set(
-                &mut *dev,
+                &**dev,
                 CapsSetRequest {
                     wanted,
                     wanted_mask: mask,
@@ -180,7 +184,7 @@ fn call(reg: &Registry, method: &str, params: &Value) -> Result<(Value, Option<V
                 .list()
                 .iter()
                 .map(|e| {
-                    let caps = e.dev.lock().unwrap_or_else(|p| p.into_inner()).get_caps();
+                    let caps = e.dev.get_caps();
                     let mut v = caps_body(e.ifindex, caps);
                     v["name"] = json!(e.name);
                     v

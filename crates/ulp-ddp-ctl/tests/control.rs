@@ -2,7 +2,7 @@
 //! the Prometheus endpoint.
 
 use std::io::{Read, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ddp_engine::{EngineConfig, SoftDdpDevice};
 use serde_json::json;
@@ -18,7 +18,7 @@ fn device(hw: CapSet, active: CapSet) -> SharedDevice {
         caps_active: active,
         ..EngineConfig::connectx7_like()
     };
-    Arc::new(Mutex::new(SoftDdpDevice::new(cfg)))
+    Arc::new(SoftDdpDevice::new(cfg))
 }
 
 fn setup() -> (tempfile::TempDir, ControlServer, Registry) {

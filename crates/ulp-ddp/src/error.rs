@@ -33,9 +33,9 @@ pub enum DdpError {
     /// The socket configuration is not supported.
     #[error("unsupported socket configuration: {0}")]
     InvalidConfig(&'static str),
-    /// The scatter-gather list has no byte.
-    #[error("the scatter-gather list of command ID {0} is empty")]
-    EmptySgl(u16),
+    /// The buffer has no byte.
+    #[error("the buffer of command ID {0} is empty")]
+    EmptySgl(u32),
     /// The scatter-gather list has more entries than `max_ddp_sgl_len`.
     #[error("the scatter-gather list has {nents} entries, the device takes at most {max}")]
     SglTooLong {
@@ -57,23 +57,26 @@ pub enum DdpError {
     #[error("command ID {cid} is outside the linear range 0..{queue_size}")]
     CidOutOfRange {
         /// The command ID.
-        cid: u16,
+        cid: u32,
         /// The queue size given to `sk_add`.
         queue_size: u32,
     },
-    /// The command ID already has buffers.
-    #[error("command ID {0} already has buffers")]
-    CidBusy(u16),
+    /// The command ID already has buffers, or its teardown was not handed back yet.
+    #[error("command ID {0} already has buffers, or its teardown is still pending")]
+    CidBusy(u32),
+    /// The command ID is outside what the protocol carries (NVMe/TCP: 16 bits).
+    #[error("command ID {0} does not fit the protocol's command identifier")]
+    CidTooWide(u32),
     /// The command ID has no buffers.
     #[error("command ID {0} has no buffers")]
-    UnknownCommand(u16),
+    UnknownCommand(u32),
     /// A write does not fit the I/O's buffers.
     #[error(
         "{len} bytes at offset {offset} do not fit the {size}-byte buffers of command ID {cid}"
     )]
     OutOfBounds {
         /// The command ID.
-        cid: u16,
+        cid: u32,
         /// Data offset of the write.
         offset: u64,
         /// Bytes to write.

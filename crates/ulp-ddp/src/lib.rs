@@ -8,11 +8,11 @@
 //!
 //! * [`caps`]: [`Cap`], [`CapSet`], [`DevCaps`] (`hw` / `active`) and the caps-set rule.
 //! * [`limits`]: device [`Limits`] and per-socket [`SkConfig`].
-//! * [`io`]: per-I/O buffers, [`DdpIo`] = command ID + [`SgList`] (owned segments; see the
-//!   module for the ownership hand-over).
-//! * [`device`]: the device operations, [`UlpDdpDevice`], and the ULP callbacks,
-//!   [`UlpDdpOps`].
-//! * [`resync`]: the ULP side of the resync handshake, [`ResyncTracker`].
+//! * [`io`]: per-I/O buffers, [`DdpIo`] = command ID + [`IoBuf`] (the project's one
+//!   scatter-gather type; see the module for the ownership hand-over).
+//! * [`device`]: the device-level operations, [`UlpDdpDevice`], and the per-socket ones,
+//!   [`UlpDdpSocket`], with the events that replace the kernel's callbacks, [`DdpEvent`].
+//! * [`resync`]: the meeting point of the resync handshake, [`ResyncTracker`].
 //! * [`stats`]: the ten counters, [`Stats`], named as in the netlink family.
 //!
 //! A software device implementing [`UlpDdpDevice`] lives in the `ddp-engine` crate.
@@ -45,10 +45,13 @@ pub mod resync;
 pub mod stats;
 
 pub use caps::{Cap, CapSet, CapsChange, CapsSetOutcome, CapsSetRequest, DevCaps};
-pub use device::{DdpCtx, ResyncFlags, SockId, UlpDdpDevice, UlpDdpOps, caps_set, is_cap_active};
+pub use device::{
+    DdpCtx, DdpEvent, ResyncAction, ResyncFlags, SockId, UlpDdpDevice, UlpDdpSocket, caps_set,
+    is_cap_active,
+};
 pub use error::{DdpError, SetupError};
-pub use io::{DdpIo, SgList};
+pub use io::{DdpIo, IoBuf, SgCursor};
 pub use limits::{Limits, ProtoConfig, ProtoLimits, SkConfig, UlpDdpType};
 pub use nvme_tcp::{NVME_TCP_PFV_1_0, NvmeTcpDdpConfig, NvmeTcpDdpLimits, NvmeTcpDigests};
-pub use resync::{ResyncAction, ResyncTracker};
+pub use resync::ResyncTracker;
 pub use stats::{StatId, Stats};

@@ -1,8 +1,10 @@
-//! The ULP side of the resync handshake, as nvme-tcp implements it: the latest request is
-//! stored atomically; on every PDU header the ULP parses it checks whether that header
-//! starts exactly at the requested sequence number and, only then, confirms.
+//! The resync handshake's meeting point, as nvme-tcp implements it: the device stores its
+//! latest request atomically; on every PDU header the ULP parses, the header is checked
+//! against it and, only if it starts exactly at the requested sequence number, the request
+//! is confirmed. A device implementation keeps one per socket and answers
+//! [`UlpDdpSocket::pdu_header`](crate::UlpDdpSocket::pdu_header) with it.
 
-use crate::device::ResyncFlags;
+use crate::device::{ResyncAction, ResyncFlags};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The pending resync request of one socket: `seq << 32 | flags` in one atomic, so the
@@ -10,23 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Default)]
 pub struct ResyncTracker {
     req: AtomicU64,
-}
-
-/// What the ULP should do at a PDU header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResyncAction {
-    /// Nothing is pending, or the header is before the requested sequence number.
-    None,
-    /// The header is exactly the requested one: call `resync(seq)` on the device.
-    Confirm(u32),
-    /// The header is past the requested sequence number: the request was wrong (or came
-    /// too late); no answer is sent and the device stays unsynchronized until it asks again.
-    Mismatch {
-        /// Requested sequence number.
-        requested: u32,
-        /// Sequence number of the header the ULP parsed.
-        pdu_seq: u32,
-    },
 }
 
 impl ResyncTracker {
@@ -37,8 +22,8 @@ impl ResyncTracker {
         }
     }
 
-    /// Records a request (the body of `UlpDdpOps::resync_request`). A newer request
-    /// replaces the older one. Returns true.
+    /// Records a request (the kernel's `resync_request` callback). A newer request replaces
+    /// the older one. Returns true.
     pub fn request(&self, seq: u32, flags: ResyncFlags) -> bool {
         self.req.store(
             (u64::from(seq) << 32) | u64::from(flags.0),
@@ -56,7 +41,8 @@ impl ResyncTracker {
     }
 
     /// Called for every PDU header the ULP parses, with the TCP sequence number of the
-    /// header's first byte. Clears the request on an exact match.
+    /// header's first byte. Clears the request on an exact match and returns
+    /// [`ResyncAction::Confirmed`]: the caller then tells the device.
     pub fn on_pdu_header(&self, pdu_seq: u32) -> ResyncAction {
         let v = self.req.load(Ordering::Acquire);
         let flags = ResyncFlags(v as u32);
@@ -76,7 +62,7 @@ impl ResyncTracker {
             .req
             .compare_exchange(v, cleared, Ordering::AcqRel, Ordering::Acquire)
         {
-            Ok(_) => ResyncAction::Confirm(pdu_seq),
+            Ok(_) => ResyncAction::Confirmed(pdu_seq),
             // A newer request arrived meanwhile; it is answered at a later header.
             Err(_) => ResyncAction::None,
         }
@@ -94,7 +80,7 @@ mod tests {
         t.request(500, ResyncFlags::PENDING);
         assert_eq!(t.pending(), Some(500));
         assert_eq!(t.on_pdu_header(400), ResyncAction::None);
-        assert_eq!(t.on_pdu_header(500), ResyncAction::Confirm(500));
+        assert_eq!(t.on_pdu_header(500), ResyncAction::Confirmed(500));
         assert_eq!(t.pending(), None);
         assert_eq!(t.on_pdu_header(500), ResyncAction::None);
     }
@@ -113,7 +99,7 @@ mod tests {
         assert_eq!(t.pending(), Some(500));
         // A newer request replaces it.
         t.request(700, ResyncFlags::PENDING);
-        assert_eq!(t.on_pdu_header(700), ResyncAction::Confirm(700));
+        assert_eq!(t.on_pdu_header(700), ResyncAction::Confirmed(700));
     }
 
     #[test]
@@ -122,6 +108,6 @@ mod tests {
         t.request(5, ResyncFlags::PENDING);
         // u32::MAX - 10 is before 5 in TCP sequence space.
         assert_eq!(t.on_pdu_header(u32::MAX - 10), ResyncAction::None);
-        assert_eq!(t.on_pdu_header(5), ResyncAction::Confirm(5));
+        assert_eq!(t.on_pdu_header(5), ResyncAction::Confirmed(5));
     }
 }

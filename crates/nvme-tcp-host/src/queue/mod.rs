@@ -5,16 +5,23 @@
 //! socket ([`crate::conn`]) or an in-memory stream (tests, fuzzing, the DDP engine model):
 //!
 //! * transmit: [`QueueCore::tx_pending`] → write → [`QueueCore::tx_consumed`];
-//! * receive: bytes already in memory go through [`QueueCore::rx_feed`]; when the state machine
-//!   is inside C2HData payload, [`QueueCore::rx_direct`] hands out the caller's buffer at the
+//! * receive: bytes already in memory go through [`QueueCore::rx_feed`], or through
+//!   [`QueueCore::rx_feed_marked`] with the marks an offload device left on them (which
+//!   payload bytes it placed, whether it verified their digests); when the state machine is
+//!   inside C2HData payload, [`QueueCore::rx_direct`] hands out the caller's buffer at the
 //!   current DATAO so the driver can read from the socket straight into it, then reports the
 //!   count with [`QueueCore::rx_direct_done`], which digests those bytes while they are hot;
+//! * offload: [`QueueCore::attach_offload`] (`sk_add`) after the queue's Connect, after which
+//!   large reads lend their buffer to the device (`setup`) before they are sent and complete
+//!   only when the device hands it back (`teardown_done`); [`QueueCore::detach_offload`]
+//!   (`sk_del`). See [`crate::offload`];
 //! * completions: [`QueueCore::pop_completion`].
 //!
 //! Every protocol violation by the controller is a [`ProtocolError`]; after one, the core
 //! refuses further input until [`QueueCore::reset_connection`] (called by the driver after it
 //! reconnected), which keeps the commands that did not complete for re-issue.
 
+mod offload;
 pub mod rx;
 #[cfg(test)]
 mod tests;
@@ -28,10 +35,9 @@ use nvme_tcp_wire::pdu::{CapsuleCmdRepr, DataPduRepr, HeaderBuf, IcReqRepr, PduF
 
 use crate::buf::IoBuf;
 use crate::error::{IoError, NvmeStatus, ProtocolError};
+use crate::offload::QueueOffload;
 use crate::options::CidMode;
 use crate::tags::TagAllocator;
-
-pub use rx::{NoOffload, RxOffload};
 
 /// Length of a submission queue entry.
 pub const SQE_LEN: usize = 64;
@@ -177,6 +183,10 @@ pub(crate) struct Slot {
     pub(crate) data_error: Option<IoError>,
     pub(crate) submitted: Option<Instant>,
     pub(crate) abort_sent: bool,
+    /// The buffer is lent to the offload device (`setup` succeeded; `buf` is `None`).
+    pub(crate) ddp: bool,
+    /// The command finished with this result and waits for `teardown_done`.
+    pub(crate) tearing: Option<Result<CqeInfo, IoError>>,
 }
 
 impl Slot {
@@ -195,6 +205,8 @@ impl Slot {
             data_error: None,
             submitted: None,
             abort_sent: false,
+            ddp: false,
+            tearing: None,
         }
     }
 }
@@ -220,6 +232,17 @@ pub struct QueueStats {
     pub ddgst_errors: u64,
     /// Connections re-established.
     pub reconnects: u64,
+    /// Reads whose buffer was lent to the offload device (`setup` succeeded).
+    pub ddp_setups: u64,
+    /// Reads the offload device refused (`setup` failed; software path).
+    pub ddp_setup_fails: u64,
+    /// Buffers handed back by the device (`teardown_done`).
+    pub ddp_teardowns_done: u64,
+    /// Resync requests confirmed to the device.
+    pub ddp_resyncs_confirmed: u64,
+    /// Marks the host ignored: placement reported for a command whose buffer it did not
+    /// lend, or a buffer handed back that no command waits for.
+    pub ddp_anomalies: u64,
 }
 
 /// The sans-IO state of one queue.
@@ -239,6 +262,8 @@ pub struct QueueCore {
     pub(crate) sqhd: u16,
     /// Bytes were sent or received on the current connection.
     used: bool,
+    /// The ULP DDP offload of this queue's socket, while attached.
+    pub(crate) offload: Option<QueueOffload>,
 }
 
 impl std::fmt::Debug for QueueCore {
@@ -267,6 +292,7 @@ impl QueueCore {
             stats: QueueStats::default(),
             sqhd: 0,
             used: false,
+            offload: None,
             cfg,
         };
         q.queue_icreq();
@@ -384,9 +410,13 @@ impl QueueCore {
             self.cfg.in_capsule_max
         };
         slot.in_capsule = dir == DataDir::ToController && len <= icmax;
+        slot.ddp = false;
+        slot.tearing = None;
         set_cid(&mut slot.sqe, cid);
         set_sgl(&mut slot.sqe, len, slot.in_capsule);
         self.stats.submitted += 1;
+        // Lend a large read's buffer to the offload before the command can be sent.
+        self.offload_setup(idx);
         let go = self.phase == Phase::Live || (early && self.phase == Phase::Connecting);
         if go {
             self.emit_capsule(idx);
@@ -488,12 +518,14 @@ impl QueueCore {
 
     /// The next finished command.
     pub fn pop_completion(&mut self) -> Option<Completion> {
+        self.poll_offload();
         self.completions.pop_front()
     }
 
     /// Removes and returns the completion with `user_data`, leaving the others in order (for
     /// internal commands such as Connect; a linear scan).
     pub fn take_completion_for(&mut self, user_data: u64) -> Option<Completion> {
+        self.poll_offload();
         let i = self
             .completions
             .iter()
@@ -501,13 +533,51 @@ impl QueueCore {
         self.completions.remove(i)
     }
 
-    /// Number of finished commands waiting in [`QueueCore::pop_completion`].
+    /// Number of finished commands waiting in [`QueueCore::pop_completion`] (after the
+    /// last [`QueueCore::poll_offload`]).
     pub fn completions_ready(&self) -> usize {
         self.completions.len()
     }
 
-    /// Completes slot `idx` with `result` (a pending data error overrides success).
+    /// Commands finished on the wire whose buffer the offload device has not handed back
+    /// yet.
+    pub fn waiting_for_teardown(&self) -> usize {
+        self.slots.iter().filter(|s| s.tearing.is_some()).count()
+    }
+
+    /// Completes slot `idx` with `result` (a pending data error overrides success). A command
+    /// whose buffer is lent to the offload device is torn down first and completes when the
+    /// device hands the buffer back; its CID stays taken until then.
     pub(crate) fn complete(&mut self, idx: u16, result: Result<CqeInfo, IoError>) {
+        let slot = &mut self.slots[idx as usize];
+        if slot.tearing.is_some() {
+            return;
+        }
+        if slot.ddp {
+            slot.submitted = None;
+            self.deferred.retain(|&d| d != idx);
+            match self.offload_teardown(idx) {
+                Ok(()) => {
+                    self.slots[idx as usize].tearing = Some(result);
+                    return;
+                }
+                // The device lost the I/O (cannot happen with a conforming device: sk_del
+                // hands every buffer back first). The command fails without its buffer.
+                Err(e) => {
+                    self.slots[idx as usize].ddp = false;
+                    let r = result.and(Err(IoError::Invalid(format!(
+                        "the offload device lost the buffer: {e}"
+                    ))));
+                    self.finish_completion(idx, r);
+                    return;
+                }
+            }
+        }
+        self.finish_completion(idx, result);
+    }
+
+    /// Hands slot `idx`'s completion to the caller and frees its CID.
+    pub(crate) fn finish_completion(&mut self, idx: u16, result: Result<CqeInfo, IoError>) {
         let slot = &mut self.slots[idx as usize];
         if let Some(b) = slot.buf.as_ref() {
             // Unsent payload of this command must not leave with its buffer.
@@ -570,6 +640,8 @@ impl QueueCore {
     /// queued again, and every command still in flight will be re-issued (from its first
     /// byte) once the queue is live again.
     pub fn reset_connection(&mut self) {
+        // The socket is gone: its offload context goes with it (buffers come back).
+        self.detach_offload();
         self.tx.clear();
         self.rx = rx::RxMachine::new();
         self.neg = None;
@@ -577,7 +649,7 @@ impl QueueCore {
         self.deferred.clear();
         for idx in 0..self.slots.len() as u16 {
             let s = &mut self.slots[idx as usize];
-            if self.tags.lookup(s.cid).is_some() {
+            if self.tags.lookup(s.cid).is_some() && s.tearing.is_none() {
                 // A Connect from the previous connection is not re-issued (the driver sends a
                 // new one) and not reported: it was the driver's own command.
                 if s.sqe[0] == 0x7F && s.sqe[4] == 0x01 {
@@ -604,6 +676,7 @@ impl QueueCore {
     /// The driver aborts it (and marks it with [`QueueCore::mark_abort_sent`]) or, if an Abort
     /// was already sent, resets the queue.
     pub fn expired(&self, now: Instant, timeout: std::time::Duration) -> Option<(u16, bool)> {
+        // (A command waiting for teardown_done has `submitted == None`: it is not timed.)
         self.slots
             .iter()
             .filter(|s| {
@@ -621,17 +694,6 @@ impl QueueCore {
         self.tags
             .lookup(cid)
             .map(|idx| self.slots[idx as usize].rcvd)
-    }
-
-    /// The buffer of the command `cid` if it is in flight and receives data (for offload
-    /// buffer registration).
-    pub fn receive_buffer_mut(&mut self, cid: u16) -> Option<&mut IoBuf> {
-        let idx = self.tags.lookup(cid)?;
-        let s = &mut self.slots[idx as usize];
-        if s.dir != DataDir::ToHost {
-            return None;
-        }
-        s.buf.as_mut()
     }
 
     /// Restarts the timeout clock of every command in flight (after a reconnect re-issued

@@ -6,10 +6,11 @@
 //! path ([`QueueCore::rx_direct`]). The data digest is computed over each chunk right after it
 //! was placed, while the bytes are in cache.
 //!
-//! An offload (the ULP DDP engine) may already have placed payload bytes into the same buffers
-//! and verified data digests; [`RxOffload`] is the hook through which the receive path learns
-//! that and skips the copy or the CRC. Stream offsets given to the hook count every byte fed
-//! to this queue since its connection was established.
+//! An offload device (ULP DDP) may already have placed payload bytes into the same buffers and
+//! verified data digests; it says so with the marks fed along with the bytes
+//! ([`QueueCore::rx_feed_marked`], [`RxMarks`]), and the receive path skips the copy or the
+//! CRC accordingly. Stream offsets count every byte fed to this queue since its connection
+//! was established.
 
 use nvme_tcp_wire::WireError;
 use nvme_tcp_wire::digest::{Crc32c, crc32c};
@@ -20,65 +21,12 @@ use nvme_tcp_wire::pdu::{
 use nvme_tcp_wire::validate::{NegotiatedParams, Role, validate_ch};
 
 use super::{CqeInfo, DataDir, Negotiated, Phase, QueueCore, cqe_fields};
-use crate::buf::IoBuf;
 use crate::error::{IoError, ProtocolError};
+use crate::offload::RxMarks;
+use ulp_ddp::ResyncAction;
 
 /// Largest header (CH + PSH + HDGST) a controller sends: ICResp, 128 bytes, no digest.
 const MAX_RX_HEADER: usize = IC_PDU_LEN + 4;
-
-/// What an offload already did for the bytes of this queue's stream.
-///
-/// All methods have do-nothing defaults ([`NoOffload`]). Stream offsets (`seq`) count bytes
-/// from the start of the connection (the first byte of ICResp is 0).
-///
-/// Buffer registration (used by [`crate::IoQueue`]): [`RxOffload::setup`] is called when a
-/// command that receives data (C2HData) is submitted, with its CID and buffer; the buffer's
-/// memory stays where it is until [`RxOffload::teardown`] for the same CID, which the queue
-/// calls before it hands the buffer back to the caller in a completion. An offload may place
-/// payload into the buffer between the two (through pointers taken in `setup`), and reports
-/// that through [`RxOffload::placed`].
-pub trait RxOffload {
-    /// A command receiving data into `buf` was submitted with CID `cid`.
-    fn setup(&mut self, cid: u16, buf: &mut IoBuf) {
-        let _ = (cid, buf);
-    }
-    /// The command `cid` completed; the offload must not touch its buffer any more.
-    fn teardown(&mut self, cid: u16) {
-        let _ = cid;
-    }
-    /// The queue is on a new TCP connection (after a reconnect): stream offsets start again
-    /// at 0; commands still registered are re-issued under the same CIDs.
-    fn connected(&mut self) {}
-    /// A PDU header starting at stream offset `seq` was parsed (the point where a resync
-    /// request for `seq` can be answered).
-    fn pdu_start(&mut self, seq: u64, ch: &CommonHeaderRepr) {
-        let _ = (seq, ch);
-    }
-    /// The C2HData PDU starting at `pdu_seq` begins its payload; return true if the offload
-    /// will verify its data digest, so the host need not compute it while placing.
-    fn ddgst_offloaded(&mut self, pdu_seq: u64) -> bool {
-        let _ = pdu_seq;
-        false
-    }
-    /// `len` payload bytes at stream offset `seq` are about to be placed; return how many of
-    /// the leading ones an offload already wrote to the destination (their copy is skipped).
-    fn placed(&mut self, seq: u64, len: usize) -> usize {
-        let _ = (seq, len);
-        0
-    }
-    /// At the data digest of the PDU starting at `pdu_seq`: did the offload verify it? If it
-    /// announced [`RxOffload::ddgst_offloaded`] but answers false here, the host computes the
-    /// CRC over the placed bytes itself.
-    fn ddgst_verified(&mut self, pdu_seq: u64) -> bool {
-        let _ = pdu_seq;
-        false
-    }
-}
-
-/// No offload: every byte is placed and digested by the host.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoOffload;
-impl RxOffload for NoOffload {}
 
 /// Receive states, named after what is being read from the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +79,8 @@ pub(crate) struct RxMachine {
     data: Option<DataCursor>,
     ddgst: [u8; 4],
     ddgst_have: usize,
+    /// Every run of the current PDU's data and digest bytes so far carried the crc mark.
+    crc_marked: bool,
 }
 
 impl RxMachine {
@@ -146,6 +96,7 @@ impl RxMachine {
             data: None,
             ddgst: [0; 4],
             ddgst_have: 0,
+            crc_marked: false,
         }
     }
     pub(crate) fn set_failed(&mut self) {
@@ -177,10 +128,29 @@ impl QueueCore {
 
     /// Feeds bytes received from the controller (all of them are consumed unless an error is
     /// returned). C2HData payload is copied into the destination buffer at DATAO.
-    pub fn rx_feed(
+    pub fn rx_feed(&mut self, input: &[u8]) -> Result<(), ProtocolError> {
+        self.rx_feed_marked(input, &RxMarks::NONE)
+    }
+
+    /// Feeds bytes received from the controller together with the marks the offload device
+    /// left on them (they must all come from segments with the same marks: feed a delivery
+    /// segment by segment). Payload in `marks.placed` of a read whose buffer is lent to the
+    /// device is not copied; a PDU's data digest is not computed if every run of its data and
+    /// digest came with `marks.crc`. Then takes the device's events.
+    pub fn rx_feed_marked(
+        &mut self,
+        input: &[u8],
+        marks: &RxMarks<'_>,
+    ) -> Result<(), ProtocolError> {
+        let r = self.rx_feed_inner(input, marks);
+        self.poll_offload();
+        r
+    }
+
+    fn rx_feed_inner(
         &mut self,
         mut input: &[u8],
-        offload: &mut dyn RxOffload,
+        marks: &RxMarks<'_>,
     ) -> Result<(), ProtocolError> {
         while !input.is_empty() {
             let n = match self.rx.state {
@@ -191,24 +161,28 @@ impl QueueCore {
                     self.rx.hdr[have..have + n].copy_from_slice(&input[..n]);
                     self.rx.have += n;
                     self.rx.pos += n as u64;
-                    self.header_progress(offload)?;
+                    self.header_progress()?;
                     n
                 }
                 RxState::RecvPad { left } => {
                     let n = left.min(input.len());
                     self.rx.pos += n as u64;
-                    self.pad_progress(left - n, offload);
+                    self.pad_progress(left - n);
                     n
                 }
-                RxState::RecvData => self.data_copy(input, offload)?,
+                RxState::RecvData => {
+                    self.rx.crc_marked &= marks.crc;
+                    self.data_copy(input, marks)?
+                }
                 RxState::RecvDataDigest => {
+                    self.rx.crc_marked &= marks.crc;
                     let n = (4 - self.rx.ddgst_have).min(input.len());
                     let h = self.rx.ddgst_have;
                     self.rx.ddgst[h..h + n].copy_from_slice(&input[..n]);
                     self.rx.ddgst_have += n;
                     self.rx.pos += n as u64;
                     if self.rx.ddgst_have == 4 {
-                        self.finish_data_pdu(offload)?;
+                        self.finish_data_pdu()?;
                     }
                     n
                 }
@@ -239,6 +213,7 @@ impl QueueCore {
         if self.rx.state != RxState::RecvData {
             return None;
         }
+        // (A read whose buffer is lent to the offload device has none here: `None`.)
         let cur = self.rx.data.as_ref()?;
         let (left, off, idx) = (cur.left, cur.off, cur.idx);
         let buf = self.slots[idx as usize].buf.as_mut()?;
@@ -251,51 +226,89 @@ impl QueueCore {
     /// Reports that `n` bytes were written into the slice last returned by
     /// [`QueueCore::rx_direct`]; digests them and advances. `n` larger than that slice is
     /// clamped.
-    pub fn rx_direct_done(
-        &mut self,
-        n: usize,
-        offload: &mut dyn RxOffload,
-    ) -> Result<(), ProtocolError> {
+    pub fn rx_direct_done(&mut self, n: usize) -> Result<(), ProtocolError> {
         if n == 0 {
             return Ok(());
         }
         let max = self.rx_direct().map_or(0, |s| s.len());
         let n = n.min(max);
         self.stats.rx_direct_bytes += n as u64;
-        self.data_placed(n, None, offload)
+        self.rx.crc_marked = false;
+        self.data_placed(n)
     }
 
-    /// Copies payload from `input` into the destination buffer; returns bytes consumed.
-    fn data_copy(
-        &mut self,
-        input: &[u8],
-        offload: &mut dyn RxOffload,
-    ) -> Result<usize, ProtocolError> {
+    /// Copies payload from `input` into the destination buffer; returns bytes consumed. For a
+    /// read whose buffer is lent to the device, the placed ranges are skipped and the rest is
+    /// copied through the device (`copy_to_io`).
+    fn data_copy(&mut self, input: &[u8], marks: &RxMarks<'_>) -> Result<usize, ProtocolError> {
+        let Some(cur) = self.rx.data.as_ref() else {
+            return Err(self.fail(ProtocolError::Closed));
+        };
+        let (idx, cid, off, left) = (cur.idx, cur.cid, cur.off, cur.left);
+        let pos = self.rx.pos;
+        if self.slots[usize::from(idx)].ddp {
+            let n = left.min(input.len());
+            let end = pos + n as u64;
+            let mut at = pos;
+            let mut copy_err = None;
+            let mut copy = |core: &mut QueueCore, from: u64, to: u64| {
+                if from >= to {
+                    return;
+                }
+                let bytes = &input[(from - pos) as usize..(to - pos) as usize];
+                let data_off = (off as u64) + (from - pos);
+                core.stats.rx_copied_bytes += bytes.len() as u64;
+                if let Some(o) = core.offload.as_mut()
+                    && let Err(e) = o.sock.copy_to_io(u32::from(cid), data_off, bytes)
+                {
+                    copy_err.get_or_insert(e);
+                }
+            };
+            for r in marks.placed {
+                let (a, b) = (r.start.max(at), (r.start + u64::from(r.len)).min(end));
+                if a >= b {
+                    continue;
+                }
+                copy(self, at, a);
+                self.stats.rx_offload_placed_bytes += b - a;
+                at = b;
+            }
+            copy(self, at, end);
+            if let Some(e) = copy_err {
+                // The device refused the ULP's own copy: the read cannot be trusted.
+                let slot = &mut self.slots[usize::from(idx)];
+                slot.data_error.get_or_insert(IoError::Invalid(format!(
+                    "copy into the offloaded buffer of CID {cid} failed: {e}"
+                )));
+            }
+            self.data_placed(n)?;
+            return Ok(n);
+        }
         let Some(dst_len) = self.rx_direct().map(|s| s.len()) else {
             // Unreachable by construction (RecvData always has a cursor inside the buffer);
             // refuse rather than panic.
             return Err(self.fail(ProtocolError::Closed));
         };
         let n = dst_len.min(input.len());
-        let pre = offload.placed(self.rx.pos, n).min(n);
-        if pre < n
-            && let Some(dst) = self.rx_direct()
+        let end = pos + n as u64;
+        if marks
+            .placed
+            .iter()
+            .any(|r| r.start < end && r.start + u64::from(r.len) > pos)
         {
-            dst[pre..n].copy_from_slice(&input[pre..n]);
+            // Placement reported for a buffer the host did not lend: ignored.
+            self.stats.ddp_anomalies += 1;
         }
-        self.stats.rx_offload_placed_bytes += pre as u64;
-        self.stats.rx_copied_bytes += (n - pre) as u64;
-        self.data_placed(n, None, offload)?;
+        if let Some(dst) = self.rx_direct() {
+            dst[..n].copy_from_slice(&input[..n]);
+        }
+        self.stats.rx_copied_bytes += n as u64;
+        self.data_placed(n)?;
         Ok(n)
     }
 
     /// Advances over `n` payload bytes now present in the buffer at the cursor, digesting them.
-    fn data_placed(
-        &mut self,
-        n: usize,
-        _src: Option<&[u8]>,
-        offload: &mut dyn RxOffload,
-    ) -> Result<(), ProtocolError> {
+    fn data_placed(&mut self, n: usize) -> Result<(), ProtocolError> {
         let Some(cur) = self.rx.data.as_mut() else {
             return Err(self.fail(ProtocolError::Closed));
         };
@@ -317,50 +330,44 @@ impl QueueCore {
                 self.rx.state = RxState::RecvDataDigest;
                 self.rx.ddgst_have = 0;
             } else {
-                self.finish_data_pdu(offload)?;
+                self.finish_data_pdu()?;
             }
         }
         Ok(())
     }
 
     /// End of a C2HData PDU (after its digest, if any).
-    fn finish_data_pdu(&mut self, offload: &mut dyn RxOffload) -> Result<(), ProtocolError> {
+    fn finish_data_pdu(&mut self) -> Result<(), ProtocolError> {
         let Some(cur) = self.rx.data.take() else {
             return Err(self.fail(ProtocolError::Closed));
         };
         if cur.ddgst {
             let received = u32::from_le_bytes(self.rx.ddgst);
-            let verified = !cur.crc_inline && offload.ddgst_verified(self.rx.pdu_seq);
-            if verified {
+            let device_verified = !cur.crc_inline
+                && self.rx.crc_marked
+                && self.offload.as_ref().is_some_and(|o| o.ddgst);
+            if device_verified {
                 self.stats.rx_offload_ddgst_pdus += 1;
             } else {
                 let computed = if cur.crc_inline {
-                    cur.crc.finalize()
+                    Some(cur.crc.finalize())
                 } else {
-                    // The offload did not verify after all: digest the placed bytes now.
-                    let mut c = Crc32c::new();
-                    if let Some(buf) = self.slots[cur.idx as usize].buf.as_ref() {
-                        let mut off = cur.datao;
-                        let end = cur.datao + cur.datal;
-                        while off < end {
-                            let Some((seg, soff)) = buf.locate(off) else {
-                                break;
-                            };
-                            let s = buf.segment(seg);
-                            let n = (s.len() - soff).min(end - off);
-                            c.update(&s[soff..soff + n]);
-                            self.stats.rx_digested_bytes += n as u64;
-                            off += n;
-                        }
-                    }
-                    c.finalize()
+                    // Not verified by the device: digest the destination buffer, as Linux
+                    // recomputes over the request's pages.
+                    self.digest_buffer(cur.idx, cur.datao, cur.datal)
                 };
-                if computed != received {
+                if computed != Some(received) {
                     // A data digest error fails this command only (data transfer error); the
                     // queue stays up (NVMe/TCP: data digest errors are per command).
                     self.stats.ddgst_errors += 1;
                     let slot = &mut self.slots[cur.idx as usize];
-                    slot.data_error = Some(IoError::DataDigest { received, computed });
+                    slot.data_error = Some(match computed {
+                        Some(computed) => IoError::DataDigest { received, computed },
+                        None => IoError::Invalid(format!(
+                            "the data of CID {} could not be read back for its digest",
+                            cur.cid
+                        )),
+                    });
                 }
             }
         }
@@ -389,7 +396,31 @@ impl QueueCore {
         Ok(())
     }
 
-    fn pad_progress(&mut self, left: usize, _offload: &mut dyn RxOffload) {
+    /// CRC32C of `len` bytes at `datao` of slot `idx`'s buffer, wherever it is (the slot's
+    /// own, or lent to the device). `None` if it cannot be read.
+    fn digest_buffer(&mut self, idx: u16, datao: usize, len: usize) -> Option<u32> {
+        let mut c = Crc32c::new();
+        let slot = &self.slots[usize::from(idx)];
+        let ok = if slot.ddp {
+            let cid = u32::from(slot.cid);
+            let off = self.offload.as_mut()?;
+            off.sock
+                .read_io(cid, datao as u64, len, &mut |b| {
+                    c.update(b);
+                })
+                .is_ok()
+        } else {
+            slot.buf.as_ref().is_some_and(|b| {
+                b.for_each_chunk(datao as u64, len, |x| {
+                    c.update(x);
+                })
+            })
+        };
+        self.stats.rx_digested_bytes += len as u64;
+        ok.then(|| c.finalize())
+    }
+
+    fn pad_progress(&mut self, left: usize) {
         if left > 0 {
             self.rx.state = RxState::RecvPad { left };
         } else {
@@ -399,7 +430,7 @@ impl QueueCore {
 
     /// Called after header bytes arrived: validates the common header once complete, then
     /// the whole header once complete.
-    fn header_progress(&mut self, offload: &mut dyn RxOffload) -> Result<(), ProtocolError> {
+    fn header_progress(&mut self) -> Result<(), ProtocolError> {
         if self.rx.have < self.rx.need {
             return Ok(());
         }
@@ -409,7 +440,7 @@ impl QueueCore {
                 Ok(ch) => ch,
                 Err(e) => return Err(self.fail(e)),
             };
-            offload.pdu_start(self.rx.pdu_seq, &ch);
+            self.resync_check();
             self.rx.need = ch.header_len();
             self.rx.ch = Some(ch);
             if self.rx.have < self.rx.need {
@@ -443,7 +474,7 @@ impl QueueCore {
             PduType::C2hTermReq => self.handle_term_req(&ch),
             PduType::CapsuleResp => self.handle_capsule_resp(),
             PduType::R2t => self.handle_r2t(),
-            PduType::C2hData => self.handle_c2h_data(&ch, offload),
+            PduType::C2hData => self.handle_c2h_data(&ch),
             _ => Err(ProtocolError::UnexpectedPdu {
                 pdu_type: ch.pdu_type as u8,
                 state: "from a controller",
@@ -600,11 +631,19 @@ impl QueueCore {
         Ok(())
     }
 
-    fn handle_c2h_data(
-        &mut self,
-        ch: &CommonHeaderRepr,
-        offload: &mut dyn RxOffload,
-    ) -> Result<(), ProtocolError> {
+    /// The resync handshake at a PDU header: tell the device where this header starts.
+    fn resync_check(&mut self) {
+        let Some(off) = self.offload.as_mut() else {
+            return;
+        };
+        let Some(isn) = off.isn else { return };
+        let seq = isn.wrapping_add(self.rx.pdu_seq as u32);
+        if let ResyncAction::Confirmed(_) = off.sock.pdu_header(seq) {
+            self.stats.ddp_resyncs_confirmed += 1;
+        }
+    }
+
+    fn handle_c2h_data(&mut self, ch: &CommonHeaderRepr) -> Result<(), ProtocolError> {
         let pdu = DataPdu::new_unchecked(&self.rx.hdr[..24]);
         let (cid, datao, datal) = (pdu.cccid(), pdu.datao(), pdu.datal());
         let Some(idx) = self.tags.lookup(cid) else {
@@ -619,7 +658,7 @@ impl QueueCore {
             return Err(ProtocolError::SuccessWithoutLast { cid });
         }
         let slot = &self.slots[idx as usize];
-        if slot.dir != DataDir::ToHost || slot.buf.is_none() {
+        if slot.dir != DataDir::ToHost || (slot.buf.is_none() && !slot.ddp) {
             return Err(ProtocolError::DataForNonRead { cid });
         }
         if slot.last_seen {
@@ -659,9 +698,12 @@ impl QueueCore {
                 expected: slot.len,
             });
         }
-        // Digest while placing only when the PDU carries a data digest that no offload
-        // verifies (without DDGST there is nothing to compare with).
-        let crc_inline = ch.has_ddgst() && !offload.ddgst_offloaded(self.rx.pdu_seq);
+        // Digest while placing only when the PDU carries a data digest (without DDGST there is
+        // nothing to compare with) and no offload may have verified it; otherwise the digest
+        // is settled at the PDU's end, from the marks or over the destination buffer.
+        let crc_inline =
+            ch.has_ddgst() && !slot.ddp && !self.offload.as_ref().is_some_and(|o| o.ddgst);
+        self.rx.crc_marked = true;
         self.slots[idx as usize].last_seen = last;
         self.rx.data = Some(DataCursor {
             idx,
@@ -676,7 +718,7 @@ impl QueueCore {
             success,
         });
         let pad = (ch.pdo as usize).saturating_sub(ch.header_len());
-        self.pad_progress(pad, offload);
+        self.pad_progress(pad);
         Ok(())
     }
 }

@@ -37,14 +37,18 @@ fn icresp(hdgst: bool, ddgst: bool, maxh2cdata: u32) -> Vec<u8> {
 
 /// A live queue (ICResp received, Connect assumed done) with digests as given.
 fn live(hdgst: bool, ddgst: bool) -> QueueCore {
-    let mut q = QueueCore::new(cfg(hdgst, ddgst));
+    live_cfg(cfg(hdgst, ddgst))
+}
+
+fn live_cfg(c: QueueConfig) -> QueueCore {
+    let (hdgst, ddgst) = (c.hdgst, c.ddgst);
+    let mut q = QueueCore::new(c);
     let icreq = q.tx_pending().to_vec();
     assert_eq!(icreq.len(), 128);
     assert_eq!(icreq[0], 0x00);
     assert_eq!(icreq[11], (hdgst as u8) | ((ddgst as u8) << 1));
     q.tx_consumed(icreq.len());
-    q.rx_feed(&icresp(hdgst, ddgst, 8192), &mut NoOffload)
-        .unwrap();
+    q.rx_feed(&icresp(hdgst, ddgst, 8192)).unwrap();
     assert_eq!(q.phase(), Phase::Connecting);
     q.set_live();
     q
@@ -119,7 +123,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fn feed_err(q: &mut QueueCore, bytes: &[u8]) -> ProtocolError {
-    q.rx_feed(bytes, &mut NoOffload).unwrap_err()
+    q.rx_feed(bytes).unwrap_err()
 }
 
 fn only_completion(q: &mut QueueCore) -> Completion {
@@ -137,7 +141,7 @@ fn read_places_each_pdu_at_its_datao_and_completes_on_capsule_resp() {
         let mut s = c2h(&q, cid, 0, &data[..4096], PduFlags::NONE);
         s.extend(c2h(&q, cid, 4096, &data[4096..], PduFlags::LAST_PDU));
         s.extend(resp(&q, cid, 0));
-        q.rx_feed(&s, &mut NoOffload).unwrap();
+        q.rx_feed(&s).unwrap();
         let c = only_completion(&mut q);
         assert_eq!(c.user_data, 7);
         assert!(c.result.is_ok(), "{:?}", c.result);
@@ -154,7 +158,7 @@ fn data_is_digested_only_when_the_pdu_carries_a_data_digest() {
         let data = pattern(8192, 5);
         let mut s = c2h(&q, cid, 0, &data, PduFlags::LAST_PDU);
         s.extend(resp(&q, cid, 0));
-        q.rx_feed(&s, &mut NoOffload).unwrap();
+        q.rx_feed(&s).unwrap();
         assert!(only_completion(&mut q).result.is_ok());
         let want = if d { 8192 } else { 0 };
         assert_eq!(q.stats().rx_digested_bytes, want, "hdgst {h} ddgst {d}");
@@ -169,7 +173,7 @@ fn byte_at_a_time_feeding_gives_the_same_result() {
     let mut s = c2h(&q, cid, 0, &data, PduFlags::LAST_PDU);
     s.extend(resp(&q, cid, 0));
     for b in &s {
-        q.rx_feed(std::slice::from_ref(b), &mut NoOffload).unwrap();
+        q.rx_feed(std::slice::from_ref(b)).unwrap();
     }
     assert_eq!(only_completion(&mut q).buf.unwrap().to_vec(), data);
 }
@@ -179,10 +183,13 @@ fn success_flag_completes_without_capsule_resp() {
     let mut q = live(false, true);
     let cid = submit(&mut q, read_req(512, 2));
     let data = pattern(512, 1);
-    q.rx_feed(
-        &c2h(&q, cid, 0, &data, PduFlags::LAST_PDU | PduFlags::SUCCESS),
-        &mut NoOffload,
-    )
+    q.rx_feed(&c2h(
+        &q,
+        cid,
+        0,
+        &data,
+        PduFlags::LAST_PDU | PduFlags::SUCCESS,
+    ))
     .unwrap();
     let c = only_completion(&mut q);
     assert_eq!(c.result.unwrap().sqhd, 0xFFFF);
@@ -202,10 +209,7 @@ fn success_without_last_pdu_fails_the_command_and_the_queue() {
     let c = only_completion(&mut q);
     assert!(matches!(c.result, Err(IoError::Protocol(_))));
     assert_eq!(q.phase(), Phase::Failed);
-    assert!(
-        q.rx_feed(&[0], &mut NoOffload).is_err(),
-        "input refused after failure"
-    );
+    assert!(q.rx_feed(&[0]).is_err(), "input refused after failure");
 }
 
 #[test]
@@ -310,7 +314,7 @@ fn error_status_after_partial_data_is_reported_as_the_status() {
     let cid = submit(&mut q, read_req(8192, 2));
     let mut s = c2h(&q, cid, 0, &[1; 4096], PduFlags::LAST_PDU);
     s.extend(resp(&q, cid, 0x04));
-    q.rx_feed(&s, &mut NoOffload).unwrap();
+    q.rx_feed(&s).unwrap();
     let c = only_completion(&mut q);
     assert!(matches!(c.result, Err(IoError::Status(st)) if st.sc == 4));
 }
@@ -337,7 +341,7 @@ fn data_digest_error_fails_only_that_command_and_the_queue_stays_up() {
     s.extend(resp(&q, a, 0));
     s.extend(c2h(&q, b, 0, &[2; 512], PduFlags::LAST_PDU));
     s.extend(resp(&q, b, 0));
-    q.rx_feed(&s, &mut NoOffload).unwrap();
+    q.rx_feed(&s).unwrap();
     let ca = q.pop_completion().unwrap();
     assert!(
         matches!(ca.result, Err(IoError::DataDigest { .. })),
@@ -459,8 +463,7 @@ fn r2t_is_answered_with_h2c_data_split_at_maxh2cdata() {
     let mut q = live(false, true);
     let data = pattern(20000, 8);
     let cid = submit(&mut q, write_req(data.clone(), 1));
-    q.rx_feed(&r2t(&q, cid, 0x33, 0, 20000), &mut NoOffload)
-        .unwrap();
+    q.rx_feed(&r2t(&q, cid, 0x33, 0, 20000)).unwrap();
     let tx = q.tx_pending().to_vec();
     // MAXH2CDATA 8192: 8192 + 8192 + 3616.
     let mut off = 0;
@@ -535,7 +538,7 @@ fn stale_cid_from_an_earlier_generation_is_rejected() {
         user_data: 0,
     };
     let old = submit(&mut q, req());
-    q.rx_feed(&resp(&q, old, 0), &mut NoOffload).unwrap();
+    q.rx_feed(&resp(&q, old, 0)).unwrap();
     q.pop_completion().unwrap();
     // Reuse all slots so the old one comes back with a new generation.
     let mut cids = Vec::new();
@@ -556,21 +559,21 @@ fn direct_receive_hands_out_the_buffer_at_datao() {
     let mut first = c2h(&q, cid, 0, &data[..4096], PduFlags::NONE);
     let hdr_len = first.len() - 4096 - 4;
     first.truncate(hdr_len);
-    q.rx_feed(&first, &mut NoOffload).unwrap();
+    q.rx_feed(&first).unwrap();
     assert_eq!(q.rx_state_name(), "RecvData");
     // Socket read straight into the caller's buffer, in two pieces.
     for part in [&data[..1000], &data[1000..4096]] {
         let dst = q.rx_direct().unwrap();
         assert!(dst.len() >= part.len());
         dst[..part.len()].copy_from_slice(part);
-        q.rx_direct_done(part.len(), &mut NoOffload).unwrap();
+        q.rx_direct_done(part.len()).unwrap();
     }
     assert_eq!(q.rx_state_name(), "RecvDataDigest");
     assert!(q.rx_direct().is_none());
     let mut rest = crc32c(&data[..4096]).to_le_bytes().to_vec();
     rest.extend(c2h(&q, cid, 4096, &data[4096..], PduFlags::LAST_PDU));
     rest.extend(resp(&q, cid, 0));
-    q.rx_feed(&rest, &mut NoOffload).unwrap();
+    q.rx_feed(&rest).unwrap();
     let c = only_completion(&mut q);
     assert!(c.result.is_ok());
     assert_eq!(c.buf.unwrap().to_vec(), data);
@@ -600,7 +603,7 @@ fn scatter_gather_buffers_receive_across_segments() {
     let mut s = c2h(&q, cid, 0, &data[..150], PduFlags::NONE);
     s.extend(c2h(&q, cid, 150, &data[150..], PduFlags::LAST_PDU));
     s.extend(resp(&q, cid, 0));
-    q.rx_feed(&s, &mut NoOffload).unwrap();
+    q.rx_feed(&s).unwrap();
     let c = only_completion(&mut q);
     let b = c.buf.unwrap();
     assert_eq!(b.segment(0).len(), 100);
@@ -608,72 +611,169 @@ fn scatter_gather_buffers_receive_across_segments() {
     assert_eq!(b.to_vec(), data);
 }
 
-/// An offload that claims to have placed every payload byte and verified every digest.
-struct FullOffload {
-    starts: Vec<u64>,
+/// A queue offloaded to the software engine; the TCP sequence number of stream offset 0 is
+/// `ISN` (near the wrap).
+const ISN: u32 = u32::MAX - 1000;
+
+fn offloaded(ddgst: bool) -> (ddp_engine::SoftDdpDevice, ddp_engine::RxSocket, QueueCore) {
+    use std::sync::Arc;
+    let dev = ddp_engine::SoftDdpDevice::new(ddp_engine::EngineConfig {
+        io_threshold: 1024,
+        ..Default::default()
+    });
+    let shared: Arc<dyn ulp_ddp::UlpDdpDevice> = Arc::new(dev.clone());
+    let netdev = crate::DdpNetdev::probe(&shared, false).expect("nvme-tcp active");
+    let mut q = live_cfg(QueueConfig {
+        cid_mode: netdev.cid_mode(),
+        ..cfg(false, ddgst)
+    });
+    q.attach_offload(&netdev, ulp_ddp::SockId(1), Some(ISN), 0)
+        .unwrap();
+    let rx = dev.rx_socket(ulp_ddp::SockId(1)).unwrap();
+    (dev, rx, q)
 }
-impl RxOffload for FullOffload {
-    fn pdu_start(&mut self, seq: u64, _ch: &nvme_tcp_wire::pdu::CommonHeaderRepr) {
-        self.starts.push(seq);
-    }
-    fn ddgst_offloaded(&mut self, _pdu_seq: u64) -> bool {
-        true
-    }
-    fn placed(&mut self, _seq: u64, len: usize) -> usize {
-        len
-    }
-    fn ddgst_verified(&mut self, _pdu_seq: u64) -> bool {
-        true
-    }
+
+/// Feeds `s` as one segment through the device, then to the queue with the device's marks.
+fn through_device(rx: &ddp_engine::RxSocket, q: &mut QueueCore, s: &[u8]) {
+    let at = q.rx_position();
+    let seq = ISN.wrapping_add(at as u32);
+    let v = rx.on_segment(seq, s);
+    let placed: Vec<crate::PlacedRange> = v
+        .placed()
+        .iter()
+        .map(|r| crate::PlacedRange {
+            start: at + u64::from(r.seq.wrapping_sub(seq)),
+            len: r.len,
+        })
+        .collect();
+    q.rx_feed_marked(
+        s,
+        &crate::RxMarks {
+            crc: v.crc,
+            placed: &placed,
+        },
+    )
+    .unwrap();
 }
 
 #[test]
-fn offload_hook_skips_the_copy_and_the_digest() {
-    let mut q = live(false, true);
-    let cid = submit(&mut q, read_req(512, 1));
-    let start = q.rx_position();
-    let mut s = c2h(&q, cid, 0, &[7; 512], PduFlags::LAST_PDU);
-    let n = s.len();
-    s[n - 1] ^= 0xFF; // a wrong digest is not looked at: the offload verified it
-    let resp_at = start + s.len() as u64;
+fn placed_payload_is_not_copied_and_a_verified_digest_not_recomputed() {
+    let (dev, rx, mut q) = offloaded(true);
+    let cid = submit(&mut q, read_req(4096, 1));
+    assert_eq!(
+        q.stats().ddp_setups,
+        1,
+        "large read lent to the device before sending"
+    );
+    let data = pattern(4096, 3);
+    let mut s = c2h(&q, cid, 0, &data, PduFlags::LAST_PDU);
     s.extend(resp(&q, cid, 0));
-    let mut off = FullOffload { starts: vec![] };
-    q.rx_feed(&s, &mut off).unwrap();
-    assert_eq!(off.starts, vec![start, resp_at]);
+    through_device(&rx, &mut q, &s);
+    let c = only_completion(&mut q);
+    assert!(c.result.is_ok(), "{:?}", c.result);
+    assert_eq!(c.buf.unwrap().to_vec(), data);
+    let st = q.stats();
+    assert_eq!(st.rx_offload_placed_bytes, 4096);
+    assert_eq!(st.rx_copied_bytes, 0);
+    assert_eq!(st.rx_offload_ddgst_pdus, 1);
+    assert_eq!(st.rx_digested_bytes, 0);
+    assert_eq!(st.ddp_teardowns_done, 1);
+    let ds = ulp_ddp::UlpDdpDevice::get_stats(&dev);
+    assert_eq!((ds.rx_nvme_tcp_setup, ds.rx_nvme_tcp_teardown), (1, 1));
+    q.detach_offload();
+    let ds = ulp_ddp::UlpDdpDevice::get_stats(&dev);
+    assert_eq!((ds.rx_nvme_tcp_sk_add, ds.rx_nvme_tcp_sk_del), (1, 1));
+}
+
+#[test]
+fn unmarked_bytes_of_a_lent_buffer_are_copied_and_digested_over_the_buffer() {
+    let (_dev, _rx, mut q) = offloaded(true);
+    let cid = submit(&mut q, read_req(4096, 1));
+    let data = pattern(4096, 5);
+    let mut s = c2h(&q, cid, 0, &data, PduFlags::LAST_PDU);
+    s.extend(resp(&q, cid, 0));
+    // The device never saw these bytes: no marks.
+    q.rx_feed(&s).unwrap();
     let c = only_completion(&mut q);
     assert!(c.result.is_ok());
-    // Nothing was copied: the buffer holds what the "offload" left there (the fill).
-    assert_eq!(c.buf.unwrap().to_vec(), vec![0xEE; 512]);
-    assert_eq!(q.stats().rx_offload_placed_bytes, 512);
-    assert_eq!(q.stats().rx_offload_ddgst_pdus, 1);
-}
-
-/// An offload that announces digest verification but then fails to verify.
-struct UnverifiedOffload;
-impl RxOffload for UnverifiedOffload {
-    fn ddgst_offloaded(&mut self, _pdu_seq: u64) -> bool {
-        true
-    }
-}
-
-#[test]
-fn offload_that_did_not_verify_falls_back_to_software_crc() {
-    let mut q = live(false, true);
-    let a = submit(&mut q, read_req(512, 1));
-    let mut s = c2h(&q, a, 0, &[7; 512], PduFlags::LAST_PDU);
-    s.extend(resp(&q, a, 0));
-    q.rx_feed(&s, &mut UnverifiedOffload).unwrap();
-    assert!(only_completion(&mut q).result.is_ok());
-    let b = submit(&mut q, read_req(512, 1));
-    let mut s = c2h(&q, b, 0, &[7; 512], PduFlags::LAST_PDU);
-    let n = s.len();
-    s[n - 1] ^= 1;
-    s.extend(resp(&q, b, 0));
-    q.rx_feed(&s, &mut UnverifiedOffload).unwrap();
+    assert_eq!(c.buf.unwrap().to_vec(), data);
+    assert_eq!(q.stats().rx_copied_bytes, 4096);
+    assert_eq!(q.stats().rx_digested_bytes, 4096);
+    // A corrupted payload the device did not verify fails that read only.
+    let cid = submit(&mut q, read_req(4096, 2));
+    let mut s = c2h(&q, cid, 0, &data, PduFlags::LAST_PDU);
+    s[100] ^= 1;
+    s.extend(resp(&q, cid, 0));
+    q.rx_feed(&s).unwrap();
     assert!(matches!(
         only_completion(&mut q).result,
         Err(IoError::DataDigest { .. })
     ));
+}
+
+#[test]
+fn a_read_completes_only_when_its_buffer_comes_back_and_its_cid_waits() {
+    use std::sync::Arc;
+    let dev = ddp_engine::SoftDdpDevice::new(ddp_engine::EngineConfig {
+        io_threshold: 1024,
+        teardown: ddp_engine::TeardownMode::Deferred,
+        ..Default::default()
+    });
+    let shared: Arc<dyn ulp_ddp::UlpDdpDevice> = Arc::new(dev.clone());
+    let netdev = crate::DdpNetdev::probe(&shared, false).unwrap();
+    let mut q = live_cfg(QueueConfig {
+        queue_size: 2, // one slot: a new read needs the same CID
+        cid_mode: netdev.cid_mode(),
+        ..cfg(false, false)
+    });
+    q.attach_offload(&netdev, ulp_ddp::SockId(9), None, 0)
+        .unwrap();
+    let cid = submit(&mut q, read_req(2048, 1));
+    let mut s = c2h(&q, cid, 0, &[4; 2048], PduFlags::LAST_PDU);
+    s.extend(resp(&q, cid, 0));
+    q.rx_feed(&s).unwrap();
+    assert!(q.pop_completion().is_none(), "waits for teardown_done");
+    assert_eq!(q.waiting_for_teardown(), 1);
+    let refused = q.submit(read_req(2048, 2), Instant::now());
+    assert!(
+        matches!(
+            refused,
+            Err(SubmitError {
+                reason: SubmitErrorKind::QueueFull,
+                ..
+            })
+        ),
+        "the CID is not reused before teardown_done"
+    );
+    assert_eq!(dev.flush_deferred(), 1);
+    let c = q.pop_completion().expect("completed after teardown_done");
+    assert_eq!(c.buf.unwrap().to_vec(), vec![4; 2048]);
+    assert!(q.submit(read_req(2048, 2), Instant::now()).is_ok());
+}
+
+#[test]
+fn placement_marks_for_a_buffer_not_lent_are_ignored_and_counted() {
+    let (_dev, _rx, mut q) = offloaded(false);
+    let cid = submit(&mut q, read_req(512, 1)); // below io_threshold: not lent
+    let data = pattern(512, 1);
+    let mut s = c2h(&q, cid, 0, &data, PduFlags::LAST_PDU);
+    s.extend(resp(&q, cid, 0));
+    let at = q.rx_position();
+    let bogus = [crate::PlacedRange {
+        start: at + 24,
+        len: 512,
+    }];
+    q.rx_feed_marked(
+        &s,
+        &crate::RxMarks {
+            crc: true,
+            placed: &bogus,
+        },
+    )
+    .unwrap();
+    let c = only_completion(&mut q);
+    assert_eq!(c.buf.unwrap().to_vec(), data, "copied all the same");
+    assert_eq!(q.stats().ddp_anomalies, 1);
 }
 
 #[test]
@@ -685,8 +785,7 @@ fn reset_connection_reissues_commands_in_flight() {
     assert_eq!(q.phase(), Phase::WaitIcResp);
     assert_eq!(q.tx_pending().len(), 128, "ICReq again");
     q.tx_consumed(128);
-    q.rx_feed(&icresp(false, false, 8192), &mut NoOffload)
-        .unwrap();
+    q.rx_feed(&icresp(false, false, 8192)).unwrap();
     q.set_live();
     let tx = q.tx_pending().to_vec();
     assert_eq!(tx[0], 0x04, "the read is re-issued");
@@ -694,7 +793,7 @@ fn reset_connection_reissues_commands_in_flight() {
     q.tx_consumed(tx.len());
     let mut s = c2h(&q, cid, 0, &[3; 512], PduFlags::LAST_PDU);
     s.extend(resp(&q, cid, 0));
-    q.rx_feed(&s, &mut NoOffload).unwrap();
+    q.rx_feed(&s).unwrap();
     let c = only_completion(&mut q);
     assert_eq!(c.user_data, 9);
     assert_eq!(c.buf.unwrap().to_vec(), vec![3; 512]);
@@ -722,10 +821,10 @@ proptest! {
             if i % 2 == 1 && let Some(dst) = q.rx_direct() {
                 let m = dst.len().min(n);
                 dst[..m].copy_from_slice(&rest[..m]);
-                q.rx_direct_done(m, &mut NoOffload).unwrap();
+                q.rx_direct_done(m).unwrap();
                 rest = &rest[m..];
             } else {
-                q.rx_feed(&rest[..n], &mut NoOffload).unwrap();
+                q.rx_feed(&rest[..n]).unwrap();
                 rest = &rest[n..];
             }
             i += 1;
@@ -748,7 +847,7 @@ proptest! {
         let mut s = c2h(&q, cid, 0, &[], PduFlags::NONE);
         s.truncate(8);
         s.extend_from_slice(&bytes);
-        let _ = q.rx_feed(&s, &mut NoOffload);
+        let _ = q.rx_feed(&s);
         let rcvd = q.slots.iter().find(|sl| sl.cid == cid).map(|sl| sl.rcvd).unwrap_or(0);
         q.fail_all(IoError::QueueLost("end"));
         while let Some(c) = q.pop_completion() {
@@ -794,8 +893,7 @@ fn live_mode(hdgst: bool, ddgst: bool, zero_copy: bool) -> QueueCore {
     q.set_zero_copy_tx(zero_copy);
     let n = drain_tx(&mut q, usize::MAX).len();
     assert_eq!(n, 128);
-    q.rx_feed(&icresp(hdgst, ddgst, 8192), &mut NoOffload)
-        .unwrap();
+    q.rx_feed(&icresp(hdgst, ddgst, 8192)).unwrap();
     q.set_live();
     q
 }
@@ -826,7 +924,7 @@ proptest! {
             let mut out = drain_tx(&mut q, max);
             for &(cid, len) in &cids {
                 if len > 4096 {
-                    q.rx_feed(&r2t(&q, cid, 9, 0, len as u32), &mut NoOffload).unwrap();
+                    q.rx_feed(&r2t(&q, cid, 9, 0, len as u32)).unwrap();
                     out.extend(drain_tx(&mut q, max));
                 }
             }
@@ -852,8 +950,7 @@ fn unsent_zero_copy_payload_survives_its_command_completing() {
         };
         let cid = q.submit(req, Instant::now()).unwrap();
         let mut out = drain_tx(&mut q, usize::MAX);
-        q.rx_feed(&r2t(&q, cid, 9, 0, 20000), &mut NoOffload)
-            .unwrap();
+        q.rx_feed(&r2t(&q, cid, 9, 0, 20000)).unwrap();
         // Part of the H2CData goes out, then the controller fails the command.
         let mut iov = [std::io::IoSlice::new(&[]); 8];
         let n = q.tx_iovecs(&mut iov);
@@ -865,7 +962,7 @@ fn unsent_zero_copy_payload_survives_its_command_completing() {
         q.tx_consumed(first.len());
         out.extend(first);
         let s = resp(&q, cid, 0x06);
-        q.rx_feed(&s, &mut NoOffload).unwrap();
+        q.rx_feed(&s).unwrap();
         let c = only_completion(&mut q);
         // The caller gets the buffer back and may reuse it at once.
         let mut b = c.buf.unwrap().into_vec().unwrap();

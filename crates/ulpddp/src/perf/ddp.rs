@@ -6,7 +6,7 @@
 //! while the runs go on (and for `--hold` seconds after); with `--metrics` its counters and
 //! the runs' are exposed to Prometheus.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -75,9 +75,9 @@ fn params(args: &Args) -> anyhow::Result<SimParams> {
 /// Runs the offload comparison.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let p = params(args)?;
-    let dev = Arc::new(Mutex::new(SoftDdpDevice::new(p.engine)));
+    let dev = SoftDdpDevice::new(p.engine);
     let registry = Registry::new();
-    let shared: SharedDevice = dev.clone();
+    let shared: SharedDevice = Arc::new(dev.clone());
     registry.add("sim0", shared);
     let ctl = match &args.ctl_socket {
         Some(path) => Some(

@@ -1,0 +1,404 @@
+//! The controller association as sans-IO state machines, in the style of quinn-proto: a
+//! driver feeds them completions and the clock and asks them what to do next; they never
+//! touch a socket and never sleep.
+//!
+//! * [`QueueConnect`]: one queue's connection set-up — wait for ICResp, send Fabrics Connect
+//!   (admin or I/O queue), mark the queue live on success.
+//! * [`AdminBringUp`]: the admin queue's association — Connect, then CAP and VS, CC.EN,
+//!   CSTS.RDY polled until ready (within CAP.TO), Identify Controller, Set Features Number of
+//!   Queues — ending with the [`ControllerInfo`] I/O queues are connected under.
+//!
+//! Both are driven the same way, over any transport that moves the [`QueueCore`]'s bytes:
+//!
+//! ```text
+//! loop {
+//!     match sm.poll(&mut core, now)? {
+//!         Poll::Ready(v) => break v,
+//!         Poll::Pending { wake_at } => { /* move bytes; wait until data or wake_at */ }
+//!     }
+//! }
+//! ```
+//!
+//! `poll` takes the state machine's completions from the core (`handle_completion`), submits
+//! its next command (`poll_command`) and says when it next needs the clock (`poll_timeout`);
+//! the three steps are public on their own for drivers that route completions themselves.
+//! The blocking [`crate::Controller`] drives them over kernel sockets; the simulated network
+//! of `ddp-sim` drives the very same machines over its simulated wire.
+
+use std::time::{Duration, Instant};
+
+use nvme_tcp_wire::nvme::regs::{CAP, CC, CSTS, Cap, Cc, Csts, VS, Vs};
+use nvme_tcp_wire::nvme::{
+    Feature, IdentifyCommand, IdentifyController, NumberOfQueues, PropertySize,
+};
+
+use crate::buf::IoBuf;
+use crate::cmd;
+use crate::ctrl::{ControllerInfo, INTERNAL_USER_DATA};
+use crate::error::{HostError, IoError, Result};
+use crate::offload::DdpNetdev;
+use crate::options::ConnectOptions;
+use crate::queue::{Completion, CqeInfo, Phase, QueueCore, Request};
+
+/// What a state machine needs next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Poll<T> {
+    /// Finished with `T`.
+    Ready(T),
+    /// Waiting for the controller; call `poll` again when bytes arrived, or at `wake_at` at
+    /// the latest (a retry or a deadline).
+    Pending {
+        /// When the machine needs the clock, if it does.
+        wake_at: Option<Instant>,
+    },
+}
+
+/// One queue's connection set-up: ICResp, then Fabrics Connect.
+#[derive(Debug)]
+pub struct QueueConnect {
+    connect: Option<Request>,
+    qid: u16,
+    sent: bool,
+    deadline: Instant,
+}
+
+impl QueueConnect {
+    /// Set-up of queue `qid` (0 = admin) with `queue_size` entries under controller `cntlid`
+    /// (`None` for the admin queue: the controller assigns one). The whole set-up must finish
+    /// within `opts.connect_timeout` from `now`.
+    pub fn new(
+        opts: &ConnectOptions,
+        qid: u16,
+        queue_size: u16,
+        cntlid: Option<u16>,
+        now: Instant,
+    ) -> Result<Self> {
+        Ok(Self {
+            connect: Some(cmd::connect(
+                opts,
+                qid,
+                queue_size,
+                cntlid,
+                INTERNAL_USER_DATA,
+            )?),
+            qid,
+            sent: false,
+            deadline: now + opts.connect_timeout,
+        })
+    }
+
+    /// The Connect command to submit, once the core has its ICResp (submit it with
+    /// [`QueueCore::submit_now`]).
+    pub fn poll_command(&mut self, core: &QueueCore) -> Option<Request> {
+        if self.sent || core.phase() != Phase::Connecting {
+            return None;
+        }
+        self.sent = true;
+        self.connect.take()
+    }
+
+    /// The Connect's completion: the queue goes live; its CQE comes back (DW0 holds the
+    /// controller ID on the admin queue).
+    pub fn handle_completion(&mut self, c: Completion, core: &mut QueueCore) -> Result<CqeInfo> {
+        match c.result {
+            Ok(cqe) => {
+                core.set_live();
+                Ok(cqe)
+            }
+            Err(IoError::Status(status)) => Err(HostError::ConnectRejected {
+                qid: self.qid,
+                status,
+            }),
+            Err(e) => Err(HostError::Command(e)),
+        }
+    }
+
+    /// The deadline of the set-up.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.deadline)
+    }
+
+    /// One step: submit, take the completion, check the deadline.
+    pub fn poll(&mut self, core: &mut QueueCore, now: Instant) -> Result<Poll<CqeInfo>> {
+        if let Some(req) = self.poll_command(core)
+            && let Err(e) = core.submit_now(req, now)
+        {
+            return Err(HostError::Invalid(format!("Connect submit: {}", e.reason)));
+        }
+        if let Some(c) = core.take_completion_for(INTERNAL_USER_DATA) {
+            return self.handle_completion(c, core).map(Poll::Ready);
+        }
+        if now >= self.deadline {
+            return Err(HostError::Timeout(if core.phase() == Phase::WaitIcResp {
+                "ICResp"
+            } else {
+                "Connect completion"
+            }));
+        }
+        Ok(Poll::Pending {
+            wake_at: self.poll_timeout(),
+        })
+    }
+}
+
+/// The steps of the admin queue's bring-up, named after the command in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Connect,
+    GetCap,
+    GetVs,
+    SetCc,
+    /// Polling CSTS; the next Property Get goes out at `retry_at`.
+    GetCsts {
+        retry_at: Option<Instant>,
+    },
+    Identify,
+    NumberOfQueues,
+    Done,
+}
+
+/// `user_data` values of the bring-up commands.
+const UD_CAP: u64 = 1;
+const UD_VS: u64 = 2;
+const UD_CC: u64 = 3;
+const UD_CSTS: u64 = 4;
+const UD_IDENTIFY: u64 = 5;
+const UD_NOQ: u64 = 6;
+
+/// How often CSTS is read while waiting for CSTS.RDY.
+const CSTS_POLL: Duration = Duration::from_millis(10);
+
+/// The admin queue's association: Connect, CAP/VS, CC.EN, CSTS.RDY, Identify Controller,
+/// Number of Queues.
+#[derive(Debug)]
+pub struct AdminBringUp {
+    opts: ConnectOptions,
+    connect: QueueConnect,
+    step: Step,
+    /// A command of the current step is in flight.
+    in_flight: bool,
+    /// Deadline of the command in flight (bring-up commands get at least the connect
+    /// timeout, so a short I/O timeout does not fail connecting on a busy machine).
+    cmd_deadline: Option<Instant>,
+    cntlid: u16,
+    cap: Cap,
+    vs: Vs,
+    ready_by: Option<Instant>,
+    identify: Vec<u8>,
+    info: Option<ControllerInfo>,
+}
+
+impl AdminBringUp {
+    /// The bring-up of a controller with `opts`, starting `now` (the admin queue's core must
+    /// be new, its ICReq not yet answered).
+    pub fn new(opts: &ConnectOptions, now: Instant) -> Result<Self> {
+        Ok(Self {
+            connect: QueueConnect::new(opts, 0, crate::options::ADMIN_QUEUE_SIZE, None, now)?,
+            opts: opts.clone(),
+            step: Step::Connect,
+            in_flight: false,
+            cmd_deadline: None,
+            cntlid: 0,
+            cap: Cap(0),
+            vs: Vs(0),
+            ready_by: None,
+            identify: Vec::new(),
+            info: None,
+        })
+    }
+
+    fn cmd_timeout(&self) -> Duration {
+        self.opts.command_timeout.max(self.opts.connect_timeout)
+    }
+
+    /// The next admin command of the bring-up, if one is due (submit it with
+    /// [`QueueCore::submit`]). `None` while a command is in flight or a retry is not due.
+    pub fn poll_command(&mut self, now: Instant) -> Option<Request> {
+        if self.in_flight {
+            return None;
+        }
+        let req = match self.step {
+            Step::Connect | Step::Done => return None,
+            Step::GetCap => cmd::property_get(CAP, PropertySize::EightBytes, UD_CAP),
+            Step::GetVs => cmd::property_get(VS, PropertySize::FourBytes, UD_VS),
+            Step::SetCc => cmd::property_set(CC, Cc::enable_nvm().0, UD_CC),
+            Step::GetCsts { retry_at } => {
+                if retry_at.is_some_and(|t| now < t) {
+                    return None;
+                }
+                cmd::property_get(CSTS, PropertySize::FourBytes, UD_CSTS)
+            }
+            Step::Identify => cmd::identify(
+                IdentifyCommand::controller(),
+                IoBuf::Contig(vec![0; 4096]),
+                UD_IDENTIFY,
+            ),
+            Step::NumberOfQueues => {
+                let n = self.opts.nr_io_queues.saturating_sub(1);
+                cmd::set_features(
+                    Feature::NumberOfQueues(NumberOfQueues { nsq: n, ncq: n }),
+                    UD_NOQ,
+                )
+            }
+        };
+        self.in_flight = true;
+        self.cmd_deadline = Some(now + self.cmd_timeout());
+        Some(req)
+    }
+
+    /// The completion of the bring-up command in flight.
+    pub fn handle_completion(&mut self, c: Completion, now: Instant) -> Result<()> {
+        self.in_flight = false;
+        self.cmd_deadline = None;
+        let buf = c.buf;
+        let cqe = c.result.map_err(HostError::Command)?;
+        self.step = match self.step {
+            Step::Connect | Step::Done => self.step,
+            Step::GetCap => {
+                self.cap = Cap(u64::from(cqe.dw0) | (u64::from(cqe.dw1) << 32));
+                Step::GetVs
+            }
+            Step::GetVs => {
+                self.vs = Vs(cqe.dw0);
+                Step::SetCc
+            }
+            Step::SetCc => {
+                // CAP.TO is in 500 ms units; give at least one second.
+                self.ready_by =
+                    Some(now + Duration::from_millis(self.cap.timeout_ms().max(1000) as u64));
+                Step::GetCsts { retry_at: None }
+            }
+            Step::GetCsts { .. } => {
+                let csts = Csts(cqe.dw0);
+                if csts.cfs() {
+                    return Err(HostError::NotReady(
+                        "CSTS.CFS (controller fatal status)".into(),
+                    ));
+                }
+                if csts.rdy() {
+                    Step::Identify
+                } else if self.ready_by.is_some_and(|t| now >= t) {
+                    return Err(HostError::NotReady(format!(
+                        "CSTS.RDY not set within CAP.TO ({} ms)",
+                        self.cap.timeout_ms()
+                    )));
+                } else {
+                    Step::GetCsts {
+                        retry_at: Some(now + CSTS_POLL),
+                    }
+                }
+            }
+            Step::Identify => {
+                self.identify = buf.map(|b| b.to_vec()).unwrap_or_default();
+                let id = IdentifyController::parse(&self.identify)
+                    .map_err(|e| HostError::Unsupported(format!("Identify Controller: {e}")))?;
+                if id.icdoff.get() != 0 {
+                    return Err(HostError::Unsupported(format!(
+                        "ICDOFF {} (only 0 is supported)",
+                        id.icdoff.get()
+                    )));
+                }
+                if self.opts.nr_io_queues > 0 {
+                    Step::NumberOfQueues
+                } else {
+                    self.finish(0)?;
+                    Step::Done
+                }
+            }
+            Step::NumberOfQueues => {
+                let got = NumberOfQueues::from_dword(cqe.dw0);
+                let granted = got
+                    .nsq
+                    .min(got.ncq)
+                    .saturating_add(1)
+                    .min(self.opts.nr_io_queues);
+                self.finish(granted)?;
+                Step::Done
+            }
+        };
+        Ok(())
+    }
+
+    fn finish(&mut self, granted: u16) -> Result<()> {
+        let id = IdentifyController::parse(&self.identify)
+            .map_err(|e| HostError::Unsupported(format!("Identify Controller: {e}")))?;
+        let mut max_transfer = id.max_data_transfer_bytes(self.cap.mpsmin());
+        // An offload device caps the I/O size by its SG list length (as the kernel caps
+        // max_segments / max_hw_sectors): the host's buffers are 4 KiB pages at worst.
+        if let Some(cap) = self
+            .opts
+            .ddp_device
+            .as_ref()
+            .and_then(|d| DdpNetdev::probe(&d.0, false))
+            .and_then(|n| n.max_transfer(4096))
+        {
+            max_transfer = Some(max_transfer.map_or(cap as u64, |m| m.min(cap as u64)));
+        }
+        self.info = Some(ControllerInfo {
+            cntlid: self.cntlid,
+            cap: self.cap,
+            vs: self.vs,
+            in_capsule_size: id.in_capsule_data_size() as usize,
+            identify: std::mem::take(&mut self.identify),
+            io_queues_granted: granted,
+            max_transfer,
+        });
+        Ok(())
+    }
+
+    /// When the bring-up next needs the clock: a CSTS retry or the deadline of the command in
+    /// flight.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.step {
+            Step::Connect => self.connect.poll_timeout(),
+            Step::GetCsts { retry_at } if !self.in_flight => retry_at,
+            _ => self.cmd_deadline,
+        }
+    }
+
+    /// One step: drives the queue's Connect, then the bring-up commands, through `core`.
+    pub fn poll(&mut self, core: &mut QueueCore, now: Instant) -> Result<Poll<ControllerInfo>> {
+        if self.step == Step::Connect {
+            match self.connect.poll(core, now)? {
+                Poll::Ready(cqe) => {
+                    self.cntlid = cqe.dw0 as u16;
+                    self.step = Step::GetCap;
+                }
+                Poll::Pending { wake_at } => return Ok(Poll::Pending { wake_at }),
+            }
+        }
+        loop {
+            if let Some(info) = self.info.take() {
+                return Ok(Poll::Ready(info));
+            }
+            if let Some(req) = self.poll_command(now) {
+                let ud = req.user_data;
+                if let Err(e) = core.submit(req, now) {
+                    return Err(HostError::Invalid(format!(
+                        "admin submit ({ud}): {}",
+                        e.reason
+                    )));
+                }
+            }
+            let ud = match self.step {
+                Step::GetCap => UD_CAP,
+                Step::GetVs => UD_VS,
+                Step::SetCc => UD_CC,
+                Step::GetCsts { .. } => UD_CSTS,
+                Step::Identify => UD_IDENTIFY,
+                Step::NumberOfQueues => UD_NOQ,
+                Step::Connect | Step::Done => return Err(HostError::Lost),
+            };
+            match core.take_completion_for(ud) {
+                Some(c) if self.in_flight => self.handle_completion(c, now)?,
+                _ => break,
+            }
+        }
+        if self.cmd_deadline.is_some_and(|t| now >= t) {
+            return Err(HostError::Timeout("admin command completion"));
+        }
+        Ok(Poll::Pending {
+            wake_at: self.poll_timeout(),
+        })
+    }
+}
