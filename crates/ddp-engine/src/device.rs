@@ -123,6 +123,9 @@ impl SockState {
     fn advance(&mut self) {
         let passed = self.flow.pdus_started() - self.pdus_seen;
         self.pdus_seen = self.flow.pdus_started();
+        if passed == 0 || (self.answers.is_empty() && self.tearing.is_empty()) {
+            return;
+        }
         while let Some(a) = self.answers.front_mut() {
             a.left = a
                 .left
@@ -524,7 +527,6 @@ impl RxSocket {
         }
         let mut guard = lock(&self.s.state);
         let st = &mut *guard;
-        st.advance();
         st.flow.on_segment(
             seq,
             payload,
