@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::AsRawFd;
 use std::sync::{RwLock, RwLockReadGuard};
 
 /// Size of one RAM stripe (one lock). A power of two.
@@ -422,6 +423,51 @@ pub struct FileStore {
     path: PathBuf,
     size: u64,
     direct: bool,
+    data_syncs: AtomicU64,
+    dsync_writes: AtomicU64,
+}
+
+/// What a backend did to make data durable, counted since it was opened (the tests observe
+/// FUA, the volatile write cache setting and Flush through these).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DurabilityStats {
+    /// `fdatasync` calls (Flush, shutdown, and the fallback of a durable write).
+    pub data_syncs: u64,
+    /// Writes issued with `RWF_DSYNC` (on stable storage when the call returns).
+    pub dsync_writes: u64,
+}
+
+/// Writes all of `buf` at `offset` with `RWF_DSYNC` (`pwritev2`): the data is on stable
+/// storage when this returns, as with an `O_DSYNC` file. `Ok(false)` if the kernel or file
+/// system does not support the flag (nothing was written then).
+fn write_all_dsync(file: &File, mut buf: &[u8], mut offset: u64) -> std::io::Result<bool> {
+    while !buf.is_empty() {
+        let iov = libc::iovec {
+            iov_base: buf.as_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        let off = libc::off_t::try_from(offset)
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+        // SAFETY: `iov` describes `buf`, which stays borrowed for the call; the descriptor
+        // is owned by `file`.
+        let n = unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, off, libc::RWF_DSYNC) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) if iov.iov_len == buf.len() => {
+                    return Ok(false);
+                }
+                _ => return Err(e),
+            }
+        }
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
+        }
+        buf = &buf[n as usize..];
+        offset += n as u64;
+    }
+    Ok(true)
 }
 
 impl FileStore {
@@ -447,6 +493,8 @@ impl FileStore {
             path: path.to_path_buf(),
             size,
             direct,
+            data_syncs: AtomicU64::new(0),
+            dsync_writes: AtomicU64::new(0),
         })
     }
 
@@ -484,33 +532,57 @@ impl FileStore {
         self.file.read_exact_at(buf, offset).map_err(|e| self.io(e))
     }
 
+    /// Writes one piece at `offset`; with `durable`, on stable storage before returning
+    /// (`RWF_DSYNC`, or a write and `fdatasync` where the flag is not supported).
+    fn write_piece(&self, piece: &[u8], offset: u64, durable: bool) -> Result<(), BackendError> {
+        if durable {
+            if write_all_dsync(&self.file, piece, offset).map_err(|e| self.io(e))? {
+                self.dsync_writes.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            self.file
+                .write_all_at(piece, offset)
+                .map_err(|e| self.io(e))?;
+            return self.flush();
+        }
+        self.file
+            .write_all_at(piece, offset)
+            .map_err(|e| self.io(e))
+    }
+
     /// Writes `data` at `offset`, bouncing through `bounce` when the store is `O_DIRECT` and
-    /// `data` is not aligned.
+    /// `data` is not aligned. With `durable` (FUA, or the volatile write cache disabled) the
+    /// data is on stable storage when this returns.
     pub fn write_at(
         &self,
         offset: u64,
         data: &[u8],
         bounce: &mut AlignedBuf,
+        durable: bool,
     ) -> Result<(), BackendError> {
         self.check(offset, data.len() as u64)?;
         if !self.direct || (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN) {
-            return self.file.write_all_at(data, offset).map_err(|e| self.io(e));
+            return self.write_piece(data, offset, durable);
         }
         let mut done = 0;
         while done < data.len() {
             let chunk = bounce.as_mut_slice();
             let n = chunk.len().min(data.len() - done);
             chunk[..n].copy_from_slice(&data[done..done + n]);
-            self.file
-                .write_all_at(&chunk[..n], offset + done as u64)
-                .map_err(|e| self.io(e))?;
+            self.write_piece(&chunk[..n], offset + done as u64, durable)?;
             done += n;
         }
         Ok(())
     }
 
-    /// Writes `len` zero bytes at `offset`.
-    pub fn zero(&self, offset: u64, len: u64, bounce: &mut AlignedBuf) -> Result<(), BackendError> {
+    /// Writes `len` zero bytes at `offset` (durable before returning with `durable`).
+    pub fn zero(
+        &self,
+        offset: u64,
+        len: u64,
+        bounce: &mut AlignedBuf,
+        durable: bool,
+    ) -> Result<(), BackendError> {
         self.check(offset, len)?;
         let chunk = bounce.as_mut_slice();
         chunk.fill(0);
@@ -522,11 +594,23 @@ impl FileStore {
                 .map_err(|e| self.io(e))?;
             done += n as u64;
         }
+        if durable && len > 0 {
+            self.flush()?;
+        }
         Ok(())
+    }
+
+    /// What this store did to make data durable so far.
+    pub fn durability_stats(&self) -> DurabilityStats {
+        DurabilityStats {
+            data_syncs: self.data_syncs.load(Ordering::Relaxed),
+            dsync_writes: self.dsync_writes.load(Ordering::Relaxed),
+        }
     }
 
     /// Makes written data durable (`fdatasync`).
     pub fn flush(&self) -> Result<(), BackendError> {
+        self.data_syncs.fetch_add(1, Ordering::Relaxed);
         self.file.sync_data().map_err(|e| self.io(e))
     }
 }
@@ -611,26 +695,35 @@ impl Backend {
         }
     }
 
-    /// Writes `data` at `offset`.
+    /// Writes `data` at `offset`. With `durable` (a write with FUA, or any write while the
+    /// volatile write cache is disabled) the data is on stable storage when this returns;
+    /// memory and `null` namespaces have no stable storage to reach.
     pub fn write_at(
         &self,
         offset: u64,
         data: &[u8],
         bounce: &mut AlignedBuf,
+        durable: bool,
     ) -> Result<(), BackendError> {
         match self {
             Backend::Ram(r) => r.write_at(offset, data),
-            Backend::File(f) => f.write_at(offset, data, bounce),
+            Backend::File(f) => f.write_at(offset, data, bounce, durable),
             Backend::Null { size } => check_null(*size, offset, data.len() as u64),
         }
     }
 
     /// Zeroes (Write Zeroes) or deallocates (Dataset Management) a range; deallocated
-    /// blocks read back as zeroes on every backend.
-    pub fn zero(&self, offset: u64, len: u64, bounce: &mut AlignedBuf) -> Result<(), BackendError> {
+    /// blocks read back as zeroes on every backend. `durable` as for [`Backend::write_at`].
+    pub fn zero(
+        &self,
+        offset: u64,
+        len: u64,
+        bounce: &mut AlignedBuf,
+        durable: bool,
+    ) -> Result<(), BackendError> {
         match self {
             Backend::Ram(r) => r.zero(offset, len),
-            Backend::File(f) => f.zero(offset, len, bounce),
+            Backend::File(f) => f.zero(offset, len, bounce, durable),
             Backend::Null { size } => check_null(*size, offset, len),
         }
     }
@@ -640,6 +733,14 @@ impl Backend {
         match self {
             Backend::File(f) => f.flush(),
             Backend::Ram(_) | Backend::Null { .. } => Ok(()),
+        }
+    }
+
+    /// What a file backend did to make data durable (`None` for memory and `null`).
+    pub fn durability_stats(&self) -> Option<DurabilityStats> {
+        match self {
+            Backend::File(f) => Some(f.durability_stats()),
+            Backend::Ram(_) | Backend::Null { .. } => None,
         }
     }
 
@@ -753,16 +854,50 @@ mod tests {
         let f = FileStore::open(&dir, false).unwrap();
         assert_eq!(f.size(), 16384);
         let mut bounce = AlignedBuf::new(4096);
-        f.write_at(4096, &[9u8; 4096], &mut bounce).unwrap();
+        f.write_at(4096, &[9u8; 4096], &mut bounce, false).unwrap();
         f.flush().unwrap();
         let mut b = vec![0u8; 4096];
         f.read_at(4096, &mut b).unwrap();
         assert!(b.iter().all(|&x| x == 9));
-        f.zero(4096, 4096, &mut bounce).unwrap();
+        f.zero(4096, 4096, &mut bounce, false).unwrap();
         f.read_at(4096, &mut b).unwrap();
         assert!(b.iter().all(|&x| x == 0));
         assert!(f.read_at(16000, &mut b).is_err());
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn durable_writes_are_synced_and_others_are_not() {
+        let path =
+            std::env::temp_dir().join(format!("nvme-tcp-target-dsync-{}", std::process::id()));
+        std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+        for direct in [false, true] {
+            // O_DIRECT is refused by some file systems (tmpfs); test what this one supports.
+            let Ok(f) = FileStore::open(&path, direct) else {
+                continue;
+            };
+            let mut bounce = AlignedBuf::new(8192);
+            let synced = |s: DurabilityStats| s.data_syncs + s.dsync_writes;
+            let before = synced(f.durability_stats());
+            let mut data = AlignedBuf::new(16384);
+            data.as_mut_slice().fill(3);
+            f.write_at(0, data.as_slice(), &mut bounce, false).unwrap();
+            assert_eq!(synced(f.durability_stats()), before, "a cached write syncs nothing");
+            f.write_at(8192, data.as_slice(), &mut bounce, true).unwrap();
+            let after = synced(f.durability_stats());
+            assert!(after > before, "a durable write is synced (direct={direct})");
+            // Unaligned data through the bounce buffer: every piece is durable.
+            f.write_at(4096, &data.as_slice()[1..4097], &mut bounce, true)
+                .unwrap();
+            assert!(synced(f.durability_stats()) > after);
+            let z = synced(f.durability_stats());
+            f.zero(0, 4096, &mut bounce, true).unwrap();
+            assert!(synced(f.durability_stats()) > z, "durable Write Zeroes syncs");
+            let mut back = AlignedBuf::new(4096);
+            f.read_at(8192, back.as_mut_slice()).unwrap();
+            assert!(back.as_slice().iter().all(|&b| b == 3));
+        }
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
@@ -778,7 +913,7 @@ mod tests {
     fn null_discards_and_reads_zero() {
         let n = Backend::Null { size: 1 << 30 };
         let mut bounce = AlignedBuf::new(512);
-        n.write_at(0, &[1u8; 512], &mut bounce).unwrap();
+        n.write_at(0, &[1u8; 512], &mut bounce, true).unwrap();
         let mut b = [5u8; 512];
         n.read_at(0, &mut b).unwrap();
         assert_eq!(b, [0u8; 512]);

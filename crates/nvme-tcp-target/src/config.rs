@@ -226,6 +226,11 @@ pub struct SubsystemConfig {
     pub serial: Option<String>,
     /// Model number (Identify Controller MN, ≤ 40 ASCII characters).
     pub model: Option<String>,
+    /// Initial Volatile Write Cache Enable of this subsystem's controllers (a host changes
+    /// it with Set Features). With the cache disabled, every write to a file or block
+    /// device namespace is on stable storage before it completes; with it enabled, only
+    /// writes with FUA are, and others once the host sends Flush.
+    pub volatile_write_cache: bool,
 }
 
 impl SubsystemConfig {
@@ -238,6 +243,7 @@ impl SubsystemConfig {
             namespaces: Vec::new(),
             serial: None,
             model: None,
+            volatile_write_cache: true,
         }
     }
 

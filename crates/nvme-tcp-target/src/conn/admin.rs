@@ -369,7 +369,7 @@ impl Connection {
             }
             _ if discovery => Err(Status::INVALID_FIELD),
             Feature::NumberOfQueues(n) => ctrl.set_number_of_queues(n.nsq, n.ncq),
-            Feature::VolatileWriteCache { .. } => Ok(0),
+            Feature::VolatileWriteCache { wce } => ctrl.set_write_cache(wce).map(|()| 0),
             Feature::Other {
                 fid:
                     fid::ARBITRATION
@@ -405,7 +405,11 @@ impl Connection {
             fid::ASYNC_EVENT_CONFIG => Ok(if default { 0 } else { ctrl.aec() }),
             _ if discovery => Err(Status::INVALID_FIELD),
             fid::NUMBER_OF_QUEUES => Ok(ctrl.number_of_queues_dw0()),
-            fid::VOLATILE_WRITE_CACHE => Ok(1),
+            fid::VOLATILE_WRITE_CACHE => Ok(if default {
+                ctrl.subsystem().volatile_write_cache() as u32
+            } else {
+                ctrl.write_cache_enabled() as u32
+            }),
             fid::ARBITRATION
             | fid::POWER_MANAGEMENT
             | fid::INTERRUPT_COALESCING

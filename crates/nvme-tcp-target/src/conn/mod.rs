@@ -104,6 +104,8 @@ enum WriteSink {
     Namespace {
         ns: Arc<Namespace>,
         offset: u64,
+        /// FUA, or the write cache disabled: each piece is durable before completion.
+        durable: bool,
     },
     Dsm {
         cmd: DatasetManagementCommand,
@@ -732,9 +734,16 @@ impl Connection {
             w.status = Status::TRANSIENT_TRANSPORT_ERROR;
         } else if w.status.is_success() {
             match &mut w.sink {
-                WriteSink::Namespace { ns, offset } => {
+                WriteSink::Namespace {
+                    ns,
+                    offset,
+                    durable,
+                } => {
                     let b = bounce.get_or_insert_with(|| AlignedBuf::new(BOUNCE_LEN));
-                    if let Err(e) = ns.backend().write_at(*offset + datao as u64, data, b) {
+                    if let Err(e) = ns
+                        .backend()
+                        .write_at(*offset + datao as u64, data, b, *durable)
+                    {
                         tracing::warn!(nsid = ns.nsid(), "write failed: {e}");
                         w.status = Status::WRITE_FAULT;
                     }

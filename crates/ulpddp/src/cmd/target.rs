@@ -68,6 +68,12 @@ pub struct Args {
     /// Solicited write data plus staged read data per connection (e.g. 16M).
     #[arg(long, value_parser = size)]
     max_inflight_data: Option<u64>,
+    /// Start every controller with its volatile write cache disabled, so each write to a
+    /// file or block device namespace is on stable storage before it completes (hosts may
+    /// enable the cache with Set Features). By default the cache is enabled and only writes
+    /// with FUA, and Flush, force data out.
+    #[arg(long)]
+    no_write_cache: bool,
     /// SO_SNDBUF/SO_RCVBUF of each connection (0: system default).
     #[arg(long, value_parser = size)]
     socket_buffer_size: Option<u64>,
@@ -128,6 +134,11 @@ fn build_config(a: &Args) -> anyhow::Result<TargetConfig> {
             .subsystem(sub)
         }
     };
+    if a.no_write_cache {
+        for s in &mut cfg.subsystems {
+            s.volatile_write_cache = false;
+        }
+    }
     let l: &mut Limits = &mut cfg.limits;
     if let Some(v) = a.max_connections {
         l.max_connections = v;
