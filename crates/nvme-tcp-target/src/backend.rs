@@ -12,12 +12,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::os::fd::AsRawFd;
 use std::sync::{RwLock, RwLockReadGuard};
 
 /// Size of one RAM stripe (one lock). A power of two.
@@ -455,7 +455,9 @@ fn write_all_dsync(file: &File, mut buf: &[u8], mut offset: u64) -> std::io::Res
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EINTR) => continue,
-                Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) if iov.iov_len == buf.len() => {
+                Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
+                    if iov.iov_len == buf.len() =>
+                {
                     return Ok(false);
                 }
                 _ => return Err(e),
@@ -882,17 +884,28 @@ mod tests {
             let mut data = AlignedBuf::new(16384);
             data.as_mut_slice().fill(3);
             f.write_at(0, data.as_slice(), &mut bounce, false).unwrap();
-            assert_eq!(synced(f.durability_stats()), before, "a cached write syncs nothing");
-            f.write_at(8192, data.as_slice(), &mut bounce, true).unwrap();
+            assert_eq!(
+                synced(f.durability_stats()),
+                before,
+                "a cached write syncs nothing"
+            );
+            f.write_at(8192, data.as_slice(), &mut bounce, true)
+                .unwrap();
             let after = synced(f.durability_stats());
-            assert!(after > before, "a durable write is synced (direct={direct})");
+            assert!(
+                after > before,
+                "a durable write is synced (direct={direct})"
+            );
             // Unaligned data through the bounce buffer: every piece is durable.
             f.write_at(4096, &data.as_slice()[1..4097], &mut bounce, true)
                 .unwrap();
             assert!(synced(f.durability_stats()) > after);
             let z = synced(f.durability_stats());
             f.zero(0, 4096, &mut bounce, true).unwrap();
-            assert!(synced(f.durability_stats()) > z, "durable Write Zeroes syncs");
+            assert!(
+                synced(f.durability_stats()) > z,
+                "durable Write Zeroes syncs"
+            );
             let mut back = AlignedBuf::new(4096);
             f.read_at(8192, back.as_mut_slice()).unwrap();
             assert!(back.as_slice().iter().all(|&b| b == 3));

@@ -20,10 +20,8 @@ struct Fixture {
 
 impl Fixture {
     fn new(name: &str, write_cache: bool) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "nvme-tcp-target-{name}-{}.img",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("nvme-tcp-target-{name}-{}.img", std::process::id()));
         std::fs::write(&path, vec![0u8; 4 << 20]).unwrap();
         let spec = format!("file:{}", path.display());
         let t = start_with(|mut c| {
@@ -148,8 +146,16 @@ fn disabling_the_write_cache_makes_every_write_durable_and_get_features_reports_
     let before_disable = f.stats().data_syncs;
     set_vwc(&mut admin, false);
     assert!(f.stats().data_syncs > before_disable, "cache written back");
-    assert_eq!(get_vwc(&mut admin, 0), 0, "current value follows Set Features");
-    assert_eq!(get_vwc(&mut admin, 1), 1, "default value is the configured one");
+    assert_eq!(
+        get_vwc(&mut admin, 0),
+        0,
+        "current value follows Set Features"
+    );
+    assert_eq!(
+        get_vwc(&mut admin, 1),
+        1,
+        "default value is the configured one"
+    );
 
     for (i, slba) in [8u32, 16, 24].into_iter().enumerate() {
         let before = f.synced();

@@ -118,6 +118,45 @@ impl Connection {
         if cmd.sqsize == 0 || size > max as u32 {
             return Err(bad_sqe(IPO_SQSIZE));
         }
+        if !self.state.claim_host_slot(hostnqn) {
+            tracing::warn!(
+                hostnqn,
+                limit = lim.max_connections_per_host,
+                "connection limit of the host reached, answering Controller Busy"
+            );
+            return Err((Status::CONNECT_CONTROLLER_BUSY, 0));
+        }
+        let r = self.attach_queue(cmd, &cd, &sub, hostnqn, now);
+        if r.is_err() {
+            self.state.release_host_slot(hostnqn);
+        }
+        r
+    }
+
+    /// The second half of Connect, once the host holds a connection slot: creates the
+    /// controller (admin queue) or claims the I/O queue.
+    fn attach_queue(
+        &mut self,
+        cmd: &ConnectCommand,
+        cd: &ConnectData,
+        sub: &Arc<crate::subsystem::Subsystem>,
+        hostnqn: &str,
+        now: Instant,
+    ) -> Result<u16, (Status, u32)> {
+        let bad_data = |ipo: u16| {
+            (
+                Status::CONNECT_INVALID_PARAMETERS,
+                ConnectResponse::invalid_parameter(true, ipo).to_dw0(),
+            )
+        };
+        let bad_sqe = |ipo: u16| {
+            (
+                Status::CONNECT_INVALID_PARAMETERS,
+                ConnectResponse::invalid_parameter(false, ipo).to_dw0(),
+            )
+        };
+        let lim = self.state.limits().clone();
+        let size = cmd.sqsize as u32 + 1;
         let ctrl = if cmd.qid == 0 {
             if cd.cntlid() != CNTLID_DYNAMIC {
                 return Err(bad_data(ConnectData::CNTLID_OFFSET));
@@ -165,7 +204,7 @@ impl Connection {
             conn = self.id,
             cntlid,
             qid = cmd.qid,
-            subnqn,
+            subnqn = sub.nqn(),
             hostnqn,
             "queue connected"
         );
