@@ -3,10 +3,18 @@
 //! handlers. Each seed is also run through the harness here (it must not panic).
 //!
 //! Write them into a corpus directory with
-//! `FUZZ_SEEDS=fuzz/corpus/target_conn cargo test -p nvme-tcp-target --test fuzz_seeds`.
+//! `FUZZ_SEEDS=$PWD/fuzz/seeds/target_conn cargo test -p nvme-tcp-target --test fuzz_seeds`
+//! (an absolute path: tests run in the crate directory). The committed seeds are there; run
+//! the fuzzer with `cargo +nightly fuzz run target_conn fuzz/corpus/target_conn
+//! fuzz/seeds/target_conn` (new inputs go to the first, ignored, directory).
 
-use nvme_tcp_wire::nvme::{AdminOpcode, DsmRange, IoOpcode, SglDescriptor, Sqe};
-use nvme_tcp_wire::pdu::{CapsuleCmdRepr, DataPduRepr, PduFlags, PduType, emit_pdu};
+use nvme_tcp_wire::nvme::fabrics::CNTLID_DYNAMIC;
+use nvme_tcp_wire::nvme::{
+    AdminOpcode, ConnectCommand, ConnectData, DsmRange, IoOpcode, SglDescriptor, Sqe,
+};
+use nvme_tcp_wire::pdu::{
+    CapsuleCmdRepr, DataPduRepr, HeaderBuf, IcReqRepr, PduFlags, PduType, emit_pdu,
+};
 use zerocopy::IntoBytes;
 
 fn capsule(mut sqe: Sqe, cid: u16, data: &[u8], c2h: u32, ddgst: bool, hdgst: bool) -> Vec<u8> {
@@ -84,20 +92,62 @@ fn admin_stream(hdgst: bool, ddgst: bool) -> Vec<u8> {
         gl.set_cdw10(lid | (127 << 16));
         add(gl, &[], 512);
     }
-    for (fid, v) in [(7u32, 0x0003_0003u32), (0x0B, 1 << 8), (0x0F, 5000), (6, 1)] {
+    for (fid, v) in [
+        (7u32, 0x0003_0003u32),
+        (0x0B, 1 << 8),
+        (0x0F, 5000),
+        (6, 0),
+        (6, 1),
+    ] {
         let mut sf = Sqe::new(AdminOpcode::SetFeatures as u8);
         sf.set_cdw10(fid);
         sf.set_cdw11(v);
         add(sf, &[], 0);
-        let mut gf = Sqe::new(AdminOpcode::GetFeatures as u8);
-        gf.set_cdw10(fid);
-        add(gf, &[], 0);
+        for sel in [0u32, 1, 3] {
+            let mut gf = Sqe::new(AdminOpcode::GetFeatures as u8);
+            gf.set_cdw10(fid | (sel << 8));
+            add(gf, &[], 0);
+        }
     }
     add(Sqe::new(AdminOpcode::AsyncEventRequest as u8), &[], 0);
     let mut ab = Sqe::new(AdminOpcode::Abort as u8);
     ab.set_cdw10(27 << 16);
     add(ab, &[], 0);
     add(Sqe::new(AdminOpcode::KeepAlive as u8), &[], 0);
+    s
+}
+
+fn fua(mut sqe: Sqe) -> Sqe {
+    sqe.set_cdw12(sqe.cdw12() | 1 << 30);
+    sqe
+}
+
+/// ICReq and an admin Connect, for seeds that start on a fresh connection.
+fn bring_up(hdgst: bool, ddgst: bool) -> Vec<u8> {
+    let mut s = HeaderBuf::new(&IcReqRepr {
+        pfv: 0,
+        hpda: 0,
+        hdgst_enable: hdgst,
+        ddgst_enable: ddgst,
+        maxr2t: 0,
+    })
+    .as_bytes()
+    .to_vec();
+    let cmd = ConnectCommand {
+        recfmt: 0,
+        qid: 0,
+        sqsize: 31,
+        cattr: 0,
+        kato: 0,
+    };
+    let data = ConnectData::new(
+        [7; 16],
+        CNTLID_DYNAMIC,
+        nvme_tcp_target::fuzzing::NQN,
+        "nqn.2014-08.org.nvmexpress:uuid:fuzz",
+    )
+    .unwrap();
+    s.extend(capsule(cmd.to_sqe(), 1, data.as_bytes(), 0, ddgst, hdgst));
     s
 }
 
@@ -137,6 +187,24 @@ fn io_stream(hdgst: bool, ddgst: bool) -> Vec<u8> {
     ));
     s.extend(h2c(3, 0, 0, &[0xA5; 4096], false, hdgst, ddgst));
     s.extend(h2c(3, 0, 4096, &[0xA5; 4096], true, hdgst, ddgst));
+    // FUA, in the capsule and through R2T (TTAG 0 is free again).
+    s.extend(capsule(
+        fua(rw(IoOpcode::Write, 32, 8)),
+        8,
+        &[0x3C; 4096],
+        0,
+        ddgst,
+        hdgst,
+    ));
+    s.extend(capsule(
+        fua(rw(IoOpcode::Write, 40, 8)),
+        9,
+        &[],
+        4096,
+        ddgst,
+        hdgst,
+    ));
+    s.extend(h2c(9, 0, 0, &[0xC3; 4096], true, hdgst, ddgst));
     let mut fl = Sqe::new(IoOpcode::Flush as u8);
     fl.set_nsid(1);
     s.extend(capsule(fl, 4, &[], 0, ddgst, hdgst));
@@ -182,6 +250,10 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
             let mut i = vec![dg | 0x08 | chunk];
             i.extend(io_stream(hdgst, ddgst));
             out.push((format!("io-dg{dg}-c{chunk:02x}"), i));
+            let mut f = vec![dg | chunk];
+            f.extend(bring_up(hdgst, ddgst));
+            f.extend(admin_stream(hdgst, ddgst));
+            out.push((format!("fresh-dg{dg}-c{chunk:02x}"), f));
         }
     }
     out
