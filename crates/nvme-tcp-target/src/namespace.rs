@@ -460,11 +460,14 @@ impl Namespace {
             ids,
             backend,
             reserved,
-            config: cfg.clone(),
+            config: NamespaceConfig {
+                nsid: Some(nsid),
+                ..cfg.clone()
+            },
         })
     }
 
-    /// The configuration it was opened from.
+    /// The configuration it was opened from (with its NSID).
     pub fn config(&self) -> &NamespaceConfig {
         &self.config
     }

@@ -157,6 +157,15 @@ impl AcceptBackoff {
     }
 }
 
+/// What [`TargetHandle::reload`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Changes applied, one line each.
+    pub changes: Vec<String>,
+    /// Differences that need a restart, one line each.
+    pub not_applied: Vec<String>,
+}
+
 /// Entry point: [`Target::start`].
 #[derive(Debug)]
 pub struct Target;
@@ -171,6 +180,8 @@ struct ConnEntry {
     reclaimable: AtomicBool,
     /// `Connection::has_work`.
     busy: AtomicBool,
+    /// True for an admin queue (closing it tears its controller's I/O queues down).
+    admin: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -329,6 +340,95 @@ impl TargetHandle {
         Ok(sub.remove_namespace(nsid)?)
     }
 
+    /// Applies a changed configuration without a restart (what `SIGHUP` does in `ulpddp
+    /// target`): subsystems are added and removed, access lists replaced, namespaces added,
+    /// removed or reopened where their configuration changed (hosts get Namespace Attribute
+    /// Changed), and what each existing port exposes is updated. What needs a restart (new
+    /// or moved ports, limits, subsystem identity, the write-cache default) is left as it is
+    /// and listed in the summary.
+    pub fn reload(&self, cfg: &TargetConfig) -> Result<ReloadSummary, TargetError> {
+        cfg.validate()?;
+        let state = self.state();
+        let mut sum = ReloadSummary::default();
+        let wanted: std::collections::HashSet<&str> =
+            cfg.subsystems.iter().map(|s| s.nqn.as_str()).collect();
+        for old in state.subsystems() {
+            if !wanted.contains(old.nqn()) {
+                state.remove_subsystem(old.nqn());
+                sum.changes.push(format!("removed subsystem {}", old.nqn()));
+            }
+        }
+        for sc in &cfg.subsystems {
+            let Some(sub) = state.subsystem(&sc.nqn) else {
+                state.add_subsystem(sc)?;
+                sum.changes.push(format!("added subsystem {}", sc.nqn));
+                continue;
+            };
+            sub.set_access(sc.allow_any_host, sc.allowed_hosts.clone());
+            if sc.volatile_write_cache != sub.volatile_write_cache()
+                || sc.serial.as_deref().is_some_and(|s| s != sub.serial())
+                || sc.model.as_deref().is_some_and(|m| m != sub.model())
+            {
+                sum.not_applied
+                    .push(format!("{}: serial, model or write cache default", sc.nqn));
+            }
+            let enabled: Vec<&NamespaceConfig> =
+                sc.namespaces.iter().filter(|n| n.enabled).collect();
+            for nsid in sub.active_nsids() {
+                let keep = enabled.iter().any(|n| {
+                    n.nsid.unwrap_or(nsid) == nsid
+                        && sub.namespace(nsid).is_some_and(|ns| {
+                            *ns.config()
+                                == NamespaceConfig {
+                                    nsid: Some(nsid),
+                                    ..(*n).clone()
+                                }
+                        })
+                });
+                if !keep {
+                    sub.remove_namespace(nsid)?;
+                    sum.changes
+                        .push(format!("{}: removed namespace {nsid}", sc.nqn));
+                }
+            }
+            for n in enabled {
+                let present = match n.nsid {
+                    Some(id) => sub.namespace(id).is_some(),
+                    None => sub.active_nsids().iter().any(|&id| {
+                        sub.namespace(id)
+                            .is_some_and(|ns| ns.config().backing == n.backing)
+                    }),
+                };
+                if !present {
+                    let id = sub.add_namespace(n)?;
+                    sum.changes
+                        .push(format!("{}: added namespace {id}", sc.nqn));
+                }
+            }
+        }
+        for p in &cfg.ports {
+            match state.port(p.portid) {
+                Some(o) if o.cfg.addr == p.addr || o.bound == p.addr => {
+                    let same = PortConfig {
+                        addr: o.cfg.addr,
+                        ..p.clone()
+                    } == o.cfg;
+                    if !same {
+                        state.update_port(p);
+                        sum.changes.push(format!("updated port {}", p.portid));
+                    }
+                }
+                _ => sum
+                    .not_applied
+                    .push(format!("port {} ({}): new or moved", p.portid, p.addr)),
+            }
+        }
+        if cfg.limits != *state.limits() {
+            sum.not_applied.push("limits".into());
+        }
+        Ok(sum)
+    }
+
     /// Stops the listeners, closes every connection and waits for the listener threads.
     pub fn shutdown(mut self) {
         self.stop();
@@ -351,9 +451,12 @@ impl TargetHandle {
                 break;
             }
             let late = Instant::now() >= deadline;
+            let any_busy = conns.iter().any(|e| e.busy.load(Ordering::Acquire));
             for e in &conns {
                 let busy = e.busy.load(Ordering::Acquire);
-                if !busy || late {
+                // Admin queues go last: losing one tears down its controller's I/O queues.
+                let admin_needed = e.admin.load(Ordering::Acquire) && any_busy;
+                if (!busy && !admin_needed) || late {
                     cut += (busy && late) as usize;
                     let _ = e.stream.shutdown(std::net::Shutdown::Both);
                 }
@@ -514,6 +617,7 @@ impl Listener {
             last_rx_ms: AtomicU64::new(shared.now_ms()),
             reclaimable: AtomicBool::new(false),
             busy: AtomicBool::new(false),
+            admin: AtomicBool::new(false),
         });
         shared.conns().insert(id, Arc::clone(&entry));
         let shared = Arc::clone(shared);
@@ -628,6 +732,10 @@ fn serve(stream: &TcpStream, mut conn: Connection, shared: &Shared, entry: &Conn
             break;
         }
         entry.busy.store(conn.has_work(), Ordering::Release);
+        entry.admin.store(
+            conn.queue_id().is_some_and(|(_, qid)| qid == 0),
+            Ordering::Release,
+        );
         entry
             .reclaimable
             .store(conn.idle_reclaimable(), Ordering::Release);

@@ -119,6 +119,23 @@ impl TargetState {
         self.config_changed();
     }
 
+    /// Replaces what port `portid` exposes (subsystems, referrals, in-capsule size) with
+    /// `cfg`, keeping its address. Returns false if there is no such port.
+    pub fn update_port(&self, cfg: &PortConfig) -> bool {
+        let mut ports = write(&self.ports);
+        let Some(p) = ports.iter_mut().find(|p| p.cfg.portid == cfg.portid) else {
+            return false;
+        };
+        let addr = p.cfg.addr;
+        p.cfg = PortConfig {
+            addr,
+            ..cfg.clone()
+        };
+        drop(ports);
+        self.config_changed();
+        true
+    }
+
     /// The port with this ID.
     pub fn port(&self, portid: u16) -> Option<BoundPort> {
         read(&self.ports)
