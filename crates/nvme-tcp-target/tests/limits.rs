@@ -196,3 +196,36 @@ fn nofile() -> (u64, u64) {
     assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) }, 0);
     (l.rlim_cur, l.rlim_max)
 }
+
+#[test]
+fn a_host_that_reads_too_slowly_is_disconnected_although_it_makes_progress() {
+    let t = start_with(|mut c| {
+        c.socket_buffer_size = 16 * 1024;
+        c.limits.send_timeout = Duration::from_secs(2);
+        // 1 MiB C2HData PDUs: the host must take 1 MiB per 2 s once sending stalls.
+        c.limits.c2h_data_max = 1 << 20;
+        c
+    });
+    let addr = t.local_addrs()[0];
+    let (_admin, mut io, _) = admin_and_io(addr, false, false, 0);
+    socket2::SockRef::from(&io.s)
+        .set_recv_buffer_size(64 * 1024)
+        .unwrap();
+    flood_reads(&mut io, 16);
+    wait_for("sending to stall", || t.state().send_stalls() > 0);
+    // Take 32 KiB every 250 ms: the target makes progress about every half second (a
+    // loopback segment), far within the send timeout, but a PDU takes 8 s. Bounded: 40
+    // rounds.
+    let mut closed = false;
+    let mut buf = vec![0u8; 32 * 1024];
+    for _ in 0..40 {
+        match std::io::Read::read(&mut io.s, &mut buf) {
+            Ok(0) | Err(_) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+    assert!(closed, "the trickling host was not disconnected");
+}
