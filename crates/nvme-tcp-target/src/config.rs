@@ -851,6 +851,69 @@ mod tests {
     }
 
     #[test]
+    fn nqns_are_checked_like_nvmet_and_a_little_stricter() {
+        let check = |nqn: &str| {
+            TargetConfig::default()
+                .subsystem(SubsystemConfig::new(nqn))
+                .validate()
+                .map_err(|e| e.to_string())
+        };
+        assert!(check("nqn.2024-01.io.example:disk").is_ok());
+        let longest = format!("nqn.2024-01.io.example:{}", "x".repeat(MAX_NQN_LEN - 23));
+        assert_eq!(longest.len(), MAX_NQN_LEN);
+        assert!(check(&longest).is_ok());
+        let e = check(&format!("{longest}y")).unwrap_err();
+        assert!(e.contains("223"), "{e}");
+        assert!(check(DISCOVERY_NQN).unwrap_err().contains("discovery"));
+        // Stricter than nvmet: the nqn. prefix, no control characters.
+        assert!(check("blktests-subsystem-1").unwrap_err().contains("nqn."));
+        assert!(check("nqn.2024-01.io.example:a\tb").is_err());
+        assert!(check("").is_err());
+        let mut s = SubsystemConfig::new("nqn.2024-01.io.example:disk");
+        s.allow_any_host = false;
+        s.allowed_hosts = vec!["host-a".into()];
+        let e = TargetConfig::default().subsystem(s).validate().unwrap_err();
+        assert!(e.to_string().contains("allowed_hosts[0]"), "{e}");
+    }
+
+    #[test]
+    fn limits_that_cannot_work_are_refused() {
+        for (l, field) in [
+            (
+                Limits {
+                    max_io_queues: 0,
+                    ..Limits::default()
+                },
+                "max_io_queues",
+            ),
+            (
+                Limits {
+                    max_connections_per_host: 1,
+                    ..Limits::default()
+                },
+                "max_connections_per_host",
+            ),
+            (
+                Limits {
+                    idle_reclaim_percent: 101,
+                    ..Limits::default()
+                },
+                "idle_reclaim_percent",
+            ),
+            (
+                Limits {
+                    send_timeout: std::time::Duration::ZERO,
+                    ..Limits::default()
+                },
+                "send_timeout",
+            ),
+        ] {
+            let e = l.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
+    }
+
+    #[test]
     fn duplicate_nsids_are_refused() {
         let mut s = SubsystemConfig::new("nqn.2024-01.io.example:a");
         let mut ns = NamespaceConfig::parse("ram:1M").unwrap();
