@@ -126,7 +126,7 @@ impl Connection {
             );
             return Err((Status::CONNECT_CONTROLLER_BUSY, 0));
         }
-        let r = self.attach_queue(cmd, &cd, &sub, hostnqn, now);
+        let r = self.attach_queue(cmd, cd, &sub, hostnqn, now);
         if r.is_err() {
             self.state.release_host_slot(hostnqn);
         }

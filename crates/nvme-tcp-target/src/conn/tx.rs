@@ -440,7 +440,7 @@ impl Tx {
         guards: &[Option<(RwLockReadGuard<'_, Stripe>, StripeSpan)>],
         item_guards: &[(usize, usize)],
     ) {
-        for idx in 0..n_ready {
+        for (idx, &(from, to)) in item_guards.iter().enumerate().take(n_ready) {
             let Some(it) = self.items.get(idx) else {
                 return;
             };
@@ -454,7 +454,6 @@ impl Tx {
             let TxItem::Ram { len, .. } = *it else {
                 continue;
             };
-            let (from, to) = item_guards[idx];
             let start = self.arena.len();
             for (g, s) in guards[from..to].iter().flatten() {
                 self.arena.extend_from_slice(&g[s.start..s.start + s.len]);
