@@ -517,7 +517,7 @@ pub struct DurabilityStats {
 
 /// Writes all of `buf` at `offset` with `RWF_DSYNC` (`pwritev2`): the data is on stable
 /// storage when this returns, as with an `O_DSYNC` file. `Ok(false)` if the kernel or file
-/// system does not support the flag (nothing was written then).
+/// system does not support the flag (part of `buf` may have been written then).
 fn write_all_dsync(file: &File, mut buf: &[u8], mut offset: u64) -> std::io::Result<bool> {
     while !buf.is_empty() {
         let iov = libc::iovec {
@@ -533,11 +533,8 @@ fn write_all_dsync(file: &File, mut buf: &[u8], mut offset: u64) -> std::io::Res
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EINTR) => continue,
-                Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
-                    if iov.iov_len == buf.len() =>
-                {
-                    return Ok(false);
-                }
+                // Unsupported here: the caller writes the whole piece again and syncs it.
+                Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => return Ok(false),
                 _ => return Err(e),
             }
         }
