@@ -1,9 +1,12 @@
-//! Seed inputs for the `target_conn` fuzz target: valid command streams for the admin and I/O
-//! queue modes of `nvme_tcp_target::fuzzing::run`, so the fuzzer starts deep in the command
-//! handlers. Each seed is also run through the harness here (it must not panic).
+//! Seed inputs for the `target_conn` fuzz target: valid command streams for every mode of
+//! `nvme_tcp_target::fuzzing::run` (a fresh connection, an admin queue, I/O queues of the RAM
+//! and of the file subsystem), so the fuzzer starts deep in the command handlers. Each seed
+//! is also run through the harness here (it must not panic), and the committed seeds must be
+//! what this file generates.
 //!
 //! Write them into a corpus directory with
-//! `FUZZ_SEEDS=$PWD/fuzz/seeds/target_conn cargo test -p nvme-tcp-target --test fuzz_seeds`
+//! `FUZZ_SEEDS=$PWD/fuzz/seeds/target_conn cargo test -p nvme-tcp-target --test fuzz_seeds
+//! seeds_run`
 //! (an absolute path: tests run in the crate directory). The committed seeds are there; run
 //! the fuzzer with `cargo +nightly fuzz run target_conn fuzz/corpus/target_conn
 //! fuzz/seeds/target_conn` (new inputs go to the first, ignored, directory).
@@ -250,6 +253,9 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
             let mut i = vec![dg | 0x08 | chunk];
             i.extend(io_stream(hdgst, ddgst));
             out.push((format!("io-dg{dg}-c{chunk:02x}"), i));
+            let mut fi = vec![dg | 0x0C | chunk];
+            fi.extend(io_stream(hdgst, ddgst));
+            out.push((format!("io-file-dg{dg}-c{chunk:02x}"), fi));
             let mut f = vec![dg | chunk];
             f.extend(bring_up(hdgst, ddgst));
             f.extend(admin_stream(hdgst, ddgst));
@@ -269,4 +275,21 @@ fn seeds_run_through_the_harness() {
             std::fs::write(std::path::Path::new(d).join(name), &data).unwrap();
         }
     }
+}
+
+#[test]
+fn committed_seeds_are_the_generated_ones() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/target_conn");
+    let mut names = Vec::new();
+    for (name, data) in seeds() {
+        let committed = std::fs::read(dir.join(&name))
+            .unwrap_or_else(|e| panic!("{name}: {e} (regenerate them, see the top of this file)"));
+        assert!(
+            committed == data,
+            "{name} differs from what this file generates"
+        );
+        names.push(name);
+    }
+    let on_disk = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(on_disk, names.len(), "stale seeds in {}", dir.display());
 }
