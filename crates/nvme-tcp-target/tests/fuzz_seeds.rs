@@ -11,6 +11,7 @@
 //! the fuzzer with `cargo +nightly fuzz run target_conn fuzz/corpus/target_conn
 //! fuzz/seeds/target_conn` (new inputs go to the first, ignored, directory).
 
+use nvme_tcp_target::config::DISCOVERY_NQN;
 use nvme_tcp_wire::nvme::fabrics::CNTLID_DYNAMIC;
 use nvme_tcp_wire::nvme::{
     AdminOpcode, ConnectCommand, ConnectData, DsmRange, IoOpcode, SglDescriptor, Sqe,
@@ -125,8 +126,8 @@ fn fua(mut sqe: Sqe) -> Sqe {
     sqe
 }
 
-/// ICReq and an admin Connect, for seeds that start on a fresh connection.
-fn bring_up(hdgst: bool, ddgst: bool) -> Vec<u8> {
+/// ICReq and an admin Connect to `subnqn`, for seeds that start on a fresh connection.
+fn bring_up(subnqn: &str, hdgst: bool, ddgst: bool) -> Vec<u8> {
     let mut s = HeaderBuf::new(&IcReqRepr {
         pfv: 0,
         hpda: 0,
@@ -146,7 +147,7 @@ fn bring_up(hdgst: bool, ddgst: bool) -> Vec<u8> {
     let data = ConnectData::new(
         [7; 16],
         CNTLID_DYNAMIC,
-        nvme_tcp_target::fuzzing::NQN,
+        subnqn,
         "nqn.2014-08.org.nvmexpress:uuid:fuzz",
     )
     .unwrap();
@@ -257,9 +258,14 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
             fi.extend(io_stream(hdgst, ddgst));
             out.push((format!("io-file-dg{dg}-c{chunk:02x}"), fi));
             let mut f = vec![dg | chunk];
-            f.extend(bring_up(hdgst, ddgst));
+            f.extend(bring_up(nvme_tcp_target::fuzzing::NQN, hdgst, ddgst));
             f.extend(admin_stream(hdgst, ddgst));
             out.push((format!("fresh-dg{dg}-c{chunk:02x}"), f));
+            // A discovery controller: the same admin commands, the discovery log among them.
+            let mut d = vec![dg | chunk];
+            d.extend(bring_up(DISCOVERY_NQN, hdgst, ddgst));
+            d.extend(admin_stream(hdgst, ddgst));
+            out.push((format!("fresh-discovery-dg{dg}-c{chunk:02x}"), d));
         }
     }
     out
