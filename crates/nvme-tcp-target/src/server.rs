@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -178,10 +178,36 @@ struct ConnEntry {
     last_rx_ms: AtomicU64,
     /// `Connection::idle_reclaimable`.
     reclaimable: AtomicBool,
-    /// `Connection::has_work`.
-    busy: AtomicBool,
+    /// [`IDLE`], [`ACTIVE`] or [`CLOSING`]: another thread closes the connection only by
+    /// moving it from `IDLE` to `CLOSING`, so never while its thread handles a command.
+    phase: AtomicU8,
     /// True for an admin queue (closing it tears its controller's I/O queues down).
     admin: AtomicBool,
+}
+
+/// The connection's thread waits for input with nothing in flight.
+const IDLE: u8 = 0;
+/// The connection's thread is handling input or has commands in flight.
+const ACTIVE: u8 = 1;
+/// Another thread (reclaim, drain) is closing the connection.
+const CLOSING: u8 = 2;
+
+impl ConnEntry {
+    /// Closes the connection if it is idle; true if it did.
+    fn close_if_idle(&self) -> bool {
+        let won = self
+            .phase
+            .compare_exchange(IDLE, CLOSING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if won {
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        }
+        won
+    }
+
+    fn active(&self) -> bool {
+        self.phase.load(Ordering::Acquire) == ACTIVE
+    }
 }
 
 #[derive(Debug)]
@@ -222,14 +248,13 @@ impl Shared {
         let mut n = 0;
         for (id, e) in self.conns().iter() {
             if e.reclaimable.load(Ordering::Acquire)
-                && !e.busy.load(Ordering::Acquire)
                 && now.saturating_sub(e.last_rx_ms.load(Ordering::Relaxed)) >= idle_ms
+                && e.close_if_idle()
             {
                 tracing::info!(
                     conn = id,
-                    "disconnecting an idle queue: connection slots are scarce"
+                    "disconnected an idle queue: connection slots are scarce"
                 );
-                let _ = e.stream.shutdown(std::net::Shutdown::Both);
                 n += 1;
             }
         }
@@ -451,14 +476,19 @@ impl TargetHandle {
                 break;
             }
             let late = Instant::now() >= deadline;
-            let any_busy = conns.iter().any(|e| e.busy.load(Ordering::Acquire));
+            let any_active = conns.iter().any(|e| e.active());
             for e in &conns {
-                let busy = e.busy.load(Ordering::Acquire);
+                if late {
+                    if !e.close_if_idle() {
+                        cut += e.active() as usize;
+                        e.phase.store(CLOSING, Ordering::Release);
+                        let _ = e.stream.shutdown(std::net::Shutdown::Both);
+                    }
+                    continue;
+                }
                 // Admin queues go last: losing one tears down its controller's I/O queues.
-                let admin_needed = e.admin.load(Ordering::Acquire) && any_busy;
-                if (!busy && !admin_needed) || late {
-                    cut += (busy && late) as usize;
-                    let _ = e.stream.shutdown(std::net::Shutdown::Both);
+                if !(e.admin.load(Ordering::Acquire) && any_active) {
+                    e.close_if_idle();
                 }
             }
             if late {
@@ -616,7 +646,7 @@ impl Listener {
             stream: Arc::clone(&stream),
             last_rx_ms: AtomicU64::new(shared.now_ms()),
             reclaimable: AtomicBool::new(false),
-            busy: AtomicBool::new(false),
+            phase: AtomicU8::new(ACTIVE),
             admin: AtomicBool::new(false),
         });
         shared.conns().insert(id, Arc::clone(&entry));
@@ -731,7 +761,6 @@ fn serve(stream: &TcpStream, mut conn: Connection, shared: &Shared, entry: &Conn
         if conn.is_closed() {
             break;
         }
-        entry.busy.store(conn.has_work(), Ordering::Release);
         entry.admin.store(
             conn.queue_id().is_some_and(|(_, qid)| qid == 0),
             Ordering::Release,
@@ -748,6 +777,14 @@ fn serve(stream: &TcpStream, mut conn: Connection, shared: &Shared, entry: &Conn
             ticking = deadline.is_some();
             let _ = stream.set_read_timeout(ticking.then_some(TICK));
         }
+        let phase = if conn.has_work() { ACTIVE } else { IDLE };
+        if entry
+            .phase
+            .compare_exchange(ACTIVE, phase, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            break; // closing
+        }
         let buf = conn.recv_buf();
         if buf.is_empty() {
             tracing::warn!(
@@ -756,7 +793,17 @@ fn serve(stream: &TcpStream, mut conn: Connection, shared: &Shared, entry: &Conn
             );
             break;
         }
-        match reader.read(buf) {
+        let read = reader.read(buf);
+        if entry
+            .phase
+            .compare_exchange(phase, ACTIVE, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // Closed by another thread while waiting: what arrived meanwhile was in flight
+            // on the wire, as at any disconnect.
+            break;
+        }
+        match read {
             Ok(0) => conn.on_eof(),
             Ok(n) => {
                 entry.last_rx_ms.store(shared.now_ms(), Ordering::Relaxed);
