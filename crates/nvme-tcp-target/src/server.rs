@@ -738,7 +738,7 @@ fn flush_with_deadline(
                 if now >= deadline {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
-                        format!("the host took no PDU within {timeout:?}"),
+                        format!("the host did not take a PDU's worth of data within {timeout:?}"),
                     ));
                 }
                 wait_writable(stream, deadline - now)?;
@@ -755,7 +755,14 @@ fn serve(stream: &TcpStream, mut conn: Connection, shared: &Shared, entry: &Conn
     let mut ticking = false;
     loop {
         if let Err(e) = flush_with_deadline(stream, &mut conn, &shared.state) {
-            tracing::debug!(conn = conn.id(), "send failed: {e}");
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                tracing::warn!(
+                    conn = conn.id(),
+                    "disconnecting a host that reads too slowly: {e}"
+                );
+            } else {
+                tracing::debug!(conn = conn.id(), "send failed: {e}");
+            }
             break;
         }
         if conn.is_closed() {
