@@ -438,7 +438,8 @@ impl Connection {
             // Every feature here is changeable and none is saveable or per namespace.
             return self.complete(cid, Status::SUCCESS, 0b100, 0);
         }
-        let default = c.sel == sel::DEFAULT;
+        // No feature is saveable, so the saved value is the default one.
+        let default = c.sel == sel::DEFAULT || c.sel == sel::SAVED;
         let r = match c.fid {
             fid::KEEP_ALIVE_TIMER => Ok(if default { 0 } else { ctrl.kato_ms() }),
             fid::ASYNC_EVENT_CONFIG => Ok(if default { 0 } else { ctrl.aec() }),
