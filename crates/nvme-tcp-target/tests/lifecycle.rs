@@ -53,6 +53,22 @@ fn reload_applies_subsystem_namespace_and_access_changes() {
     // Reloading the same configuration changes nothing.
     let again = t.reload(&cfg).unwrap();
     assert!(again.changes.is_empty(), "{again:?}");
+    // A namespace whose configuration changed is reopened under its NSID.
+    cfg.subsystems[0].namespaces[1] = NamespaceConfig::parse("ram:2M,nsid=2").unwrap();
+    let sum = t.reload(&cfg).unwrap();
+    assert!(
+        sum.changes
+            .iter()
+            .any(|c| c.contains("removed namespace 2"))
+    );
+    assert!(sum.changes.iter().any(|c| c.contains("added namespace 2")));
+    let ns2 = t.state().subsystem(SUBNQN).unwrap().namespace(2).unwrap();
+    assert_eq!(ns2.nlb(), (2 << 20) / 512);
+    // Dropping a subsystem from the file removes it.
+    cfg.subsystems.truncate(1);
+    let sum = t.reload(&cfg).unwrap();
+    assert!(sum.changes.iter().any(|c| c.contains("removed subsystem")));
+    assert!(t.state().subsystem(SECOND).is_none());
 }
 
 #[test]

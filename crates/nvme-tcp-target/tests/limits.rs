@@ -148,6 +148,23 @@ fn idle_queues_are_disconnected_when_slots_are_scarce() {
 }
 
 #[test]
+fn an_admin_queue_with_keep_alive_is_not_reclaimed() {
+    let t = idle_target(Duration::from_millis(1));
+    let addr = t.local_addrs()[0];
+    let mut admin = Client::connect(addr);
+    admin.ic(0, false, false);
+    admin.admin_connect_enable(SUBNQN, 60_000);
+    let mut other = Client::connect(addr);
+    other.ic(0, false, false);
+    std::thread::sleep(Duration::from_millis(20));
+    // Slots become scarce (3 of 4); the admin queue has its keep-alive deadline instead.
+    let mut newcomer = Client::connect(addr);
+    newcomer.ic(0, false, false);
+    let ka = Sqe::new(nvme_tcp_wire::nvme::AdminOpcode::KeepAlive as u8);
+    assert_eq!(admin.command(ka, &[], 0).status(), Status::SUCCESS);
+}
+
+#[test]
 fn idle_queues_stay_while_within_their_deadline() {
     let t = idle_target(Duration::from_secs(3600));
     let addr = t.local_addrs()[0];
