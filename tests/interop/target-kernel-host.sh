@@ -6,7 +6,8 @@
 # namespace 1 from a 16 MiB random file (file backend) and namespace 2 from 64 MiB of RAM, plus
 # a discovery-only port 8009. For each host configuration (no digests; -g -G; -g only with two
 # I/O queues; -G with 2 + 2 write queues; -G with SQ flow control disabled, so reads end with
-# C2HData SUCCESS):
+# C2HData SUCCESS; in the second, nvme-cli admin and I/O commands, the volatile write cache
+# feature (get, set to 0 and back) and a write with FUA):
 #   nvme connect -t tcp ... ; the first 8 MiB of nsid 1 read through /dev/nvmeXnY must equal
 #   the file; 4 MiB of fresh random data written (O_DIRECT) to each namespace at 8 MiB and read
 #   back (O_DIRECT) must match; for nsid 1 the backing file must hold it too; nvme disconnect.
@@ -80,6 +81,20 @@ for opts in "" "-g -G" "-g -i 2" "-G -i 2 -W 2" "-G --disable-sqflow"; do
         nvme dsm $dev2 --ad -s 0 -b 8 || res="$res dsm"
         dd if=$dev2 bs=4096 count=1 iflag=direct 2>/dev/null | cmp -s - /tmp/z4k || res="$res deallocated-not-zero"
         nvme error-log $cdev -e 1 | head -n 12 || true
+        # Volatile write cache: the host sees one, the feature follows Set Features, and a
+        # write with FUA completes.
+        wc=$(cat /sys/block/$(basename $dev1)/queue/write_cache)
+        [ "$wc" = "write back" ] || res="$res write_cache=$wc"
+        # nvme-cli prints the value as %#010x: 0x00000001, but 00000000 for zero.
+        vwc() { nvme get-feature $cdev -f 6 2>&1 | sed -n 's/.*[Cc]urrent value: *\([0-9a-fA-Fx]\+\).*/\1/p'; }
+        v=$(vwc); echo "VWC=$v"; [ -n "$v" ] && [ $((v)) = 1 ] || res="$res vwc-default=$v"
+        nvme set-feature $cdev -f 6 -v 0 || res="$res set-vwc"
+        v=$(vwc); echo "VWC=$v"; [ -n "$v" ] && [ $((v)) = 0 ] || res="$res vwc-after-set=$v"
+        dd if=/tmp/w.bin of=$dev1 bs=4096 count=1 oflag=direct 2>/dev/null || res="$res write-wce0"
+        nvme set-feature $cdev -f 6 -v 1 || res="$res set-vwc1"
+        dd if=/tmp/w.bin of=/tmp/w4k bs=4096 count=1 2>/dev/null
+        nvme write $dev1 -s 0 -c 0 -z 4096 -d /tmp/w4k --force-unit-access || res="$res fua-write"
+        dd if=$dev1 bs=4096 count=1 iflag=direct 2>/dev/null | cmp -s - /tmp/w4k || res="$res fua-readback"
     fi
     echo "RESULT config=$n opts='$opts' read8MiB=$r1 write+readback(ns1,ns2)=${res:-ok} ($dev1 $dev2)"
     [ "$r1" = ok ] && [ -z "$res" ] || fail=1

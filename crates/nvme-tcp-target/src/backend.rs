@@ -12,6 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -54,6 +55,55 @@ pub enum BackendError {
     /// A lock was poisoned by a panicking thread.
     #[error("namespace memory lock poisoned")]
     Poisoned,
+    /// The kernel refused to map the namespace's memory.
+    #[error("cannot map {size} bytes of namespace memory (address space exhausted?)")]
+    NoAddressSpace {
+        /// Bytes asked for.
+        size: u64,
+    },
+}
+
+/// Bytes of memory this process can still commit: what the kernel would let it use
+/// (`CommitLimit - Committed_AS` under strict overcommit, else `MemAvailable + SwapFree`),
+/// capped by the memory limit of its cgroup. `None` if it cannot be told (no `/proc`).
+pub fn committable_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| {
+        meminfo.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix(':')?;
+            let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+            Some(kb * 1024)
+        })
+    };
+    let strict =
+        std::fs::read_to_string("/proc/sys/vm/overcommit_memory").is_ok_and(|m| m.trim() == "2");
+    let mut avail = if strict {
+        field("CommitLimit")?.saturating_sub(field("Committed_AS")?)
+    } else {
+        field("MemAvailable")?.saturating_add(field("SwapFree").unwrap_or(0))
+    };
+    if let Some(room) = cgroup_memory_room() {
+        avail = avail.min(room);
+    }
+    Some(avail)
+}
+
+/// `memory.max - memory.current` of this process's cgroup (v2), if limited.
+fn cgroup_memory_room() -> Option<u64> {
+    let cg = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cg.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let max: u64 = std::fs::read_to_string(dir.join("memory.max"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?; // "max" (no limit) does not parse
+    let cur: u64 = std::fs::read_to_string(dir.join("memory.current"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(max.saturating_sub(cur))
 }
 
 /// A namespace held in memory.
@@ -69,12 +119,24 @@ pub enum BackendError {
 /// for (`MADV_HUGEPAGE`): with 4 KiB pages, copying random 4 KiB blocks out of a large
 /// namespace spent most of its time on TLB misses (page walks are costly in a VM).
 pub struct RamStore {
-    // Declared before `_mapping`, so the stripes are dropped before the memory is unmapped.
-    stripes: Vec<RwLock<Stripe>>,
+    // Declared before `mapping`, so the stripes are dropped before the memory is unmapped.
+    /// Per [`CHUNK_STRIPES`] stripes: their locks and digest cache, made on first use, so
+    /// that the metadata of a huge thin namespace grows with the part hosts touch.
+    chunks: Box<[OnceLock<Box<Chunk>>]>,
+    size: u64,
+    mapping: Mapping,
+}
+
+/// Stripes per lazily made metadata chunk (1 GiB of namespace).
+pub const CHUNK_STRIPES: usize = 1024;
+/// Cached digests per stripe.
+const DIGESTS_PER_STRIPE: usize = RAM_STRIPE / DIGEST_BLOCK;
+
+/// The metadata of [`CHUNK_STRIPES`] stripes.
+struct Chunk {
+    stripes: Box<[RwLock<Stripe>]>,
     /// Per [`DIGEST_BLOCK`]: `DIGEST_VALID | crc32c`, or 0 when unknown.
     digests: Box<[AtomicU64]>,
-    size: u64,
-    _mapping: Option<Mapping>,
 }
 
 /// Alignment (and size granule) of the namespace mapping: one x86-64 huge page.
@@ -143,17 +205,14 @@ impl Drop for Mapping {
     }
 }
 
-/// The bytes of one RAM stripe: a piece of the store's mapping, or a heap buffer when the
-/// mapping could not be made.
-pub struct Stripe(StripeMem);
-
-enum StripeMem {
-    Heap(Box<[u8]>),
-    Mapped { ptr: NonNull<u8>, len: usize },
+/// The bytes of one RAM stripe: a piece of the store's mapping.
+pub struct Stripe {
+    ptr: NonNull<u8>,
+    len: usize,
 }
 
-// SAFETY: a `Mapped` stripe is a range of the store's mapping that no other stripe overlaps;
-// it is only reached through the stripe's `RwLock`, which enforces shared/exclusive access.
+// SAFETY: a stripe is a range of the store's mapping that no other stripe overlaps; it is
+// only reached through the stripe's `RwLock`, which enforces shared/exclusive access.
 unsafe impl Send for Stripe {}
 // SAFETY: as above.
 unsafe impl Sync for Stripe {}
@@ -161,26 +220,16 @@ unsafe impl Sync for Stripe {}
 impl std::ops::Deref for Stripe {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        match &self.0 {
-            StripeMem::Heap(b) => b,
-            // SAFETY: `ptr..ptr+len` is mapped, readable and initialized (anonymous memory
-            // reads as zeroes) for the store's lifetime, which outlives the stripe.
-            StripeMem::Mapped { ptr, len } => unsafe {
-                std::slice::from_raw_parts(ptr.as_ptr(), *len)
-            },
-        }
+        // SAFETY: `ptr..ptr+len` is mapped, readable and initialized (anonymous memory reads
+        // as zeroes) for the store's lifetime, which outlives the stripe.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
 
 impl std::ops::DerefMut for Stripe {
     fn deref_mut(&mut self) -> &mut [u8] {
-        match &mut self.0 {
-            StripeMem::Heap(b) => b,
-            // SAFETY: as in `deref`; `&mut self` is exclusive and no other stripe overlaps.
-            StripeMem::Mapped { ptr, len } => unsafe {
-                std::slice::from_raw_parts_mut(ptr.as_ptr(), *len)
-            },
-        }
+        // SAFETY: as in `deref`; `&mut self` is exclusive and no other stripe overlaps.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
 
@@ -204,35 +253,73 @@ pub struct StripeSpan {
 }
 
 impl RamStore {
-    /// Maps `size` zeroed bytes (pages are committed lazily, on first write).
-    pub fn new(size: u64) -> Self {
+    /// Maps `size` zeroed bytes. Pages are committed on first write and the per-stripe
+    /// metadata is made per [`CHUNK_STRIPES`] stripes on first use, so even a huge (thin)
+    /// store starts at once; whether the memory is there is the caller's question (see
+    /// [`committable_memory`]).
+    pub fn new(size: u64) -> Result<Self, BackendError> {
         let mapping = usize::try_from(size)
             .ok()
-            .filter(|&n| n > 0)
-            .and_then(Mapping::new);
-        let mut stripes = Vec::new();
-        let mut pos = 0u64;
-        while pos < size {
-            let n = (size - pos).min(RAM_STRIPE as u64) as usize;
-            let mem = match &mapping {
-                // `pos + n <= size <= mapping.len`, so the stripe lies inside the mapping.
-                Some(m) => StripeMem::Mapped {
-                    ptr: m.ptr.map_addr(|a| a.saturating_add(pos as usize)),
-                    len: n,
-                },
-                None => StripeMem::Heap(vec![0u8; n].into_boxed_slice()),
-            };
-            stripes.push(RwLock::new(Stripe(mem)));
-            pos += n as u64;
-        }
-        let blocks = size.div_ceil(DIGEST_BLOCK as u64) as usize;
-        let digests = (0..blocks).map(|_| AtomicU64::new(0)).collect();
-        Self {
-            stripes,
-            digests,
+            .and_then(|n| Mapping::new(n.max(1)))
+            .ok_or(BackendError::NoAddressSpace { size })?;
+        let stripes = size.div_ceil(RAM_STRIPE as u64) as usize;
+        let chunks = (0..stripes.div_ceil(CHUNK_STRIPES))
+            .map(|_| OnceLock::new())
+            .collect();
+        Ok(Self {
+            chunks,
             size,
-            _mapping: mapping,
-        }
+            mapping,
+        })
+    }
+
+    /// The metadata chunk of `stripe` (made now if new) and the stripe's index in it.
+    fn chunk(&self, stripe: usize) -> Option<(&Chunk, usize)> {
+        let c = stripe / CHUNK_STRIPES;
+        let chunk = self.chunks.get(c)?.get_or_init(|| {
+            let first = (c * CHUNK_STRIPES) as u64 * RAM_STRIPE as u64;
+            let mut stripes = Vec::with_capacity(CHUNK_STRIPES);
+            let mut pos = first;
+            while pos < self.size && stripes.len() < CHUNK_STRIPES {
+                let len = (self.size - pos).min(RAM_STRIPE as u64) as usize;
+                stripes.push(RwLock::new(Stripe {
+                    // `pos + len <= size <= mapping.len`: inside the mapping.
+                    ptr: self
+                        .mapping
+                        .ptr
+                        .map_addr(|a| a.saturating_add(pos as usize)),
+                    len,
+                }));
+                pos += len as u64;
+            }
+            let digests = (0..stripes.len() * DIGESTS_PER_STRIPE)
+                .map(|_| AtomicU64::new(0))
+                .collect();
+            Box::new(Chunk {
+                stripes: stripes.into_boxed_slice(),
+                digests,
+            })
+        });
+        let i = stripe % CHUNK_STRIPES;
+        (i < chunk.stripes.len()).then_some((chunk, i))
+    }
+
+    fn stripe_lock(&self, stripe: usize) -> Result<&RwLock<Stripe>, BackendError> {
+        self.chunk(stripe)
+            .map(|(c, i)| &c.stripes[i])
+            .ok_or(BackendError::OutOfRange {
+                offset: stripe as u64 * RAM_STRIPE as u64,
+                len: 0,
+                size: self.size,
+            })
+    }
+
+    /// The cached digests of the blocks of `span`.
+    fn digest_slots(&self, span: &StripeSpan) -> Option<&[AtomicU64]> {
+        let (chunk, i) = self.chunk(span.stripe)?;
+        let first = i * DIGESTS_PER_STRIPE + span.start / DIGEST_BLOCK;
+        let n = (span.start % DIGEST_BLOCK + span.len).div_ceil(DIGEST_BLOCK);
+        chunk.digests.get(first..first + n)
     }
 
     /// Forgets the cached digests of the blocks that `span` touches. The caller holds the
@@ -241,10 +328,7 @@ impl RamStore {
         if span.len == 0 {
             return;
         }
-        let base = span.stripe * (RAM_STRIPE / DIGEST_BLOCK);
-        let first = base + span.start / DIGEST_BLOCK;
-        let last = base + (span.start + span.len - 1) / DIGEST_BLOCK;
-        for d in self.digests.iter().take(last + 1).skip(first) {
+        for d in self.digest_slots(span).into_iter().flatten() {
             d.store(0, Ordering::Relaxed);
         }
     }
@@ -258,8 +342,7 @@ impl RamStore {
             return None;
         }
         let bytes = stripe.get(span.start..span.start + span.len)?;
-        let base = span.stripe * (RAM_STRIPE / DIGEST_BLOCK) + span.start / DIGEST_BLOCK;
-        let cache = self.digests.get(base..base + span.len / DIGEST_BLOCK)?;
+        let cache = self.digest_slots(span)?;
         for (block, entry) in bytes.chunks_exact(DIGEST_BLOCK).zip(cache) {
             let e = entry.load(Ordering::Relaxed);
             let crc = if e & DIGEST_VALID != 0 {
@@ -318,20 +401,14 @@ impl RamStore {
 
     /// Takes the read lock of one stripe, blocking.
     pub fn read_stripe(&self, stripe: usize) -> Result<RwLockReadGuard<'_, Stripe>, BackendError> {
-        self.stripes
-            .get(stripe)
-            .ok_or(BackendError::OutOfRange {
-                offset: stripe as u64 * RAM_STRIPE as u64,
-                len: 0,
-                size: self.size,
-            })?
+        self.stripe_lock(stripe)?
             .read()
             .map_err(|_| BackendError::Poisoned)
     }
 
     /// Takes the read lock of one stripe if that is possible without waiting.
     pub fn try_read_stripe(&self, stripe: usize) -> Option<RwLockReadGuard<'_, Stripe>> {
-        self.stripes.get(stripe)?.try_read().ok()
+        self.stripe_lock(stripe).ok()?.try_read().ok()
     }
 
     /// Copies `buf.len()` bytes at `offset` into `buf`.
@@ -352,7 +429,8 @@ impl RamStore {
         self.check(offset, data.len() as u64)?;
         let mut done = 0;
         for s in self.spans(offset, data.len()) {
-            let mut g = self.stripes[s.stripe]
+            let mut g = self
+                .stripe_lock(s.stripe)?
                 .write()
                 .map_err(|_| BackendError::Poisoned)?;
             g[s.start..s.start + s.len].copy_from_slice(&data[done..done + s.len]);
@@ -366,7 +444,8 @@ impl RamStore {
     pub fn zero(&self, offset: u64, len: u64) -> Result<(), BackendError> {
         self.check(offset, len)?;
         for s in self.spans(offset, len as usize) {
-            let mut g = self.stripes[s.stripe]
+            let mut g = self
+                .stripe_lock(s.stripe)?
                 .write()
                 .map_err(|_| BackendError::Poisoned)?;
             g[s.start..s.start + s.len].fill(0);
@@ -422,6 +501,50 @@ pub struct FileStore {
     path: PathBuf,
     size: u64,
     direct: bool,
+    data_syncs: AtomicU64,
+    dsync_writes: AtomicU64,
+}
+
+/// What a backend did to make data durable, counted since it was opened (the tests observe
+/// FUA, the volatile write cache setting and Flush through these).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DurabilityStats {
+    /// `fdatasync` calls (Flush, shutdown, and the fallback of a durable write).
+    pub data_syncs: u64,
+    /// Writes issued with `RWF_DSYNC` (on stable storage when the call returns).
+    pub dsync_writes: u64,
+}
+
+/// Writes all of `buf` at `offset` with `RWF_DSYNC` (`pwritev2`): the data is on stable
+/// storage when this returns, as with an `O_DSYNC` file. `Ok(false)` if the kernel or file
+/// system does not support the flag (part of `buf` may have been written then).
+fn write_all_dsync(file: &File, mut buf: &[u8], mut offset: u64) -> std::io::Result<bool> {
+    while !buf.is_empty() {
+        let iov = libc::iovec {
+            iov_base: buf.as_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        let off = libc::off_t::try_from(offset)
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+        // SAFETY: `iov` describes `buf`, which stays borrowed for the call; the descriptor
+        // is owned by `file`.
+        let n = unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, off, libc::RWF_DSYNC) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // Unsupported here: the caller writes the whole piece again and syncs it.
+                Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => return Ok(false),
+                _ => return Err(e),
+            }
+        }
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
+        }
+        buf = &buf[n as usize..];
+        offset += n as u64;
+    }
+    Ok(true)
 }
 
 impl FileStore {
@@ -447,6 +570,8 @@ impl FileStore {
             path: path.to_path_buf(),
             size,
             direct,
+            data_syncs: AtomicU64::new(0),
+            dsync_writes: AtomicU64::new(0),
         })
     }
 
@@ -484,33 +609,57 @@ impl FileStore {
         self.file.read_exact_at(buf, offset).map_err(|e| self.io(e))
     }
 
+    /// Writes one piece at `offset`; with `durable`, on stable storage before returning
+    /// (`RWF_DSYNC`, or a write and `fdatasync` where the flag is not supported).
+    fn write_piece(&self, piece: &[u8], offset: u64, durable: bool) -> Result<(), BackendError> {
+        if durable {
+            if write_all_dsync(&self.file, piece, offset).map_err(|e| self.io(e))? {
+                self.dsync_writes.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            self.file
+                .write_all_at(piece, offset)
+                .map_err(|e| self.io(e))?;
+            return self.flush();
+        }
+        self.file
+            .write_all_at(piece, offset)
+            .map_err(|e| self.io(e))
+    }
+
     /// Writes `data` at `offset`, bouncing through `bounce` when the store is `O_DIRECT` and
-    /// `data` is not aligned.
+    /// `data` is not aligned. With `durable` (FUA, or the volatile write cache disabled) the
+    /// data is on stable storage when this returns.
     pub fn write_at(
         &self,
         offset: u64,
         data: &[u8],
         bounce: &mut AlignedBuf,
+        durable: bool,
     ) -> Result<(), BackendError> {
         self.check(offset, data.len() as u64)?;
         if !self.direct || (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN) {
-            return self.file.write_all_at(data, offset).map_err(|e| self.io(e));
+            return self.write_piece(data, offset, durable);
         }
         let mut done = 0;
         while done < data.len() {
             let chunk = bounce.as_mut_slice();
             let n = chunk.len().min(data.len() - done);
             chunk[..n].copy_from_slice(&data[done..done + n]);
-            self.file
-                .write_all_at(&chunk[..n], offset + done as u64)
-                .map_err(|e| self.io(e))?;
+            self.write_piece(&chunk[..n], offset + done as u64, durable)?;
             done += n;
         }
         Ok(())
     }
 
-    /// Writes `len` zero bytes at `offset`.
-    pub fn zero(&self, offset: u64, len: u64, bounce: &mut AlignedBuf) -> Result<(), BackendError> {
+    /// Writes `len` zero bytes at `offset` (durable before returning with `durable`).
+    pub fn zero(
+        &self,
+        offset: u64,
+        len: u64,
+        bounce: &mut AlignedBuf,
+        durable: bool,
+    ) -> Result<(), BackendError> {
         self.check(offset, len)?;
         let chunk = bounce.as_mut_slice();
         chunk.fill(0);
@@ -522,11 +671,23 @@ impl FileStore {
                 .map_err(|e| self.io(e))?;
             done += n as u64;
         }
+        if durable && len > 0 {
+            self.flush()?;
+        }
         Ok(())
+    }
+
+    /// What this store did to make data durable so far.
+    pub fn durability_stats(&self) -> DurabilityStats {
+        DurabilityStats {
+            data_syncs: self.data_syncs.load(Ordering::Relaxed),
+            dsync_writes: self.dsync_writes.load(Ordering::Relaxed),
+        }
     }
 
     /// Makes written data durable (`fdatasync`).
     pub fn flush(&self) -> Result<(), BackendError> {
+        self.data_syncs.fetch_add(1, Ordering::Relaxed);
         self.file.sync_data().map_err(|e| self.io(e))
     }
 }
@@ -611,26 +772,35 @@ impl Backend {
         }
     }
 
-    /// Writes `data` at `offset`.
+    /// Writes `data` at `offset`. With `durable` (a write with FUA, or any write while the
+    /// volatile write cache is disabled) the data is on stable storage when this returns;
+    /// memory and `null` namespaces have no stable storage to reach.
     pub fn write_at(
         &self,
         offset: u64,
         data: &[u8],
         bounce: &mut AlignedBuf,
+        durable: bool,
     ) -> Result<(), BackendError> {
         match self {
             Backend::Ram(r) => r.write_at(offset, data),
-            Backend::File(f) => f.write_at(offset, data, bounce),
+            Backend::File(f) => f.write_at(offset, data, bounce, durable),
             Backend::Null { size } => check_null(*size, offset, data.len() as u64),
         }
     }
 
     /// Zeroes (Write Zeroes) or deallocates (Dataset Management) a range; deallocated
-    /// blocks read back as zeroes on every backend.
-    pub fn zero(&self, offset: u64, len: u64, bounce: &mut AlignedBuf) -> Result<(), BackendError> {
+    /// blocks read back as zeroes on every backend. `durable` as for [`Backend::write_at`].
+    pub fn zero(
+        &self,
+        offset: u64,
+        len: u64,
+        bounce: &mut AlignedBuf,
+        durable: bool,
+    ) -> Result<(), BackendError> {
         match self {
             Backend::Ram(r) => r.zero(offset, len),
-            Backend::File(f) => f.zero(offset, len, bounce),
+            Backend::File(f) => f.zero(offset, len, bounce, durable),
             Backend::Null { size } => check_null(*size, offset, len),
         }
     }
@@ -640,6 +810,14 @@ impl Backend {
         match self {
             Backend::File(f) => f.flush(),
             Backend::Ram(_) | Backend::Null { .. } => Ok(()),
+        }
+    }
+
+    /// What a file backend did to make data durable (`None` for memory and `null`).
+    pub fn durability_stats(&self) -> Option<DurabilityStats> {
+        match self {
+            Backend::File(f) => Some(f.durability_stats()),
+            Backend::Ram(_) | Backend::Null { .. } => None,
         }
     }
 
@@ -662,7 +840,7 @@ mod tests {
 
     #[test]
     fn ram_write_then_read_across_stripes() {
-        let ram = RamStore::new(3 * RAM_STRIPE as u64);
+        let ram = RamStore::new(3 * RAM_STRIPE as u64).unwrap();
         let data: Vec<u8> = (0..RAM_STRIPE + 100).map(|i| (i % 251) as u8).collect();
         let off = RAM_STRIPE as u64 - 50;
         ram.write_at(off, &data).unwrap();
@@ -677,7 +855,7 @@ mod tests {
 
     #[test]
     fn ram_rejects_ranges_past_the_end() {
-        let ram = RamStore::new(4096);
+        let ram = RamStore::new(4096).unwrap();
         assert!(matches!(
             ram.write_at(4000, &[0u8; 100]),
             Err(BackendError::OutOfRange { .. })
@@ -699,7 +877,7 @@ mod tests {
     #[test]
     fn cached_span_digest_follows_writes_and_zeroing() {
         use nvme_tcp_wire::digest::crc32c;
-        let ram = RamStore::new(2 * RAM_STRIPE as u64);
+        let ram = RamStore::new(2 * RAM_STRIPE as u64).unwrap();
         let off = RAM_STRIPE as u64 - 2 * DIGEST_BLOCK as u64;
         let len = 4 * DIGEST_BLOCK;
         let digest = |ram: &RamStore| {
@@ -735,8 +913,32 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_thin_store_makes_metadata_only_where_touched() {
+        // 64 TiB of address space, mapped without reserve; nothing is committed.
+        let Ok(ram) = RamStore::new(64 << 40) else {
+            return; // a kernel without that much address space to give
+        };
+        let made = |ram: &RamStore| ram.chunks.iter().filter(|c| c.get().is_some()).count();
+        assert_eq!(made(&ram), 0);
+        let far = (64u64 << 40) - 8192;
+        ram.write_at(far, &[7u8; 8192]).unwrap();
+        ram.write_at(0, &[1u8; 512]).unwrap();
+        assert_eq!(made(&ram), 2, "one chunk at each end");
+        let mut b = [0u8; 8192];
+        ram.read_at(far, &mut b).unwrap();
+        assert!(b.iter().all(|&x| x == 7));
+        assert!(ram.write_at(far, &[0u8; 8193]).is_err());
+    }
+
+    #[test]
+    fn committable_memory_is_known_here() {
+        let m = committable_memory().unwrap();
+        assert!(m > 0);
+    }
+
+    #[test]
     fn ram_zero_clears_data() {
-        let ram = RamStore::new(8192);
+        let ram = RamStore::new(8192).unwrap();
         ram.write_at(0, &[7u8; 8192]).unwrap();
         ram.zero(512, 1024).unwrap();
         let mut b = vec![0u8; 8192];
@@ -753,16 +955,61 @@ mod tests {
         let f = FileStore::open(&dir, false).unwrap();
         assert_eq!(f.size(), 16384);
         let mut bounce = AlignedBuf::new(4096);
-        f.write_at(4096, &[9u8; 4096], &mut bounce).unwrap();
+        f.write_at(4096, &[9u8; 4096], &mut bounce, false).unwrap();
         f.flush().unwrap();
         let mut b = vec![0u8; 4096];
         f.read_at(4096, &mut b).unwrap();
         assert!(b.iter().all(|&x| x == 9));
-        f.zero(4096, 4096, &mut bounce).unwrap();
+        f.zero(4096, 4096, &mut bounce, false).unwrap();
         f.read_at(4096, &mut b).unwrap();
         assert!(b.iter().all(|&x| x == 0));
         assert!(f.read_at(16000, &mut b).is_err());
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn durable_writes_are_synced_and_others_are_not() {
+        let path =
+            std::env::temp_dir().join(format!("nvme-tcp-target-dsync-{}", std::process::id()));
+        std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+        for direct in [false, true] {
+            // O_DIRECT is refused by some file systems (tmpfs); test what this one supports.
+            let Ok(f) = FileStore::open(&path, direct) else {
+                continue;
+            };
+            let mut bounce = AlignedBuf::new(8192);
+            let synced = |s: DurabilityStats| s.data_syncs + s.dsync_writes;
+            let before = synced(f.durability_stats());
+            let mut data = AlignedBuf::new(16384);
+            data.as_mut_slice().fill(3);
+            f.write_at(0, data.as_slice(), &mut bounce, false).unwrap();
+            assert_eq!(
+                synced(f.durability_stats()),
+                before,
+                "a cached write syncs nothing"
+            );
+            f.write_at(8192, data.as_slice(), &mut bounce, true)
+                .unwrap();
+            let after = synced(f.durability_stats());
+            assert!(
+                after > before,
+                "a durable write is synced (direct={direct})"
+            );
+            // Unaligned data through the bounce buffer: every piece is durable.
+            f.write_at(4096, &data.as_slice()[1..4097], &mut bounce, true)
+                .unwrap();
+            assert!(synced(f.durability_stats()) > after);
+            let z = synced(f.durability_stats());
+            f.zero(0, 4096, &mut bounce, true).unwrap();
+            assert!(
+                synced(f.durability_stats()) > z,
+                "durable Write Zeroes syncs"
+            );
+            let mut back = AlignedBuf::new(4096);
+            f.read_at(8192, back.as_mut_slice()).unwrap();
+            assert!(back.as_slice().iter().all(|&b| b == 3));
+        }
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
@@ -778,7 +1025,7 @@ mod tests {
     fn null_discards_and_reads_zero() {
         let n = Backend::Null { size: 1 << 30 };
         let mut bounce = AlignedBuf::new(512);
-        n.write_at(0, &[1u8; 512], &mut bounce).unwrap();
+        n.write_at(0, &[1u8; 512], &mut bounce, true).unwrap();
         let mut b = [5u8; 512];
         n.read_at(0, &mut b).unwrap();
         assert_eq!(b, [0u8; 512]);

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -66,7 +67,25 @@ impl ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Open TCP connections across all ports; further connections are closed at accept.
+    /// The target raises its open-file limit to what this needs at start, or refuses to
+    /// start.
     pub max_connections: usize,
+    /// Open connections from one source IP address; further ones are closed at accept.
+    pub max_connections_per_address: usize,
+    /// Connected queues (admin and I/O) of one host NQN; a further Connect is answered
+    /// Controller Busy.
+    pub max_connections_per_host: usize,
+    /// A connection that finished no ICReq and Connect within this time is closed.
+    pub connect_timeout: Duration,
+    /// Idle deadline of I/O queues and of admin queues without keep-alive (KATO 0): when
+    /// connection slots are scarce (see `idle_reclaim_percent`), such a queue that received
+    /// nothing for this long is disconnected to make room. Zero disables it.
+    pub idle_timeout: Duration,
+    /// Slots are scarce when this percentage of `max_connections` is open.
+    pub idle_reclaim_percent: u8,
+    /// Total time the peer has to take one PDU (the largest C2HData PDU's worth of bytes)
+    /// once sending stalls; a host that reads slower is disconnected.
+    pub send_timeout: Duration,
     /// I/O queues per controller (the Number of Queues feature is capped to this).
     pub max_io_queues: u16,
     /// Entries per I/O queue (CAP.MQES + 1); a Connect asking for more gets Invalid
@@ -95,6 +114,12 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 1024,
+            max_connections_per_address: 512,
+            max_connections_per_host: 512,
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            idle_reclaim_percent: 75,
+            send_timeout: Duration::from_secs(30),
             max_io_queues: 64,
             max_queue_size: 1024,
             max_admin_queue_size: 128,
@@ -114,6 +139,30 @@ impl Limits {
         let f = |n: &str, r: &str| Err(ConfigError::field(format!("limits.{n}"), r));
         if self.max_connections == 0 {
             return f("max_connections", "must be at least 1");
+        }
+        if self.max_connections_per_address == 0 {
+            return f("max_connections_per_address", "must be at least 1");
+        }
+        if self.max_connections_per_host < 2 {
+            return f(
+                "max_connections_per_host",
+                "must be at least 2 (an admin and an I/O queue)",
+            );
+        }
+        if self.max_io_queues == 0 {
+            return f(
+                "max_io_queues",
+                "must be at least 1 (a controller without I/O queues cannot do I/O)",
+            );
+        }
+        if self.idle_reclaim_percent > 100 {
+            return f("idle_reclaim_percent", "must be between 0 and 100");
+        }
+        if self.connect_timeout.is_zero() {
+            return f("connect_timeout", "must be above zero");
+        }
+        if self.send_timeout.is_zero() {
+            return f("send_timeout", "must be above zero");
         }
         if self.max_queue_size < 2 || self.max_admin_queue_size < 2 {
             return f("max_queue_size", "queues need at least 2 entries");
@@ -226,6 +275,11 @@ pub struct SubsystemConfig {
     pub serial: Option<String>,
     /// Model number (Identify Controller MN, ≤ 40 ASCII characters).
     pub model: Option<String>,
+    /// Initial Volatile Write Cache Enable of this subsystem's controllers (a host changes
+    /// it with Set Features). With the cache disabled, every write to a file or block
+    /// device namespace is on stable storage before it completes; with it enabled, only
+    /// writes with FUA are, and others once the host sends Flush.
+    pub volatile_write_cache: bool,
 }
 
 impl SubsystemConfig {
@@ -238,6 +292,7 @@ impl SubsystemConfig {
             namespaces: Vec::new(),
             serial: None,
             model: None,
+            volatile_write_cache: true,
         }
     }
 
@@ -793,6 +848,69 @@ mod tests {
         };
         assert!(l.validate().is_err());
         Limits::default().validate().unwrap();
+    }
+
+    #[test]
+    fn nqns_are_checked_like_nvmet_and_a_little_stricter() {
+        let check = |nqn: &str| {
+            TargetConfig::default()
+                .subsystem(SubsystemConfig::new(nqn))
+                .validate()
+                .map_err(|e| e.to_string())
+        };
+        assert!(check("nqn.2024-01.io.example:disk").is_ok());
+        let longest = format!("nqn.2024-01.io.example:{}", "x".repeat(MAX_NQN_LEN - 23));
+        assert_eq!(longest.len(), MAX_NQN_LEN);
+        assert!(check(&longest).is_ok());
+        let e = check(&format!("{longest}y")).unwrap_err();
+        assert!(e.contains("223"), "{e}");
+        assert!(check(DISCOVERY_NQN).unwrap_err().contains("discovery"));
+        // Stricter than nvmet: the nqn. prefix, no control characters.
+        assert!(check("blktests-subsystem-1").unwrap_err().contains("nqn."));
+        assert!(check("nqn.2024-01.io.example:a\tb").is_err());
+        assert!(check("").is_err());
+        let mut s = SubsystemConfig::new("nqn.2024-01.io.example:disk");
+        s.allow_any_host = false;
+        s.allowed_hosts = vec!["host-a".into()];
+        let e = TargetConfig::default().subsystem(s).validate().unwrap_err();
+        assert!(e.to_string().contains("allowed_hosts[0]"), "{e}");
+    }
+
+    #[test]
+    fn limits_that_cannot_work_are_refused() {
+        for (l, field) in [
+            (
+                Limits {
+                    max_io_queues: 0,
+                    ..Limits::default()
+                },
+                "max_io_queues",
+            ),
+            (
+                Limits {
+                    max_connections_per_host: 1,
+                    ..Limits::default()
+                },
+                "max_connections_per_host",
+            ),
+            (
+                Limits {
+                    idle_reclaim_percent: 101,
+                    ..Limits::default()
+                },
+                "idle_reclaim_percent",
+            ),
+            (
+                Limits {
+                    send_timeout: std::time::Duration::ZERO,
+                    ..Limits::default()
+                },
+                "send_timeout",
+            ),
+        ] {
+            let e = l.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
     }
 
     #[test]

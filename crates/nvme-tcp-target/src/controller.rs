@@ -200,6 +200,8 @@ pub struct Controller {
     max_queue_size: u16,
     max_io_queues: u16,
     kato_ms: AtomicU32,
+    /// Volatile Write Cache Enable (Set Features 06h).
+    wce: AtomicBool,
     last_keep_alive: Mutex<Instant>,
     failed: AtomicBool,
     io_queues: Mutex<BTreeSet<u16>>,
@@ -250,6 +252,7 @@ impl Controller {
         subsystem: Arc<Subsystem>,
         p: ControllerParams,
     ) -> Self {
+        let wce = subsystem.volatile_write_cache();
         Self {
             cntlid,
             kind,
@@ -260,6 +263,7 @@ impl Controller {
             max_queue_size: p.max_queue_size,
             max_io_queues: p.max_io_queues,
             kato_ms: AtomicU32::new(p.kato_ms),
+            wce: AtomicBool::new(wce),
             last_keep_alive: Mutex::new(Instant::now()),
             failed: AtomicBool::new(false),
             io_queues: Mutex::new(BTreeSet::new()),
@@ -356,7 +360,7 @@ impl Controller {
         st.csts = csts.0;
         if new.shn() != Cc::SHN_NONE && old.shn() == Cc::SHN_NONE {
             drop(st);
-            self.subsystem.flush_all();
+            let _ = self.subsystem.flush_all();
             let mut st = lock(&self.state);
             st.csts = Csts(st.csts).with_shst(Csts::SHST_COMPLETE).0;
             return Ok(true);
@@ -370,6 +374,21 @@ impl Controller {
     /// True once CC.EN = 1 has made the controller ready.
     pub fn is_ready(&self) -> bool {
         Csts(lock(&self.state).csts).rdy()
+    }
+
+    /// Volatile Write Cache Enable: when false, every write is durable before it completes.
+    pub fn write_cache_enabled(&self) -> bool {
+        self.wce.load(Ordering::Relaxed)
+    }
+
+    /// Set Features, Volatile Write Cache. Disabling the cache first writes back what it
+    /// holds (the namespaces are flushed), so that no acknowledged write stays volatile.
+    pub fn set_write_cache(&self, enabled: bool) -> Result<(), Status> {
+        let was = self.wce.swap(enabled, Ordering::AcqRel);
+        if was && !enabled && !self.subsystem.flush_all() {
+            return Err(Status::WRITE_FAULT);
+        }
+        Ok(())
     }
 
     /// Keep Alive Timeout in ms (0: disabled).

@@ -14,14 +14,20 @@ use crate::conn::{Connection, PortContext};
 use crate::namespace::NamespaceConfig;
 use crate::state::TargetState;
 
-/// Subsystem NQN served by the harness.
+/// Subsystem NQN served by the harness (a RAM namespace).
 pub const NQN: &str = "nqn.2024-01.io.ulp-ddp:fuzz";
+/// Subsystem with a file namespace and the volatile write cache disabled, so that every
+/// write takes the durable path (mode 3).
+pub const FILE_NQN: &str = "nqn.2024-01.io.ulp-ddp:fuzz-file";
 const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:fuzz";
 
 fn state() -> Arc<TargetState> {
     static S: OnceLock<Arc<TargetState>> = OnceLock::new();
     Arc::clone(S.get_or_init(|| {
-        let cfg =
+        // A 1 MiB backing file, unlinked once open: nothing is left behind.
+        let path = std::env::temp_dir().join(format!("ulpddp-fuzz-{}.img", std::process::id()));
+        let file_ok = std::fs::write(&path, vec![0u8; 1 << 20]).is_ok();
+        let mut cfg =
             TargetConfig::single_port("127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()))
                 .subsystem(
                     SubsystemConfig::new(NQN).namespace(
@@ -33,7 +39,19 @@ fn state() -> Arc<TargetState> {
                         NamespaceConfig::parse("null:1G").unwrap_or_else(|_| unreachable!()),
                     ),
                 );
-        Arc::new(TargetState::new(&cfg).unwrap_or_else(|_| unreachable!()))
+        if file_ok {
+            let mut file = SubsystemConfig::new(FILE_NQN).namespace(NamespaceConfig::new(
+                crate::namespace::Backing::File {
+                    path: path.clone(),
+                    direct: false,
+                },
+            ));
+            file.volatile_write_cache = false;
+            cfg = cfg.subsystem(file);
+        }
+        let state = TargetState::new(&cfg).unwrap_or_else(|_| unreachable!());
+        let _ = std::fs::remove_file(&path);
+        Arc::new(state)
     }))
 }
 
@@ -67,7 +85,7 @@ fn capsule(sqe: &Sqe, data: &[u8], hdgst: bool, ddgst: bool) -> Vec<u8> {
     buf
 }
 
-fn connect_pdu(qid: u16, cntlid: u16, hdgst: bool, ddgst: bool) -> Vec<u8> {
+fn connect_pdu(subnqn: &str, qid: u16, cntlid: u16, hdgst: bool, ddgst: bool) -> Vec<u8> {
     let cmd = ConnectCommand {
         recfmt: 0,
         qid,
@@ -75,7 +93,7 @@ fn connect_pdu(qid: u16, cntlid: u16, hdgst: bool, ddgst: bool) -> Vec<u8> {
         cattr: 0,
         kato: 0,
     };
-    let data = ConnectData::new([7; 16], cntlid, NQN, HOSTNQN).unwrap_or_default();
+    let data = ConnectData::new([7; 16], cntlid, subnqn, HOSTNQN).unwrap_or_default();
     capsule(&cmd.to_sqe(), data.as_bytes(), hdgst, ddgst)
 }
 
@@ -99,8 +117,9 @@ fn feed(c: &mut Connection, bytes: &[u8], chunk: usize) {
 }
 
 /// Runs one input. The first byte chooses the digests (bits 0, 1), whether the stream starts
-/// on a fresh connection, an admin queue or an I/O queue (bits 2-3), and the chunk size (bits
-/// 4-7); the rest is the stream.
+/// on a fresh connection, an admin queue, an I/O queue of the RAM subsystem or an I/O queue
+/// of the file subsystem (bits 2-3: 0, 1, 2, 3), and the chunk size (bits 4-7); the rest is
+/// the stream.
 pub fn run(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -119,13 +138,22 @@ pub fn run(data: &[u8]) {
         1 => {
             let mut a = conn(1);
             feed(&mut a, ic.as_bytes(), 4096);
-            feed(&mut a, &connect_pdu(0, CNTLID_DYNAMIC, hdgst, ddgst), 4096);
+            feed(
+                &mut a,
+                &connect_pdu(NQN, 0, CNTLID_DYNAMIC, hdgst, ddgst),
+                4096,
+            );
             feed(&mut a, rest, chunk);
         }
-        _ => {
+        m => {
+            let subnqn = if m == 3 { FILE_NQN } else { NQN };
             let mut a = conn(1);
             feed(&mut a, ic.as_bytes(), 4096);
-            feed(&mut a, &connect_pdu(0, CNTLID_DYNAMIC, hdgst, ddgst), 4096);
+            feed(
+                &mut a,
+                &connect_pdu(subnqn, 0, CNTLID_DYNAMIC, hdgst, ddgst),
+                4096,
+            );
             let Some((cntlid, _)) = a.queue_id() else {
                 return;
             };
@@ -137,7 +165,7 @@ pub fn run(data: &[u8]) {
             feed(&mut a, &capsule(&en.to_sqe(), &[], hdgst, ddgst), 4096);
             let mut io = conn(2);
             feed(&mut io, ic.as_bytes(), 4096);
-            feed(&mut io, &connect_pdu(1, cntlid, hdgst, ddgst), 4096);
+            feed(&mut io, &connect_pdu(subnqn, 1, cntlid, hdgst, ddgst), 4096);
             feed(&mut io, rest, chunk);
         }
     }

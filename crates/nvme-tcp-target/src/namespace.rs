@@ -2,8 +2,13 @@
 //! EUI-64) and the opened runtime object.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::backend::{Backend, BackendError, FileStore, RamStore};
+use crate::backend::{Backend, BackendError, FileStore, RamStore, committable_memory};
+
+/// Bytes of RAM namespaces opened (and not thin) in this process: counted against the
+/// committable memory when the next one opens.
+static RAM_RESERVED: AtomicU64 = AtomicU64::new(0);
 
 /// Size of a `null` namespace when none is given: 1 TiB.
 pub const DEFAULT_NULL_SIZE: u64 = 1 << 40;
@@ -51,6 +56,13 @@ pub enum Backing {
         /// Size in bytes.
         size: u64,
     },
+    /// Memory of this many bytes, allowed beyond what the target can commit: pages are
+    /// taken on first write, and writing more than the machine has ends in the kernel's
+    /// out-of-memory handling.
+    ThinRam {
+        /// Size in bytes.
+        size: u64,
+    },
     /// A regular file or block device.
     File {
         /// Path of the file or device.
@@ -84,7 +96,7 @@ pub enum NamespaceSpecError {
     },
     /// An option after ',' is unknown or malformed.
     #[error(
-        "invalid namespace option {0:?} (expected direct, lba=512|4096, uuid=, nguid=, eui64=, nsid=)"
+        "invalid namespace option {0:?} (expected direct, thin, lba=512|4096, uuid=, nguid=, eui64=, nsid=)"
     )]
     InvalidOption(String),
     /// An identifier is not valid hex of the right length.
@@ -138,7 +150,8 @@ impl NamespaceConfig {
     /// Parses `KIND[:ARG][,OPTION]...`:
     ///
     /// * `ram:SIZE` — memory (`SIZE` like `64M`, `1G`, `4096`; suffixes K, M, G, T are powers
-    ///   of 1024),
+    ///   of 1024); refused at open if larger than the memory the target can commit, unless
+    ///   the `thin` option allows it,
     /// * `file:PATH` — a file or block device, `direct` option for `O_DIRECT`,
     /// * `null` or `null:SIZE` — zeroes/discard, 1 TiB by default.
     ///
@@ -159,6 +172,7 @@ impl NamespaceConfig {
             None => (head, None),
         };
         let mut direct = false;
+        let mut thin = false;
         let mut cfg = NamespaceConfig::new(Backing::Null { size: 0 });
         for opt in parts {
             let (k, v) = match opt.split_once('=') {
@@ -167,6 +181,7 @@ impl NamespaceConfig {
             };
             match (k, v) {
                 ("direct", None) => direct = true,
+                ("thin", None) => thin = true,
                 ("lba", Some(v)) => {
                     cfg.lba_size = v
                         .parse::<u64>()
@@ -189,6 +204,9 @@ impl NamespaceConfig {
             }
         }
         cfg.backing = match (kind, arg) {
+            ("ram", Some(s)) if thin => Backing::ThinRam {
+                size: parse_size(s)?,
+            },
             ("ram", Some(s)) => Backing::Ram {
                 size: parse_size(s)?,
             },
@@ -209,7 +227,12 @@ impl NamespaceConfig {
         if direct && !matches!(cfg.backing, Backing::File { .. }) {
             return Err(NamespaceSpecError::InvalidOption("direct".into()));
         }
-        if let Backing::Ram { size } | Backing::Null { size } = cfg.backing {
+        if thin && !matches!(cfg.backing, Backing::ThinRam { .. }) {
+            return Err(NamespaceSpecError::InvalidOption("thin".into()));
+        }
+        if let Backing::Ram { size } | Backing::ThinRam { size } | Backing::Null { size } =
+            cfg.backing
+        {
             let lba = cfg.lba_size.bytes();
             if size == 0 || !size.is_multiple_of(lba as u64) {
                 return Err(NamespaceSpecError::BadSize { size, lba });
@@ -312,6 +335,19 @@ pub enum NamespaceOpenError {
     /// The backend could not be opened.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// A RAM namespace larger than the memory the target can commit.
+    #[error(
+        "namespace {nsid}: ram:{size} needs {size} bytes of memory, but only {available} bytes \
+         can be committed; use a smaller size, or the `thin` option to allow it anyway"
+    )]
+    RamTooLarge {
+        /// NSID.
+        nsid: u32,
+        /// Size asked for.
+        size: u64,
+        /// Memory available (committable, less other RAM namespaces).
+        available: u64,
+    },
     /// The backing size is smaller than one block.
     #[error("namespace {nsid}: backing of {size} bytes holds no {lba}-byte block")]
     TooSmall {
@@ -332,6 +368,44 @@ pub struct Namespace {
     nlb: u64,
     ids: NamespaceIds,
     backend: Backend,
+    /// Bytes counted in [`RAM_RESERVED`], given back on drop.
+    reserved: u64,
+    config: NamespaceConfig,
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        RAM_RESERVED.fetch_sub(self.reserved, Ordering::AcqRel);
+    }
+}
+
+/// Counts `size` bytes of RAM namespace against the committable memory; fails if it does
+/// not fit. Without `/proc` to tell, the size is accepted.
+fn reserve_ram(nsid: u32, size: u64) -> Result<(), NamespaceOpenError> {
+    let Some(committable) = committable_memory() else {
+        RAM_RESERVED.fetch_add(size, Ordering::AcqRel);
+        return Ok(());
+    };
+    let mut taken = RAM_RESERVED.load(Ordering::Acquire);
+    loop {
+        let available = committable.saturating_sub(taken);
+        if size > available {
+            return Err(NamespaceOpenError::RamTooLarge {
+                nsid,
+                size,
+                available,
+            });
+        }
+        match RAM_RESERVED.compare_exchange(
+            taken,
+            taken + size,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(now) => taken = now,
+        }
+    }
 }
 
 impl Namespace {
@@ -342,19 +416,30 @@ impl Namespace {
         nsid: u32,
         cfg: &NamespaceConfig,
     ) -> Result<Self, NamespaceOpenError> {
+        let mut reserved = 0;
+        if let Backing::Ram { size } = cfg.backing {
+            reserve_ram(nsid, size)?;
+            reserved = size;
+        }
+        let release = |e| {
+            RAM_RESERVED.fetch_sub(reserved, Ordering::AcqRel);
+            e
+        };
         let backend = match &cfg.backing {
-            Backing::Ram { size } => Backend::Ram(RamStore::new(*size)),
+            Backing::Ram { size } | Backing::ThinRam { size } => {
+                Backend::Ram(RamStore::new(*size).map_err(|e| release(e.into()))?)
+            }
             Backing::File { path, direct } => Backend::File(FileStore::open(path, *direct)?),
             Backing::Null { size } => Backend::Null { size: *size },
         };
         let lba = cfg.lba_size;
         let nlb = backend.size() >> lba.shift();
         if nlb == 0 {
-            return Err(NamespaceOpenError::TooSmall {
+            return Err(release(NamespaceOpenError::TooSmall {
                 nsid,
                 size: backend.size(),
                 lba: lba.bytes(),
-            });
+            }));
         }
         let ids = NamespaceIds {
             uuid: cfg.uuid.unwrap_or_else(|| {
@@ -374,7 +459,17 @@ impl Namespace {
             nlb,
             ids,
             backend,
+            reserved,
+            config: NamespaceConfig {
+                nsid: Some(nsid),
+                ..cfg.clone()
+            },
         })
+    }
+
+    /// The configuration it was opened from (with its NSID).
+    pub fn config(&self) -> &NamespaceConfig {
+        &self.config
     }
 
     /// Namespace ID.
@@ -458,11 +553,55 @@ mod tests {
             "ram:1G,lba=1024",
             "ram:1000",
             "ram:1G,direct",
+            "null:1G,thin",
+            "file:/x,thin",
             "null,nsid=0",
             "ram:1G,uuid=zz",
         ] {
             assert!(NamespaceConfig::parse(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn ram_beyond_committable_memory_is_refused_unless_thin() {
+        let avail = committable_memory().unwrap();
+        let too_big = (avail + (1 << 30)).next_multiple_of(1 << 20);
+        let spec = format!("ram:{too_big}");
+        let e = Namespace::open("n", 1, &NamespaceConfig::parse(&spec).unwrap()).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, NamespaceOpenError::RamTooLarge { .. }), "{msg}");
+        assert!(
+            msg.contains(&too_big.to_string()) && msg.contains("thin"),
+            "{msg}"
+        );
+        let thin = NamespaceConfig::parse(&format!("{spec},thin")).unwrap();
+        assert_eq!(thin.backing, Backing::ThinRam { size: too_big });
+        let ns = Namespace::open("n", 1, &thin).unwrap();
+        assert_eq!(ns.nlb(), too_big / 512);
+    }
+
+    #[test]
+    fn huge_null_and_thin_namespaces_open_without_allocating_for_their_size() {
+        let rss = || {
+            let s = std::fs::read_to_string("/proc/self/status").unwrap();
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap()
+        };
+        let before = rss();
+        let null = Namespace::open("n", 1, &NamespaceConfig::parse("null:1024T").unwrap()).unwrap();
+        let thin = NamespaceConfig::parse("ram:32T,thin").unwrap();
+        if let Ok(ram) = Namespace::open("n", 2, &thin) {
+            assert_eq!(ram.nlb(), (32u64 << 40) / 512);
+        }
+        assert_eq!(null.nlb(), (1024u64 << 40) / 512);
+        // Metadata for every stripe of 32 TiB would be over 1 GiB; allow 64 MiB of noise.
+        assert!(
+            rss() < before + 64 * 1024,
+            "RSS grew from {before} kB to {} kB",
+            rss()
+        );
     }
 
     #[test]

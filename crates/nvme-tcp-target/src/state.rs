@@ -1,10 +1,10 @@
 //! Target-wide state shared by every connection: subsystems, the discovery subsystem, ports
 //! and their bound addresses, the discovery generation counter and the limits.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::{DISCOVERY_NQN, Limits, PortConfig, SubsystemConfig, TargetConfig};
 use crate::controller::{AsyncEvent, ControllerKind};
@@ -28,8 +28,35 @@ pub struct TargetState {
     discovery: Arc<Subsystem>,
     ports: RwLock<Vec<BoundPort>>,
     genctr: AtomicU64,
-    connections: AtomicUsize,
+    connections: Mutex<ConnectionCounts>,
+    send_stalls: AtomicU64,
     socket_buffer_size: usize,
+}
+
+/// Open connections, in all and per source address and per host NQN.
+#[derive(Debug, Default)]
+struct ConnectionCounts {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+    per_host: HashMap<String, usize>,
+}
+
+/// Why a new connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmissionRefused {
+    /// `max_connections` connections are open.
+    TargetFull,
+    /// `max_connections_per_address` connections from this address are open.
+    AddressFull,
+}
+
+fn count_down<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: &K) {
+    if let Some(n) = m.get_mut(k) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            m.remove(k);
+        }
+    }
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -57,7 +84,8 @@ impl TargetState {
             discovery: Arc::new(disc),
             ports: RwLock::new(Vec::new()),
             genctr: AtomicU64::new(1),
-            connections: AtomicUsize::new(0),
+            connections: Mutex::new(ConnectionCounts::default()),
+            send_stalls: AtomicU64::new(0),
             socket_buffer_size: cfg.socket_buffer_size,
         })
     }
@@ -89,6 +117,23 @@ impl TargetState {
     pub fn add_port(&self, cfg: PortConfig, bound: SocketAddr) {
         write(&self.ports).push(BoundPort { cfg, bound });
         self.config_changed();
+    }
+
+    /// Replaces what port `portid` exposes (subsystems, referrals, in-capsule size) with
+    /// `cfg`, keeping its address. Returns false if there is no such port.
+    pub fn update_port(&self, cfg: &PortConfig) -> bool {
+        let mut ports = write(&self.ports);
+        let Some(p) = ports.iter_mut().find(|p| p.cfg.portid == cfg.portid) else {
+            return false;
+        };
+        let addr = p.cfg.addr;
+        p.cfg = PortConfig {
+            addr,
+            ..cfg.clone()
+        };
+        drop(ports);
+        self.config_changed();
+        true
     }
 
     /// The port with this ID.
@@ -137,24 +182,79 @@ impl TargetState {
         true
     }
 
-    /// Counts a new connection if under the limit.
-    pub fn try_open_connection(&self) -> bool {
-        let max = self.limits.max_connections;
-        self.connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok()
+    fn counts(&self) -> std::sync::MutexGuard<'_, ConnectionCounts> {
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Uncounts a connection.
-    pub fn close_connection(&self) {
-        self.connections.fetch_sub(1, Ordering::AcqRel);
+    /// Counts a new connection from `peer` if under the target-wide and per-address limits.
+    pub fn try_open_connection(&self, peer: IpAddr) -> Result<(), AdmissionRefused> {
+        let mut c = self.counts();
+        if c.total >= self.limits.max_connections {
+            return Err(AdmissionRefused::TargetFull);
+        }
+        let n = c.per_address.entry(peer).or_insert(0);
+        if *n >= self.limits.max_connections_per_address {
+            return Err(AdmissionRefused::AddressFull);
+        }
+        *n += 1;
+        c.total += 1;
+        Ok(())
+    }
+
+    /// Uncounts a connection from `peer`.
+    pub fn close_connection(&self, peer: IpAddr) {
+        let mut c = self.counts();
+        c.total = c.total.saturating_sub(1);
+        count_down(&mut c.per_address, &peer);
     }
 
     /// Open connections.
     pub fn connection_count(&self) -> usize {
-        self.connections.load(Ordering::Acquire)
+        self.counts().total
+    }
+
+    /// True when connection slots are scarce: idle queues may then be disconnected.
+    pub fn slots_scarce(&self) -> bool {
+        let l = &self.limits;
+        self.connection_count() * 100 >= l.max_connections * l.idle_reclaim_percent as usize
+    }
+
+    /// Counts a connected queue of `hostnqn` if under the per-host limit.
+    pub fn claim_host_slot(&self, hostnqn: &str) -> bool {
+        let mut c = self.counts();
+        let max = self.limits.max_connections_per_host;
+        match c.per_host.get_mut(hostnqn) {
+            Some(n) if *n >= max => false,
+            Some(n) => {
+                *n += 1;
+                true
+            }
+            None => {
+                c.per_host.insert(hostnqn.to_string(), 1);
+                true
+            }
+        }
+    }
+
+    /// Uncounts a queue of `hostnqn`.
+    pub fn release_host_slot(&self, hostnqn: &str) {
+        count_down(&mut self.counts().per_host, &hostnqn.to_string());
+    }
+
+    /// Connected queues of `hostnqn`.
+    pub fn host_connection_count(&self, hostnqn: &str) -> usize {
+        self.counts().per_host.get(hostnqn).copied().unwrap_or(0)
+    }
+
+    /// Counts a connection whose sending stalled because the peer did not read.
+    pub fn count_send_stall(&self) {
+        self.send_stalls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How often sending stalled on a peer that did not read (each stall is waited out
+    /// without holding any namespace lock).
+    pub fn send_stalls(&self) -> u64 {
+        self.send_stalls.load(Ordering::Relaxed)
     }
 
     /// The discovery log entries for `hostnqn`, seen from a connection to port `portid`

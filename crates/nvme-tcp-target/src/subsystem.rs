@@ -55,6 +55,7 @@ pub struct Subsystem {
     controllers: Mutex<Controllers>,
     max_controllers: usize,
     ns_generation: std::sync::atomic::AtomicU64,
+    volatile_write_cache: bool,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -89,6 +90,7 @@ impl Subsystem {
             }),
             max_controllers: (CNTLID_MAX - CNTLID_MIN + 1) as usize,
             ns_generation: std::sync::atomic::AtomicU64::new(0),
+            volatile_write_cache: cfg.volatile_write_cache,
         };
         for ns in cfg.namespaces.iter().filter(|n| n.enabled) {
             s.add_namespace(ns)?;
@@ -124,6 +126,11 @@ impl Subsystem {
     /// Model number (Identify Controller MN).
     pub fn model(&self) -> &str {
         &self.model
+    }
+
+    /// The Volatile Write Cache Enable a new controller starts with.
+    pub fn volatile_write_cache(&self) -> bool {
+        self.volatile_write_cache
     }
 
     /// True if `hostnqn` may connect (allow-any-host, or listed).
@@ -204,15 +211,18 @@ impl Subsystem {
         Ok(())
     }
 
-    /// Flushes every namespace (shutdown notification). Errors are logged, not returned:
-    /// shutdown proceeds regardless.
-    pub fn flush_all(&self) {
+    /// Flushes every namespace (shutdown notification, write cache disabled, target
+    /// shutdown). Errors are logged; returns false if any flush failed.
+    pub fn flush_all(&self) -> bool {
         let nss: Vec<_> = read(&self.namespaces).values().cloned().collect();
+        let mut ok = true;
         for ns in nss {
             if let Err(e) = ns.backend().flush() {
-                tracing::warn!(subnqn = %self.nqn, nsid = ns.nsid(), "flush at shutdown failed: {e}");
+                tracing::warn!(subnqn = %self.nqn, nsid = ns.nsid(), "flush failed: {e}");
+                ok = false;
             }
         }
+        ok
     }
 
     /// Creates a controller with a dynamic controller ID. Fails with Controller Busy when

@@ -1,12 +1,24 @@
-//! Seed inputs for the `target_conn` fuzz target: valid command streams for the admin and I/O
-//! queue modes of `nvme_tcp_target::fuzzing::run`, so the fuzzer starts deep in the command
-//! handlers. Each seed is also run through the harness here (it must not panic).
+//! Seed inputs for the `target_conn` fuzz target: valid command streams for every mode of
+//! `nvme_tcp_target::fuzzing::run` (a fresh connection, an admin queue, I/O queues of the RAM
+//! and of the file subsystem), so the fuzzer starts deep in the command handlers. Each seed
+//! is also run through the harness here (it must not panic), and the committed seeds must be
+//! what this file generates.
 //!
 //! Write them into a corpus directory with
-//! `FUZZ_SEEDS=fuzz/corpus/target_conn cargo test -p nvme-tcp-target --test fuzz_seeds`.
+//! `FUZZ_SEEDS=$PWD/fuzz/seeds/target_conn cargo test -p nvme-tcp-target --test fuzz_seeds
+//! seeds_run`
+//! (an absolute path: tests run in the crate directory). The committed seeds are there; run
+//! the fuzzer with `cargo +nightly fuzz run target_conn fuzz/corpus/target_conn
+//! fuzz/seeds/target_conn` (new inputs go to the first, ignored, directory).
 
-use nvme_tcp_wire::nvme::{AdminOpcode, DsmRange, IoOpcode, SglDescriptor, Sqe};
-use nvme_tcp_wire::pdu::{CapsuleCmdRepr, DataPduRepr, PduFlags, PduType, emit_pdu};
+use nvme_tcp_target::config::DISCOVERY_NQN;
+use nvme_tcp_wire::nvme::fabrics::CNTLID_DYNAMIC;
+use nvme_tcp_wire::nvme::{
+    AdminOpcode, ConnectCommand, ConnectData, DsmRange, IoOpcode, SglDescriptor, Sqe,
+};
+use nvme_tcp_wire::pdu::{
+    CapsuleCmdRepr, DataPduRepr, HeaderBuf, IcReqRepr, PduFlags, PduType, emit_pdu,
+};
 use zerocopy::IntoBytes;
 
 fn capsule(mut sqe: Sqe, cid: u16, data: &[u8], c2h: u32, ddgst: bool, hdgst: bool) -> Vec<u8> {
@@ -84,20 +96,62 @@ fn admin_stream(hdgst: bool, ddgst: bool) -> Vec<u8> {
         gl.set_cdw10(lid | (127 << 16));
         add(gl, &[], 512);
     }
-    for (fid, v) in [(7u32, 0x0003_0003u32), (0x0B, 1 << 8), (0x0F, 5000), (6, 1)] {
+    for (fid, v) in [
+        (7u32, 0x0003_0003u32),
+        (0x0B, 1 << 8),
+        (0x0F, 5000),
+        (6, 0),
+        (6, 1),
+    ] {
         let mut sf = Sqe::new(AdminOpcode::SetFeatures as u8);
         sf.set_cdw10(fid);
         sf.set_cdw11(v);
         add(sf, &[], 0);
-        let mut gf = Sqe::new(AdminOpcode::GetFeatures as u8);
-        gf.set_cdw10(fid);
-        add(gf, &[], 0);
+        for sel in [0u32, 1, 3] {
+            let mut gf = Sqe::new(AdminOpcode::GetFeatures as u8);
+            gf.set_cdw10(fid | (sel << 8));
+            add(gf, &[], 0);
+        }
     }
     add(Sqe::new(AdminOpcode::AsyncEventRequest as u8), &[], 0);
     let mut ab = Sqe::new(AdminOpcode::Abort as u8);
     ab.set_cdw10(27 << 16);
     add(ab, &[], 0);
     add(Sqe::new(AdminOpcode::KeepAlive as u8), &[], 0);
+    s
+}
+
+fn fua(mut sqe: Sqe) -> Sqe {
+    sqe.set_cdw12(sqe.cdw12() | 1 << 30);
+    sqe
+}
+
+/// ICReq and an admin Connect to `subnqn`, for seeds that start on a fresh connection.
+fn bring_up(subnqn: &str, hdgst: bool, ddgst: bool) -> Vec<u8> {
+    let mut s = HeaderBuf::new(&IcReqRepr {
+        pfv: 0,
+        hpda: 0,
+        hdgst_enable: hdgst,
+        ddgst_enable: ddgst,
+        maxr2t: 0,
+    })
+    .as_bytes()
+    .to_vec();
+    let cmd = ConnectCommand {
+        recfmt: 0,
+        qid: 0,
+        sqsize: 31,
+        cattr: 0,
+        kato: 0,
+    };
+    let data = ConnectData::new(
+        [7; 16],
+        CNTLID_DYNAMIC,
+        subnqn,
+        "nqn.2014-08.org.nvmexpress:uuid:fuzz",
+    )
+    .unwrap();
+    s.extend(capsule(cmd.to_sqe(), 1, data.as_bytes(), 0, ddgst, hdgst));
     s
 }
 
@@ -137,6 +191,24 @@ fn io_stream(hdgst: bool, ddgst: bool) -> Vec<u8> {
     ));
     s.extend(h2c(3, 0, 0, &[0xA5; 4096], false, hdgst, ddgst));
     s.extend(h2c(3, 0, 4096, &[0xA5; 4096], true, hdgst, ddgst));
+    // FUA, in the capsule and through R2T (TTAG 0 is free again).
+    s.extend(capsule(
+        fua(rw(IoOpcode::Write, 32, 8)),
+        8,
+        &[0x3C; 4096],
+        0,
+        ddgst,
+        hdgst,
+    ));
+    s.extend(capsule(
+        fua(rw(IoOpcode::Write, 40, 8)),
+        9,
+        &[],
+        4096,
+        ddgst,
+        hdgst,
+    ));
+    s.extend(h2c(9, 0, 0, &[0xC3; 4096], true, hdgst, ddgst));
     let mut fl = Sqe::new(IoOpcode::Flush as u8);
     fl.set_nsid(1);
     s.extend(capsule(fl, 4, &[], 0, ddgst, hdgst));
@@ -182,6 +254,18 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
             let mut i = vec![dg | 0x08 | chunk];
             i.extend(io_stream(hdgst, ddgst));
             out.push((format!("io-dg{dg}-c{chunk:02x}"), i));
+            let mut fi = vec![dg | 0x0C | chunk];
+            fi.extend(io_stream(hdgst, ddgst));
+            out.push((format!("io-file-dg{dg}-c{chunk:02x}"), fi));
+            let mut f = vec![dg | chunk];
+            f.extend(bring_up(nvme_tcp_target::fuzzing::NQN, hdgst, ddgst));
+            f.extend(admin_stream(hdgst, ddgst));
+            out.push((format!("fresh-dg{dg}-c{chunk:02x}"), f));
+            // A discovery controller: the same admin commands, the discovery log among them.
+            let mut d = vec![dg | chunk];
+            d.extend(bring_up(DISCOVERY_NQN, hdgst, ddgst));
+            d.extend(admin_stream(hdgst, ddgst));
+            out.push((format!("fresh-discovery-dg{dg}-c{chunk:02x}"), d));
         }
     }
     out
@@ -197,4 +281,21 @@ fn seeds_run_through_the_harness() {
             std::fs::write(std::path::Path::new(d).join(name), &data).unwrap();
         }
     }
+}
+
+#[test]
+fn committed_seeds_are_the_generated_ones() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/target_conn");
+    let mut names = Vec::new();
+    for (name, data) in seeds() {
+        let committed = std::fs::read(dir.join(&name))
+            .unwrap_or_else(|e| panic!("{name}: {e} (regenerate them, see the top of this file)"));
+        assert!(
+            committed == data,
+            "{name} differs from what this file generates"
+        );
+        names.push(name);
+    }
+    let on_disk = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(on_disk, names.len(), "stale seeds in {}", dir.display());
 }

@@ -118,6 +118,45 @@ impl Connection {
         if cmd.sqsize == 0 || size > max as u32 {
             return Err(bad_sqe(IPO_SQSIZE));
         }
+        if !self.state.claim_host_slot(hostnqn) {
+            tracing::warn!(
+                hostnqn,
+                limit = lim.max_connections_per_host,
+                "connection limit of the host reached, answering Controller Busy"
+            );
+            return Err((Status::CONNECT_CONTROLLER_BUSY, 0));
+        }
+        let r = self.attach_queue(cmd, cd, &sub, hostnqn, now);
+        if r.is_err() {
+            self.state.release_host_slot(hostnqn);
+        }
+        r
+    }
+
+    /// The second half of Connect, once the host holds a connection slot: creates the
+    /// controller (admin queue) or claims the I/O queue.
+    fn attach_queue(
+        &mut self,
+        cmd: &ConnectCommand,
+        cd: &ConnectData,
+        sub: &Arc<crate::subsystem::Subsystem>,
+        hostnqn: &str,
+        now: Instant,
+    ) -> Result<u16, (Status, u32)> {
+        let bad_data = |ipo: u16| {
+            (
+                Status::CONNECT_INVALID_PARAMETERS,
+                ConnectResponse::invalid_parameter(true, ipo).to_dw0(),
+            )
+        };
+        let bad_sqe = |ipo: u16| {
+            (
+                Status::CONNECT_INVALID_PARAMETERS,
+                ConnectResponse::invalid_parameter(false, ipo).to_dw0(),
+            )
+        };
+        let lim = self.state.limits().clone();
+        let size = cmd.sqsize as u32 + 1;
         let ctrl = if cmd.qid == 0 {
             if cd.cntlid() != CNTLID_DYNAMIC {
                 return Err(bad_data(ConnectData::CNTLID_OFFSET));
@@ -165,7 +204,7 @@ impl Connection {
             conn = self.id,
             cntlid,
             qid = cmd.qid,
-            subnqn,
+            subnqn = sub.nqn(),
             hostnqn,
             "queue connected"
         );
@@ -369,7 +408,7 @@ impl Connection {
             }
             _ if discovery => Err(Status::INVALID_FIELD),
             Feature::NumberOfQueues(n) => ctrl.set_number_of_queues(n.nsq, n.ncq),
-            Feature::VolatileWriteCache { .. } => Ok(0),
+            Feature::VolatileWriteCache { wce } => ctrl.set_write_cache(wce).map(|()| 0),
             Feature::Other {
                 fid:
                     fid::ARBITRATION
@@ -399,13 +438,18 @@ impl Connection {
             // Every feature here is changeable and none is saveable or per namespace.
             return self.complete(cid, Status::SUCCESS, 0b100, 0);
         }
-        let default = c.sel == sel::DEFAULT;
+        // No feature is saveable, so the saved value is the default one.
+        let default = c.sel == sel::DEFAULT || c.sel == sel::SAVED;
         let r = match c.fid {
             fid::KEEP_ALIVE_TIMER => Ok(if default { 0 } else { ctrl.kato_ms() }),
             fid::ASYNC_EVENT_CONFIG => Ok(if default { 0 } else { ctrl.aec() }),
             _ if discovery => Err(Status::INVALID_FIELD),
             fid::NUMBER_OF_QUEUES => Ok(ctrl.number_of_queues_dw0()),
-            fid::VOLATILE_WRITE_CACHE => Ok(1),
+            fid::VOLATILE_WRITE_CACHE => Ok(if default {
+                ctrl.subsystem().volatile_write_cache() as u32
+            } else {
+                ctrl.write_cache_enabled() as u32
+            }),
             fid::ARBITRATION
             | fid::POWER_MANAGEMENT
             | fid::INTERRUPT_COALESCING

@@ -55,6 +55,14 @@ impl Connection {
         Flow::Continue
     }
 
+    /// The controller's Volatile Write Cache Enable (true without a queue: only writes with
+    /// FUA are forced out then, which is the safe reading of "unknown").
+    fn write_cache_enabled(&self) -> bool {
+        self.queue
+            .as_ref()
+            .is_none_or(|q| q.ctrl.write_cache_enabled())
+    }
+
     fn ns(&mut self, nsid: u32) -> Result<Arc<Namespace>, Status> {
         let i = self.ns_index(nsid)?;
         Ok(Arc::clone(&self.ns_table[i]))
@@ -211,8 +219,9 @@ impl Connection {
                     .bounce
                     .take()
                     .unwrap_or_else(|| AlignedBuf::new(BOUNCE_LEN));
+                let durable = c.fua || !self.write_cache_enabled();
                 let ns = &self.ns_table[ns_idx];
-                let r = ns.backend().write_at(off, bytes, &mut b);
+                let r = ns.backend().write_at(off, bytes, &mut b, durable);
                 self.bounce = Some(b);
                 r.map_err(|e| {
                     tracing::warn!(nsid = c.nsid, "write failed: {e}");
@@ -228,10 +237,15 @@ impl Connection {
                     return Err(Status::DATA_SGL_LENGTH_INVALID);
                 }
                 let ns = Arc::clone(&self.ns_table[ns_idx]);
+                let durable = c.fua || !self.write_cache_enabled();
                 self.begin_r2t(PendingWrite {
                     cccid: sqe.cid(),
                     nsid: c.nsid,
-                    sink: WriteSink::Namespace { ns, offset: off },
+                    sink: WriteSink::Namespace {
+                        ns,
+                        offset: off,
+                        durable,
+                    },
                     len,
                     received: 0,
                     status: Status::SUCCESS,
@@ -271,7 +285,8 @@ impl Connection {
         let (off, len) = ns
             .byte_range(c.slba, c.blocks() as u64)
             .ok_or(Status::LBA_OUT_OF_RANGE)?;
-        self.with_bounce(|b| ns.backend().zero(off, len, b))
+        let durable = c.fua || !self.write_cache_enabled();
+        self.with_bounce(|b| ns.backend().zero(off, len, b, durable))
             .map_err(|e| {
                 tracing::warn!(nsid = ns.nsid(), "write zeroes failed: {e}");
                 Status::WRITE_FAULT
@@ -334,8 +349,9 @@ impl Connection {
             }
         }
         if c.ad {
+            let durable = !self.write_cache_enabled();
             for (off, len) in checked {
-                if let Err(e) = self.with_bounce(|b| ns.backend().zero(off, len, b)) {
+                if let Err(e) = self.with_bounce(|b| ns.backend().zero(off, len, b, durable)) {
                     tracing::warn!(nsid = ns.nsid(), "deallocate failed: {e}");
                     return Status::WRITE_FAULT;
                 }

@@ -44,8 +44,6 @@ use tx::{BufPool, Tx};
 
 /// In-capsule data accepted for admin and Fabrics commands (NVMe/TCP: 8 KiB).
 pub const ADMIN_IN_CAPSULE_DATA: u32 = 8192;
-/// Time a new connection has to finish ICReq and Connect.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an admin queue holding Asynchronous Event Requests looks for new events.
 pub const AER_POLL: Duration = Duration::from_millis(100);
 /// Queued output above which the connection stops handling input until it is sent.
@@ -104,6 +102,8 @@ enum WriteSink {
     Namespace {
         ns: Arc<Namespace>,
         offset: u64,
+        /// FUA, or the write cache disabled: each piece is durable before completion.
+        durable: bool,
     },
     Dsm {
         cmd: DatasetManagementCommand,
@@ -148,6 +148,8 @@ pub struct Connection {
     tx: Tx,
     queue: Option<Queue>,
     created: Instant,
+    /// Time from `created` to finish ICReq and Connect.
+    connect_timeout: Duration,
     /// When held Asynchronous Event Requests were last matched with pending events.
     aer_checked: Instant,
     make_disconnector: DisconnectorFactory,
@@ -218,6 +220,7 @@ impl Connection {
             tx: Tx::new(pool),
             queue: None,
             created: now,
+            connect_timeout: lim.connect_timeout,
             aer_checked: now,
             make_disconnector,
             writes: Vec::new(),
@@ -289,8 +292,10 @@ impl Connection {
         }
     }
 
-    /// Writes all queued output to `w`, handling input that waited for room; blocking as
-    /// `w` is.
+    /// Writes all queued output to `w`, handling input that waited for room. `w` should be
+    /// non-blocking: `WouldBlock` is passed on with the rest still queued (and namespace
+    /// data copied out, so no lock waits on the peer); call again when the socket is
+    /// writable.
     pub fn flush<W: Write + ?Sized>(&mut self, w: &mut W) -> std::io::Result<()> {
         loop {
             self.tx.flush(w, &self.ns_table)?;
@@ -305,10 +310,36 @@ impl Connection {
         }
     }
 
+    /// True if the target may disconnect this connection when it has been idle while
+    /// connection slots are scarce: an I/O queue, or an admin queue without keep-alive
+    /// (KATO 0). Connections before Connect have the connect deadline instead; admin queues
+    /// with keep-alive have theirs.
+    pub fn idle_reclaimable(&self) -> bool {
+        self.queue
+            .as_ref()
+            .is_some_and(|q| q.qid != 0 || q.ctrl.kato_ms() == 0)
+    }
+
+    /// True while a command is in flight: output is queued, or a write waits for data.
+    pub fn has_work(&self) -> bool {
+        !self.tx.is_empty() || self.free_ttags.len() < self.writes.len() || self.stalled
+    }
+
+    /// Bytes written to the peer so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.tx.sent_total()
+    }
+
+    /// The largest PDU this connection sends (a C2HData PDU with the largest payload):
+    /// the unit of the driver's send deadline.
+    pub fn max_send_pdu(&self) -> usize {
+        MAX_HEADER_LEN + 128 + self.c2h_max + 4
+    }
+
     /// When [`Connection::handle_timeout`] should run next.
     pub fn poll_timeout(&self, _now: Instant) -> Option<Instant> {
         match &self.queue {
-            None => Some(self.created + CONNECT_TIMEOUT),
+            None => Some(self.created + self.connect_timeout),
             Some(q) if q.qid == 0 => {
                 let ka = q.ctrl.keep_alive_deadline();
                 // A fixed point after the last check: `now + AER_POLL` would never be due
@@ -330,7 +361,7 @@ impl Connection {
             return;
         }
         let Some(q) = &self.queue else {
-            if now >= self.created + CONNECT_TIMEOUT {
+            if now >= self.created + self.connect_timeout {
                 self.close("no Connect within the connect timeout");
             }
             return;
@@ -732,9 +763,16 @@ impl Connection {
             w.status = Status::TRANSIENT_TRANSPORT_ERROR;
         } else if w.status.is_success() {
             match &mut w.sink {
-                WriteSink::Namespace { ns, offset } => {
+                WriteSink::Namespace {
+                    ns,
+                    offset,
+                    durable,
+                } => {
                     let b = bounce.get_or_insert_with(|| AlignedBuf::new(BOUNCE_LEN));
-                    if let Err(e) = ns.backend().write_at(*offset + datao as u64, data, b) {
+                    if let Err(e) = ns
+                        .backend()
+                        .write_at(*offset + datao as u64, data, b, *durable)
+                    {
                         tracing::warn!(nsid = ns.nsid(), "write failed: {e}");
                         w.status = Status::WRITE_FAULT;
                     }
@@ -881,6 +919,7 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.fold_stats();
         if let Some(q) = self.queue.take() {
+            self.state.release_host_slot(q.ctrl.hostnqn());
             q.ctrl.remove_disconnector(self.id);
             if q.qid == 0 {
                 // Losing the admin queue ends the association (as nvmet does).

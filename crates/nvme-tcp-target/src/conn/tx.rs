@@ -7,6 +7,13 @@
 //! of the RAM stripes it sends from, and computes the data digest of RAM data under those
 //! same locks (from the store's cached block digests when the data is block aligned), so the
 //! digest always matches the bytes on the wire.
+//!
+//! No lock is held while waiting for the peer: the writer is expected to be non-blocking
+//! (the server sends with `MSG_DONTWAIT`). When the socket cannot take everything, the unsent
+//! part of the RAM data under the held locks is copied into the arena before the locks are
+//! dropped and `WouldBlock` is returned, so a host that stops reading delays only its own
+//! connection, never writers of the same namespace region, and the bytes sent later are the
+//! ones the digest was computed over.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -114,6 +121,8 @@ pub(crate) struct Tx {
     /// Bytes of `items[0]` already written.
     front_sent: usize,
     queued: usize,
+    /// Bytes written since the connection started.
+    sent_total: u64,
     pub(crate) pool: BufPool,
 }
 
@@ -124,6 +133,7 @@ impl Tx {
             items: VecDeque::with_capacity(256),
             front_sent: 0,
             queued: 0,
+            sent_total: 0,
             pool,
         }
     }
@@ -131,6 +141,11 @@ impl Tx {
     /// Bytes waiting to be sent.
     pub(crate) fn queued_bytes(&self) -> usize {
         self.queued
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn sent_total(&self) -> u64 {
+        self.sent_total
     }
 
     /// True if nothing waits.
@@ -209,6 +224,7 @@ impl Tx {
     /// Marks `n` bytes as sent, releasing finished items.
     fn advance(&mut self, mut n: usize) {
         self.queued -= n.min(self.queued);
+        self.sent_total += n as u64;
         while n > 0 {
             let Some(front) = self.items.front() else {
                 break;
@@ -230,8 +246,9 @@ impl Tx {
         }
     }
 
-    /// Writes everything queued to `w`, blocking as `w` does. On an error, what was written
-    /// is accounted for and the rest stays queued.
+    /// Writes everything queued to `w`. On an error (`WouldBlock` from a non-blocking `w`),
+    /// what was written is accounted for and the rest stays queued; RAM data that was under
+    /// a lock is copied out first (see the module documentation).
     pub(crate) fn flush<W: Write + ?Sized>(
         &mut self,
         w: &mut W,
@@ -406,8 +423,47 @@ impl Tx {
                 }
             }
         }
+        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.copy_out_locked(written, n_ready, &guards, &item_guards);
+        }
         drop(guards);
         self.advance(written);
         result
+    }
+
+    /// Replaces every RAM item among the first `n_ready` that `written` bytes did not finish
+    /// by a copy of its bytes in the arena, read under the locks still held in `guards`.
+    fn copy_out_locked(
+        &mut self,
+        mut written: usize,
+        n_ready: usize,
+        guards: &[Option<(RwLockReadGuard<'_, Stripe>, StripeSpan)>],
+        item_guards: &[(usize, usize)],
+    ) {
+        for (idx, &(from, to)) in item_guards.iter().enumerate().take(n_ready) {
+            let Some(it) = self.items.get(idx) else {
+                return;
+            };
+            let skip = if idx == 0 { self.front_sent } else { 0 };
+            let left = it.len() - skip;
+            if written >= left {
+                written -= left;
+                continue;
+            }
+            written = 0;
+            let TxItem::Ram { len, .. } = *it else {
+                continue;
+            };
+            let start = self.arena.len();
+            for (g, s) in guards[from..to].iter().flatten() {
+                self.arena.extend_from_slice(&g[s.start..s.start + s.len]);
+            }
+            if self.arena.len() - start != len {
+                // Cannot happen (the guards cover the item); keep the reference then.
+                self.arena.truncate(start);
+                continue;
+            }
+            self.items[idx] = TxItem::Arena { start, len };
+        }
     }
 }

@@ -92,7 +92,15 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Self {
-        let s = TcpStream::connect(addr).unwrap();
+        Self::from_stream(TcpStream::connect(addr).unwrap())
+    }
+
+    /// Connects from a chosen source address (another loopback address, say).
+    pub fn connect_from(src: std::net::IpAddr, addr: SocketAddr) -> Self {
+        Self::from_stream(connect_from(src, addr))
+    }
+
+    pub fn from_stream(s: TcpStream) -> Self {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         s.set_nodelay(true).unwrap();
         Self {
@@ -104,6 +112,18 @@ impl Client {
             params: NegotiatedParams::new(Role::Host),
             next_cid: 1,
         }
+    }
+
+    /// Sends an ICReq without waiting for the answer.
+    pub fn send_icreq(&mut self) {
+        let req = IcReqRepr {
+            pfv: 0,
+            hpda: 0,
+            hdgst_enable: false,
+            ddgst_enable: false,
+            maxr2t: 0,
+        };
+        let _ = self.s.write_all(HeaderBuf::new(&req).as_bytes());
     }
 
     /// ICReq/ICResp; returns the ICResp.
@@ -400,6 +420,30 @@ impl Client {
             }
         }
     }
+}
+
+/// A TCP connection to `addr` from source address `src`.
+pub fn connect_from(src: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    sock.bind(&SocketAddr::new(src, 0).into()).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    sock.into()
+}
+
+/// Polls `cond` every 5 ms until it holds; panics after 2000 tries (10 s) naming `what`.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("timed out waiting for {what}");
 }
 
 fn read_full(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<()> {

@@ -2,10 +2,13 @@
 //!
 //! Either flags for the common case (one subsystem, namespaces given as `ram:SIZE`,
 //! `file:PATH[,direct]` or `null[:SIZE]`), or `--config FILE` with the JSON `nvmetcli save`
-//! writes. Runs until SIGINT or SIGTERM.
+//! writes. Runs until SIGINT or SIGTERM, which drain the connections (commands in flight
+//! finish, then each connection closes) before it exits; SIGHUP reloads the `--config`
+//! file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nvme_tcp_target::config::{PortConfig, PortSubsystems};
@@ -44,10 +47,34 @@ pub struct Args {
     /// Load an `nvmetcli save` JSON file instead of the subsystem flags.
     #[arg(long, conflicts_with_all = ["namespaces", "allow_hosts", "serial"])]
     config: Option<PathBuf>,
-    /// Maximum open connections.
+    /// Maximum open connections (the open-file limit is raised to match, or the target
+    /// refuses to start).
     #[arg(long)]
     max_connections: Option<usize>,
-    /// Maximum I/O queues per controller.
+    /// Maximum open connections from one source IP address.
+    #[arg(long)]
+    max_connections_per_address: Option<usize>,
+    /// Maximum connected queues (admin and I/O) of one host NQN; further Connects are
+    /// answered Controller Busy.
+    #[arg(long)]
+    max_connections_per_host: Option<usize>,
+    /// Seconds a new connection has for ICReq and Connect.
+    #[arg(long, value_name = "SECS")]
+    connect_timeout: Option<u64>,
+    /// Seconds after which an idle I/O queue, or admin queue without keep-alive, is
+    /// disconnected when connection slots are scarce (0: never).
+    #[arg(long, value_name = "SECS")]
+    idle_timeout: Option<u64>,
+    /// Percentage of --max-connections open from which slots count as scarce.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+    idle_reclaim_percent: Option<u8>,
+    /// Seconds a host has in total to take each PDU once sending to it stalls.
+    #[arg(long, value_name = "SECS")]
+    send_timeout: Option<u64>,
+    /// Seconds SIGTERM/SIGINT wait for commands in flight before closing what is left.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    drain_timeout: u64,
+    /// Maximum I/O queues per controller (at least 1).
     #[arg(long)]
     max_io_queues: Option<u16>,
     /// Maximum I/O queue size (entries).
@@ -68,6 +95,12 @@ pub struct Args {
     /// Solicited write data plus staged read data per connection (e.g. 16M).
     #[arg(long, value_parser = size)]
     max_inflight_data: Option<u64>,
+    /// Start every controller with its volatile write cache disabled, so each write to a
+    /// file or block device namespace is on stable storage before it completes (hosts may
+    /// enable the cache with Set Features). By default the cache is enabled and only writes
+    /// with FUA, and Flush, force data out.
+    #[arg(long)]
+    no_write_cache: bool,
     /// SO_SNDBUF/SO_RCVBUF of each connection (0: system default).
     #[arg(long, value_parser = size)]
     socket_buffer_size: Option<u64>,
@@ -128,9 +161,32 @@ fn build_config(a: &Args) -> anyhow::Result<TargetConfig> {
             .subsystem(sub)
         }
     };
+    if a.no_write_cache {
+        for s in &mut cfg.subsystems {
+            s.volatile_write_cache = false;
+        }
+    }
     let l: &mut Limits = &mut cfg.limits;
     if let Some(v) = a.max_connections {
         l.max_connections = v;
+    }
+    if let Some(v) = a.max_connections_per_address {
+        l.max_connections_per_address = v;
+    }
+    if let Some(v) = a.max_connections_per_host {
+        l.max_connections_per_host = v;
+    }
+    if let Some(v) = a.connect_timeout {
+        l.connect_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = a.idle_timeout {
+        l.idle_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = a.idle_reclaim_percent {
+        l.idle_reclaim_percent = v;
+    }
+    if let Some(v) = a.send_timeout {
+        l.send_timeout = Duration::from_secs(v);
     }
     if let Some(v) = a.max_io_queues {
         l.max_io_queues = v;
@@ -160,7 +216,7 @@ fn build_config(a: &Args) -> anyhow::Result<TargetConfig> {
     Ok(cfg)
 }
 
-/// Runs the target until SIGINT or SIGTERM.
+/// Runs the target until SIGINT or SIGTERM (then drains it); SIGHUP reloads `--config`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = build_config(&args)?;
     if cfg.subsystems.is_empty() {
@@ -178,15 +234,48 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => reload(&args, &handle),
+            }
         }
+        anyhow::Ok(())
     })?;
-    println!("shutting down");
-    handle.shutdown();
+    println!("draining connections (up to {} s)", args.drain_timeout);
+    let cut = handle.drain(Duration::from_secs(args.drain_timeout));
+    if cut > 0 {
+        println!("closed {cut} connections with commands still in flight");
+    }
+    println!("shut down");
     Ok(())
+}
+
+/// SIGHUP: reads the configuration again and applies what can change at run time.
+fn reload(args: &Args, handle: &nvme_tcp_target::TargetHandle) {
+    if args.config.is_none() {
+        println!("SIGHUP: nothing to reload (the configuration came from flags)");
+        return;
+    }
+    let result = build_config(args)
+        .and_then(|cfg| handle.reload(&cfg).context("applying the configuration"));
+    match result {
+        Ok(sum) => {
+            println!("SIGHUP: configuration reloaded");
+            for c in &sum.changes {
+                println!("  {c}");
+            }
+            for n in &sum.not_applied {
+                println!("  not applied until restart: {n}");
+            }
+        }
+        Err(e) => println!("SIGHUP: configuration not reloaded: {e:#}"),
+    }
 }
 
 #[cfg(test)]
@@ -252,8 +341,16 @@ mod tests {
             "2M",
             "--max-queue-size",
             "256",
+            "--max-connections-per-host",
+            "70",
+            "--idle-timeout",
+            "0",
+            "--no-write-cache",
         ])
         .unwrap();
+        assert_eq!(c.limits.max_connections_per_host, 70);
+        assert!(c.limits.idle_timeout.is_zero());
+        assert!(!c.subsystems[0].volatile_write_cache);
         assert_eq!(c.ports.len(), 2);
         assert!(c.ports[0].addr.is_ipv6());
         let s = &c.subsystems[0];
@@ -272,6 +369,14 @@ mod tests {
             .to_string();
         assert!(e.contains("--ns"), "{e}");
         assert!(config(&["--allow-any-host", "--mdts", "3K"]).is_err());
+        let e = config(&["--allow-any-host", "--max-io-queues", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_io_queues"), "{e}");
+        let e = config(&["--allow-any-host", "--nqn", "blktests-subsystem-1"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nqn."), "{e}");
         assert!(config(&["--config", "/x.json", "--ns", "null"]).is_err());
         let e = config(&["--config", "/nonexistent/target.json"])
             .unwrap_err()
