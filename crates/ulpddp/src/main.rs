@@ -25,6 +25,8 @@ enum Command {
     /// ULP DDP offload control plane: capabilities and statistics.
     #[command(subcommand)]
     Ddp(cmd::ddp::Command),
+    /// Export the namespaces of a subsystem over NBD (for qemu, nbd-client).
+    Nbd(cmd::blk::NbdArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +43,6 @@ fn main() -> anyhow::Result<()> {
         Command::Host(c) => cmd::host::run(c),
         Command::Perf(a) => cmd::perf::run(a),
         Command::Ddp(c) => cmd::ddp::run(c),
+        Command::Nbd(a) => cmd::blk::run_nbd(a),
     }
 }
