@@ -10,6 +10,8 @@
 //!   Identify as the Linux host does.
 //! * [`nbd`]: an NBD server (fixed newstyle, `INFO`/`GO` with block sizes, structured
 //!   replies) that exports namespaces to qemu, `nbd-client` or any NBD client.
+//! * [`ublk`] (feature `ublk`, on by default): a namespace as a Linux ublk block device
+//!   (`/dev/ublkbN`), one ublk queue per NVMe/TCP I/O queue.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -35,6 +37,8 @@
 pub mod engine;
 pub mod geometry;
 pub mod nbd;
+#[cfg(feature = "ublk")]
+pub mod ublk;
 
 pub use engine::{BlockEngine, BlockError, BlockOp, BlockResult, Disk, Done, EngineConfig};
 pub use geometry::Geometry;

@@ -27,6 +27,9 @@ enum Command {
     Ddp(cmd::ddp::Command),
     /// Export the namespaces of a subsystem over NBD (for qemu, nbd-client).
     Nbd(cmd::blk::NbdArgs),
+    /// Serve the namespaces of a subsystem as Linux ublk block devices (/dev/ublkbN).
+    #[cfg(feature = "ublk")]
+    Ublk(cmd::blk::UblkArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +47,7 @@ fn main() -> anyhow::Result<()> {
         Command::Perf(a) => cmd::perf::run(a),
         Command::Ddp(c) => cmd::ddp::run(c),
         Command::Nbd(a) => cmd::blk::run_nbd(a),
+        #[cfg(feature = "ublk")]
+        Command::Ublk(a) => cmd::blk::run_ublk(a),
     }
 }
