@@ -78,7 +78,7 @@ q=/sys/block/ublkb0
 [ "$(cat $q/queue/logical_block_size)" = 4096 ] || kpeer_fail "logical block $(cat $q/queue/logical_block_size)"
 [ "$(ls $q/mq | wc -l)" = 2 ] || kpeer_fail "$(ls $q/mq | wc -l) hardware queues, expected 2"
 [ "$(cat $q/queue/write_cache)" = "write back" ] || kpeer_fail "write cache: $(cat $q/queue/write_cache)"
-if ulpddp ublk -a 127.0.0.1 -s 4420 -n $nqn --dev-id 0 > /tmp/second.out 2>&1; then
+if timeout 60 ulpddp ublk -a 127.0.0.1 -s 4420 -n $nqn --dev-id 0 > /tmp/second.out 2>&1; then
     kpeer_fail "a second device with id 0 was created"
 fi
 grep -q "already in use" /tmp/second.out || { cat /tmp/second.out; kpeer_fail "no 'already in use' error"; }
@@ -146,7 +146,7 @@ kill $tpid
 EOF
 
 log="${UBLK_LOG:-$work/console.log}"
-KPEER_EXTRA_MODULES=ublk_drv "$KPEER_HOME/run" --no-target -t 600 -l "$log" \
+KPEER_EXTRA_MODULES=ublk_drv "$KPEER_HOME/run" --no-target -t 300 -l "$log" \
     --add "$bin:/usr/local/bin/ulpddp" --add "$mke2fs:/usr/local/bin/mkfs.ext4" \
     --script "$work/guest.sh" || { grep -a "RESULT\|kpeer" "$log" | tail -n 20; exit 1; }
 grep -a "RESULT" "$log"

@@ -47,7 +47,11 @@ pub enum UblkServeError {
 fn ublk_error(e: UblkError) -> String {
     match e {
         UblkError::OtherError(code) | UblkError::UringIOError(code) => {
-            format!("{} (errno {})", std::io::Error::from_raw_os_error(-code), -code)
+            format!(
+                "{} (errno {})",
+                std::io::Error::from_raw_os_error(-code),
+                -code
+            )
         }
         other => other.to_string(),
     }
@@ -130,6 +134,14 @@ pub fn serve(
 ) -> Result<(), UblkServeError> {
     if !std::path::Path::new(UBLK_CONTROL).exists() {
         return Err(UblkServeError::NoDriver);
+    }
+    // An id in use must be refused here: when the driver refuses to add a device, libublk's
+    // clean-up deletes the device with that id, which is somebody else's.
+    if opts.dev_id >= 0
+        && (std::path::Path::new(&format!("/sys/class/ublk-char/ublkc{}", opts.dev_id)).exists()
+            || std::path::Path::new(&format!("/dev/ublkc{}", opts.dev_id)).exists())
+    {
+        return Err(UblkServeError::InUse(opts.dev_id));
     }
     let g = *disk.geometry();
     // Whole pages (the driver's unit), at least one block.
