@@ -15,8 +15,10 @@
 #  4. Ctrl-C during I/O: raw O_DIRECT writes to /dev/ublkb0 run while `ulpddp ublk` gets
 #     SIGINT; the writer must end (not hang), the command must exit 0 and remove the device,
 #     and every write the writer saw acknowledged must be in the target's file.
+#  5. (between 2 and 3) a short fio job with verification (random 16 KiB writes, QD 8 in each
+#     of two threads with a file each, crc32c verify) in the filesystem; this machine's fio is
+#     copied in.
 # Before the VM: on this machine (no ublk driver) `ulpddp ublk` must fail with a hint to NBD.
-# fio is not in the guest, so no fio job runs here.
 #
 # Usage: tests/interop/ublk-our-target.sh   (needs cargo build --release -p ulpddp;
 #        ULPDDP=path overrides the binary; UBLK_LOG=path keeps the guest console log)
@@ -29,6 +31,8 @@ bin="${ULPDDP:-${CARGO_TARGET_DIR:-$repo/target}/release/ulpddp}"
 "$KPEER_HOME/run" --check >/dev/null
 mke2fs="$(command -v mke2fs || echo /sbin/mke2fs)"
 [ -x "$mke2fs" ] || { echo "ublk-our-target: mke2fs (e2fsprogs) missing" >&2; exit 1; }
+fio="$(command -v fio || true)"
+[ -n "$fio" ] || { echo "ublk-our-target: fio missing (apt-get install fio)" >&2; exit 1; }
 start=$(date +%s)
 
 if [ ! -e /dev/ublk-control ]; then
@@ -97,6 +101,15 @@ mount -t ext4 $dev $mnt || kpeer_fail "mount again"
 (cd $mnt && md5sum -c /tmp/sums) || kpeer_fail "files differ after a remount"
 echo "RESULT ext4 write/remount/verify ok"
 
+# 5. fio with verification on the filesystem.
+mkdir $mnt/fio
+fio --name=verify --thread --directory=$mnt/fio --size=4M --rw=randwrite --bs=16k \
+    --ioengine=libaio --iodepth=8 --numjobs=2 --direct=1 --verify=crc32c --do_verify=1 \
+    --verify_fatal=1 --group_reporting > /tmp/fio.out 2>&1 || { cat /tmp/fio.out; kpeer_fail "fio verify"; }
+grep -E "WRITE:|READ:" /tmp/fio.out
+rm -r $mnt/fio
+echo "RESULT fio randwrite + crc32c verify ok"
+
 # 3. Target restart during I/O.
 dd if=/dev/urandom of=/tmp/big.src bs=1048576 count=8 2>/dev/null
 dd if=/tmp/big.src of=$mnt/big bs=65536 oflag=direct 2>/tmp/dd3.err &
@@ -147,7 +160,7 @@ EOF
 
 log="${UBLK_LOG:-$work/console.log}"
 KPEER_EXTRA_MODULES=ublk_drv "$KPEER_HOME/run" --no-target -t 300 -l "$log" \
-    --add "$bin:/usr/local/bin/ulpddp" --add "$mke2fs:/usr/local/bin/mkfs.ext4" \
+    --add "$bin:/usr/local/bin/ulpddp" --add "$mke2fs:/usr/local/bin/mkfs.ext4" --add "$fio" \
     --script "$work/guest.sh" || { grep -a "RESULT\|kpeer" "$log" | tail -n 20; exit 1; }
 grep -a "RESULT" "$log"
 echo "ublk-our-target: ok in $(( $(date +%s) - start )) s"
