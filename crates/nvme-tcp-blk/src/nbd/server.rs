@@ -5,7 +5,7 @@
 //! without limit.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -342,7 +342,7 @@ impl Budget {
 }
 
 fn transmission(
-    mut stream: TcpStream,
+    stream: TcpStream,
     export: &Export,
     cfg: &ServerConfig,
     structured: bool,
@@ -361,7 +361,10 @@ fn transmission(
         .name(format!("nbd-reply{id}"))
         .spawn(move || write_replies(wstream, rx, wbudget, structured))?;
     let next_queue = AtomicUsize::new(id as usize);
-    let r = read_requests(&mut stream, export, cfg, &tx, &budget, &next_queue);
+    // Requests are read through a buffer: one receive takes many headers (large write
+    // payloads bypass it).
+    let mut reader = BufReader::with_capacity(64 << 10, stream.try_clone()?);
+    let r = read_requests(&mut reader, export, cfg, &tx, &budget, &next_queue);
     // Requests in flight still answer through their clones of `tx`.
     drop(tx);
     let _ = writer.join();
@@ -370,7 +373,7 @@ fn transmission(
 }
 
 fn read_requests(
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     export: &Export,
     cfg: &ServerConfig,
     tx: &Sender<Reply>,
