@@ -8,7 +8,8 @@
 #     write-back cache (Flush/FUA passed through); a second `ulpddp ublk` asking for the same
 #     device id fails with "already in use";
 #  2. mkfs.ext4 (this machine's mke2fs, copied in), mount, three files of random data, md5,
-#     unmount, mount again, md5 must match;
+#     unmount, mount again, md5 must match; fstrim sends discards (Dataset Management) and the
+#     files still match;
 #  3. target restart during I/O: an O_DIRECT copy of 8 MiB into the filesystem is running when
 #     the target process is killed (SIGKILL) and started again on the same file; the copy must
 #     succeed, and after a remount every file must still match;
@@ -99,7 +100,14 @@ done
 umount $mnt || kpeer_fail "umount"
 mount -t ext4 $dev $mnt || kpeer_fail "mount again"
 (cd $mnt && md5sum -c /tmp/sums) || kpeer_fail "files differ after a remount"
-echo "RESULT ext4 write/remount/verify ok"
+# Discard through the filesystem: NVMe Dataset Management (Deallocate) of the free blocks.
+[ "$(cat $q/queue/discard_max_bytes)" -gt 0 ] || kpeer_fail "no discard support"
+[ "$(cat $q/queue/write_zeroes_max_bytes)" -gt 0 ] || kpeer_fail "no write zeroes support"
+fstrim $mnt || kpeer_fail "fstrim"
+discards=$(awk '{print $12}' $q/stat)
+[ "${discards:-0}" -gt 0 ] || { cat $q/stat; kpeer_fail "fstrim sent no discard"; }
+(cd $mnt && md5sum -c /tmp/sums) > /dev/null || kpeer_fail "files differ after fstrim"
+echo "RESULT ext4 write/remount/verify ok, fstrim: $discards discards"
 
 # 5. fio with verification on the filesystem.
 mkdir $mnt/fio
