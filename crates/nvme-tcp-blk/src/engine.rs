@@ -222,6 +222,9 @@ pub type BlockResult = Result<Vec<u8>, BlockError>;
 /// The completion callback of one request. If it is dropped without being called (the engine
 /// went away with the request), it is called with [`BlockError::Shutdown`], so every request
 /// gets exactly one answer.
+///
+/// It runs on an engine worker thread: it must be quick, and must not own the last reference
+/// to the [`BlockEngine`] (dropping the engine joins its workers).
 pub struct Done(Option<Box<dyn FnOnce(BlockResult) + Send>>);
 
 impl Done {

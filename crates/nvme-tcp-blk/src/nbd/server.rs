@@ -268,6 +268,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 fn serve(mut stream: TcpStream, shared: &Shared, id: u64) -> Result<(), ConnError> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(shared.cfg.handshake_timeout))?;
+    stream.set_write_timeout(Some(shared.cfg.handshake_timeout))?;
     let infos = shared
         .exports
         .iter()
@@ -303,6 +304,7 @@ fn serve(mut stream: TcpStream, shared: &Shared, id: u64) -> Result<(), ConnErro
     };
     tracing::info!(id, export = %export.name, structured_replies, "NBD transmission");
     stream.set_read_timeout(None)?;
+    stream.set_write_timeout(None)?;
     transmission(stream, export, &shared.cfg, structured_replies, id)
 }
 
