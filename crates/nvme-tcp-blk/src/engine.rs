@@ -205,13 +205,14 @@ impl BlockError {
     }
 }
 
-/// The errno for an NVMe status, after the Linux host's `nvme_error_status`.
+/// The errno a block device reports for an NVMe status.
 fn status_errno(s: NvmeStatus) -> i32 {
     match (s.sct, s.sc) {
-        (0, 0x01) => libc::EOPNOTSUPP, // Invalid Command Opcode
-        (0, 0x02) | (0, 0x0B) | (0, 0x80) => libc::EINVAL, // Invalid Field, Invalid NS, LBA range
-        (0, 0x81) => libc::ENOSPC,     // Capacity Exceeded
-        (1, 0x20) => libc::EPERM,      // Namespace is Write Protected
+        (0, 0x01) => libc::EOPNOTSUPP,         // Invalid Command Opcode
+        (0, 0x02) | (0, 0x80) => libc::EINVAL, // Invalid Field in Command, LBA Out of Range
+        (0, 0x0B) => libc::ENXIO,              // Invalid Namespace: the namespace is gone
+        (0, 0x81) => libc::ENOSPC,             // Capacity Exceeded
+        (1, 0x20) => libc::EPERM,              // Namespace is Write Protected
         _ => libc::EIO,
     }
 }

@@ -274,3 +274,38 @@ proptest! {
         t.shutdown();
     }
 }
+
+#[test]
+fn io_to_a_removed_namespace_fails_with_invalid_namespace() {
+    let t = target(1 << 20, LbaSize::B4096, 128 << 10);
+    let e = engine(&t, 1);
+    let disk = Disk::new(e.clone(), 0).unwrap();
+    exec(
+        &disk,
+        0,
+        BlockOp::Read {
+            offset: 0,
+            len: 4096,
+        },
+    )
+    .unwrap();
+    t.remove_namespace(NQN, 1).unwrap();
+    let r = exec(
+        &disk,
+        0,
+        BlockOp::Read {
+            offset: 0,
+            len: 4096,
+        },
+    );
+    let Err(err) = r else {
+        panic!("read of a removed namespace succeeded");
+    };
+    match &err {
+        BlockError::Io(nvme_tcp_host::IoError::Status(s)) => assert_eq!((s.sct, s.sc), (0, 0x0B)),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(err.errno(), libc::ENXIO);
+    e.shutdown();
+    t.shutdown();
+}

@@ -554,3 +554,42 @@ fn target_gone_for_good_fails_io_cleanly() {
     c.send(DISC, 0, 9, 0, 0, &[]);
     assert!(c.closed());
 }
+
+#[test]
+fn a_namespace_that_disappears_fails_its_io_and_the_others_go_on() {
+    let t = target(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![
+            (Backing::Ram { size: 4 << 20 }, LbaSize::B4096),
+            (Backing::Ram { size: 4 << 20 }, LbaSize::B4096),
+        ],
+        None,
+    );
+    let s = Setup::new(
+        opts(t.local_addrs()[0].port(), 1),
+        &[1, 2],
+        ServerConfig::default(),
+    );
+    let mut c1 = Client::connect(s.addr(), "ns1");
+    let mut c2 = Client::connect(s.addr(), "ns2");
+    c2.send(READ, 0, 1, 0, 4096, &[]);
+    assert_eq!(c2.reply(4096).0, 0);
+    t.remove_namespace(NQN, 2).unwrap();
+    for cookie in 2..4 {
+        c2.send(READ, 0, cookie, 0, 4096, &[]);
+        let (err, got, _) = c2.reply(4096);
+        assert_eq!(got, cookie);
+        assert_eq!(
+            err,
+            proto::errno::EIO,
+            "Invalid Namespace is an I/O error for NBD"
+        );
+    }
+    c1.send(WRITE, 0, 1, 0, 4096, &[7; 4096]);
+    assert_eq!(c1.reply(0).0, 0);
+    c1.send(READ, 0, 2, 0, 4096, &[]);
+    assert!(c1.reply(4096).2 == [7; 4096]);
+    drop((c1, c2));
+    drop(s);
+    t.shutdown();
+}
