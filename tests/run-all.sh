@@ -11,16 +11,16 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 step "cargo test (profile ci: optimised, no LTO)"
-cargo test --workspace --profile ci
+cargo test --workspace --profile ci --all-features
 
 # `cargo test` built the binary for the integration tests already (same profile).
 export ULPDDP="${CARGO_TARGET_DIR:-$PWD/target}/ci/ulpddp"
 if [ ! -x "$ULPDDP" ]; then
     step "build ulpddp for the interop tests"
-    cargo build --profile ci -p ulpddp
+    cargo build --profile ci -p ulpddp --all-features
 fi
 
 for t in tests/interop/*-*.sh; do

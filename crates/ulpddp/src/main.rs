@@ -25,6 +25,20 @@ enum Command {
     /// ULP DDP offload control plane: capabilities and statistics.
     #[command(subcommand)]
     Ddp(cmd::ddp::Command),
+    /// Export the namespaces of a subsystem over NBD (for qemu, nbd-client).
+    Nbd(cmd::blk::NbdArgs),
+    /// Serve the namespaces of a subsystem as Linux ublk block devices (/dev/ublkbN).
+    #[cfg(feature = "ublk")]
+    Ublk(cmd::blk::UblkArgs),
+    /// Serve the namespaces of a subsystem as Linux ublk block devices (not in this build:
+    /// rebuild with `--features ublk`, or use `ulpddp nbd`).
+    #[cfg(not(feature = "ublk"))]
+    #[command(disable_help_flag = true)]
+    Ublk {
+        /// (ignored)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +55,14 @@ fn main() -> anyhow::Result<()> {
         Command::Host(c) => cmd::host::run(c),
         Command::Perf(a) => cmd::perf::run(a),
         Command::Ddp(c) => cmd::ddp::run(c),
+        Command::Nbd(a) => cmd::blk::run_nbd(a),
+        #[cfg(feature = "ublk")]
+        Command::Ublk(a) => cmd::blk::run_ublk(a),
+        #[cfg(not(feature = "ublk"))]
+        Command::Ublk { .. } => Err(anyhow::anyhow!(
+            "this ulpddp was built without ublk support: rebuild with \
+             `cargo build --release -p ulpddp --features ublk` (needs libclang), \
+             or export the namespaces over NBD with `ulpddp nbd`"
+        )),
     }
 }

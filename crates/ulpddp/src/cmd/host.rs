@@ -137,7 +137,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn connect(&self) -> anyhow::Result<Controller> {
+    pub(crate) fn connect(&self) -> anyhow::Result<Controller> {
         let o = self.conn.options(&self.nqn, DEFAULT_IO_PORT)?;
         let addr = o.socket_addr_string();
         Controller::connect(o).with_context(|| format!("connecting to {} at {addr}", self.nqn))
