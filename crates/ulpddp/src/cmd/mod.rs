@@ -2,5 +2,7 @@
 
 pub mod ddp;
 pub mod host;
+pub mod hostid;
+pub mod nvme_json;
 pub mod perf;
 pub mod target;
