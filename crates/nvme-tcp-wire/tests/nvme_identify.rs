@@ -11,17 +11,19 @@ use zerocopy::IntoBytes;
 
 #[test]
 fn newer_identify_fields_and_power_states_sit_at_spec_offsets() {
-    let mut id = IdentifyController::default();
-    id.nvmsr = 1;
-    id.vwci = 2;
-    id.mec = 3;
+    let mut id = IdentifyController {
+        nvmsr: 1,
+        vwci: 2,
+        mec: 3,
+        npss: 1,
+        ..Default::default()
+    };
     id.pels.set(0x0403_0201);
     id.domainid.set(0x0605);
     id.megcap[0] = 7;
     id.ocfs.set(0x0908);
     id.maxdna[15] = 0x0A;
     id.maxcna.set(0x0C0B);
-    id.npss = 1;
     id.psd[1] = PowerStateDescriptor {
         mp: 2500.into(),
         flags: 0x3,

@@ -100,7 +100,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     .context("simulated run, offload off")?;
     let on = run_sim_read_workload_on(&p, dev.clone()).context("simulated run, offload on")?;
     let c = OffloadComparison { off, on };
-    if args.json {
+    if args.output() == crate::cmd::perf::PerfOutput::Json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
