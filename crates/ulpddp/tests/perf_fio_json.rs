@@ -97,7 +97,10 @@ fn check_dir(d: &FioDir, bs: u64) {
     assert!(d.clat_ns.percentile.contains_key("50.000000"));
     let mut sorted = p.clone();
     sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-    assert!(sorted.windows(2).all(|w| w[0].1 <= w[1].1), "percentiles rise");
+    assert!(
+        sorted.windows(2).all(|w| w[0].1 <= w[1].1),
+        "percentiles rise"
+    );
     assert!(d.clat_ns.min <= sorted[0].1);
     assert!(sorted[sorted.len() - 1].1 <= d.clat_ns.max);
     assert!(d.clat_ns.min as f64 <= d.clat_ns.mean && d.clat_ns.mean <= d.clat_ns.max as f64);
@@ -139,6 +142,9 @@ fn a_read_job_has_an_empty_write_side() {
     let out = perf(&["--rw", "read", "--bs", "64k", "--qd", "2", "--size", "4M"]);
     let j = &out.jobs[0];
     check_dir(&j.read, 65536);
-    assert_eq!((j.write.total_ios, j.write.io_bytes, j.write.runtime), (0, 0, 0));
+    assert_eq!(
+        (j.write.total_ios, j.write.io_bytes, j.write.runtime),
+        (0, 0, 0)
+    );
     assert_eq!(j.write.iops, 0.0);
 }
