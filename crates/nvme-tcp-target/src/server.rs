@@ -219,6 +219,10 @@ impl Listener {
                 }
             };
             if !self.state.try_open_connection() {
+                self.state
+                    .metrics()
+                    .connections_rejected
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     limit = self.state.limits().max_connections,
                     "connection limit reached, closing a new connection"
@@ -243,6 +247,7 @@ impl Listener {
             let _ = r.set_recv_buffer_size(buf);
         }
         let local = stream.local_addr()?;
+        let peer = stream.peer_addr().ok();
         let ctx = PortContext {
             portid: self.port.portid,
             local_addr: local,
@@ -260,6 +265,8 @@ impl Listener {
                 }
             }) as crate::controller::Disconnector
         });
+        self.state.metrics().open_connection(id, peer, Some(local));
+        tracing::info!(conn = id, ?peer, %local, "connection accepted");
         let conn = Connection::new(id, Arc::clone(&self.state), ctx, factory, Instant::now());
         self.conns
             .lock()
@@ -276,7 +283,9 @@ impl Listener {
                 }
                 let _ = stream.shutdown(std::net::Shutdown::Both);
                 conns.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                state.metrics().close_connection(id);
                 state.close_connection();
+                tracing::info!(conn = id, "connection closed");
             })?;
         Ok(())
     }

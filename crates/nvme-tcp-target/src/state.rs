@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use crate::config::{DISCOVERY_NQN, Limits, PortConfig, SubsystemConfig, TargetConfig};
 use crate::controller::{AsyncEvent, ControllerKind};
 use crate::discovery::{DiscoveryEntry, SubType};
+use crate::metrics::TargetMetrics;
 use crate::subsystem::{NamespaceChangeError, Subsystem};
 
 /// A port with the address it is bound to.
@@ -30,6 +31,7 @@ pub struct TargetState {
     genctr: AtomicU64,
     connections: AtomicUsize,
     socket_buffer_size: usize,
+    metrics: Arc<TargetMetrics>,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -58,8 +60,14 @@ impl TargetState {
             ports: RwLock::new(Vec::new()),
             genctr: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
+            metrics: Arc::default(),
             socket_buffer_size: cfg.socket_buffer_size,
         })
+    }
+
+    /// The target's counters (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &Arc<TargetMetrics> {
+        &self.metrics
     }
 
     /// Limits.

@@ -27,6 +27,14 @@ enum Command {
     Ddp(cmd::ddp::Command),
 }
 
+/// The `ulpddp_build_info` gauge every metrics endpoint of this program serves.
+pub(crate) fn build_info() -> ulp_ddp_ctl::metrics::BuildInfo {
+    ulp_ddp_ctl::metrics::BuildInfo {
+        program: "ulpddp",
+        version: env!("CARGO_PKG_VERSION"),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(

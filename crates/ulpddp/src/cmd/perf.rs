@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use nvme_tcp_host::{ConnectOptions, Controller};
 use nvme_tcp_target::{NamespaceConfig, SubsystemConfig, Target, TargetConfig, TargetHandle};
-use ulp_ddp_ctl::metrics::{MetricsServer, MetricsSource, QueueMetricsSet};
+use ulp_ddp_ctl::metrics::{BuildInfo, MetricsServer, QueueMetricsSet};
 
 use crate::perf::job::{DirMeasure, JobSpec, Live, Rw, prefill, run_queue};
 use crate::perf::report::{HostCpu, JobMeta, JobResult, table};
@@ -267,14 +267,11 @@ fn run_job(
     let qids: Vec<u16> = queues.iter().map(|q| q.qid()).collect();
     let qmetrics = Arc::new(QueueMetricsSet::new(qids.iter().copied()));
     let _metrics_srv = match args.metrics {
-        Some(addr) => {
-            let src: Arc<dyn MetricsSource> = qmetrics.clone();
-            Some(MetricsServer::bind(
-                addr,
-                ulp_ddp_ctl::Registry::new(),
-                vec![src],
-            )?)
-        }
+        Some(addr) => Some(MetricsServer::bind(
+            addr,
+            ulp_ddp_ctl::Registry::new(),
+            vec![Box::new(qmetrics.clone()), Box::new(crate::build_info())],
+        )?),
         None => None,
     };
     let live = Arc::new(Live::default());

@@ -87,7 +87,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         None => None,
     };
     let _metrics = match args.metrics {
-        Some(addr) => Some(MetricsServer::bind(addr, registry.clone(), Vec::new())?),
+        Some(addr) => Some(MetricsServer::bind(
+            addr,
+            registry.clone(),
+            vec![Box::new(crate::build_info())],
+        )?),
         None => None,
     };
     let off = run_sim_read_workload_on(
