@@ -6,3 +6,5 @@ pub mod hostid;
 pub mod nvme_json;
 pub mod perf;
 pub mod target;
+pub mod target_ctl;
+pub mod target_metrics;

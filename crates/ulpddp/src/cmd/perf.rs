@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use nvme_tcp_host::{ConnectOptions, Controller};
 use nvme_tcp_target::{NamespaceConfig, SubsystemConfig, Target, TargetConfig, TargetHandle};
-use ulp_ddp_ctl::metrics::{BuildInfo, MetricsServer, QueueMetricsSet};
+use ulp_ddp_ctl::metrics::{MetricsServer, QueueMetricsSet};
 
 use crate::perf::job::{DirMeasure, JobSpec, Live, Rw, prefill, run_queue};
 use crate::perf::report::{HostCpu, JobMeta, JobResult, table};
