@@ -22,9 +22,9 @@ fn completions_know_the_commands_and_nvme_cli_flags() {
             "target",
             "discover",
             "id-ctrl",
-            "--trsvcid",
-            "--hostnqn",
-            "--output-format",
+            "trsvcid",
+            "hostnqn",
+            "output-format",
         ] {
             assert!(s.contains(word), "{shell} completion lacks {word}");
         }
