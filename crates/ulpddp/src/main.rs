@@ -36,6 +36,8 @@ enum Command {
     /// ULP DDP offload control plane: capabilities and statistics.
     #[command(subcommand)]
     Ddp(cmd::ddp::Command),
+    /// One JSON-RPC call on a control socket (target --control-socket, perf --ctl-socket).
+    Rpc(cmd::rpc::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -81,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Command::Host(c) => cmd::host::run(c),
         Command::Perf(a) => cmd::perf::run(a),
         Command::Ddp(c) => cmd::ddp::run(c),
+        Command::Rpc(a) => cmd::rpc::run(a),
         Command::Completions { shell } => cmd::docs::completions(shell, Cli::command()),
         Command::Man(a) => cmd::docs::man(&a, Cli::command()),
     }

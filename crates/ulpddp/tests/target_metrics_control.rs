@@ -287,6 +287,24 @@ fn control_socket_changes_namespaces_and_hosts_at_run_time() {
     writeln!(c.0.stdin.as_mut().unwrap(), "disconnect").unwrap();
     assert!(c.0.wait().unwrap().success());
 
+    // The same through `ulpddp rpc`.
+    let out = Command::new(BIN)
+        .args(["rpc", "--socket"])
+        .arg(dir.path().join("ctl.sock"))
+        .args(["host-list", &json!({"nqn": NQN}).to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v,
+        json!({"allow_any_host": false, "allowed_hosts": [HOST_A]})
+    );
+
     let unknown = rpc(dir.path(), "frobnicate", json!({}));
     assert_eq!(unknown["error"]["code"], -32601);
     let nosub = rpc(dir.path(), "namespace-list", json!({"nqn": "nqn.none:x"}));

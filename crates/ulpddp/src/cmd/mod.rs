@@ -6,6 +6,7 @@ pub mod host;
 pub mod hostid;
 pub mod nvme_json;
 pub mod perf;
+pub mod rpc;
 pub mod target;
 pub mod target_ctl;
 pub mod target_metrics;
