@@ -1,11 +1,17 @@
-//! nvme-cli-like host commands over the userspace NVMe/TCP host (`nvme-tcp-host`):
-//! `discover`, `connect`, `list`, `id-ctrl`, `id-ns`, `read`, `write`.
+//! nvme-cli's host commands over the userspace NVMe/TCP host (`nvme-tcp-host`): `discover`,
+//! `connect`, `list`, `id-ctrl`, `id-ns`, `read`, `write`, with nvme-cli's flags and meanings
+//! and, with `-o json`, nvme-cli's JSON keys and shapes (see [`super::nvme_json`]).
 //!
-//! Connection options carry nvme-cli's names (`--traddr/-a`, `--trsvcid/-s`, `--nqn/-n`,
-//! `--hostnqn/-q`, `--hostid/-I`, `--nr-io-queues/-i`, `--queue-size/-Q`, `--hdr-digest/-g`,
-//! `--data-digest/-G`, `--keep-alive-tmo/-k`, `--reconnect-delay`, `--ctrl-loss-tmo`,
-//! `--fast-io-fail-tmo`, `--disable-sqflow`); every command connects, does its work and
-//! disconnects, since there is no kernel device to leave behind.
+//! Connection options carry nvme-cli's names (`-t/--transport`, `-a/--traddr`,
+//! `-s/--trsvcid`, `-n/--nqn`, `-q/--hostnqn`, `-I/--hostid`, `-i/--nr-io-queues`,
+//! `-Q/--queue-size`, `-g/--hdr-digest`, `-G/--data-digest`, `-k/--keep-alive-tmo`,
+//! `-c/--reconnect-delay`, `-l/--ctrl-loss-tmo`, `-F/--fast_io_fail_tmo`,
+//! `-d/--disable-sqflow`, `-D/--duplicate-connect`). In `read` and `write` the short flags are
+//! nvme-cli's I/O ones (`-n` namespace id, `-s` start block, `-c` block count, `-z` data size,
+//! `-d` data file) and the subsystem is given as `--nqn`/`--trsvcid`. The host identity comes
+//! from `-q`/`-I`, else `/etc/nvme/hostnqn` and `/etc/nvme/hostid` (see [`super::hostid`]).
+//! Every command opens its own association and closes it when done; `connect --interactive`
+//! keeps one open until `disconnect` or end of input.
 
 use std::io::{BufRead, Read, Write};
 use std::time::Duration;

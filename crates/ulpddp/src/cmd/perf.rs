@@ -85,6 +85,9 @@ pub struct Args {
     /// Namespace ID to use.
     #[arg(long, default_value_t = 1)]
     pub nsid: u32,
+    /// Host NQN for an external target [default: /etc/nvme/hostnqn, else random].
+    #[arg(long, requires = "target")]
+    pub hostnqn: Option<String>,
     /// Serve Prometheus metrics (per-queue I/O counters and latency) on ADDR while running.
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
@@ -185,6 +188,13 @@ fn open(args: &Args, hdgst: bool, ddgst: bool, queue_size: u16) -> anyhow::Resul
         }
     };
     let mut opts = ConnectOptions::new(addr.ip().to_string(), addr.port(), nqn);
+    if args.target.is_some() {
+        let files = crate::cmd::hostid::Files::read(std::path::Path::new(
+            crate::cmd::hostid::NVME_CONF_DIR,
+        ))?;
+        (opts.hostnqn, opts.hostid) =
+            crate::cmd::hostid::resolve(args.hostnqn.as_deref(), None, &files)?;
+    }
     opts.nr_io_queues = args.queues;
     opts.queue_size = queue_size;
     opts.hdgst = hdgst;
