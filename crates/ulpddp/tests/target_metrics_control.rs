@@ -310,3 +310,58 @@ fn control_socket_changes_namespaces_and_hosts_at_run_time() {
     let nosub = rpc(dir.path(), "namespace-list", json!({"nqn": "nqn.none:x"}));
     assert_eq!(nosub["error"]["code"], -32000);
 }
+
+#[test]
+fn disconnect_ends_an_interactive_session_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let t = start(dir.path());
+    let mut c = Kill(
+        Command::new(BIN)
+            .args([
+                "connect",
+                "-a",
+                "127.0.0.1",
+                "-s",
+                &t.port.to_string(),
+                "-n",
+                NQN,
+            ])
+            .args(["-q", HOST_A, "--interactive"])
+            .env("XDG_RUNTIME_DIR", &run)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(c.0.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("Node"), "{first}");
+    let other = Command::new(BIN)
+        .args(["disconnect", "-n", "nqn.2024-01.io.ulp-ddp:other"])
+        .env("XDG_RUNTIME_DIR", &run)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&other.stdout).trim(),
+        "NQN:nqn.2024-01.io.ulp-ddp:other disconnected 0 controller(s)"
+    );
+    let out = Command::new(BIN)
+        .args(["disconnect", "-n", NQN])
+        .env("XDG_RUNTIME_DIR", &run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("NQN:{NQN} disconnected 1 controller(s)")
+    );
+    // The session shut its controller down and exited on its own (stdin is still open).
+    assert!(c.0.wait().unwrap().success());
+    assert_eq!(std::fs::read_dir(run.join("ulpddp")).unwrap().count(), 0);
+}

@@ -23,8 +23,8 @@ use nvme_tcp_host::options::{DEFAULT_DISCOVERY_PORT, DEFAULT_IO_PORT};
 use nvme_tcp_host::{CidMode, ConnectOptions, Controller, NamespaceInfo};
 use nvme_tcp_wire::nvme::{IdentifyCommand, IdentifyController, IdentifyNamespace};
 
-use super::hostid;
 use super::nvme_json::{self, ListRow};
+use super::{hostid, session};
 
 /// Output format, as nvme-cli's `--output-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -280,6 +280,15 @@ pub enum Command {
         #[command(flatten)]
         io: IoArgs,
     },
+    /// Disconnect the open `connect --interactive` sessions of a subsystem (nvme disconnect):
+    /// each shuts its controller down and exits.
+    Disconnect {
+        /// Subsystem NQN.
+        #[arg(short = 'n', long)]
+        nqn: String,
+    },
+    /// Disconnect every open `connect --interactive` session (nvme disconnect-all).
+    DisconnectAll,
 }
 
 /// Runs a host command.
@@ -320,8 +329,27 @@ pub fn run(c: Command) -> anyhow::Result<()> {
             }
             let ctrl = target.connect()?;
             let rows = list_rows(&ctrl)?;
+            // An interactive session is recorded before anything is printed, so whoever
+            // sees the output can already `disconnect` it.
+            let mut _reg = None;
+            if interactive {
+                let o = ctrl.options();
+                let rec = session::SessionRecord {
+                    pid: std::process::id(),
+                    subnqn: o.subnqn.clone(),
+                    traddr: o.addr.clone(),
+                    trsvcid: o.port,
+                    hostnqn: o.hostnqn.clone(),
+                    cntlid: ctrl.info()?.cntlid,
+                };
+                _reg = Some(session::Registration::create(
+                    &session::runtime_dir(),
+                    &rec,
+                )?);
+            }
             print_list(&rows, output_format);
             if interactive {
+                std::io::stdout().flush()?;
                 repl(&ctrl, output_format)?;
             }
             ctrl.shutdown();
@@ -412,6 +440,15 @@ pub fn run(c: Command) -> anyhow::Result<()> {
             }
             ctrl.shutdown();
             eprintln!("read: Success");
+            Ok(())
+        }
+        Command::Disconnect { nqn } => {
+            let n = session::disconnect(&session::runtime_dir(), Some(&nqn))?;
+            println!("NQN:{nqn} disconnected {n} controller(s)");
+            Ok(())
+        }
+        Command::DisconnectAll => {
+            session::disconnect(&session::runtime_dir(), None)?;
             Ok(())
         }
         Command::Write { target, io } => {
@@ -601,11 +638,54 @@ fn print_id_ns(raw: &[u8], f: OutputFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `connect --interactive`: one command per stdin line on the open controller.
+/// What the interactive loop waits for.
+enum Input {
+    Line(String),
+    /// End of input, or SIGTERM/SIGINT (`ulpddp disconnect`).
+    End,
+}
+
+/// Lines from stdin and termination signals, on one channel.
+fn inputs() -> anyhow::Result<std::sync::mpsc::Receiver<Input>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let lines = tx.clone();
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if lines.send(Input::Line(line)).is_err() {
+                    return;
+                }
+            }
+            let _ = lines.send(Input::End);
+        })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Registered before returning, so a SIGTERM right after the session is recorded is seen.
+    let mut term = rt.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    })?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            rt.block_on(async {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            });
+            let _ = tx.send(Input::End);
+        })?;
+    Ok(rx)
+}
+
+/// `connect --interactive`: one command per stdin line on the open controller, until
+/// `disconnect`, end of input or a termination signal.
 fn repl(ctrl: &Controller, f: OutputFormat) -> anyhow::Result<()> {
-    let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
-        let line = line?;
+    let rx = inputs()?;
+    while let Ok(Input::Line(line)) = rx.recv() {
         let w: Vec<&str> = line.split_whitespace().collect();
         let num = |i: usize| -> anyhow::Result<u64> {
             w.get(i)

@@ -7,6 +7,7 @@ pub mod hostid;
 pub mod nvme_json;
 pub mod perf;
 pub mod rpc;
+pub mod session;
 pub mod target;
 pub mod target_ctl;
 pub mod target_metrics;
