@@ -52,11 +52,11 @@ n=0
 for cfg in "${configs[@]}"; do
     n=$((n + 1))
     echo "== host config $n: $cfg"
-    common=(-a 127.0.0.1 -s "$port" -n "$nqn" $cfg)
+    common=(-a 127.0.0.1 --trsvcid "$port" --nqn "$nqn" $cfg)
     "$bin" id-ctrl "${common[@]}" -o json > "$work/idctrl.json"
     grep -q "\"subnqn\": \"$nqn\"" "$work/idctrl.json" || { cat "$work/idctrl.json"; echo "id-ctrl: subnqn missing"; exit 1; }
     "$bin" id-ns "${common[@]}" --namespace-id 1 -o json > "$work/idns.json"
-    grep -q '"lba_size": 4096' "$work/idns.json" || { cat "$work/idns.json"; echo "id-ns: not 4 KiB LBAs"; exit 1; }
+    grep -q '"ds": 12' "$work/idns.json" || { cat "$work/idns.json"; echo "id-ns: not 4 KiB LBAs"; exit 1; }
     grep -q '"nsze": 4096' "$work/idns.json" || { cat "$work/idns.json"; echo "id-ns: not 16 MiB"; exit 1; }
     "$bin" list "${common[@]}"
     # Pre-existing data: the first 8 MiB must equal the image.

@@ -58,7 +58,7 @@ configs=(
 n=0
 for cfg in "${configs[@]}"; do
     n=$((n + 1))
-    common=(-a 127.0.0.1 -s "$port" -n "$nqn" $cfg)
+    common=(-a 127.0.0.1 --trsvcid "$port" --nqn "$nqn" $cfg)
     "$bin" id-ctrl "${common[@]}" -o json > "$work/idctrl.json"
     grep -q "\"subnqn\": \"$nqn\"" "$work/idctrl.json" || { cat "$work/idctrl.json"; exit 1; }
     "$bin" discover -a 127.0.0.1 -s "$port" -o json > "$work/disc.json"

@@ -11,8 +11,12 @@
 #   nvme connect -t tcp ... ; the first 8 MiB of nsid 1 read through /dev/nvmeXnY must equal
 #   the file; 4 MiB of fresh random data written (O_DIRECT) to each namespace at 8 MiB and read
 #   back (O_DIRECT) must match; for nsid 1 the backing file must hold it too; nvme disconnect.
+# With the first configuration, nvme-cli's `id-ctrl`, `id-ns`, `list` and `discover` JSON and
+# ours (`ulpddp` host in the guest, same subsystem) are carried out and compared key by key
+# (nvme-cli-json-compare.py), and our `read` runs with nvme-cli's flags.
 # Then `nvme discover` against 8009 and against 4420 must list the subsystem, and a second
-# target that allows only another host NQN must refuse the connect (then accept once listed).
+# target that allows only another host NQN must refuse the connect (then accept once listed);
+# our host, which takes its identity from /etc/nvme/hostnqn, must get the same answers.
 #
 # Usage: tests/interop/target-kernel-host.sh   (needs a release build of ulpddp:
 #        cargo build --release -p ulpddp; ULPDDP=path overrides the binary; TARGET_KH_LOG=path
@@ -66,6 +70,24 @@ for opts in "" "-g -G" "-g -i 2" "-G -i 2 -W 2" "-G --disable-sqflow"; do
     file=$(dd if=$img bs=1048576 skip=8 count=4 2>/dev/null | md5)
     [ "$file" = "$w" ] || res="$res backing-file-mismatch"
     nvme list 2>/dev/null | grep -i ulp || true
+    if [ $n = 1 ]; then
+        # nvme-cli's JSON and ours for the same subsystem, compared key by key on the build
+        # machine (nvme-cli-json-compare.py). Our host finds its identity in /etc/nvme.
+        o=$KPEER_OUT_DIR
+        cdev=/dev/$(ls /sys/class/nvme | head -n 1)
+        nvme id-ctrl $cdev -o json > $o/cli-id-ctrl.json || res="$res cli-id-ctrl"
+        nvme id-ns $dev1 -o json > $o/cli-id-ns.json || res="$res cli-id-ns"
+        nvme list -o json > $o/cli-list.json || res="$res cli-list"
+        nvme discover -t tcp -a 127.0.0.1 -s 8009 -o json > $o/cli-discover.json || res="$res cli-discover"
+        ulpddp id-ctrl -a 127.0.0.1 -s 4420 -n $nqn -o json > $o/our-id-ctrl.json || res="$res our-id-ctrl"
+        ulpddp id-ns -a 127.0.0.1 -s 4420 -n $nqn --namespace-id 1 -o json > $o/our-id-ns.json || res="$res our-id-ns"
+        ulpddp list -a 127.0.0.1 -o json > $o/our-list.json || res="$res our-list"
+        ulpddp discover -a 127.0.0.1 -s 8009 -o json > $o/our-discover.json || res="$res our-discover"
+        # nvme-cli's read/write flags on our host: -n nsid -s slba -c nlb (0's based) -d file.
+        ulpddp read -a 127.0.0.1 --trsvcid 4420 --nqn $nqn -n 1 -s 3 -c 1 -d /tmp/r2.bin 2> /tmp/r2.err || res="$res our-read"
+        grep -qx 'read: Success' /tmp/r2.err || res="$res read-success-line"
+        [ "$(dd if=$img bs=4096 skip=3 count=2 2>/dev/null | md5)" = "$(md5 < /tmp/r2.bin)" ] || res="$res our-read-data"
+    fi
     if [ $n = 2 ]; then
         # Admin and I/O commands through nvme-cli on the same controller.
         cdev=/dev/$(ls /sys/class/nvme | head -n 1)
@@ -130,6 +152,10 @@ for allow in nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-00000000000
     cat /tmp/conn.txt
     echo "RESULT access-control allow=$allow host=$me: $got (want $want)"
     [ "$got" = "$want" ] || fail=1
+    # Our host, without -q, connects as /etc/nvme/hostnqn too.
+    if ulpddp id-ctrl -a 127.0.0.1 -s 4421 -n $nqn > /dev/null 2> /tmp/ours.err; then ours=allowed; else ours=refused; fi
+    echo "RESULT access-control (ulpddp host, /etc/nvme/hostnqn) allow=$allow: $ours (want $want)"
+    [ "$ours" = "$want" ] || { cat /tmp/ours.err; fail=1; }
     kill $t2; wait $t2
 done
 echo "---- kernel log (nvme) ----"; dmesg | grep -i nvme | tail -60
@@ -139,9 +165,14 @@ EOF
 start=$(date +%s)
 log="$work/console.log"
 rc=0
+mkdir -p "$work/out"
 "$KPEER_HOME/run" --no-target --nvme-cli --add "$bin:/usr/local/bin/ulpddp" \
-    --script "$work/guest.sh" -l "$log" || rc=$?
+    --script "$work/guest.sh" -l "$log" --out "$work/out" || rc=$?
 grep -a 'RESULT\|==' "$log" | sed 's/^/  /' || true
+if [ "$rc" = 0 ]; then
+    echo "== nvme-cli JSON vs ulpddp JSON (same subsystem)"
+    python3 "$here/nvme-cli-json-compare.py" "$work/out" || rc=1
+fi
 if [ -n "${TARGET_KH_LOG:-}" ]; then cp "$log" "$TARGET_KH_LOG"; fi
 echo "target-kernel-host: rc=$rc after $(( $(date +%s) - start ))s"
 exit $rc

@@ -49,7 +49,7 @@ md5() { md5sum "$1" | cut -d' ' -f1; }
 head -c $((256 << 10)) /dev/urandom > "$work/big"
 head -c 4096 /dev/urandom > "$work/small"
 for cfg in "" "-g -G" "-G --disable-sqflow" "-g"; do
-    common=(-a 127.0.0.1 -s "$port" -n "$nqn" $cfg)
+    common=(-a 127.0.0.1 --trsvcid "$port" --nqn "$nqn" $cfg)
     "$bin" write "${common[@]}" --namespace-id 1 --start-block 0 --data "$work/big"
     "$bin" write "${common[@]}" --namespace-id 1 --start-block 1024 --data "$work/small"
     "$bin" read "${common[@]}" --namespace-id 1 --start-block 0 --data-size $((256 << 10)) --data "$work/rbig"

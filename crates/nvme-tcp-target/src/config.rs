@@ -622,6 +622,19 @@ fn parse_subsystem(s: &J<'_>) -> Result<SubsystemConfig, ConfigError> {
     Ok(sub)
 }
 
+impl NamespaceConfig {
+    /// A namespace from the object `nvmetcli save` writes for one (`nsid`, `enable`,
+    /// `device.path`, `device.uuid`, `device.nguid`, `device.eui64`), as in a configuration
+    /// file; for adding a namespace at run time in the configuration's shape.
+    pub fn from_nvmetcli_json(v: &Value) -> Result<Self, ConfigError> {
+        let j = J {
+            v,
+            path: "namespace".into(),
+        };
+        parse_namespace(&j)
+    }
+}
+
 fn parse_namespace(n: &J<'_>) -> Result<NamespaceConfig, ConfigError> {
     let nsid_j = n.get("nsid")?;
     let nsid = nsid_j.uint()?;

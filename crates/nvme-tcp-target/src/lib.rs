@@ -9,6 +9,7 @@
 //! * [`identify`] / [`discovery`]: Identify pages and the Discovery Log Page.
 //! * [`conn`]: the sans-IO connection state machine.
 //! * [`server`]: listeners and one thread per connection ([`Target::start`]).
+//! * [`metrics`]: counters per subsystem, namespace and connection, for exporters.
 //!
 //! ```
 //! use nvme_tcp_target::{NamespaceConfig, SubsystemConfig, Target, TargetConfig};
@@ -30,6 +31,7 @@ pub mod discovery;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identify;
+pub mod metrics;
 pub mod namespace;
 pub mod server;
 pub mod state;

@@ -587,6 +587,10 @@ impl Listener {
             match admitted {
                 Ok(()) => {}
                 Err(AdmissionRefused::TargetFull) => {
+                    state
+                        .metrics()
+                        .connections_rejected
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         %peer,
                         limit = state.limits().max_connections,
@@ -595,6 +599,10 @@ impl Listener {
                     continue;
                 }
                 Err(AdmissionRefused::AddressFull) => {
+                    state
+                        .metrics()
+                        .connections_rejected
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         %peer,
                         limit = state.limits().max_connections_per_address,
@@ -625,6 +633,7 @@ impl Listener {
             let _ = r.set_recv_buffer_size(buf);
         }
         let local = stream.local_addr()?;
+        let peer_addr = stream.peer_addr().ok();
         let ctx = PortContext {
             portid: self.port.portid,
             local_addr: local,
@@ -641,6 +650,8 @@ impl Listener {
                 let _ = s.shutdown(std::net::Shutdown::Both);
             }) as crate::controller::Disconnector
         });
+        state.metrics().open_connection(id, peer_addr, Some(local));
+        tracing::info!(conn = id, peer = ?peer_addr, %local, "connection accepted");
         let conn = Connection::new(id, Arc::clone(state), ctx, factory, Instant::now());
         let entry = Arc::new(ConnEntry {
             stream: Arc::clone(&stream),
@@ -661,11 +672,14 @@ impl Listener {
                     }
                     let _ = stream.shutdown(std::net::Shutdown::Both);
                     shared.conns().remove(&id);
+                    shared.state.metrics().close_connection(id);
                     shared.state.close_connection(peer);
+                    tracing::info!(conn = id, "connection closed");
                 }
             });
         if let Err(e) = spawned {
             shared.conns().remove(&id);
+            shared.state.metrics().close_connection(id);
             return Err(e);
         }
         Ok(())

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::config::{DISCOVERY_NQN, Limits, PortConfig, SubsystemConfig, TargetConfig};
 use crate::controller::{AsyncEvent, ControllerKind};
 use crate::discovery::{DiscoveryEntry, SubType};
+use crate::metrics::TargetMetrics;
 use crate::subsystem::{NamespaceChangeError, Subsystem};
 
 /// A port with the address it is bound to.
@@ -31,6 +32,7 @@ pub struct TargetState {
     connections: Mutex<ConnectionCounts>,
     send_stalls: AtomicU64,
     socket_buffer_size: usize,
+    metrics: Arc<TargetMetrics>,
 }
 
 /// Open connections, in all and per source address and per host NQN.
@@ -86,8 +88,14 @@ impl TargetState {
             genctr: AtomicU64::new(1),
             connections: Mutex::new(ConnectionCounts::default()),
             send_stalls: AtomicU64::new(0),
+            metrics: Arc::default(),
             socket_buffer_size: cfg.socket_buffer_size,
         })
+    }
+
+    /// The target's counters (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &Arc<TargetMetrics> {
+        &self.metrics
     }
 
     /// Limits.

@@ -3,10 +3,69 @@
 use nvme_tcp_wire::nvme::identify::IDENTIFY_DATA_LEN;
 use nvme_tcp_wire::nvme::{
     Cap, Cc, Csts, IdentifyController, IdentifyControllerNvm, IdentifyNamespace,
-    IdentifyNamespaceIndependent, LbaFormat, NsIdDescriptor, NsidList, NvmeError, Vs,
+    IdentifyNamespaceIndependent, LbaFormat, NsIdDescriptor, NsidList, NvmeError,
+    PowerStateDescriptor, Vs,
 };
 use proptest::prelude::*;
 use zerocopy::IntoBytes;
+
+#[test]
+fn newer_identify_fields_and_power_states_sit_at_spec_offsets() {
+    let mut id = IdentifyController {
+        nvmsr: 1,
+        vwci: 2,
+        mec: 3,
+        npss: 1,
+        ..Default::default()
+    };
+    id.pels.set(0x0403_0201);
+    id.domainid.set(0x0605);
+    id.megcap[0] = 7;
+    id.ocfs.set(0x0908);
+    id.maxdna[15] = 0x0A;
+    id.maxcna.set(0x0C0B);
+    id.psd[1] = PowerStateDescriptor {
+        mp: 2500.into(),
+        flags: 0x3,
+        enlat: 10.into(),
+        exlat: 20.into(),
+        rrt: 1,
+        rrl: 2,
+        rwt: 3,
+        rwl: 4,
+        idlp: 5.into(),
+        ips: 0x80,
+        actp: 6.into(),
+        apws: 0x42,
+        ..Default::default()
+    };
+    let b = id.as_bytes();
+    assert_eq!((b[253], b[254], b[255]), (1, 2, 3), "NVMSR, VWCI, MEC");
+    assert_eq!(&b[352..356], &[1, 2, 3, 4], "PELS");
+    assert_eq!(&b[356..358], &[5, 6], "DOMAINID");
+    assert_eq!(b[368], 7, "MEGCAP");
+    assert_eq!(&b[534..536], &[8, 9], "OCFS");
+    assert_eq!(b[559], 0x0A, "MAXDNA");
+    assert_eq!(&b[560..564], &[0x0B, 0x0C, 0, 0], "MAXCNA");
+    let p = &b[2048 + 32..2048 + 64];
+    assert_eq!(&p[0..2], &2500u16.to_le_bytes(), "MP");
+    assert_eq!(p[3], 3, "flags");
+    assert_eq!(&p[4..8], &[10, 0, 0, 0], "ENLAT");
+    assert_eq!(&p[8..12], &[20, 0, 0, 0], "EXLAT");
+    assert_eq!(&p[12..16], &[1, 2, 3, 4], "RRT RRL RWT RWL");
+    assert_eq!((p[16], p[18], p[20], p[22]), (5, 0x80, 6, 0x42));
+
+    let mut ns = IdentifyNamespace::new(8, 12);
+    ns.mssrl.set(0x0201);
+    ns.mcl.set(0x0605_0403);
+    ns.msrc = 7;
+    ns.nulbaf = 8;
+    let b = ns.as_bytes();
+    assert_eq!(&b[74..76], &[1, 2], "MSSRL");
+    assert_eq!(&b[76..80], &[3, 4, 5, 6], "MCL");
+    assert_eq!(b[80], 7, "MSRC");
+    assert_eq!(b[82], 8, "NULBAF");
+}
 
 #[test]
 fn identify_controller_fields_sit_at_spec_offsets() {

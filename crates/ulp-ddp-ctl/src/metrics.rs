@@ -1,23 +1,25 @@
-//! Prometheus text exposition (format 0.0.4) of the ULP DDP counters and of per-queue I/O
-//! counters and latency, served over plain HTTP (`GET /metrics`).
+//! Prometheus text exposition (format 0.0.4) of the ULP DDP counters, of per-queue I/O
+//! counters and latency, and of whatever else a process registers, served over plain HTTP
+//! (`GET /metrics`). Encoding is `prometheus-client`'s; serving is `tiny_http`'s, which reads
+//! each client in its own thread, so concurrent scrapes do not wait for one another. A
+//! collector emits a family only when it has something to report (no device, no ULP DDP
+//! families).
 
-use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet, prometheus_text};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+pub use prometheus_client::registry::Registry as PromRegistry;
 use ulp_ddp::StatId;
 
 use crate::Registry;
-
-/// Something that adds metrics to the exposition.
-pub trait MetricsSource: Send + Sync {
-    /// Appends metric families in the Prometheus text format.
-    fn render(&self, out: &mut String);
-}
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 pub const LATENCY_BUCKETS_S: [f64; 14] = [
@@ -89,127 +91,190 @@ impl QueueMetricsSet {
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-impl MetricsSource for QueueMetricsSet {
-    fn render(&self, out: &mut String) {
+impl Collector for QueueMetricsSet {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if self.queues.is_empty() {
+            return Ok(());
+        }
         type Getter = fn(&QueueIoMetrics) -> u64;
         let counters: [(&str, &str, Getter); 5] = [
-            (
-                "nvme_tcp_queue_reads_total",
-                "Completed read commands.",
-                |m| m.reads.load(Ordering::Relaxed),
-            ),
-            (
-                "nvme_tcp_queue_writes_total",
-                "Completed write commands.",
-                |m| m.writes.load(Ordering::Relaxed),
-            ),
-            ("nvme_tcp_queue_read_bytes_total", "Bytes read.", |m| {
+            ("nvme_tcp_queue_reads", "Completed read commands.", |m| {
+                m.reads.load(Ordering::Relaxed)
+            }),
+            ("nvme_tcp_queue_writes", "Completed write commands.", |m| {
+                m.writes.load(Ordering::Relaxed)
+            }),
+            ("nvme_tcp_queue_read_bytes", "Bytes read.", |m| {
                 m.read_bytes.load(Ordering::Relaxed)
             }),
-            ("nvme_tcp_queue_write_bytes_total", "Bytes written.", |m| {
+            ("nvme_tcp_queue_write_bytes", "Bytes written.", |m| {
                 m.write_bytes.load(Ordering::Relaxed)
             }),
             (
-                "nvme_tcp_queue_errors_total",
+                "nvme_tcp_queue_errors",
                 "Commands completed with an error.",
                 |m| m.errors.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, get) in counters {
-            family(out, name, "counter", help);
+            let mut f = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (qid, m) in &self.queues {
-                let _ = writeln!(out, "{name}{{qid=\"{qid}\"}} {}", get(m));
+                let labels = [("qid", qid.to_string())];
+                ConstCounter::new(get(m)).encode(f.encode_family(&labels)?)?;
             }
         }
-        let name = "nvme_tcp_queue_latency_seconds";
-        family(
-            out,
-            name,
-            "histogram",
+        let mut f = enc.encode_descriptor(
+            "nvme_tcp_queue_latency_seconds",
             "Command latency, submission to completion.",
-        );
+            None,
+            MetricType::Histogram,
+        )?;
         for (qid, m) in &self.queues {
-            let mut cum = 0u64;
-            for (i, b) in LATENCY_BUCKETS_S.iter().enumerate() {
-                cum += m.buckets[i].load(Ordering::Relaxed);
-                let _ = writeln!(out, "{name}_bucket{{qid=\"{qid}\",le=\"{b}\"}} {cum}");
-            }
-            cum += m.buckets[LATENCY_BUCKETS_S.len()].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{qid=\"{qid}\",le=\"+Inf\"}} {cum}");
+            let labels = [("qid", qid.to_string())];
+            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_S
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (*b, m.buckets[i].load(Ordering::Relaxed)))
+                .collect();
+            let count = m.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum();
             let sum = m.latency_sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
-            let _ = writeln!(out, "{name}_sum{{qid=\"{qid}\"}} {sum}");
-            let _ = writeln!(out, "{name}_count{{qid=\"{qid}\"}} {cum}");
+            f.encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
         }
+        Ok(())
     }
 }
 
-/// The ten ULP DDP counters of every registered device, as `ulp_ddp_<name>_total`.
-pub fn render_devices(reg: &Registry, out: &mut String) {
-    let devs = reg.list();
-    let stats: Vec<_> = devs.iter().map(|e| (e, e.dev.get_stats())).collect();
-    for id in StatId::ALL {
-        let name = format!("ulp_ddp_{}_total", id.name().replace('-', "_"));
-        family(out, &name, "counter", id.doc());
-        for (e, s) in &stats {
-            let _ = writeln!(
-                out,
-                "{name}{{ifindex=\"{}\",device=\"{}\"}} {}",
-                e.ifindex,
-                e.name.replace(['"', '\\', '\n'], "_"),
-                s.get(id)
-            );
+/// The ten ULP DDP counters of every registered device, as `ulp_ddp_<name>_total`; nothing
+/// when no device is registered.
+#[derive(Debug, Clone)]
+pub struct DdpCollector(pub Registry);
+
+impl Collector for DdpCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let devs = self.0.list();
+        if devs.is_empty() {
+            return Ok(());
         }
+        let stats: Vec<_> = devs.iter().map(|e| (e, e.dev.get_stats())).collect();
+        for id in StatId::ALL {
+            let name = format!("ulp_ddp_{}", id.name().replace('-', "_"));
+            let mut f = enc.encode_descriptor(&name, id.doc(), None, MetricType::Counter)?;
+            for (e, s) in &stats {
+                let labels = [
+                    ("ifindex", e.ifindex.to_string()),
+                    ("device", e.name.clone()),
+                ];
+                ConstCounter::new(s.get(id)).encode(f.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 
-/// Renders the whole exposition.
-pub fn render(reg: &Registry, sources: &[Arc<dyn MetricsSource>]) -> String {
-    let mut out = String::new();
-    render_devices(reg, &mut out);
+/// `<program>_build_info{version="..."} 1`: which build serves the metrics.
+#[derive(Debug, Clone)]
+pub struct BuildInfo {
+    /// Metric name prefix (the program's name).
+    pub program: &'static str,
+    /// Version string.
+    pub version: &'static str,
+}
+
+impl Collector for BuildInfo {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let name = format!("{}_build_info", self.program);
+        let mut f = enc.encode_descriptor(
+            &name,
+            "Build of the process serving these metrics (always 1).",
+            None,
+            MetricType::Gauge,
+        )?;
+        let labels = [("version", self.version)];
+        ConstGauge::new(1i64).encode(f.encode_family(&labels)?)
+    }
+}
+
+/// Builds the exposition registry: the devices' ULP DDP counters, then `sources`.
+pub fn registry(devices: Registry, sources: Vec<Box<dyn Collector>>) -> PromRegistry {
+    let mut r = PromRegistry::default();
+    r.register_collector(Box::new(DdpCollector(devices)));
     for s in sources {
-        s.render(&mut out);
+        r.register_collector(s);
     }
+    r
+}
+
+/// Renders the exposition (Prometheus text format 0.0.4).
+pub fn render(reg: &PromRegistry) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail; a collector's error would leave a partial page.
+    let _ = prometheus_text::encode(&mut out, reg);
     out
 }
 
-/// A running metrics endpoint. Dropping it stops it.
+/// Threads answering scrapes. The HTTP server reads requests in its own threads, so an idle or
+/// slow client never holds up another scrape; these only render and send.
+const WORKERS: usize = 2;
+
+/// A running metrics endpoint (`GET /metrics`, plain HTTP). Dropping it stops it.
 pub struct MetricsServer {
     addr: SocketAddr,
+    server: Arc<tiny_http::Server>,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MetricsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsServer")
+            .field("addr", &self.addr)
+            .finish()
+    }
 }
 
 impl MetricsServer {
-    /// Serves `GET /metrics` on `addr` (port 0 picks a free port; see [`Self::local_addr`]).
+    /// Serves the ULP DDP counters of `devices` and `sources` on `addr` (port 0 picks a free
+    /// port; see [`Self::local_addr`]).
     pub fn bind(
         addr: SocketAddr,
-        reg: Registry,
-        sources: Vec<Arc<dyn MetricsSource>>,
+        devices: Registry,
+        sources: Vec<Box<dyn Collector>>,
     ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr)?;
-        let addr = listener.local_addr()?;
+        Self::serve(addr, registry(devices, sources))
+    }
+
+    /// Serves `reg` on `addr`.
+    pub fn serve(addr: SocketAddr, reg: PromRegistry) -> std::io::Result<Self> {
+        let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| std::io::Error::other("metrics server has no IP address"))?;
+        let server = Arc::new(server);
+        let reg = Arc::new(reg);
         let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if stop2.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    if let Ok(c) = conn {
-                        let _ = serve(c, &reg, &sources);
-                    }
-                }
-            })?;
+        let mut threads = Vec::new();
+        for i in 0..WORKERS {
+            let (server, reg, stop) = (server.clone(), reg.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("metrics-{i}"))
+                    .spawn(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            match server.recv() {
+                                Ok(req) => respond(req, &reg),
+                                Err(_) => break,
+                            }
+                        }
+                    })?,
+            );
+        }
         Ok(Self {
             addr,
+            server,
             stop,
-            thread: Some(thread),
+            threads,
         })
     }
 
@@ -219,49 +284,37 @@ impl MetricsServer {
     }
 }
 
-fn serve(
-    mut c: TcpStream,
-    reg: &Registry,
-    sources: &[Arc<dyn MetricsSource>],
-) -> std::io::Result<()> {
-    c.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut req = [0u8; 4096];
-    let mut n = 0;
-    while n < req.len() {
-        let k = c.read(&mut req[n..])?;
-        if k == 0 {
-            break;
+fn respond(req: tiny_http::Request, reg: &PromRegistry) {
+    let path = req.url().split('?').next().unwrap_or("");
+    let get = matches!(
+        req.method(),
+        tiny_http::Method::Get | tiny_http::Method::Head
+    );
+    let resp = if get && (path == "/metrics" || path == "/") {
+        let ctype = tiny_http::Header::from_bytes(
+            &b"Content-Type"[..],
+            prometheus_text::CONTENT_TYPE.as_bytes(),
+        );
+        let r = tiny_http::Response::from_string(render(reg));
+        match ctype {
+            Ok(h) => r.with_header(h),
+            Err(()) => r,
         }
-        n += k;
-        if req[..n].windows(4).any(|w| w == b"\r\n\r\n")
-            || req[..n].windows(2).any(|w| w == b"\n\n")
-        {
-            break;
-        }
-    }
-    let head = String::from_utf8_lossy(&req[..n]);
-    let path = head.split_whitespace().nth(1).unwrap_or("");
-    let (status, ctype, body) = if head.starts_with("GET ") && (path == "/metrics" || path == "/") {
-        ("200 OK", "text/plain; version=0.0.4", render(reg, sources))
     } else {
-        (
-            "404 Not Found",
-            "text/plain",
-            "not found; try GET /metrics\n".to_string(),
-        )
+        tiny_http::Response::from_string("not found; try GET /metrics\n").with_status_code(404)
     };
-    write!(
-        c,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    // A client that went away is not our problem.
+    let _ = req.respond(resp);
 }
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.thread.take() {
+        self.server.unblock();
+        for _ in 1..self.threads.len() {
+            self.server.unblock();
+        }
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }

@@ -188,6 +188,18 @@ fn bad_requests_get_json_rpc_errors() {
     assert!(got.contains("\"sim1\""), "{got}");
 }
 
+/// One `GET /metrics` (the connection closed after the answer); fails rather than hangs.
+fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
 #[test]
 fn metrics_endpoint_exposes_counters_and_queue_latency() {
     let reg = Registry::new();
@@ -196,12 +208,8 @@ fn metrics_endpoint_exposes_counters_and_queue_latency() {
     qm.queue(1)
         .unwrap()
         .record(true, 4096, std::time::Duration::from_micros(30), true);
-    let srv = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), reg, vec![qm]).unwrap();
-    let mut s = std::net::TcpStream::connect(srv.local_addr()).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
+    let srv = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), reg, vec![Box::new(qm)]).unwrap();
+    let body = scrape(srv.local_addr());
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     assert!(
         body.contains("ulp_ddp_rx_nvme_tcp_sk_add_total{ifindex=\"1\",device=\"sim0\"} 0"),
@@ -212,11 +220,65 @@ fn metrics_endpoint_exposes_counters_and_queue_latency() {
         "{body}"
     );
     assert!(
-        body.contains("nvme_tcp_queue_latency_seconds_bucket{qid=\"1\",le=\"0.00005\"} 1"),
+        body.contains("nvme_tcp_queue_latency_seconds_bucket{qid=\"1\",le=\"5e-05\"} 1"),
         "{body}"
     );
     assert!(
-        body.contains("nvme_tcp_queue_latency_seconds_bucket{qid=\"1\",le=\"0.000025\"} 0"),
+        body.contains("nvme_tcp_queue_latency_seconds_bucket{qid=\"1\",le=\"2.5e-05\"} 0"),
         "{body}"
     );
+}
+
+#[test]
+fn metrics_without_a_device_have_no_ddp_families() {
+    let srv = MetricsServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Registry::new(),
+        vec![Box::new(Arc::new(QueueMetricsSet::new([1])))],
+    )
+    .unwrap();
+    let body = scrape(srv.local_addr());
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(!body.contains("ulp_ddp_"), "{body}");
+    assert!(
+        body.contains("nvme_tcp_queue_reads_total{qid=\"1\"} 0"),
+        "{body}"
+    );
+}
+
+#[test]
+fn idle_clients_do_not_hold_up_concurrent_scrapes() {
+    let reg = Registry::new();
+    reg.add("sim0", device(CapSet::ALL, CapSet::ALL));
+    let srv = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), reg, Vec::new()).unwrap();
+    let addr = srv.local_addr();
+    // Clients that connect and send nothing, or half a request, and stay.
+    let mut idle = Vec::new();
+    for i in 0..4 {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        if i % 2 == 1 {
+            s.write_all(b"GET /metr").unwrap();
+        }
+        idle.push(s);
+    }
+    // Eight scrapes at once, all answered while the idle clients are still connected.
+    let scrapes: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || scrape(addr)))
+        .collect();
+    for t in scrapes {
+        let body = t.join().unwrap();
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        assert!(body.contains("ulp_ddp_rx_nvme_tcp_sk_add_total"), "{body}");
+    }
+    // Keep-alive: two requests on one connection.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut both = String::new();
+    s.read_to_string(&mut both).unwrap();
+    assert_eq!(both.matches("HTTP/1.1 200 OK").count(), 1, "{both}");
+    assert_eq!(both.matches("HTTP/1.1 404").count(), 1, "{both}");
+    drop(idle);
 }

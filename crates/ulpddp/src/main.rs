@@ -1,7 +1,12 @@
 //! `ulpddp`: the NVMe/TCP target, nvme-cli-like host commands, `perf`, and the ULP DDP
 //! control plane, in one binary.
+//!
+//! Logging goes to stderr through `tracing`. `RUST_LOG` (e.g. `RUST_LOG=nvme_tcp_target=debug`)
+//! sets the filter; without it the level is `info` for `target` (connections and Connects are
+//! logged) and `warn` for the other commands, raised by each `-v` (info, debug, trace) and
+//! lowered to `error` by `--quiet` (long only: `-q` is nvme-cli's host NQN).
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod cmd;
 mod perf;
@@ -10,6 +15,12 @@ mod perf;
 #[derive(Parser, Debug)]
 #[command(name = "ulpddp", version, about)]
 struct Cli {
+    /// More log output on stderr (repeatable: info, debug, trace); RUST_LOG overrides.
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr; RUST_LOG overrides.
+    #[arg(long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,17 +50,49 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         args: Vec<String>,
     },
+    /// One JSON-RPC call on a control socket (target --control-socket, perf --ctl-socket).
+    Rpc(cmd::rpc::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page ulpddp(1), or write one page per command with --out-dir.
+    Man(cmd::docs::ManArgs),
+}
+
+/// The `ulpddp_build_info` gauge every metrics endpoint of this program serves.
+pub(crate) fn build_info() -> ulp_ddp_ctl::metrics::BuildInfo {
+    ulp_ddp_ctl::metrics::BuildInfo {
+        program: "ulpddp",
+        version: env!("CARGO_PKG_VERSION"),
+    }
+}
+
+/// The log level without RUST_LOG: a base per command, moved by -v / --quiet.
+fn log_level(cli: &Cli) -> &'static str {
+    const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+    if cli.quiet {
+        return "error";
+    }
+    let base = if matches!(cli.command, Command::Target(_)) {
+        2
+    } else {
+        1
+    };
+    LEVELS[(base + usize::from(cli.verbose)).min(LEVELS.len() - 1)]
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_level(&cli))),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Target(a) => cmd::target::run(a),
         Command::Host(c) => cmd::host::run(c),
@@ -64,5 +107,40 @@ fn main() -> anyhow::Result<()> {
              `cargo build --release -p ulpddp --features ublk` (needs libclang), \
              or export the namespaces over NBD with `ulpddp nbd`"
         )),
+        Command::Rpc(a) => cmd::rpc::run(a),
+        Command::Completions { shell } => cmd::docs::completions(shell, Cli::command()),
+        Command::Man(a) => cmd::docs::man(&a, Cli::command()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level(argv: &[&str]) -> &'static str {
+        log_level(&Cli::try_parse_from(argv).unwrap())
+    }
+
+    #[test]
+    fn verbosity_flags_move_the_default_log_level() {
+        assert_eq!(level(&["ulpddp", "target", "--allow-any-host"]), "info");
+        assert_eq!(
+            level(&["ulpddp", "-v", "target", "--allow-any-host"]),
+            "debug"
+        );
+        assert_eq!(
+            level(&["ulpddp", "target", "-vvvv", "--allow-any-host"]),
+            "trace"
+        );
+        assert_eq!(
+            level(&["ulpddp", "--quiet", "target", "--allow-any-host"]),
+            "error"
+        );
+        assert_eq!(level(&["ulpddp", "discover"]), "warn");
+        assert_eq!(level(&["ulpddp", "id-ctrl", "-n", "nqn.x:y", "-v"]), "info");
+        // -q stays nvme-cli's host NQN.
+        let cli = Cli::try_parse_from(["ulpddp", "id-ctrl", "-n", "nqn.x:y", "-q", "nqn.h:1"]);
+        assert!(cli.is_ok());
+        Cli::command().debug_assert();
     }
 }

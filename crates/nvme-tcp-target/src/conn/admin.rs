@@ -15,6 +15,7 @@ use super::{Connection, Flow, Queue};
 use crate::controller::{ControllerKind, ControllerParams, fid, lid};
 use crate::discovery;
 use crate::identify::{self, IdentifyLimits, MAX_NSID};
+use crate::metrics::ConnectionIdentity;
 
 /// SQE byte offsets reported in Connect Invalid Parameters (IATTR 0).
 const IPO_QID: u16 = 42;
@@ -56,6 +57,10 @@ impl Connection {
                 self.complete(cid, Status::SUCCESS, dw0, 0);
             }
             Err((status, dw0)) => {
+                self.state
+                    .metrics()
+                    .connects_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(conn = self.id, ?status, "Connect refused");
                 self.complete(cid, status, dw0, 0);
             }
@@ -200,13 +205,23 @@ impl Connection {
             sqhd: 1 % qsize,
             sq_flow_disabled: cmd.sq_flow_control_disabled(),
         });
-        tracing::debug!(
+        self.obs.connected(
+            self.state.metrics(),
+            ConnectionIdentity {
+                subnqn: sub.nqn().to_string(),
+                hostnqn: hostnqn.to_string(),
+                cntlid,
+                qid: cmd.qid,
+            },
+            qsize,
+        );
+        tracing::info!(
             conn = self.id,
             cntlid,
             qid = cmd.qid,
             subnqn = sub.nqn(),
             hostnqn,
-            "queue connected"
+            "Connect: queue connected"
         );
         Ok(cntlid)
     }

@@ -182,7 +182,10 @@ impl Connection {
             self.stats.bytes_read += len as u64;
             self.stats.reads += 1;
             self.count_op();
-            if !success {
+            if success {
+                // Completed by the last C2HData's SUCCESS flag: no CapsuleResp.
+                self.obs.end(cid, Status::SUCCESS);
+            } else {
                 self.complete(cid, Status::SUCCESS, 0, 0);
             }
         } else {

@@ -38,6 +38,7 @@ use zerocopy::IntoBytes;
 
 use crate::backend::AlignedBuf;
 use crate::controller::{Controller, Disconnector};
+use crate::metrics::CommandObserver;
 use crate::namespace::Namespace;
 use crate::state::TargetState;
 use tx::{BufPool, Tx};
@@ -160,6 +161,8 @@ pub struct Connection {
     aers: Vec<u16>,
     bounce: Option<AlignedBuf>,
     stats: LocalStats,
+    /// Feeds the target's metrics (command begin/end).
+    obs: CommandObserver,
     zero_crc: Option<(usize, u32)>,
     cur_nsid: u32,
     /// Opcode and CDW10 of the command being handled (for diagnostics).
@@ -203,6 +206,7 @@ impl Connection {
             .min(lim.mdts)
             .clamp(4096, crate::config::MAX_C2H_DATA) as usize;
         let pool = BufPool::new(c2h_max, (lim.max_inflight_data as usize / c2h_max).max(1));
+        let obs = CommandObserver::new(state.metrics().connection(id));
         Self {
             id,
             state,
@@ -230,6 +234,7 @@ impl Connection {
             aers: Vec::new(),
             bounce: None,
             stats: LocalStats::default(),
+            obs,
             zero_crc: None,
             cur_nsid: 0,
             cur_cmd: (0, 0),
@@ -537,6 +542,11 @@ impl Connection {
                 return Flow::Continue;
             }
         }
+        if self.queue.is_some() {
+            let bytes = u64::from(sqe.dptr().length());
+            self.obs
+                .begin(sqe.cid(), sqe.opcode(), sqe.nsid(), bytes, now);
+        }
         let flow = match &self.queue {
             None => self.on_first_command(&sqe, data, now),
             Some(q) if q.qid == 0 => {
@@ -555,6 +565,7 @@ impl Connection {
 
     /// Queues a CapsuleResp.
     fn complete(&mut self, cid: u16, status: Status, dw0: u32, dw1: u32) {
+        self.obs.end(cid, status);
         let (sqid, sqhd) = match &self.queue {
             Some(q) => (q.qid, if q.sq_flow_disabled { 0xFFFF } else { q.sqhd }),
             None => (0, 0),

@@ -67,8 +67,14 @@ pub struct IdentifyController {
     pub crdt2: U16,
     /// 132: Command Retry Delay Time 3.
     pub crdt3: U16,
-    /// 134: reserved (and NVMe-MI fields).
-    pub reserved134: [u8; 122],
+    /// 134: reserved.
+    pub reserved134: [u8; 119],
+    /// 253: NVM Subsystem Report (NVMe-MI).
+    pub nvmsr: u8,
+    /// 254: VPD Write Cycle Information (NVMe-MI).
+    pub vwci: u8,
+    /// 255: Management Endpoint Capabilities (NVMe-MI).
+    pub mec: u8,
     /// 256: Optional Admin Command Support.
     pub oacs: U16,
     /// 258: Abort Command Limit, 0's based.
@@ -135,8 +141,16 @@ pub struct IdentifyController {
     pub anagrpmax: U32,
     /// 348: Number of ANA Group Identifiers.
     pub nanagrpid: U32,
-    /// 352: fields of newer revisions this layer does not interpret (PELS, DOMAINID, MEGCAP...).
-    pub reserved352: [u8; 160],
+    /// 352: Persistent Event Log Size (64 KiB units).
+    pub pels: U32,
+    /// 356: Domain Identifier.
+    pub domainid: U16,
+    /// 358: reserved.
+    pub reserved358: [u8; 10],
+    /// 368: Max Endurance Group Capacity (bytes, 128-bit little-endian).
+    pub megcap: [u8; 16],
+    /// 384: reserved.
+    pub reserved384: [u8; 128],
     /// 512: Submission Queue Entry Size: bits 3:0 required, 7:4 maximum, as powers of two
     /// (0x66 for 64 B).
     pub sqes: u8,
@@ -164,14 +178,18 @@ pub struct IdentifyController {
     pub nwpc: u8,
     /// 532: Atomic Compare & Write Unit.
     pub acwu: U16,
-    /// 534: reserved (Copy Descriptor Formats Supported in 2.0).
-    pub reserved534: [u8; 2],
+    /// 534: Optional Copy Formats Supported.
+    pub ocfs: U16,
     /// 536: SGL Support (see the `SGLS_*` constants).
     pub sgls: U32,
     /// 540: Maximum Number of Allowed Namespaces.
     pub mnan: U32,
-    /// 544: reserved / newer fields.
-    pub reserved544: [u8; 224],
+    /// 544: Maximum Domain Namespace Attachments (128-bit little-endian).
+    pub maxdna: [u8; 16],
+    /// 560: Maximum I/O Controller Namespace Attachments.
+    pub maxcna: U32,
+    /// 564: reserved.
+    pub reserved564: [u8; 204],
     /// 768: NVM Subsystem NVMe Qualified Name (NUL terminated); see
     /// [`IdentifyController::subnqn`].
     pub subnqn: [u8; NQN_FIELD_LEN],
@@ -193,8 +211,8 @@ pub struct IdentifyController {
     pub dctype: u8,
     /// 1807: reserved.
     pub reserved1807: [u8; 241],
-    /// 2048: Power State Descriptors 0..=31, 32 bytes each.
-    pub psd: [[u8; 32]; 32],
+    /// 2048: Power State Descriptors 0..=31 (NPSS + 1 of them are valid).
+    pub psd: [PowerStateDescriptor; 32],
     /// 3072: vendor specific.
     pub vs: [u8; 1024],
 }
@@ -303,6 +321,55 @@ impl IdentifyController {
     }
 }
 
+/// A Power State Descriptor (32 bytes) of Identify Controller.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
+#[repr(C)]
+pub struct PowerStateDescriptor {
+    /// 0: Maximum Power (units per the Max Power Scale flag: 0.01 W or 0.0001 W).
+    pub mp: U16,
+    /// 2: reserved.
+    pub reserved2: u8,
+    /// 3: bit 0 Max Power Scale, bit 1 Non-Operational State.
+    pub flags: u8,
+    /// 4: Entry Latency (microseconds).
+    pub enlat: U32,
+    /// 8: Exit Latency (microseconds).
+    pub exlat: U32,
+    /// 12: Relative Read Throughput.
+    pub rrt: u8,
+    /// 13: Relative Read Latency.
+    pub rrl: u8,
+    /// 14: Relative Write Throughput.
+    pub rwt: u8,
+    /// 15: Relative Write Latency.
+    pub rwl: u8,
+    /// 16: Idle Power.
+    pub idlp: U16,
+    /// 18: Idle Power Scale (bits 7:6).
+    pub ips: u8,
+    /// 19: reserved.
+    pub reserved19: u8,
+    /// 20: Active Power.
+    pub actp: U16,
+    /// 22: Active Power Workload (bits 2:0) and Active Power Scale (bits 7:6).
+    pub apws: u8,
+    /// 23: reserved.
+    pub reserved23: [u8; 9],
+}
+
 /// An LBA Format descriptor (4 bytes) of Identify Namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(C)]
@@ -386,8 +453,18 @@ pub struct IdentifyNamespace {
     pub npda: U16,
     /// 72: Namespace Optimal Write Size.
     pub nows: U16,
-    /// 74: fields this layer does not interpret (MSSRL, MCL, MSRC...).
-    pub reserved74: [u8; 18],
+    /// 74: Maximum Single Source Range Length (Copy).
+    pub mssrl: U16,
+    /// 76: Maximum Copy Length.
+    pub mcl: U32,
+    /// 80: Maximum Source Range Count, 0's based.
+    pub msrc: u8,
+    /// 81: reserved (Key Per I/O Status in NVM 1.1).
+    pub reserved81: u8,
+    /// 82: Number of Unique Capability LBA Formats.
+    pub nulbaf: u8,
+    /// 83: reserved.
+    pub reserved83: [u8; 9],
     /// 92: ANA Group Identifier.
     pub anagrpid: U32,
     /// 96: reserved.
@@ -771,6 +848,7 @@ impl Nidt {
 
 const _: () = assert!(std::mem::size_of::<IdentifyController>() == IDENTIFY_DATA_LEN);
 const _: () = assert!(std::mem::size_of::<IdentifyNamespace>() == IDENTIFY_DATA_LEN);
+const _: () = assert!(std::mem::size_of::<PowerStateDescriptor>() == 32);
 const _: () = assert!(std::mem::size_of::<NsidList>() == IDENTIFY_DATA_LEN);
 const _: () = assert!(std::mem::size_of::<IdentifyControllerNvm>() == IDENTIFY_DATA_LEN);
 const _: () = assert!(std::mem::size_of::<IdentifyNamespaceIndependent>() == IDENTIFY_DATA_LEN);

@@ -83,7 +83,7 @@ pub use features::{
 };
 pub use identify::{
     IdentifyController, IdentifyControllerNvm, IdentifyNamespace, IdentifyNamespaceIndependent,
-    LbaFormat, Nidt, NsIdDescriptor, NsIdDescriptors, NsidList,
+    LbaFormat, Nidt, NsIdDescriptor, NsIdDescriptors, NsidList, PowerStateDescriptor,
 };
 pub use io::{
     DatasetManagementCommand, DsmRange, FlushCommand, IoCommand, ReadWriteCommand,

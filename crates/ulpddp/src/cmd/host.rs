@@ -1,11 +1,17 @@
-//! nvme-cli-like host commands over the userspace NVMe/TCP host (`nvme-tcp-host`):
-//! `discover`, `connect`, `list`, `id-ctrl`, `id-ns`, `read`, `write`.
+//! nvme-cli's host commands over the userspace NVMe/TCP host (`nvme-tcp-host`): `discover`,
+//! `connect`, `list`, `id-ctrl`, `id-ns`, `read`, `write`, with nvme-cli's flags and meanings
+//! and, with `-o json`, nvme-cli's JSON keys and shapes (see [`super::nvme_json`]).
 //!
-//! Connection options carry nvme-cli's names (`--traddr/-a`, `--trsvcid/-s`, `--nqn/-n`,
-//! `--hostnqn/-q`, `--hostid/-I`, `--nr-io-queues/-i`, `--queue-size/-Q`, `--hdr-digest/-g`,
-//! `--data-digest/-G`, `--keep-alive-tmo/-k`, `--reconnect-delay`, `--ctrl-loss-tmo`,
-//! `--fast-io-fail-tmo`, `--disable-sqflow`); every command connects, does its work and
-//! disconnects, since there is no kernel device to leave behind.
+//! Connection options carry nvme-cli's names (`-t/--transport`, `-a/--traddr`,
+//! `-s/--trsvcid`, `-n/--nqn`, `-q/--hostnqn`, `-I/--hostid`, `-i/--nr-io-queues`,
+//! `-Q/--queue-size`, `-g/--hdr-digest`, `-G/--data-digest`, `-k/--keep-alive-tmo`,
+//! `-c/--reconnect-delay`, `-l/--ctrl-loss-tmo`, `-F/--fast_io_fail_tmo`,
+//! `-d/--disable-sqflow`, `-D/--duplicate-connect`). In `read` and `write` the short flags are
+//! nvme-cli's I/O ones (`-n` namespace id, `-s` start block, `-c` block count, `-z` data size,
+//! `-d` data file) and the subsystem is given as `--nqn`/`--trsvcid`. The host identity comes
+//! from `-q`/`-I`, else `/etc/nvme/hostnqn` and `/etc/nvme/hostid` (see [`super::hostid`]).
+//! Every command opens its own association and closes it when done; `connect --interactive`
+//! keeps one open until `disconnect` or end of input.
 
 use std::io::{BufRead, Read, Write};
 use std::time::Duration;
@@ -13,12 +19,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use nvme_tcp_host::discovery::{self, DiscoveryEntry};
-use nvme_tcp_host::options::{
-    DEFAULT_DISCOVERY_PORT, DEFAULT_IO_PORT, hostnqn_from_uuid, parse_uuid,
-};
+use nvme_tcp_host::options::{DEFAULT_DISCOVERY_PORT, DEFAULT_IO_PORT};
 use nvme_tcp_host::{CidMode, ConnectOptions, Controller, NamespaceInfo};
-use nvme_tcp_wire::nvme::IdentifyController;
-use serde_json::{Value, json};
+use nvme_tcp_wire::nvme::{IdentifyCommand, IdentifyController, IdentifyNamespace};
+
+use super::nvme_json::{self, ListRow};
+use super::{hostid, session};
 
 /// Output format, as nvme-cli's `--output-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -26,11 +32,13 @@ pub enum OutputFormat {
     /// Human-readable text.
     #[default]
     Normal,
-    /// JSON.
+    /// JSON, with nvme-cli's keys and shapes.
     Json,
 }
 
-/// Where the controller is and how to talk to it.
+/// Where the controller is and how to talk to it. The short flags are nvme-cli's; those that
+/// nvme-cli gives another meaning in `read`/`write` (`-s`, `-n`, `-c`, `-l`, `-d`, `-D`, `-F`)
+/// are added per command with `mut_arg` (connect and discover have them all).
 #[derive(Args, Debug, Clone)]
 pub struct ConnArgs {
     /// Transport type (only `tcp`).
@@ -39,13 +47,15 @@ pub struct ConnArgs {
     /// Transport address of the controller.
     #[arg(short = 'a', long, default_value = "127.0.0.1")]
     pub traddr: String,
-    /// Transport service id (TCP port); 4420, or 8009 for `discover`.
-    #[arg(short = 's', long)]
+    /// Transport service id (TCP port) [default: 4420, or 8009 for `discover` and `list`
+    /// without --nqn].
+    #[arg(long)]
     pub trsvcid: Option<u16>,
-    /// Host NQN (default: derived from the host id).
+    /// Host NQN [default: /etc/nvme/hostnqn, else derived from the host id].
     #[arg(short = 'q', long)]
     pub hostnqn: Option<String>,
-    /// Host identifier (UUID; default: random).
+    /// Host identifier, a UUID [default: /etc/nvme/hostid, else the UUID of a UUID host NQN,
+    /// else random].
     #[arg(short = 'I', long)]
     pub hostid: Option<String>,
     /// Number of I/O queues.
@@ -70,11 +80,16 @@ pub struct ConnArgs {
     #[arg(long, default_value_t = 600, allow_hyphen_values = true)]
     pub ctrl_loss_tmo: i64,
     /// Seconds after which I/O waiting for a reconnect fails (-1: off).
-    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    #[arg(long = "fast_io_fail_tmo", alias = "fast-io-fail-tmo", default_value_t = -1,
+          allow_hyphen_values = true)]
     pub fast_io_fail_tmo: i64,
     /// Ask the controller to disable SQ flow control.
     #[arg(long)]
     pub disable_sqflow: bool,
+    /// Allow a second connection to the same subsystem port (always the case: every ulpddp
+    /// command opens its own association; accepted for nvme-cli compatibility).
+    #[arg(long)]
+    pub duplicate_connect: bool,
     /// Use linear command ids 0..queue_size-1.
     #[arg(long)]
     pub linear_cids: bool,
@@ -96,13 +111,13 @@ impl ConnArgs {
             self.trsvcid.unwrap_or(default_port),
             nqn,
         );
-        if let Some(id) = &self.hostid {
-            o.hostid = parse_uuid(id).with_context(|| format!("bad --hostid {id:?}"))?;
-            o.hostnqn = hostnqn_from_uuid(&o.hostid);
-        }
-        if let Some(n) = &self.hostnqn {
-            o.hostnqn = n.clone();
-        }
+        let files = if self.hostnqn.is_some() && self.hostid.is_some() {
+            hostid::Files::default()
+        } else {
+            hostid::Files::read(std::path::Path::new(hostid::NVME_CONF_DIR))?
+        };
+        (o.hostnqn, o.hostid) =
+            hostid::resolve(self.hostnqn.as_deref(), self.hostid.as_deref(), &files)?;
         o.nr_io_queues = self.nr_io_queues;
         o.queue_size = self.queue_size;
         o.hdgst = self.hdr_digest;
@@ -130,7 +145,7 @@ impl ConnArgs {
 #[derive(Args, Debug, Clone)]
 pub struct Target {
     /// Subsystem NQN.
-    #[arg(short = 'n', long)]
+    #[arg(long)]
     pub nqn: String,
     #[command(flatten)]
     pub conn: ConnArgs,
@@ -144,18 +159,18 @@ impl Target {
     }
 }
 
-/// Data transfer arguments of `read` and `write` (nvme-cli: start-block, block-count
-/// (0's based), data-size, data).
+/// Data transfer arguments of `read` and `write`, with nvme-cli's flags: `-n` namespace-id,
+/// `-s` start-block, `-c` block-count (0's based), `-z` data-size, `-d` data.
 #[derive(Args, Debug, Clone)]
 pub struct IoArgs {
     /// Namespace id.
-    #[arg(long = "namespace-id", default_value_t = 1)]
+    #[arg(short = 'n', long = "namespace-id", default_value_t = 1)]
     pub nsid: u32,
     /// First logical block.
-    #[arg(long, default_value_t = 0)]
+    #[arg(short = 's', long, default_value_t = 0)]
     pub start_block: u64,
     /// Number of blocks, 0's based (as nvme-cli). Either this or --data-size.
-    #[arg(long)]
+    #[arg(short = 'c', long)]
     pub block_count: Option<u64>,
     /// Bytes to transfer (a multiple of the block size); for `write` defaults to the size of
     /// the input file.
@@ -171,6 +186,14 @@ pub struct IoArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Read a discovery controller's log page and list its entries (nvme discover).
+    #[command(
+        mut_arg("trsvcid", |a| a.short('s')),
+        mut_arg("reconnect_delay", |a| a.short('c')),
+        mut_arg("ctrl_loss_tmo", |a| a.short('l')),
+        mut_arg("fast_io_fail_tmo", |a| a.short('F')),
+        mut_arg("disable_sqflow", |a| a.short('d')),
+        mut_arg("duplicate_connect", |a| a.short('D')),
+    )]
     Discover {
         #[command(flatten)]
         conn: ConnArgs,
@@ -181,9 +204,18 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output_format: OutputFormat,
     },
-    /// Connect to a subsystem, print its controller and namespaces; with --interactive run
-    /// commands read from stdin on the open controller (`id-ctrl`, `id-ns N`, `list`,
-    /// `read NSID SLBA NLB`, `flush NSID`, `quit`).
+    /// Connect to a subsystem, print its namespaces (as `list`); with --interactive keep the
+    /// controller open and run commands read from stdin (`id-ctrl`, `id-ns N`, `list`,
+    /// `read NSID SLBA NLB`, `flush NSID`, `disconnect`).
+    #[command(
+        mut_arg("nqn", |a| a.short('n')),
+        mut_arg("trsvcid", |a| a.short('s')),
+        mut_arg("reconnect_delay", |a| a.short('c')),
+        mut_arg("ctrl_loss_tmo", |a| a.short('l')),
+        mut_arg("fast_io_fail_tmo", |a| a.short('F')),
+        mut_arg("disable_sqflow", |a| a.short('d')),
+        mut_arg("duplicate_connect", |a| a.short('D')),
+    )]
     Connect {
         #[command(flatten)]
         target: Target,
@@ -198,15 +230,21 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output_format: OutputFormat,
     },
-    /// List the namespaces of a subsystem (nvme list).
+    /// List the namespaces of a subsystem, or without --nqn of every NVM subsystem the
+    /// discovery log at --traddr lists (nvme list).
+    #[command(mut_arg("trsvcid", |a| a.short('s')))]
     List {
+        /// Subsystem NQN [default: all subsystems of the discovery log].
+        #[arg(short = 'n', long)]
+        nqn: Option<String>,
         #[command(flatten)]
-        target: Target,
+        conn: ConnArgs,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output_format: OutputFormat,
     },
     /// Identify Controller (nvme id-ctrl).
+    #[command(mut_arg("nqn", |a| a.short('n')), mut_arg("trsvcid", |a| a.short('s')))]
     IdCtrl {
         #[command(flatten)]
         target: Target,
@@ -215,6 +253,7 @@ pub enum Command {
         output_format: OutputFormat,
     },
     /// Identify Namespace (nvme id-ns).
+    #[command(mut_arg("nqn", |a| a.short('n')), mut_arg("trsvcid", |a| a.short('s')))]
     IdNs {
         #[command(flatten)]
         target: Target,
@@ -225,20 +264,31 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output_format: OutputFormat,
     },
-    /// Read logical blocks to a file or stdout (nvme read).
+    /// Read logical blocks to a file or stdout (nvme read: -n -s -c -z -d; the subsystem is
+    /// --nqn at --traddr/--trsvcid).
     Read {
         #[command(flatten)]
         target: Target,
         #[command(flatten)]
         io: IoArgs,
     },
-    /// Write logical blocks from a file or stdin (nvme write).
+    /// Write logical blocks from a file or stdin (nvme write: -n -s -c -z -d; the subsystem is
+    /// --nqn at --traddr/--trsvcid).
     Write {
         #[command(flatten)]
         target: Target,
         #[command(flatten)]
         io: IoArgs,
     },
+    /// Disconnect the open `connect --interactive` sessions of a subsystem (nvme disconnect):
+    /// each shuts its controller down and exits.
+    Disconnect {
+        /// Subsystem NQN.
+        #[arg(short = 'n', long)]
+        nqn: String,
+    },
+    /// Disconnect every open `connect --interactive` session (nvme disconnect-all).
+    DisconnectAll,
 }
 
 /// Runs a host command.
@@ -278,20 +328,83 @@ pub fn run(c: Command) -> anyhow::Result<()> {
                 target.conn.trsvcid = Some(e.trsvcid.parse().context("TRSVCID of the entry")?);
             }
             let ctrl = target.connect()?;
-            print_list(&ctrl, &target.nqn, output_format)?;
+            let rows = list_rows(&ctrl)?;
+            // An interactive session is recorded before anything is printed, so whoever
+            // sees the output can already `disconnect` it.
+            let mut _reg = None;
             if interactive {
+                let o = ctrl.options();
+                let rec = session::SessionRecord {
+                    pid: std::process::id(),
+                    subnqn: o.subnqn.clone(),
+                    traddr: o.addr.clone(),
+                    trsvcid: o.port,
+                    hostnqn: o.hostnqn.clone(),
+                    cntlid: ctrl.info()?.cntlid,
+                };
+                _reg = Some(session::Registration::create(
+                    &session::runtime_dir(),
+                    &rec,
+                )?);
+            }
+            print_list(&rows, output_format);
+            if interactive {
+                std::io::stdout().flush()?;
                 repl(&ctrl, output_format)?;
             }
             ctrl.shutdown();
             Ok(())
         }
         Command::List {
-            target,
+            nqn: Some(nqn),
+            conn,
             output_format,
         } => {
-            let ctrl = target.connect()?;
-            print_list(&ctrl, &target.nqn, output_format)?;
+            let ctrl = Target { nqn, conn }.connect()?;
+            let rows = list_rows(&ctrl)?;
             ctrl.shutdown();
+            print_list(&rows, output_format);
+            Ok(())
+        }
+        Command::List {
+            nqn: None,
+            conn,
+            output_format,
+        } => {
+            let mut o = conn.options(
+                nvme_tcp_host::options::DISCOVERY_NQN,
+                DEFAULT_DISCOVERY_PORT,
+            )?;
+            o.nr_io_queues = 0;
+            let log = discovery::discover(o.clone()).context("discovery")?;
+            let mut rows = Vec::new();
+            let mut failed = 0;
+            for e in log
+                .entries
+                .iter()
+                .filter(|e| e.subtype == discovery::SUBTYPE_NVME)
+            {
+                let r = conn
+                    .options(&e.subnqn, DEFAULT_IO_PORT)
+                    .and_then(|base| Ok(e.connect_options(&base)?))
+                    .and_then(|opts| Ok(Controller::connect(opts)?))
+                    .and_then(|ctrl| {
+                        let r = list_rows(&ctrl);
+                        ctrl.shutdown();
+                        r
+                    });
+                match r {
+                    Ok(mut r) => rows.append(&mut r),
+                    Err(err) => {
+                        failed += 1;
+                        eprintln!("{} at {}:{}: {err:#}", e.subnqn, e.traddr, e.trsvcid);
+                    }
+                }
+            }
+            print_list(&rows, output_format);
+            if failed > 0 {
+                bail!("{failed} subsystem(s) of the discovery log could not be listed");
+            }
             Ok(())
         }
         Command::IdCtrl {
@@ -310,8 +423,8 @@ pub fn run(c: Command) -> anyhow::Result<()> {
             output_format,
         } => {
             let ctrl = target.connect()?;
-            let ns = ctrl.namespace(nsid)?;
-            print_id_ns(&ns, output_format);
+            let raw = identify_namespace(&ctrl, nsid)?;
+            print_id_ns(&raw, output_format)?;
             ctrl.shutdown();
             Ok(())
         }
@@ -326,6 +439,16 @@ pub fn run(c: Command) -> anyhow::Result<()> {
                 Some(p) => std::fs::write(p, &buf).with_context(|| format!("writing {p}"))?,
             }
             ctrl.shutdown();
+            eprintln!("read: Success");
+            Ok(())
+        }
+        Command::Disconnect { nqn } => {
+            let n = session::disconnect(&session::runtime_dir(), Some(&nqn))?;
+            println!("NQN:{nqn} disconnected {n} controller(s)");
+            Ok(())
+        }
+        Command::DisconnectAll => {
+            session::disconnect(&session::runtime_dir(), None)?;
             Ok(())
         }
         Command::Write { target, io } => {
@@ -344,9 +467,21 @@ pub fn run(c: Command) -> anyhow::Result<()> {
             }
             ctrl.write_at(&ns, io.start_block, &data[..len])?;
             ctrl.shutdown();
+            eprintln!("write: Success");
             Ok(())
         }
     }
+}
+
+/// Identify Namespace (CNS 00h) data of `nsid`, raw.
+fn identify_namespace(ctrl: &Controller, nsid: u32) -> anyhow::Result<Vec<u8>> {
+    let raw = ctrl.identify_raw(IdentifyCommand::namespace(nsid))?;
+    let ns = IdentifyNamespace::parse(&raw)
+        .map_err(|e| anyhow::anyhow!("Identify Namespace {nsid}: {e}"))?;
+    if ns.nsze.get() == 0 {
+        bail!("namespace {nsid} is not active");
+    }
+    Ok(raw)
 }
 
 fn transfer_len(io: &IoArgs, ns: &NamespaceInfo, input: Option<usize>) -> anyhow::Result<usize> {
@@ -368,30 +503,7 @@ fn transfer_len(io: &IoArgs, ns: &NamespaceInfo, input: Option<usize>) -> anyhow
 
 fn print_discovery(entries: &[DiscoveryEntry], genctr: u64, f: OutputFormat) {
     match f {
-        OutputFormat::Json => {
-            let recs: Vec<Value> = entries
-                .iter()
-                .map(|e| {
-                    json!({
-                        "trtype": e.trtype_name(),
-                        "adrfam": e.adrfam_name(),
-                        "subtype": e.subtype_name(),
-                        "treq": e.treq,
-                        "portid": e.portid,
-                        "trsvcid": e.trsvcid,
-                        "subnqn": e.subnqn,
-                        "traddr": e.traddr,
-                        "eflags": e.eflags,
-                        "sectype": e.sectype,
-                    })
-                })
-                .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({"genctr": genctr, "records": recs}))
-                    .unwrap_or_default()
-            );
-        }
+        OutputFormat::Json => println!("{}", pretty(&nvme_json::discovery(genctr, entries))),
         OutputFormat::Normal => {
             println!(
                 "\nDiscovery Log Number of Records {}, Generation counter {genctr}",
@@ -402,16 +514,20 @@ fn print_discovery(entries: &[DiscoveryEntry], genctr: u64, f: OutputFormat) {
                 println!("trtype:  {}", e.trtype_name());
                 println!("adrfam:  {}", e.adrfam_name());
                 println!("subtype: {}", e.subtype_name());
-                println!("treq:    {:#x}", e.treq);
+                println!("treq:    {}", nvme_json::treq_str(e.treq));
                 println!("portid:  {}", e.portid);
                 println!("trsvcid: {}", e.trsvcid);
                 println!("subnqn:  {}", e.subnqn);
                 println!("traddr:  {}", e.traddr);
-                println!("eflags:  {:#x}", e.eflags);
-                println!("sectype: {}", e.sectype);
+                println!("eflags:  {}", nvme_json::eflags_str(e.eflags));
+                println!("sectype: {}", nvme_json::sectype_str(e.sectype));
             }
         }
     }
+}
+
+fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
 fn text_field(b: &[u8]) -> String {
@@ -420,69 +536,68 @@ fn text_field(b: &[u8]) -> String {
         .to_string()
 }
 
-fn print_list(ctrl: &Controller, nqn: &str, f: OutputFormat) -> anyhow::Result<()> {
+/// The namespaces of a controller as `nvme list` rows.
+fn list_rows(ctrl: &Controller) -> anyhow::Result<Vec<ListRow>> {
     let info = ctrl.info()?;
     let id = info
         .identify_controller()
         .context("Identify Controller data")?;
-    let nsids = ctrl.active_namespaces()?;
+    let o = ctrl.options();
     let mut rows = Vec::new();
-    for nsid in nsids {
+    for nsid in ctrl.active_namespaces()? {
         match ctrl.namespace(nsid) {
-            Ok(ns) => rows.push(ns),
+            Ok(ns) => rows.push(ListRow {
+                device_path: format!(
+                    "nvme-tcp://{}/{}/{}",
+                    o.socket_addr_string(),
+                    o.subnqn,
+                    nsid
+                ),
+                nsid,
+                firmware: text_field(&id.fr),
+                serial: text_field(&id.sn),
+                model: text_field(&id.mn),
+                nuse: ns.nuse,
+                nsze: ns.nsze,
+                lba_size: ns.lba_size,
+            }),
             Err(e) => tracing::warn!(nsid, error = %e, "namespace skipped"),
         }
     }
-    let (sn, mn, fr) = (text_field(&id.sn), text_field(&id.mn), text_field(&id.fr));
+    Ok(rows)
+}
+
+fn print_list(rows: &[ListRow], f: OutputFormat) {
     match f {
-        OutputFormat::Json => {
-            let devs: Vec<Value> = rows
-                .iter()
-                .map(|ns| {
-                    json!({
-                        "NameSpace": ns.nsid,
-                        "SubsystemNQN": nqn,
-                        "Controller": info.cntlid,
-                        "SerialNumber": sn,
-                        "ModelNumber": mn,
-                        "Firmware": fr,
-                        "UsedBytes": ns.nuse * ns.lba_size as u64,
-                        "MaximumLBA": ns.nsze,
-                        "PhysicalSize": ns.nsze * ns.lba_size as u64,
-                        "SectorSize": ns.lba_size,
-                    })
-                })
-                .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({ "Devices": devs })).unwrap_or_default()
-            );
-        }
+        OutputFormat::Json => println!("{}", pretty(&nvme_json::list(rows))),
         OutputFormat::Normal => {
             println!(
-                "{:<6} {:<20} {:<40} {:<9} {:<26} {:<16} {:<8}",
-                "Ctrl", "SN", "Model", "Namespace", "Usage", "Format", "FW Rev"
+                "{:<48} {:<20} {:<40} {:<9} {:<26} {:<16} {:<8}",
+                "Node", "SN", "Model", "Namespace", "Usage", "Format", "FW Rev"
             );
             println!(
-                "{:-<6} {:-<20} {:-<40} {:-<9} {:-<26} {:-<16} {:-<8}",
+                "{:-<48} {:-<20} {:-<40} {:-<9} {:-<26} {:-<16} {:-<8}",
                 "", "", "", "", "", "", ""
             );
-            for ns in &rows {
-                let lba = ns.lba_size as u64;
+            for r in rows {
+                let lba = u64::from(r.lba_size);
                 println!(
-                    "{:<6} {:<20} {:<40} {:<9} {:<26} {:<16} {:<8}",
-                    info.cntlid,
-                    sn,
-                    mn,
-                    ns.nsid,
-                    format!("{} / {}", human(ns.nuse * lba), human(ns.nsze * lba)),
+                    "{:<48} {:<20} {:<40} {:<9} {:<26} {:<16} {:<8}",
+                    r.device_path,
+                    r.serial,
+                    r.model,
+                    r.nsid,
+                    format!(
+                        "{} / {}",
+                        human(r.nuse.saturating_mul(lba)),
+                        human(r.nsze.saturating_mul(lba))
+                    ),
                     format!("{lba} B + 0 B"),
-                    fr
+                    r.firmware
                 );
             }
         }
     }
-    Ok(())
 }
 
 fn human(b: u64) -> String {
@@ -499,95 +614,78 @@ fn human(b: u64) -> String {
 fn print_id_ctrl(raw: &[u8], f: OutputFormat) -> anyhow::Result<()> {
     let id =
         IdentifyController::parse(raw).map_err(|e| anyhow::anyhow!("Identify Controller: {e}"))?;
-    let fields: Vec<(&str, Value)> = vec![
-        ("vid", json!(id.vid.get())),
-        ("ssvid", json!(id.ssvid.get())),
-        ("sn", json!(text_field(&id.sn))),
-        ("mn", json!(text_field(&id.mn))),
-        ("fr", json!(text_field(&id.fr))),
-        ("rab", json!(id.rab)),
-        ("cmic", json!(id.cmic)),
-        ("mdts", json!(id.mdts)),
-        ("cntlid", json!(id.cntlid.get())),
-        ("ver", json!(id.ver.get())),
-        ("oaes", json!(id.oaes.get())),
-        ("ctratt", json!(id.ctratt.get())),
-        ("cntrltype", json!(id.cntrltype)),
-        ("oacs", json!(id.oacs.get())),
-        ("acl", json!(id.acl)),
-        ("aerl", json!(id.aerl)),
-        ("lpa", json!(id.lpa)),
-        ("elpe", json!(id.elpe)),
-        ("kas", json!(id.kas.get())),
-        ("sqes", json!(id.sqes)),
-        ("cqes", json!(id.cqes)),
-        ("maxcmd", json!(id.maxcmd.get())),
-        ("nn", json!(id.nn.get())),
-        ("oncs", json!(id.oncs.get())),
-        ("fuses", json!(id.fuses.get())),
-        ("vwc", json!(id.vwc)),
-        ("sgls", json!(id.sgls.get())),
-        ("subnqn", json!(text_field(&id.subnqn))),
-        ("ioccsz", json!(id.ioccsz.get())),
-        ("iorcsz", json!(id.iorcsz.get())),
-        ("icdoff", json!(id.icdoff.get())),
-        ("fcatt", json!(id.fcatt)),
-        ("msdbd", json!(id.msdbd)),
-        ("ofcs", json!(id.ofcs.get())),
-    ];
+    let v = nvme_json::id_ctrl(id);
     match f {
-        OutputFormat::Json => {
-            let m: serde_json::Map<String, Value> = fields
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
-        }
+        OutputFormat::Json => println!("{}", pretty(&v)),
         OutputFormat::Normal => {
-            println!("NVME Identify Controller:");
-            for (k, v) in fields {
-                match v {
-                    Value::Number(n) => {
-                        let x = n.as_u64().unwrap_or(0);
-                        println!("{k:<10}: {x:#x}");
-                    }
-                    Value::String(s) => println!("{k:<10}: {s}"),
-                    other => println!("{k:<10}: {other}"),
-                }
-            }
+            print!("{}", nvme_json::text("NVME Identify Controller:", &v, "ps"))
         }
     }
     Ok(())
 }
 
-fn print_id_ns(ns: &NamespaceInfo, f: OutputFormat) {
+fn print_id_ns(raw: &[u8], f: OutputFormat) -> anyhow::Result<()> {
+    let ns =
+        IdentifyNamespace::parse(raw).map_err(|e| anyhow::anyhow!("Identify Namespace: {e}"))?;
+    let v = nvme_json::id_ns(ns);
     match f {
-        OutputFormat::Json => println!(
+        OutputFormat::Json => println!("{}", pretty(&v)),
+        OutputFormat::Normal => print!(
             "{}",
-            serde_json::to_string_pretty(&json!({
-                "nsid": ns.nsid,
-                "nsze": ns.nsze,
-                "ncap": ns.ncap,
-                "nuse": ns.nuse,
-                "lba_size": ns.lba_size,
-            }))
-            .unwrap_or_default()
+            nvme_json::text("NVME Identify Namespace:", &v, "lbaf")
         ),
-        OutputFormat::Normal => {
-            println!("NVME Identify Namespace {}:", ns.nsid);
-            println!("nsze    : {:#x}", ns.nsze);
-            println!("ncap    : {:#x}", ns.ncap);
-            println!("nuse    : {:#x}", ns.nuse);
-            println!("lba size: {}", ns.lba_size);
-        }
     }
+    Ok(())
 }
 
-/// `connect --interactive`: one command per stdin line on the open controller.
+/// What the interactive loop waits for.
+enum Input {
+    Line(String),
+    /// End of input, or SIGTERM/SIGINT (`ulpddp disconnect`).
+    End,
+}
+
+/// Lines from stdin and termination signals, on one channel.
+fn inputs() -> anyhow::Result<std::sync::mpsc::Receiver<Input>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let lines = tx.clone();
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if lines.send(Input::Line(line)).is_err() {
+                    return;
+                }
+            }
+            let _ = lines.send(Input::End);
+        })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Registered before returning, so a SIGTERM right after the session is recorded is seen.
+    let mut term = rt.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    })?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            rt.block_on(async {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            });
+            let _ = tx.send(Input::End);
+        })?;
+    Ok(rx)
+}
+
+/// `connect --interactive`: one command per stdin line on the open controller, until
+/// `disconnect`, end of input or a termination signal.
 fn repl(ctrl: &Controller, f: OutputFormat) -> anyhow::Result<()> {
-    let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
-        let line = line?;
+    let rx = inputs()?;
+    while let Ok(Input::Line(line)) = rx.recv() {
         let w: Vec<&str> = line.split_whitespace().collect();
         let num = |i: usize| -> anyhow::Result<u64> {
             w.get(i)
@@ -597,17 +695,16 @@ fn repl(ctrl: &Controller, f: OutputFormat) -> anyhow::Result<()> {
         };
         let r: anyhow::Result<()> = match w.first().copied() {
             None => continue,
-            Some("quit" | "exit") => break,
+            Some("quit" | "exit" | "disconnect") => break,
             Some("id-ctrl") => ctrl
                 .identify_controller()
                 .map_err(Into::into)
                 .and_then(|raw| print_id_ctrl(&raw, f)),
             Some("id-ns") => num(1).and_then(|n| {
-                let ns = ctrl.namespace(n as u32)?;
-                print_id_ns(&ns, f);
-                Ok(())
+                let nsid = u32::try_from(n).context("NSID out of range")?;
+                print_id_ns(&identify_namespace(ctrl, nsid)?, f)
             }),
-            Some("list") => print_list(ctrl, &ctrl.options().subnqn, f),
+            Some("list") => list_rows(ctrl).map(|rows| print_list(&rows, f)),
             Some("flush") => num(1).and_then(|n| Ok(ctrl.flush(n as u32)?)),
             Some("read") => (|| {
                 let ns = ctrl.namespace(num(1)? as u32)?;
@@ -626,4 +723,153 @@ fn repl(ctrl: &Controller, f: OutputFormat) -> anyhow::Result<()> {
         std::io::stdout().flush()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        c: Command,
+    }
+
+    const Q: &str = "nqn.2014-08.org.nvmexpress:uuid:7c5c6692-108f-4efd-859a-f6864576a57c";
+    const I: &str = "7c5c6692-108f-4efd-859a-f6864576a57c";
+
+    fn parse(argv: &str) -> Command {
+        let args = std::iter::once("ulpddp").chain(argv.split_whitespace());
+        match Cli::try_parse_from(args) {
+            Ok(c) => c.c,
+            Err(e) => panic!("{argv}: {e}"),
+        }
+    }
+
+    #[test]
+    fn connect_takes_nvme_cli_short_flags_with_their_meanings() {
+        let argv = format!(
+            "connect -t tcp -a 10.0.0.2 -s 4421 -n nqn.2024-01.io.t:s -q {Q} -I {I} -i 4 -Q 64 \
+             -k 7 -c 3 -l 60 -F 20 -g -G -d -D -o json"
+        );
+        let Command::Connect {
+            target,
+            output_format,
+            ..
+        } = parse(&argv)
+        else {
+            panic!("not connect")
+        };
+        assert_eq!(output_format, OutputFormat::Json);
+        assert!(target.conn.duplicate_connect);
+        let o = target.conn.options(&target.nqn, DEFAULT_IO_PORT).unwrap();
+        assert_eq!((o.addr.as_str(), o.port), ("10.0.0.2", 4421));
+        assert_eq!(o.subnqn, "nqn.2024-01.io.t:s");
+        assert_eq!(o.hostnqn, Q);
+        assert_eq!(nvme_tcp_host::options::format_uuid(&o.hostid), I);
+        assert_eq!((o.nr_io_queues, o.queue_size), (4, 64));
+        assert_eq!(o.kato, Some(Duration::from_secs(7)));
+        assert_eq!(o.reconnect_delay, Duration::from_secs(3));
+        assert_eq!(o.ctrl_loss_tmo, Some(Duration::from_secs(60)));
+        assert_eq!(o.fast_io_fail_tmo, Some(Duration::from_secs(20)));
+        assert!(o.hdgst && o.ddgst && o.disable_sqflow);
+        // The long forms, nvme-cli's spelling of fast_io_fail_tmo, and -1 for "forever".
+        let argv = format!(
+            "connect --transport tcp --traddr ::1 --trsvcid 4420 --nqn n --hostnqn {Q} \
+             --hostid {I} --nr-io-queues 2 --queue-size 32 --keep-alive-tmo 0 \
+             --reconnect-delay 1 --ctrl-loss-tmo -1 --fast_io_fail_tmo 5 --hdr-digest \
+             --data-digest --disable-sqflow --duplicate-connect --output-format normal"
+        );
+        let Command::Connect { target, .. } = parse(&argv) else {
+            panic!()
+        };
+        let o = target.conn.options(&target.nqn, DEFAULT_IO_PORT).unwrap();
+        assert_eq!((o.kato, o.ctrl_loss_tmo), (None, None));
+        assert_eq!(o.fast_io_fail_tmo, Some(Duration::from_secs(5)));
+        assert!(parse(&format!("connect -n n -q {Q} -I {I} --fast-io-fail-tmo 5")).is_connect());
+    }
+
+    #[test]
+    fn discover_takes_the_connect_flags_and_defaults_to_8009() {
+        let Command::Discover {
+            conn,
+            nqn,
+            output_format,
+        } = parse(&format!(
+            "discover -t tcp -a 127.0.0.1 -q {Q} -I {I} -c 1 -l 5 -g -o json"
+        ))
+        else {
+            panic!()
+        };
+        assert_eq!(nqn, nvme_tcp_host::options::DISCOVERY_NQN);
+        assert_eq!(output_format, OutputFormat::Json);
+        let o = conn.options(&nqn, DEFAULT_DISCOVERY_PORT).unwrap();
+        assert_eq!(o.port, 8009);
+        assert!(o.hdgst);
+        assert_eq!(o.ctrl_loss_tmo, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn read_and_write_take_nvme_cli_io_flags() {
+        let argv = format!(
+            "read --nqn nqn.x:y --trsvcid 4421 -q {Q} -I {I} -n 2 -s 100 -c 7 -z 4096 -d out.bin -g -G"
+        );
+        let Command::Read { target, io } = parse(&argv) else {
+            panic!()
+        };
+        assert_eq!(
+            (io.nsid, io.start_block, io.block_count, io.data_size),
+            (2, 100, Some(7), Some(4096))
+        );
+        assert_eq!(io.data.as_deref(), Some("out.bin"));
+        let o = target.conn.options(&target.nqn, DEFAULT_IO_PORT).unwrap();
+        assert_eq!((o.port, o.subnqn.as_str()), (4421, "nqn.x:y"));
+        assert!(o.hdgst && o.ddgst);
+        let Command::Write { io, .. } = parse(&format!(
+            "write --nqn n -q {Q} -I {I} --namespace-id 3 --start-block 9 --block-count 0 \
+             --data-size 512 --data in.bin"
+        )) else {
+            panic!()
+        };
+        assert_eq!((io.nsid, io.start_block, io.block_count), (3, 9, Some(0)));
+        let ns = NamespaceInfo {
+            nsid: 3,
+            nsze: 100,
+            ncap: 100,
+            nuse: 100,
+            lba_size: 512,
+        };
+        assert_eq!(
+            transfer_len(&io, &ns, Some(4096)).unwrap(),
+            512,
+            "-c wins over -z"
+        );
+    }
+
+    #[test]
+    fn list_needs_no_nqn_and_id_commands_take_n_and_s() {
+        let Command::List { nqn, conn, .. } = parse("list -a 127.0.0.1 -o json") else {
+            panic!()
+        };
+        assert!(nqn.is_none());
+        assert_eq!(conn.trsvcid, None);
+        let Command::IdCtrl { target, .. } = parse("id-ctrl -n nqn.x:y -s 4421 -o json") else {
+            panic!()
+        };
+        assert_eq!(
+            (target.nqn.as_str(), target.conn.trsvcid),
+            ("nqn.x:y", Some(4421))
+        );
+        assert!(matches!(
+            parse("id-ns -n nqn.x:y --namespace-id 2 -o json"),
+            Command::IdNs { nsid: 2, .. }
+        ));
+    }
+
+    impl Command {
+        fn is_connect(&self) -> bool {
+            matches!(self, Command::Connect { .. })
+        }
+    }
 }

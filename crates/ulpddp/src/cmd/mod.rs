@@ -2,6 +2,13 @@
 
 pub mod blk;
 pub mod ddp;
+pub mod docs;
 pub mod host;
+pub mod hostid;
+pub mod nvme_json;
 pub mod perf;
+pub mod rpc;
+pub mod session;
 pub mod target;
+pub mod target_ctl;
+pub mod target_metrics;

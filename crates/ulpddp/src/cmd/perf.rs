@@ -11,14 +11,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use nvme_tcp_host::{ConnectOptions, Controller};
 use nvme_tcp_target::{NamespaceConfig, SubsystemConfig, Target, TargetConfig, TargetHandle};
-use ulp_ddp_ctl::metrics::{MetricsServer, MetricsSource, QueueMetricsSet};
+use ulp_ddp_ctl::metrics::{MetricsServer, QueueMetricsSet};
 
-use crate::perf::job::{JobSpec, Live, Rw, prefill, run_queue};
-use crate::perf::report::{JobResult, table};
+use crate::perf::job::{DirMeasure, JobSpec, Live, Rw, prefill, run_queue};
+use crate::perf::report::{HostCpu, JobMeta, JobResult, table};
 use crate::perf::size::{format_size, parse_size};
 use crate::perf::{baseline, cpu};
 
@@ -70,8 +69,12 @@ pub struct Args {
     /// Also measure raw TCP loopback throughput and print NVMe/TCP ÷ raw TCP.
     #[arg(long)]
     pub baseline: bool,
-    /// Machine-readable output.
-    #[arg(long)]
+    /// Output format: a table (normal), our JSON (json), or fio's JSON (fio-json: the shape
+    /// `fio --output-format=json` prints, `.jobs[].read.iops` and so on).
+    #[arg(long, value_enum, default_value_t)]
+    pub output_format: PerfOutput,
+    /// Same as --output-format json.
+    #[arg(long, conflicts_with = "output_format")]
     pub json: bool,
     /// External target ADDR:PORT instead of the embedded one.
     #[arg(long, requires = "nqn")]
@@ -82,6 +85,9 @@ pub struct Args {
     /// Namespace ID to use.
     #[arg(long, default_value_t = 1)]
     pub nsid: u32,
+    /// Host NQN for an external target [default: /etc/nvme/hostnqn, else random].
+    #[arg(long, requires = "target")]
+    pub hostnqn: Option<String>,
     /// Serve Prometheus metrics (per-queue I/O counters and latency) on ADDR while running.
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
@@ -105,6 +111,29 @@ pub struct Args {
     /// With --ctl-socket: keep serving this many seconds after the runs.
     #[arg(long, default_value_t = 0.0, requires = "ctl_socket")]
     pub hold: f64,
+}
+
+/// `--output-format` of perf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PerfOutput {
+    /// A table for people.
+    #[default]
+    Normal,
+    /// Our JSON (machine, baseline, jobs with every figure).
+    Json,
+    /// fio's JSON shape.
+    FioJson,
+}
+
+impl Args {
+    /// The output format, --json folded in.
+    pub fn output(&self) -> PerfOutput {
+        if self.json {
+            PerfOutput::Json
+        } else {
+            self.output_format
+        }
+    }
 }
 
 fn job_name(spec: &JobSpec, queues: u16, hdgst: bool, ddgst: bool) -> String {
@@ -159,6 +188,13 @@ fn open(args: &Args, hdgst: bool, ddgst: bool, queue_size: u16) -> anyhow::Resul
         }
     };
     let mut opts = ConnectOptions::new(addr.ip().to_string(), addr.port(), nqn);
+    if args.target.is_some() {
+        let files = crate::cmd::hostid::Files::read(std::path::Path::new(
+            crate::cmd::hostid::NVME_CONF_DIR,
+        ))?;
+        (opts.hostnqn, opts.hostid) =
+            crate::cmd::hostid::resolve(args.hostnqn.as_deref(), None, &files)?;
+    }
     opts.nr_io_queues = args.queues;
     opts.queue_size = queue_size;
     opts.hdgst = hdgst;
@@ -241,14 +277,11 @@ fn run_job(
     let qids: Vec<u16> = queues.iter().map(|q| q.qid()).collect();
     let qmetrics = Arc::new(QueueMetricsSet::new(qids.iter().copied()));
     let _metrics_srv = match args.metrics {
-        Some(addr) => {
-            let src: Arc<dyn MetricsSource> = qmetrics.clone();
-            Some(MetricsServer::bind(
-                addr,
-                ulp_ddp_ctl::Registry::new(),
-                vec![src],
-            )?)
-        }
+        Some(addr) => Some(MetricsServer::bind(
+            addr,
+            ulp_ddp_ctl::Registry::new(),
+            vec![Box::new(qmetrics.clone()), Box::new(crate::build_info())],
+        )?),
         None => None,
     };
     let live = Arc::new(Live::default());
@@ -264,7 +297,7 @@ fn run_job(
         );
     }
 
-    let pb = if args.json {
+    let pb = if args.output() != PerfOutput::Normal {
         ProgressBar::hidden()
     } else {
         let pb = ProgressBar::new(0);
@@ -314,17 +347,15 @@ fn run_job(
     live.stop.store(true, Ordering::Relaxed);
     pb.finish_and_clear();
 
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-    let (mut ios, mut bytes, mut io_errors, mut verify_errors, mut first_error) =
-        (0, 0, 0, 0, None);
+    let (mut read, mut write) = (DirMeasure::new(), DirMeasure::new());
+    let (mut io_errors, mut verify_errors, mut first_error) = (0, 0, None);
     for t in threads {
         let (q, r) = t
             .join()
             .map_err(|_| anyhow::anyhow!("a perf thread panicked"))?;
         q.close();
-        hist.add(&r.hist)?;
-        ios += r.ios;
-        bytes += r.bytes;
+        read.add(&r.read);
+        write.add(&r.write);
         io_errors += r.io_errors;
         verify_errors += r.verify_errors;
         if first_error.is_none() {
@@ -332,16 +363,24 @@ fn run_job(
         }
     }
     s.ctrl.shutdown();
-    let roles = cpu::by_role(&cpu0, &cpu1, role);
+    let roles = cpu::by_role_split(&cpu0, &cpu1, role);
+    let (user_s, sys_s) = roles.get("host").copied().unwrap_or((0.0, 0.0));
     let embedded = args.target.is_none();
+    let meta = JobMeta {
+        rw,
+        rwmixread: args.rwmixread,
+        bs,
+        qd,
+        queues: count as u16,
+    };
     let mut r = JobResult::new(
         name,
-        ios,
-        bytes,
+        meta,
+        &read,
+        &write,
         seconds,
-        &hist,
-        roles.get("host").copied().unwrap_or(0.0),
-        embedded.then(|| roles.get("target").copied().unwrap_or(0.0)),
+        HostCpu { user_s, sys_s },
+        embedded.then(|| roles.get("target").map(|(u, s)| u + s).unwrap_or(0.0)),
         baseline_mib_s,
     );
     r.io_errors = io_errors;
@@ -357,15 +396,20 @@ fn output(
     results: &[JobResult],
     base: Option<&baseline::Baseline>,
 ) -> anyhow::Result<()> {
-    if args.json {
-        let v = serde_json::json!({
-            "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) },
-            "baseline": base.map(|b| serde_json::json!({"mib_s": b.mib_per_s(), "bytes": b.bytes, "seconds": b.seconds})),
-            "jobs": results,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        print!("{}", table(results, base.map(|b| b.mib_per_s())));
+    match args.output() {
+        PerfOutput::Json => {
+            let v = serde_json::json!({
+                "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) },
+                "baseline": base.map(|b| serde_json::json!({"mib_s": b.mib_per_s(), "bytes": b.bytes, "seconds": b.seconds})),
+                "jobs": results,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        PerfOutput::FioJson => {
+            let v = crate::perf::fio::document(results, std::time::SystemTime::now());
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        PerfOutput::Normal => print!("{}", table(results, base.map(|b| b.mib_per_s()))),
     }
     if results
         .iter()
@@ -379,6 +423,9 @@ fn output(
 /// Runs `ulpddp perf`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.ddp {
+        if args.output() == PerfOutput::FioJson {
+            bail!("--output-format fio-json is for NVMe/TCP jobs; --ddp reports normal or json");
+        }
         return crate::perf::ddp::run(&args);
     }
     let size = args

@@ -8,12 +8,17 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nvme_tcp_target::config::{PortConfig, PortSubsystems};
 use nvme_tcp_target::namespace::parse_size;
 use nvme_tcp_target::{Limits, NamespaceConfig, SubsystemConfig, Target, TargetConfig};
+use ulp_ddp_ctl::metrics::MetricsServer;
+
+use super::target_ctl::{Control, ControlServer};
+use super::target_metrics::TargetCollector;
 
 /// Arguments of `ulpddp target`.
 #[derive(clap::Args, Debug)]
@@ -31,68 +36,68 @@ pub struct Args {
     #[arg(long, default_value = "nqn.2024-01.io.ulp-ddp:target")]
     nqn: String,
     /// Namespace: ram:SIZE, file:PATH[,direct], null[:SIZE]; options ,lba=512|4096,
-    /// ,nsid=N, ,uuid=, ,nguid=, ,eui64=. Repeatable; default ram:256M.
+    /// ,nsid=N, ,uuid=, ,nguid=, ,eui64=. Repeatable [default: ram:256M].
     #[arg(long = "ns")]
     namespaces: Vec<String>,
     /// Host NQN allowed to connect (repeatable). One of --allow-host or --allow-any-host is
-    /// required: no host is let in unless that was configured.
+    /// required: no host is let in unless that was configured [default: none].
     #[arg(long = "allow-host")]
     allow_hosts: Vec<String>,
     /// Let any host connect (nvmet's attr_allow_any_host = 1).
     #[arg(long, conflicts_with = "allow_hosts")]
     allow_any_host: bool,
-    /// Serial number reported in Identify Controller.
+    /// Serial number reported in Identify Controller [default: derived from the NQN].
     #[arg(long)]
     serial: Option<String>,
-    /// Load an `nvmetcli save` JSON file instead of the subsystem flags.
+    /// Load an `nvmetcli save` JSON file instead of the subsystem flags [default: none].
     #[arg(long, conflicts_with_all = ["namespaces", "allow_hosts", "serial"])]
     config: Option<PathBuf>,
     /// Maximum open connections (the open-file limit is raised to match, or the target
-    /// refuses to start).
+    /// refuses to start) [default: 1024].
     #[arg(long)]
     max_connections: Option<usize>,
-    /// Maximum open connections from one source IP address.
+    /// Maximum open connections from one source IP address [default: 512].
     #[arg(long)]
     max_connections_per_address: Option<usize>,
     /// Maximum connected queues (admin and I/O) of one host NQN; further Connects are
-    /// answered Controller Busy.
+    /// answered Controller Busy [default: 512].
     #[arg(long)]
     max_connections_per_host: Option<usize>,
-    /// Seconds a new connection has for ICReq and Connect.
+    /// Seconds a new connection has for ICReq and Connect [default: 10].
     #[arg(long, value_name = "SECS")]
     connect_timeout: Option<u64>,
     /// Seconds after which an idle I/O queue, or admin queue without keep-alive, is
-    /// disconnected when connection slots are scarce (0: never).
+    /// disconnected when connection slots are scarce (0: never) [default: 120].
     #[arg(long, value_name = "SECS")]
     idle_timeout: Option<u64>,
-    /// Percentage of --max-connections open from which slots count as scarce.
+    /// Percentage of --max-connections open from which slots count as scarce [default: 75].
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
     idle_reclaim_percent: Option<u8>,
-    /// Seconds a host has in total to take each PDU once sending to it stalls.
+    /// Seconds a host has in total to take each PDU once sending to it stalls [default: 30].
     #[arg(long, value_name = "SECS")]
     send_timeout: Option<u64>,
     /// Seconds SIGTERM/SIGINT wait for commands in flight before closing what is left.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     drain_timeout: u64,
-    /// Maximum I/O queues per controller (at least 1).
+    /// Maximum I/O queues per controller (at least 1) [default: 64].
     #[arg(long)]
     max_io_queues: Option<u16>,
-    /// Maximum I/O queue size (entries).
+    /// Maximum I/O queue size (entries) [default: 1024].
     #[arg(long)]
     max_queue_size: Option<u16>,
-    /// In-capsule data size of I/O queues (e.g. 8K, 16K).
+    /// In-capsule data size of I/O queues (e.g. 8K, 16K) [default: 8K].
     #[arg(long, value_parser = size)]
     in_capsule_data_size: Option<u64>,
-    /// MAXH2CDATA announced in ICResp (e.g. 128K).
+    /// MAXH2CDATA announced in ICResp (e.g. 128K) [default: 128K].
     #[arg(long, value_parser = size)]
     maxh2cdata: Option<u64>,
-    /// Maximum data transfer size of a command (power of two, e.g. 1M).
+    /// Maximum data transfer size of a command (power of two, e.g. 1M) [default: 1M].
     #[arg(long, value_parser = size)]
     mdts: Option<u64>,
-    /// Largest C2HData payload; reads are split at this size (e.g. 128K).
+    /// Largest C2HData payload; reads are split at this size (e.g. 128K) [default: 128K].
     #[arg(long, value_parser = size)]
     c2h_data_max: Option<u64>,
-    /// Solicited write data plus staged read data per connection (e.g. 16M).
+    /// Solicited write data plus staged read data per connection (e.g. 16M) [default: 16M].
     #[arg(long, value_parser = size)]
     max_inflight_data: Option<u64>,
     /// Start every controller with its volatile write cache disabled, so each write to a
@@ -101,9 +106,18 @@ pub struct Args {
     /// with FUA, and Flush, force data out.
     #[arg(long)]
     no_write_cache: bool,
-    /// SO_SNDBUF/SO_RCVBUF of each connection (0: system default).
+    /// SO_SNDBUF/SO_RCVBUF of each connection (0: system default) [default: 4M].
     #[arg(long, value_parser = size)]
     socket_buffer_size: Option<u64>,
+    /// Serve Prometheus metrics on ADDR (`GET /metrics`): connections, Connects, commands,
+    /// bytes, errors by status and latency per subsystem, namespace and connection
+    /// [default: off].
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Serve the JSON-RPC control socket on PATH (list subsystems, namespaces, hosts and
+    /// connections; add and remove namespaces and allowed hosts) [default: off].
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
 }
 
 fn size(s: &str) -> Result<u64, String> {
@@ -223,13 +237,40 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("no subsystem to serve");
     }
     let subs: Vec<String> = cfg.subsystems.iter().map(|s| s.nqn.clone()).collect();
-    let handle = Target::start(cfg).context("starting the target")?;
+    let handle = Arc::new(Target::start(cfg.clone()).context("starting the target")?);
     for a in handle.local_addrs() {
         println!("listening on {a}");
     }
     for s in &subs {
         println!("serving {s}");
     }
+    let _metrics = match args.metrics {
+        Some(addr) => {
+            let srv = MetricsServer::bind(
+                addr,
+                ulp_ddp_ctl::Registry::new(),
+                vec![
+                    Box::new(crate::build_info()),
+                    Box::new(TargetCollector(handle.state().metrics().clone())),
+                ],
+            )
+            .with_context(|| format!("--metrics {addr}"))?;
+            println!("metrics on http://{}/metrics", srv.local_addr());
+            Some(srv)
+        }
+        None => None,
+    };
+    let _control = match &args.control_socket {
+        Some(path) => {
+            let c = Arc::new(Control::new(handle.clone(), &cfg));
+            let srv = ControlServer::bind(path, c)
+                .with_context(|| format!("--control-socket {}", path.display()))?;
+            println!("control socket {}", path.display());
+            Some(srv)
+        }
+        None => None,
+    };
+    std::io::Write::flush(&mut std::io::stdout())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -247,10 +288,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
-    println!("draining connections (up to {} s)", args.drain_timeout);
-    let cut = handle.drain(Duration::from_secs(args.drain_timeout));
-    if cut > 0 {
-        println!("closed {cut} connections with commands still in flight");
+    // The control socket and the metrics server hold the handle too: they go first.
+    drop(_control);
+    drop(_metrics);
+    match Arc::try_unwrap(handle) {
+        Ok(handle) => {
+            println!("draining connections (up to {} s)", args.drain_timeout);
+            let cut = handle.drain(Duration::from_secs(args.drain_timeout));
+            if cut > 0 {
+                println!("closed {cut} connections with commands still in flight");
+            }
+        }
+        // Still shared (a control client mid-call): the last reference closes everything.
+        Err(handle) => drop(handle),
     }
     println!("shut down");
     Ok(())
@@ -360,6 +410,38 @@ mod tests {
         assert_eq!(c.limits.maxh2cdata, 256 * 1024);
         assert_eq!(c.limits.mdts, 2 << 20);
         assert_eq!(c.limits.max_queue_size, 256);
+    }
+
+    #[test]
+    fn help_shows_every_default() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        let l = Limits::default();
+        let c = TargetConfig::default();
+        let sz = |b: u64| crate::perf::size::format_size(b).replace("iB", "");
+        for want in [
+            format!("[default: {}]", l.max_connections),
+            format!("[default: {}]", l.max_io_queues),
+            format!("[default: {}]", l.max_queue_size),
+            format!("[default: {}]", sz(l.in_capsule_data_size.into())),
+            format!("[default: {}]", sz(l.maxh2cdata.into())),
+            format!("[default: {}]", sz(l.mdts.into())),
+            format!("[default: {}]", sz(l.c2h_data_max.into())),
+            format!("[default: {}]", sz(l.max_inflight_data.into())),
+            format!("[default: {}]", sz(c.socket_buffer_size as u64)),
+        ] {
+            assert!(help.contains(&want), "target --help lacks {want}");
+        }
+        // Every option either shows a default or is a switch.
+        let cmd = Cli::command();
+        for a in cmd.get_arguments() {
+            if a.get_action().takes_values() {
+                let h = a.get_long_help().or(a.get_help()).map(|h| h.to_string());
+                let shown = !a.get_default_values().is_empty()
+                    || h.as_deref().is_some_and(|h| h.contains("[default:"));
+                assert!(shown, "--{} shows no default", a.get_id());
+            }
+        }
     }
 
     #[test]

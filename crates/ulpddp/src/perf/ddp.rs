@@ -87,7 +87,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         None => None,
     };
     let _metrics = match args.metrics {
-        Some(addr) => Some(MetricsServer::bind(addr, registry.clone(), Vec::new())?),
+        Some(addr) => Some(MetricsServer::bind(
+            addr,
+            registry.clone(),
+            vec![Box::new(crate::build_info())],
+        )?),
         None => None,
     };
     let off = run_sim_read_workload_on(
@@ -100,7 +104,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     .context("simulated run, offload off")?;
     let on = run_sim_read_workload_on(&p, dev.clone()).context("simulated run, offload on")?;
     let c = OffloadComparison { off, on };
-    if args.json {
+    if args.output() == crate::cmd::perf::PerfOutput::Json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({

@@ -79,15 +79,50 @@ pub struct Live {
     pub measuring: AtomicBool,
 }
 
-/// What one queue thread measured.
-#[derive(Debug)]
-pub struct QueueResult {
+/// What one direction (reads or writes) of a queue or a job measured.
+#[derive(Debug, Clone)]
+pub struct DirMeasure {
     /// I/Os completed in the measured phase.
     pub ios: u64,
     /// Bytes moved in the measured phase.
     pub bytes: u64,
-    /// Latency in nanoseconds.
+    /// Latency (submission to completion) in nanoseconds.
     pub hist: Histogram<u64>,
+}
+
+impl DirMeasure {
+    /// Nothing measured yet.
+    pub fn new() -> Self {
+        Self {
+            ios: 0,
+            bytes: 0,
+            hist: Histogram::new_with_bounds(1, 60_000_000_000, 3)
+                .expect("static histogram bounds"),
+        }
+    }
+
+    /// Adds another measurement of the same direction.
+    pub fn add(&mut self, o: &DirMeasure) {
+        self.ios += o.ios;
+        self.bytes += o.bytes;
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.hist.add(&o.hist);
+    }
+}
+
+impl Default for DirMeasure {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What one queue thread measured.
+#[derive(Debug)]
+pub struct QueueResult {
+    /// Reads of the measured phase.
+    pub read: DirMeasure,
+    /// Writes of the measured phase.
+    pub write: DirMeasure,
     /// I/Os that completed with an error.
     pub io_errors: u64,
     /// Reads whose data did not match the pattern.
@@ -152,9 +187,8 @@ pub fn run_queue(
         .collect();
     let mut free: Vec<usize> = (0..spec.qd).rev().collect();
     let mut res = QueueResult {
-        ios: 0,
-        bytes: 0,
-        hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static histogram bounds"),
+        read: DirMeasure::new(),
+        write: DirMeasure::new(),
         io_errors: 0,
         verify_errors: 0,
         first_error: None,
@@ -261,9 +295,14 @@ fn complete(
         m.record(slot.read, spec.bs as u64, lat, ok);
     }
     if live.measuring.load(Ordering::Relaxed) && ok {
-        res.ios += 1;
-        res.bytes += spec.bs as u64;
-        let _ = res.hist.record((lat.as_nanos() as u64).max(1));
+        let d = if slot.read {
+            &mut res.read
+        } else {
+            &mut res.write
+        };
+        d.ios += 1;
+        d.bytes += spec.bs as u64;
+        let _ = d.hist.record((lat.as_nanos() as u64).max(1));
     }
 }
 

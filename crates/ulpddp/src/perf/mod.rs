@@ -4,6 +4,7 @@
 pub mod baseline;
 pub mod cpu;
 pub mod ddp;
+pub mod fio;
 pub mod job;
 pub mod report;
 pub mod size;

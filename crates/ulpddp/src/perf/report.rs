@@ -3,6 +3,8 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::job::{DirMeasure, Rw};
+
 /// Latency percentiles in microseconds.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Latency {
@@ -38,11 +40,68 @@ impl Latency {
     }
 }
 
+/// What a job was asked to do (fio's "job options").
+#[derive(Debug, Clone, Serialize)]
+pub struct JobMeta {
+    /// Access pattern.
+    pub rw: Rw,
+    /// Percentage of reads (randrw).
+    pub rwmixread: u8,
+    /// Block size in bytes.
+    pub bs: usize,
+    /// Commands in flight per queue.
+    pub qd: usize,
+    /// I/O queues.
+    pub queues: u16,
+}
+
+/// Figures of one direction (reads or writes) of a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct DirResult {
+    /// Completed I/Os.
+    pub ios: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// I/Os per second.
+    pub iops: f64,
+    /// MiB per second.
+    pub mib_s: f64,
+    /// Latency of the completed I/Os.
+    pub latency: Latency,
+    /// The latency histogram (nanoseconds), for renderers that need more than the summary.
+    #[serde(skip)]
+    pub hist: Histogram<u64>,
+}
+
+impl DirResult {
+    fn new(m: &DirMeasure, seconds: f64) -> Self {
+        Self {
+            ios: m.ios,
+            bytes: m.bytes,
+            iops: m.ios as f64 / seconds,
+            mib_s: m.bytes as f64 / seconds / (1024.0 * 1024.0),
+            latency: Latency::from_histogram(&m.hist),
+            hist: m.hist.clone(),
+        }
+    }
+}
+
+/// Host CPU seconds of a job's measured phase.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct HostCpu {
+    /// User seconds.
+    pub user_s: f64,
+    /// System seconds.
+    pub sys_s: f64,
+}
+
 /// The result of one perf job.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobResult {
     /// Short description, e.g. `read 128KiB qd32 q1 ddgst`.
     pub name: String,
+    /// What the job did.
+    pub options: JobMeta,
     /// Completed I/Os.
     pub ios: u64,
     /// Bytes moved (read + written).
@@ -55,8 +114,14 @@ pub struct JobResult {
     pub mib_s: f64,
     /// Latency of the completed I/Os.
     pub latency: Latency,
+    /// Reads alone.
+    pub read: DirResult,
+    /// Writes alone.
+    pub write: DirResult,
     /// CPU seconds of the host's threads during the measured phase.
     pub cpu_host_s: f64,
+    /// The same, split into user and system time.
+    pub cpu_host: HostCpu,
     /// CPU seconds of the target's threads (embedded target only).
     pub cpu_target_s: Option<f64>,
     /// Host CPU seconds per GiB moved.
@@ -74,32 +139,44 @@ impl JobResult {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: String,
-        ios: u64,
-        bytes: u64,
+        options: JobMeta,
+        read: &DirMeasure,
+        write: &DirMeasure,
         seconds: f64,
-        hist: &Histogram<u64>,
-        cpu_host_s: f64,
+        cpu_host: HostCpu,
         cpu_target_s: Option<f64>,
         baseline_mib_s: Option<f64>,
     ) -> Self {
         let seconds = seconds.max(1e-9);
-        let mib_s = bytes as f64 / seconds / (1024.0 * 1024.0);
-        let gib = bytes as f64 / (1u64 << 30) as f64;
+        let mut all = read.clone();
+        all.add(write);
+        let mib_s = all.bytes as f64 / seconds / (1024.0 * 1024.0);
+        let gib = all.bytes as f64 / (1u64 << 30) as f64;
+        let cpu_host_s = cpu_host.user_s + cpu_host.sys_s;
         Self {
             name,
-            ios,
-            bytes,
+            options,
+            ios: all.ios,
+            bytes: all.bytes,
             seconds,
-            iops: ios as f64 / seconds,
+            iops: all.ios as f64 / seconds,
             mib_s,
-            latency: Latency::from_histogram(hist),
+            latency: Latency::from_histogram(&all.hist),
+            read: DirResult::new(read, seconds),
+            write: DirResult::new(write, seconds),
             cpu_host_s,
+            cpu_host,
             cpu_target_s,
             host_cpu_s_per_gib: if gib > 0.0 { cpu_host_s / gib } else { 0.0 },
             ratio_to_baseline: baseline_mib_s.filter(|b| *b > 0.0).map(|b| mib_s / b),
             verify_errors: 0,
             io_errors: 0,
         }
+    }
+
+    /// True if the job both read and wrote (randrw): reports show each direction apart.
+    pub fn mixed(&self) -> bool {
+        self.read.ios > 0 && self.write.ios > 0
     }
 }
 
@@ -137,6 +214,21 @@ pub fn table(results: &[JobResult], baseline_mib_s: Option<f64>) -> String {
             r.host_cpu_s_per_gib,
             r.ratio_to_baseline.map(|x| format!("{:.0}%", x * 100.0)).unwrap_or_else(|| "-".into()),
         ));
+        if r.mixed() {
+            for (dir, d) in [("read", &r.read), ("write", &r.write)] {
+                out.push_str(&format!(
+                    "{:<34} {:>10.0} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1}\n",
+                    format!("  {dir}"),
+                    d.iops,
+                    d.mib_s,
+                    d.latency.p50_us,
+                    d.latency.p90_us,
+                    d.latency.p99_us,
+                    d.latency.p999_us,
+                    d.latency.max_us,
+                ));
+            }
+        }
         if r.io_errors > 0 || r.verify_errors > 0 {
             out.push_str(&format!(
                 "  !! {} I/O errors, {} verify errors\n",
@@ -153,22 +245,42 @@ pub fn table(results: &[JobResult], baseline_mib_s: Option<f64>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    pub(crate) fn measure(lat_ns: &[u64], bs: u64) -> DirMeasure {
+        let mut m = DirMeasure::new();
+        for &v in lat_ns {
+            m.hist.record(v).unwrap();
+            m.ios += 1;
+            m.bytes += bs;
+        }
+        m
+    }
+
+    pub(crate) fn meta(rw: Rw) -> JobMeta {
+        JobMeta {
+            rw,
+            rwmixread: 50,
+            bs: 1 << 30,
+            qd: 1,
+            queues: 1,
+        }
+    }
 
     #[test]
     fn derived_figures_follow_the_counts() {
-        let mut h = Histogram::<u64>::new(3).unwrap();
-        for v in [1000u64, 2000, 3000, 4000] {
-            h.record(v).unwrap();
-        }
+        let read = measure(&[1000, 2000, 3000, 4000], 1 << 30);
         let r = JobResult::new(
             "x".into(),
-            4,
-            4 << 30,
+            meta(Rw::Read),
+            &read,
+            &DirMeasure::new(),
             2.0,
-            &h,
-            1.0,
+            HostCpu {
+                user_s: 0.75,
+                sys_s: 0.25,
+            },
             Some(0.5),
             Some(4096.0),
         );
@@ -177,6 +289,28 @@ mod tests {
         assert_eq!(r.host_cpu_s_per_gib, 0.25);
         assert_eq!(r.ratio_to_baseline, Some(0.5));
         assert!(r.latency.p50_us >= 1.9 && r.latency.p50_us <= 2.1);
+        assert!(!r.mixed());
         assert!(table(&[r], Some(4096.0)).contains("4096.0 MiB/s"));
+    }
+
+    #[test]
+    fn a_mixed_job_reports_each_direction_apart() {
+        let read = measure(&[1000, 1000, 1000], 4096);
+        let write = measure(&[9000], 4096);
+        let r = JobResult::new(
+            "randrw".into(),
+            meta(Rw::Randrw),
+            &read,
+            &write,
+            1.0,
+            HostCpu::default(),
+            None,
+            None,
+        );
+        assert_eq!((r.ios, r.read.ios, r.write.ios), (4, 3, 1));
+        assert_eq!(r.read.iops, 3.0);
+        assert!(r.write.latency.p50_us > 8.9 && r.read.latency.p50_us < 1.1);
+        let t = table(&[r], None);
+        assert!(t.contains("  read") && t.contains("  write"), "{t}");
     }
 }
