@@ -203,11 +203,17 @@ fn read_pcapng(bytes: &[u8], cap: &mut Capture) -> Result<(), CaptureError> {
                 links.push(idb.linktype);
                 continue;
             }
-            Block::EnhancedPacket(epb) => {
-                (epb.interface_id as usize, epb.data.as_ref(), epb.original_len)
-            }
+            Block::EnhancedPacket(epb) => (
+                epb.interface_id as usize,
+                epb.data.as_ref(),
+                epb.original_len,
+            ),
             Block::SimplePacket(spb) => (0, spb.data.as_ref(), spb.original_len),
-            Block::Packet(pb) => (usize::from(pb.interface_id), pb.data.as_ref(), pb.original_len),
+            Block::Packet(pb) => (
+                usize::from(pb.interface_id),
+                pb.data.as_ref(),
+                pb.original_len,
+            ),
             _ => continue,
         };
         let Some(&link) = links.get(iface) else {

@@ -107,7 +107,9 @@ impl Perturber {
     pub fn new(p: Perturb, stream_index: u64) -> Self {
         Self {
             p,
-            rng: ChaCha8Rng::seed_from_u64(p.seed ^ stream_index.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            rng: ChaCha8Rng::seed_from_u64(
+                p.seed ^ stream_index.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ),
             held: Vec::new(),
             swap: None,
             counts: PerturbCounts::default(),
@@ -212,8 +214,8 @@ mod tests {
 
     #[test]
     fn without_corruption_every_byte_arrives_and_the_same_seed_repeats() {
-        let p = Perturb::parse("drop=0.3,reorder=0.3,duplicate=0.3,resplit=0.3", 42)
-            .expect("valid");
+        let p =
+            Perturb::parse("drop=0.3,reorder=0.3,duplicate=0.3,resplit=0.3", 42).expect("valid");
         let run = || {
             let mut pt = Perturber::new(p, 1);
             let mut out = Vec::new();

@@ -105,7 +105,23 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Replay {
     let (conns, other) = find_connections(&capture.packets, opts.port);
     out.summary.other_connections = other;
     let mut perturbed = PerturbCounts::default();
+    // A long run repeats one queue: the one with the most controller-to-host data.
+    let long_run_conn = conns
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, (host, _, pkts))| {
+            pkts.iter()
+                .filter(|p| p.src != *host)
+                .map(|p| p.payload.len() as u64)
+                .sum::<u64>()
+        })
+        .map(|(i, _)| i);
     for (i, (host, target, pkts)) in conns.into_iter().enumerate() {
+        let mut opts_i = opts.clone();
+        if Some(i) != long_run_conn {
+            opts_i.long_run_bytes = 0;
+        }
+        let opts = &opts_i;
         let mut c = Conn::new(
             i as u64,
             host,
@@ -421,6 +437,8 @@ struct Conn<'d> {
     sock: Option<Box<dyn UlpDdpSocket>>,
     rx: Option<RxSocket>,
     reads: HashMap<u16, Read>,
+    /// Reads waiting for their CID's previous command to complete (perturbed runs).
+    deferred: HashMap<u16, Vec<(u64, u64)>>,
     cur: Cur,
     pdus: u64,
     dead: bool,
@@ -458,6 +476,7 @@ impl<'d> Conn<'d> {
             sock: None,
             rx: None,
             reads: HashMap::new(),
+            deferred: HashMap::new(),
             cur: Cur::None,
             pdus: 0,
             dead: false,
@@ -571,11 +590,13 @@ impl<'d> Conn<'d> {
             if syn {
                 self.t2h = Dir::new();
                 self.t2h.rx = Some(Reassembler::new(seq.wrapping_add(1)));
+                let mut framer = Framer::new(NegotiatedParams {
+                    max_plen: u32::MAX,
+                    ..NegotiatedParams::new(Role::Host)
+                });
+                framer.set_compute_data_digest(true);
                 self.t2h.framing = Framing::Known {
-                    framer: Framer::new(NegotiatedParams {
-                        max_plen: u32::MAX,
-                        ..NegotiatedParams::new(Role::Host)
-                    }),
+                    framer,
                     pdu_start: 0,
                 };
                 return;
@@ -583,7 +604,8 @@ impl<'d> Conn<'d> {
             if payload.is_empty() {
                 return;
             }
-            match self.perturber.as_mut() {
+            // Perturbations apply to what the device sees: the offloaded part.
+            match self.perturber.as_mut().filter(|_| self.sock.is_some()) {
                 Some(pt) => {
                     for (s, p) in pt.push((seq, payload.to_vec())) {
                         self.t2h_segment(s, &p, frame, out);
@@ -683,7 +705,8 @@ impl<'d> Conn<'d> {
             rx_pda: self.icresp.map_or(0, |r| r.cpda),
             ..p
         });
-        let Some((c, start)) = search_step(&mut self.h2t.framing, c, Role::Controller, known) else {
+        let Some((c, start)) = search_step(&mut self.h2t.framing, c, Role::Controller, known)
+        else {
             return;
         };
         let mut pos = start;
@@ -746,6 +769,12 @@ impl<'d> Conn<'d> {
     /// The host sends a Read: lend its buffer to the device (`setup`) before the command
     /// leaves, as the host does for reads of at least `io_threshold` bytes.
     fn read_command(&mut self, cid: u16, len: u64, frame: u64, out: &mut Out) {
+        if self.perturber.is_some() && self.reads.contains_key(&cid) {
+            // The host sent this only after the previous command with this CID completed,
+            // but perturbations delayed that completion: wait for it, as the host did.
+            self.deferred.entry(cid).or_default().push((len, frame));
+            return;
+        }
         if let Some(old) = self.reads.remove(&cid) {
             // The previous read with this CID has no completion in the capture.
             self.reclaim(cid, old, out);
@@ -1013,7 +1042,9 @@ impl<'d> Conn<'d> {
         let bytes = &c.data[r.clone()];
         let stream_off = c.off + r.start as u64;
         let data_off = u64::from(d.datao) + offset as u64;
-        out.summary.data_bytes += bytes.len() as u64;
+        if self.sock.is_some() {
+            out.summary.data_bytes += bytes.len() as u64;
+        }
         let read = self.reads.get_mut(&d.cid);
         let in_bounds = read
             .as_ref()
@@ -1074,11 +1105,7 @@ impl<'d> Conn<'d> {
                     got.extend_from_slice(s)
                 });
                 if res.is_err() || got != slice {
-                    let first = got
-                        .iter()
-                        .zip(slice)
-                        .position(|(x, y)| x != y)
-                        .unwrap_or(0);
+                    let first = got.iter().zip(slice).position(|(x, y)| x != y).unwrap_or(0);
                     out.finding(
                         "placed-mismatch",
                         &name,
@@ -1101,7 +1128,13 @@ impl<'d> Conn<'d> {
 
     fn pdu_end(&mut self, frame: u64, out: &mut Out) {
         let cur = std::mem::replace(&mut self.cur, Cur::None);
+        let offloaded = self.sock.is_some();
         match cur {
+            Cur::Data(d) if !offloaded => {
+                if d.success {
+                    self.complete(d.cid, frame, out);
+                }
+            }
             Cur::Data(d) => {
                 out.summary.c2h_data_pdus += 1;
                 let device_ddgst = self.sock.as_ref().is_some_and(|s| s.ddgst_offloaded());
@@ -1153,17 +1186,19 @@ impl<'d> Conn<'d> {
                 }
             }
             Cur::Other(o) => {
-                out.record(Record::Pdu(PduRecord {
-                    stream: self.name.clone(),
-                    seq: o.seq,
-                    pdu: o.name.into(),
-                    cid: o.cid,
-                    datao: None,
-                    datal: None,
-                    placed: 0,
-                    ddgst: DigestVerdict::None,
-                    resync: o.resync,
-                }));
+                if offloaded {
+                    out.record(Record::Pdu(PduRecord {
+                        stream: self.name.clone(),
+                        seq: o.seq,
+                        pdu: o.name.into(),
+                        cid: o.cid,
+                        datao: None,
+                        datal: None,
+                        placed: 0,
+                        ddgst: DigestVerdict::None,
+                        resync: o.resync,
+                    }));
+                }
                 if o.name == "c2h-term-req" {
                     self.dead = true;
                     return;
@@ -1243,6 +1278,16 @@ impl<'d> Conn<'d> {
         let Some(read) = self.reads.remove(&cid) else {
             return;
         };
+        self.complete_read(cid, read, frame, out);
+        if let Some(q) = self.deferred.get_mut(&cid)
+            && !q.is_empty()
+        {
+            let (len, f) = q.remove(0);
+            self.read_command(cid, len, f, out);
+        }
+    }
+
+    fn complete_read(&mut self, cid: u16, read: Read, frame: u64, out: &mut Out) {
         if !read.ddp {
             return;
         }
@@ -1287,7 +1332,9 @@ impl<'d> Conn<'d> {
         out.lent = out.lent.saturating_sub(read.len);
         out.summary.reads_unfinished += 1;
         if let Some(sock) = self.sock.as_mut()
-            && sock.teardown(u32::from(cid), DdpCtx(u64::from(cid))).is_ok()
+            && sock
+                .teardown(u32::from(cid), DdpCtx(u64::from(cid)))
+                .is_ok()
         {
             while sock.poll_event().is_some() {}
         }
@@ -1297,9 +1344,10 @@ impl<'d> Conn<'d> {
     /// controller-to-host stream reaches `long_run_bytes`.
     fn long_run(&mut self, pkts: &[&TcpPacket], out: &mut Out) {
         let Some(start) = self.io_start else {
-            out.summary
-                .warnings
-                .push(format!("{}: long run needs an offloaded I/O queue", self.name));
+            out.summary.warnings.push(format!(
+                "{}: long run needs an offloaded I/O queue",
+                self.name
+            ));
             return;
         };
         let (Some(h2t), Some(t2h)) = (self.h2t.rx.as_ref(), self.t2h.rx.as_ref()) else {
@@ -1321,9 +1369,9 @@ impl<'d> Conn<'d> {
             .filter(|p| !p.payload.is_empty() && !p.syn && !p.fin && !p.rst)
             .collect();
         let mut pass: u64 = 1;
-        while self.t2h.rx.as_ref().map_or(0, |r| r.next()) < self.opts.long_run_bytes
-            && !self.dead
+        while self.t2h.rx.as_ref().map_or(0, |r| r.next()) < self.opts.long_run_bytes && !self.dead
         {
+            let before = self.t2h.rx.as_ref().map_or(0, |r| r.next());
             for p in &body {
                 let from_host = p.src == self.host;
                 let (from, len) = if from_host {
@@ -1344,6 +1392,16 @@ impl<'d> Conn<'d> {
             }
             pass += 1;
             out.summary.long_run_passes += 1;
+            let now = self.t2h.rx.as_ref().map_or(0, |r| r.next());
+            if now < before + t2h_len {
+                out.summary.warnings.push(format!(
+                    "{}: long run stopped after pass {}: the stream did not advance by the \
+                     I/O part's {t2h_len} bytes",
+                    self.name,
+                    pass - 1
+                ));
+                break;
+            }
         }
     }
 
@@ -1373,6 +1431,14 @@ impl<'d> Conn<'d> {
                     );
                 }
             }
+        }
+        let stuck: usize = self.deferred.values().map(Vec::len).sum();
+        if stuck > 0 {
+            out.summary.warnings.push(format!(
+                "{}: {stuck} reads never sent: the completion of their CID's previous command \
+                 is not in the stream",
+                self.name
+            ));
         }
         let Some(sock) = self.sock.take() else {
             return;
@@ -1460,11 +1526,13 @@ fn search_step(
     *searched_at = *bytes;
     let merged = merge(probe);
     let (at, params) = find_framing(&merged.data, role, known, false)?;
+    let mut framer = Framer::new(NegotiatedParams {
+        max_plen: u32::MAX,
+        ..params
+    });
+    framer.set_compute_data_digest(role == Role::Host);
     *framing = Framing::Known {
-        framer: Framer::new(NegotiatedParams {
-            max_plen: u32::MAX,
-            ..params
-        }),
+        framer,
         pdu_start: merged.off + at as u64,
     };
     Some((merged, at))

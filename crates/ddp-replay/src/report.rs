@@ -433,7 +433,10 @@ mod tests {
 
     #[test]
     fn a_bad_log_line_is_reported_with_its_number() {
-        let text = format!("{}\n\nnot json\n", serde_json::to_string(&pdu(1, 0)).unwrap());
+        let text = format!(
+            "{}\n\nnot json\n",
+            serde_json::to_string(&pdu(1, 0)).unwrap()
+        );
         match parse_log(&text) {
             Err(LogError::BadLine { line, .. }) => assert_eq!(line, 3),
             other => panic!("expected a bad line, got {other:?}"),

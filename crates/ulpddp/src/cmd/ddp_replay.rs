@@ -6,10 +6,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use ddp_engine::EngineConfig;
 use ddp_replay::perturb::Perturb;
 use ddp_replay::report::{compare, parse_log};
 use ddp_replay::{ReplayOptions, capture::read_capture_file, default_engine, replay};
-use ddp_engine::EngineConfig;
 
 /// Arguments of `ulpddp ddp replay`.
 #[derive(clap::Args, Debug)]
