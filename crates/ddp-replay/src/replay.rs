@@ -269,8 +269,10 @@ const SEARCH_WINDOW: usize = 4 << 20;
 const SEARCH_STEP: usize = 16 << 10;
 
 /// Finds where PDUs start in `bytes`, for a receiver in `role`: the first offset from which
-/// [`SEARCH_MIN_HEADERS`] valid headers follow each other (or, if `at_end`, at least one
-/// and the framing ends exactly at the end of the bytes). With `known` parameters only those
+/// [`SEARCH_MIN_HEADERS`] valid headers follow each other — or at least one whose framing
+/// ends exactly at the end of the bytes, if `at_end` or the candidate is at offset 0 (a
+/// capture that starts mid-stream usually starts at a segment, and a host sends each command
+/// in its own segments). With `known` parameters only those
 /// are tried; otherwise every combination of digests (PDA 0).
 fn find_framing(
     bytes: &[u8],
@@ -311,7 +313,8 @@ fn find_framing(
             let mut headers = 0;
             let mut pos = o;
             let mut ok = true;
-            while pos < bytes.len() && headers < SEARCH_MIN_HEADERS + 1 {
+            // Runs on past the end with empty input to take the last PDU's End.
+            while headers < SEARCH_MIN_HEADERS + 1 {
                 match f.advance(&bytes[pos..]) {
                     Ok((n, ev)) => {
                         pos += n;
@@ -330,7 +333,10 @@ fn find_framing(
             }
             let enough = headers > SEARCH_MIN_HEADERS
                 || (headers >= SEARCH_MIN_HEADERS && f.is_at_pdu_boundary())
-                || (at_end && headers >= 1 && pos == bytes.len() && f.is_at_pdu_boundary());
+                || ((at_end || o == 0)
+                    && headers >= 1
+                    && pos == bytes.len()
+                    && f.is_at_pdu_boundary());
             if ok && enough {
                 return Some((o, *p));
             }
@@ -395,12 +401,15 @@ enum Cur {
 struct Dir {
     rx: Option<Reassembler>,
     framing: Framing,
+    /// Stream bytes before this offset are not parsed (before the first PDU found).
+    skip_to: u64,
 }
 
 impl Dir {
     fn new() -> Self {
         Self {
             rx: None,
+            skip_to: 0,
             framing: Framing::Searching {
                 probe: Vec::new(),
                 bytes: 0,
@@ -446,6 +455,8 @@ struct Conn<'d> {
     io_start: Option<IoStart>,
     /// Packet index being processed.
     at: usize,
+    /// The capture has ended (last framing search).
+    at_end: bool,
 }
 
 impl<'d> Conn<'d> {
@@ -483,6 +494,7 @@ impl<'d> Conn<'d> {
             perturber: opts.perturb.map(|p| Perturber::new(p, index)),
             io_start: None,
             at: 0,
+            at_end: false,
         }
     }
 
@@ -523,19 +535,48 @@ impl<'d> Conn<'d> {
     /// (digests from the headers) and offload the socket from its first segment, letting the
     /// device find the framing by resync.
     fn prepare_mid_stream(&mut self, pkts: &[&TcpPacket], out: &mut Out) {
-        let syn_seen = pkts.iter().any(|p| p.syn);
-        let first_t2h = pkts
-            .iter()
-            .find(|p| p.src != self.host && !p.payload.is_empty());
-        if syn_seen {
+        if pkts.iter().any(|p| p.syn) {
             return;
         }
-        let Some(first) = first_t2h else {
+        // The host knows where its PDUs are; the replay finds out by looking ahead.
+        let Some((params, first_frame)) = self.look_ahead(pkts, false, None) else {
+            if let Some(p) = pkts.iter().find(|p| p.src != self.host) {
+                out.finding(
+                    "stream-error",
+                    &self.name,
+                    p.frame,
+                    "start not captured and no PDU framing found: not offloaded".into(),
+                );
+            }
             return;
         };
+        let _ = first_frame;
+        self.params = Some(params);
+        let h2t_known = NegotiatedParams {
+            role: Role::Controller,
+            ..params
+        };
+        self.look_ahead(pkts, true, Some(h2t_known));
+        // The device is told nothing: it finds the framing by resync.
+        self.attach(None, 0, out);
+    }
+
+    /// Finds the framing of one direction in the first bytes the capture has of it, and
+    /// starts that direction's receiver there (bytes before the first PDU are skipped).
+    fn look_ahead(
+        &mut self,
+        pkts: &[&TcpPacket],
+        h2t: bool,
+        known: Option<NegotiatedParams>,
+    ) -> Option<(NegotiatedParams, u64)> {
+        let host = self.host;
+        let mut it = pkts
+            .iter()
+            .filter(|p| (p.src == host) == h2t && !p.payload.is_empty());
+        let first = it.next()?;
         let mut r = Reassembler::new(first.seq);
         let mut bytes = Vec::new();
-        for p in pkts.iter().filter(|p| p.src != self.host) {
+        for p in std::iter::once(first).chain(it) {
             for c in r.push(p.seq, &p.payload, false, &[], p.frame) {
                 bytes.extend_from_slice(&c.data);
             }
@@ -543,17 +584,21 @@ impl<'d> Conn<'d> {
                 break;
             }
         }
-        let Some((_, params)) = find_framing(&bytes, Role::Host, None, true) else {
-            out.finding(
-                "stream-error",
-                &self.name,
-                first.frame,
-                "start not captured and no PDU framing found: not offloaded".into(),
-            );
-            return;
+        let role = if h2t { Role::Controller } else { Role::Host };
+        let (at, params) = find_framing(&bytes, role, known, true)?;
+        let mut framer = Framer::new(NegotiatedParams {
+            max_plen: u32::MAX,
+            ..params
+        });
+        framer.set_compute_data_digest(!h2t);
+        let dir = if h2t { &mut self.h2t } else { &mut self.t2h };
+        dir.rx = Some(Reassembler::new(first.seq));
+        dir.framing = Framing::Known {
+            framer,
+            pdu_start: at as u64,
         };
-        self.params = Some(params);
-        self.attach(None, 0, out);
+        dir.skip_to = at as u64;
+        Some((params, first.frame))
     }
 
     fn packet(
@@ -700,13 +745,21 @@ impl<'d> Conn<'d> {
     }
 
     fn h2t_chunk(&mut self, c: Chunk, out: &mut Out) {
+        let Some(c) = skip_front(c, self.h2t.skip_to) else {
+            return;
+        };
         let known = self.params.map(|p| NegotiatedParams {
             role: Role::Controller,
             rx_pda: self.icresp.map_or(0, |r| r.cpda),
             ..p
         });
-        let Some((c, start)) = search_step(&mut self.h2t.framing, c, Role::Controller, known)
-        else {
+        let Some((c, start)) = search_step(
+            &mut self.h2t.framing,
+            c,
+            Role::Controller,
+            known,
+            self.at_end,
+        ) else {
             return;
         };
         let mut pos = start;
@@ -839,6 +892,9 @@ impl<'d> Conn<'d> {
     }
 
     fn t2h_chunk(&mut self, c: Chunk, out: &mut Out) {
+        let Some(c) = skip_front(c, self.t2h.skip_to) else {
+            return;
+        };
         let known = self.params.map(|p| NegotiatedParams {
             role: Role::Host,
             rx_pda: self.icreq.map_or(0, |r| r.hpda),
@@ -848,7 +904,9 @@ impl<'d> Conn<'d> {
             Framing::Searching { .. } => true,
             Framing::Known { .. } => false,
         };
-        let Some((c, start)) = search_step(&mut self.t2h.framing, c, Role::Host, known) else {
+        let Some((c, start)) =
+            search_step(&mut self.t2h.framing, c, Role::Host, known, self.at_end)
+        else {
             return;
         };
         if before && let Framing::Known { framer, .. } = &self.t2h.framing {
@@ -1412,15 +1470,34 @@ impl<'d> Conn<'d> {
                 self.skip_hole(h2t, out);
             }
         }
-        // Bytes still waiting for a framing decision.
+        // Bytes still waiting for a framing decision: a last search that accepts a framing
+        // ending exactly at the end of the stream.
+        self.at_end = true;
         for h2t in [true, false] {
-            let dir = if h2t { &mut self.h2t } else { &mut self.t2h };
-            if let Framing::Searching { probe, bytes, .. } = &mut dir.framing
+            let dir = if h2t { &self.h2t } else { &self.t2h };
+            let (Framing::Searching { probe, .. }, Some(rx)) = (&dir.framing, &dir.rx) else {
+                continue;
+            };
+            if probe.is_empty() || self.dead {
+                continue;
+            }
+            let last = Chunk {
+                off: rx.next(),
+                data: Vec::new(),
+                crc: false,
+                placed: Vec::new(),
+                frame: 0,
+            };
+            if h2t {
+                self.h2t_chunk(last, out);
+            } else {
+                self.t2h_chunk(last, out);
+            }
+            let dir = if h2t { &self.h2t } else { &self.t2h };
+            if let Framing::Searching { probe, bytes, .. } = &dir.framing
                 && !probe.is_empty()
             {
-                let data: Vec<u8> = probe.iter().flat_map(|c| c.data.iter().copied()).collect();
-                let role = if h2t { Role::Controller } else { Role::Host };
-                if find_framing(&data, role, None, true).is_none() {
+                {
                     let frame = probe.first().map_or(0, |c| c.frame);
                     let n = *bytes;
                     out.finding(
@@ -1505,6 +1582,7 @@ fn search_step(
     c: Chunk,
     role: Role,
     known: Option<NegotiatedParams>,
+    at_end: bool,
 ) -> Option<(Chunk, usize)> {
     let Framing::Searching {
         probe,
@@ -1520,12 +1598,17 @@ fn search_step(
         let old = probe.remove(0);
         *bytes -= old.data.len();
     }
-    if *bytes < *searched_at + SEARCH_STEP && *searched_at > 0 {
+    // Search again once the bytes doubled or grew by SEARCH_STEP, and at the end.
+    if !at_end && *searched_at > 0 && *bytes < *searched_at + SEARCH_STEP.min(*searched_at) {
         return None;
     }
     *searched_at = *bytes;
     let merged = merge(probe);
-    let (at, params) = find_framing(&merged.data, role, known, false)?;
+    let Some((at, params)) = find_framing(&merged.data, role, known, at_end) else {
+        // Keep the bytes (as one chunk) for the next try.
+        probe.push(merged);
+        return None;
+    };
     let mut framer = Framer::new(NegotiatedParams {
         max_plen: u32::MAX,
         ..params
@@ -1536,6 +1619,28 @@ fn search_step(
         pdu_start: merged.off + at as u64,
     };
     Some((merged, at))
+}
+
+/// The part of `c` at or after `skip_to` (`None` if nothing is left).
+fn skip_front(mut c: Chunk, skip_to: u64) -> Option<Chunk> {
+    if c.off >= skip_to {
+        return Some(c);
+    }
+    if c.end() <= skip_to {
+        return None;
+    }
+    let cut = (skip_to - c.off) as usize;
+    c.data.drain(..cut);
+    c.off = skip_to;
+    c.placed.retain_mut(|p| {
+        let end = p.off + p.len;
+        p.off = p.off.max(skip_to);
+        end > p.off && {
+            p.len = end - p.off;
+            true
+        }
+    });
+    Some(c)
 }
 
 /// The probe's chunks as one (contiguous: they came in order); `crc` is kept only if all had
