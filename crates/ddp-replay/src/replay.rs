@@ -50,6 +50,11 @@ pub struct ReplayOptions {
     pub long_run_bytes: u64,
     /// Keep per-PDU records (for `--json` and `--compare`).
     pub records: bool,
+    /// Fault injection, to test the checks themselves: the device is given each
+    /// controller-to-host segment with one payload byte flipped (a device whose DMA is
+    /// broken), while the host receives it intact. Every replay with placement must then
+    /// report device errors.
+    pub inject_device_fault: bool,
 }
 
 impl Default for ReplayOptions {
@@ -63,6 +68,7 @@ impl Default for ReplayOptions {
             perturb: None,
             long_run_bytes: 0,
             records: false,
+            inject_device_fault: false,
         }
     }
 }
@@ -155,10 +161,10 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Replay {
         ));
     }
     let failed: u64 = s.setup_failures.values().sum();
-    if failed > 0 && failed * 2 > s.reads_offloaded + failed {
+    if failed > 0 && failed * 2 >= s.reads_offloaded + failed {
         s.warnings.push(format!(
-            "setup failed for {failed} of {} reads offered to the device: most reads were not \
-             offloaded; check the device options (--sgl-len, --linear-cids, --io-threshold)",
+            "setup failed for {failed} of {} reads offered to the device: at least half were \
+             not offloaded; check the device options (--sgl-len, --linear-cids, --io-threshold)",
             s.reads_offloaded + failed
         ));
     }
@@ -669,7 +675,13 @@ impl<'d> Conn<'d> {
         let mut crc = false;
         let mut placed = Vec::new();
         if let Some(rx) = &self.rx {
-            let v = rx.on_segment(seq, payload);
+            let v = if self.opts.inject_device_fault && !payload.is_empty() {
+                let mut bad = payload.to_vec();
+                bad[payload.len() / 2] ^= 0xff;
+                rx.on_segment(seq, &bad)
+            } else {
+                rx.on_segment(seq, payload)
+            };
             crc = v.crc;
             placed = v.placed().iter().map(|r| (r.seq, r.len)).collect();
             if let Some(req) = v.resync_request {
@@ -1508,6 +1520,15 @@ impl<'d> Conn<'d> {
                     );
                 }
             }
+        }
+        if let Framing::Known { framer, .. } = &self.t2h.framing
+            && !framer.is_at_pdu_boundary()
+            && !self.dead
+        {
+            out.summary.warnings.push(format!(
+                "{}: the capture ends inside a controller-to-host PDU",
+                self.name
+            ));
         }
         let stuck: usize = self.deferred.values().map(Vec::len).sum();
         if stuck > 0 {

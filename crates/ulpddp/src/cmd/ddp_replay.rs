@@ -105,6 +105,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<()> {
         perturb,
         long_run_bytes,
         records: a.json.is_some() || device_log.is_some(),
+        inject_device_fault: false,
         ..ReplayOptions::default()
     };
     let cap = read_capture_file(&a.capture)
