@@ -354,7 +354,7 @@ fn find_framing(
 /// Where a direction's PDU framing stands for the replay ULP.
 enum Framing {
     /// Following PDUs; the current PDU started at `pdu_start`.
-    Known { framer: Framer, pdu_start: u64 },
+    Known { framer: Box<Framer>, pdu_start: u64 },
     /// Looking for PDU boundaries in the bytes kept.
     Searching {
         probe: Vec<Chunk>,
@@ -600,7 +600,7 @@ impl<'d> Conn<'d> {
         let dir = if h2t { &mut self.h2t } else { &mut self.t2h };
         dir.rx = Some(Reassembler::new(first.seq));
         dir.framing = Framing::Known {
-            framer,
+            framer: Box::new(framer),
             pdu_start: at as u64,
         };
         dir.skip_to = at as u64;
@@ -621,10 +621,10 @@ impl<'d> Conn<'d> {
                 self.h2t = Dir::new();
                 self.h2t.rx = Some(Reassembler::new(seq.wrapping_add(1)));
                 self.h2t.framing = Framing::Known {
-                    framer: Framer::new(NegotiatedParams {
+                    framer: Box::new(Framer::new(NegotiatedParams {
                         max_plen: u32::MAX,
                         ..NegotiatedParams::new(Role::Controller)
-                    }),
+                    })),
                     pdu_start: 0,
                 };
                 self.from_start = true;
@@ -647,7 +647,7 @@ impl<'d> Conn<'d> {
                 });
                 framer.set_compute_data_digest(true);
                 self.t2h.framing = Framing::Known {
-                    framer,
+                    framer: Box::new(framer),
                     pdu_start: 0,
                 };
                 return;
@@ -1636,7 +1636,7 @@ fn search_step(
     });
     framer.set_compute_data_digest(role == Role::Host);
     *framing = Framing::Known {
-        framer,
+        framer: Box::new(framer),
         pdu_start: merged.off + at as u64,
     };
     Some((merged, at))
