@@ -7,7 +7,7 @@
 set -euo pipefail
 ROOT=$(pwd)
 U=${ULPDDP:-$ROOT/target/ci/ulpddp}
-OUT=$ROOT/crates/ddp-replay/tests/captures
+OUT=${OUT:-$ROOT/crates/ddp-replay/tests/captures}
 KPEER_HOME=${KPEER_HOME:-$ROOT/tools/kernel-peer}
 W=$(mktemp -d)
 NS=ddp-replay-cap-$$
