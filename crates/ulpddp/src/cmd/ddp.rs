@@ -1,4 +1,5 @@
-//! `ulpddp ddp caps-get|caps-set|stats-get|monitor`: the ULP DDP control plane client.
+//! `ulpddp ddp caps-get|caps-set|stats-get|monitor`: the ULP DDP control plane client
+//! (and `ulpddp ddp replay`, in [`super::ddp_replay`]).
 //!
 //! Talks JSON-RPC 2.0 to the control socket of a running `ulpddp` process (one started with
 //! `--ctl-socket`, e.g. `ulpddp perf --ddp --ctl-socket PATH`). Prints a table by default and,
@@ -47,6 +48,9 @@ pub enum Command {
     DevList(Common),
     /// Print caps-set-ntf notifications as they happen (the `mgmt` group).
     Monitor(Common),
+    /// Replay a capture (pcap/pcapng) of NVMe/TCP traffic through the software device, as a
+    /// golden model: per-read checks, a summary, per-PDU verdicts (no running process needed).
+    Replay(Box<super::ddp_replay::ReplayArgs>),
 }
 
 fn caps_arg(s: &str) -> Value {
@@ -92,6 +96,7 @@ fn connect(c: &Common) -> anyhow::Result<Client> {
 /// Runs a control command.
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
+        Command::Replay(a) => return super::ddp_replay::run(*a),
         Command::CapsGet(c) => {
             let r = connect(&c)?.call("caps-get", json!({"ifindex": c.ifindex}))?;
             if c.json {

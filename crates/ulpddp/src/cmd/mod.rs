@@ -2,6 +2,7 @@
 
 pub mod blk;
 pub mod ddp;
+pub mod ddp_replay;
 pub mod docs;
 pub mod host;
 pub mod hostid;
