@@ -20,6 +20,8 @@ use nvme_tcp_host::{CidMode, ConnectOptions, Controller, NamespaceInfo};
 use nvme_tcp_wire::nvme::IdentifyController;
 use serde_json::{Value, json};
 
+use crate::cmd::nic::{CtlArgs, NicArgs, NicSession};
+
 /// Output format, as nvme-cli's `--output-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum OutputFormat {
@@ -134,13 +136,22 @@ pub struct Target {
     pub nqn: String,
     #[command(flatten)]
     pub conn: ConnArgs,
+    #[command(flatten)]
+    pub nic: NicArgs,
+    #[command(flatten)]
+    pub ctl: CtlArgs,
 }
 
 impl Target {
-    fn connect(&self) -> anyhow::Result<Controller> {
-        let o = self.conn.options(&self.nqn, DEFAULT_IO_PORT)?;
+    /// Connects, through the software NIC if asked; the NIC session (if any) must outlive
+    /// the controller.
+    fn connect(&self) -> anyhow::Result<(Option<NicSession>, Controller)> {
+        let mut o = self.conn.options(&self.nqn, DEFAULT_IO_PORT)?;
         let addr = o.socket_addr_string();
-        Controller::connect(o).with_context(|| format!("connecting to {} at {addr}", self.nqn))
+        let nic = self.nic.start(&mut o, &self.ctl)?;
+        let ctrl = Controller::connect(o)
+            .with_context(|| format!("connecting to {} at {addr}", self.nqn))?;
+        Ok((nic, ctrl))
     }
 }
 
@@ -277,7 +288,7 @@ pub fn run(c: Command) -> anyhow::Result<()> {
                 target.conn.traddr = e.traddr.clone();
                 target.conn.trsvcid = Some(e.trsvcid.parse().context("TRSVCID of the entry")?);
             }
-            let ctrl = target.connect()?;
+            let (_nic, ctrl) = target.connect()?;
             print_list(&ctrl, &target.nqn, output_format)?;
             if interactive {
                 repl(&ctrl, output_format)?;
@@ -289,7 +300,7 @@ pub fn run(c: Command) -> anyhow::Result<()> {
             target,
             output_format,
         } => {
-            let ctrl = target.connect()?;
+            let (_nic, ctrl) = target.connect()?;
             print_list(&ctrl, &target.nqn, output_format)?;
             ctrl.shutdown();
             Ok(())
@@ -298,7 +309,7 @@ pub fn run(c: Command) -> anyhow::Result<()> {
             target,
             output_format,
         } => {
-            let ctrl = target.connect()?;
+            let (_nic, ctrl) = target.connect()?;
             let raw = ctrl.identify_controller()?;
             print_id_ctrl(&raw, output_format)?;
             ctrl.shutdown();
@@ -309,14 +320,14 @@ pub fn run(c: Command) -> anyhow::Result<()> {
             nsid,
             output_format,
         } => {
-            let ctrl = target.connect()?;
+            let (_nic, ctrl) = target.connect()?;
             let ns = ctrl.namespace(nsid)?;
             print_id_ns(&ns, output_format);
             ctrl.shutdown();
             Ok(())
         }
         Command::Read { target, io } => {
-            let ctrl = target.connect()?;
+            let (_nic, ctrl) = target.connect()?;
             let ns = ctrl.namespace(io.nsid)?;
             let len = transfer_len(&io, &ns, None)?;
             let mut buf = vec![0u8; len];
@@ -336,7 +347,7 @@ pub fn run(c: Command) -> anyhow::Result<()> {
                 }
                 Some(p) => data = std::fs::read(p).with_context(|| format!("reading {p}"))?,
             }
-            let ctrl = target.connect()?;
+            let (_nic, ctrl) = target.connect()?;
             let ns = ctrl.namespace(io.nsid)?;
             let len = transfer_len(&io, &ns, Some(data.len()))?;
             if data.len() < len {

@@ -2,5 +2,6 @@
 
 pub mod ddp;
 pub mod host;
+pub mod nic;
 pub mod perf;
 pub mod target;
