@@ -291,3 +291,48 @@ fn a_corrupted_payload_fails_exactly_its_read_with_a_data_digest_error() {
         "{errors} digest errors for {corrupted} corrupted segments"
     );
 }
+
+#[test]
+fn switching_nvme_tcp_off_on_the_control_plane_leaves_later_queues_without_offload() {
+    let Some(nic) = nic(NicConfig::default()) else {
+        return;
+    };
+    let registry = ulp_ddp_ctl::Registry::new();
+    let dev: ulp_ddp_ctl::SharedDevice =
+        std::sync::Arc::new(nic.device().expect("offload on").clone());
+    let ifindex = registry.add("softnic0", dev);
+    let path = std::env::temp_dir().join(format!("ddp-nic-ctl-{}.sock", std::process::id()));
+    let srv = ulp_ddp_ctl::server::ControlServer::bind(&path, registry).expect("control socket");
+    let t = target(&nic, 8);
+    let _host = nic.host_ns().enter().expect("enter the host namespace");
+    let (ctrl, q) = connect(&nic, true);
+    assert!(q.is_offloaded());
+    let mut client = ulp_ddp_ctl::client::Client::connect(&path).expect("client");
+    let caps = client
+        .call(
+            "caps-set",
+            serde_json::json!({"ifindex": ifindex, "wanted": [], "wanted-mask": ["nvme-tcp"]}),
+        )
+        .expect("caps-set");
+    assert_eq!(
+        caps["active"],
+        serde_json::json!(["nvme-tcp-ddgst-rx"]),
+        "{caps}"
+    );
+    // The queue offloaded before keeps its offload; a queue connected now runs without.
+    assert!(q.is_offloaded());
+    let (ctrl2, q2) = connect(&nic, true);
+    assert!(!q2.is_offloaded());
+    let stats = client
+        .call("stats-get", serde_json::json!({"ifindex": ifindex}))
+        .expect("stats-get");
+    assert_eq!(stats["rx-nvme-tcp-sk-add"], serde_json::json!(1), "{stats}");
+    for (c, q) in [(ctrl, q), (ctrl2, q2)] {
+        q.close();
+        c.shutdown();
+    }
+    drop(_host);
+    drop(t);
+    drop(srv);
+    let _ = std::fs::remove_file(&path);
+}

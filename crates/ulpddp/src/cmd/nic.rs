@@ -147,7 +147,8 @@ impl NicSession {
             .with_context(|| format!("resolving {target}"))?
             .next()
             .with_context(|| format!("{target}: no address"))?;
-        let nic = SoftNic::start(cfg)?;
+        // The error's message already names its cause: one line, no chain.
+        let nic = SoftNic::start(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         let relay = nic.relay_to(opts.port, upstream)?;
         let registry = Registry::new();
         if let Some(dev) = nic.device() {
