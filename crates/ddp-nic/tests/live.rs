@@ -104,7 +104,12 @@ fn run(
 
 /// Reads `len` bytes from block 0 in 128 KiB reads, 8 in flight; returns each read's result.
 fn read_all(q: &mut IoQueue, len: usize) -> Vec<(usize, Result<Vec<u8>, IoError>)> {
-    let n = len / READ;
+    read_all_in(q, len, READ)
+}
+
+/// Reads `len` bytes from block 0 in reads of `size` bytes, 8 in flight.
+fn read_all_in(q: &mut IoQueue, len: usize, size: usize) -> Vec<(usize, Result<Vec<u8>, IoError>)> {
+    let n = len / size;
     let mut out: Vec<Option<Result<Vec<u8>, IoError>>> = (0..n).map(|_| None).collect();
     let mut next = 0;
     let mut inflight = 0;
@@ -112,9 +117,9 @@ fn read_all(q: &mut IoQueue, len: usize) -> Vec<(usize, Result<Vec<u8>, IoError>
         while next < n && inflight < 8 {
             q.submit_read(
                 1,
-                (next * READ / 4096) as u64,
-                (READ / 4096) as u32,
-                IoBuf::Contig(vec![0; READ]),
+                (next * size / 4096) as u64,
+                (size / 4096) as u32,
+                IoBuf::Contig(vec![0; size]),
                 next as u64,
             )
             .map_err(|e| e.reason)
@@ -216,8 +221,8 @@ fn offload_off_runs_the_same_path_without_placement() {
 fn with_loss_reordering_duplication_and_delay_the_data_stays_correct_and_resyncs_confirm() {
     let Some(nic) = nic(NicConfig {
         faults: FaultConfig {
-            drop: 0.01,
-            reorder: 0.01,
+            drop: 0.03,
+            reorder: 0.02,
             duplicate: 0.01,
             delay: 0.005,
             delay_time: Duration::from_millis(3),
@@ -255,7 +260,7 @@ fn with_loss_reordering_duplication_and_delay_the_data_stays_correct_and_resyncs
 fn a_corrupted_payload_fails_exactly_its_read_with_a_data_digest_error() {
     let Some(nic) = nic(NicConfig {
         faults: FaultConfig {
-            corrupt: 0.002,
+            corrupt: 0.005,
             seed: 5,
             ..FaultConfig::NONE
         },
