@@ -21,6 +21,8 @@ use crate::tun::Tun;
 
 /// Packets read from one device before looking at the other.
 const BATCH: usize = 256;
+/// Connections the forwarder tracks before it forgets those nobody uses.
+const MAX_TRACKED: usize = 4096;
 /// Poll timeout while nothing is held back.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Poll timeout while a reordered packet waits for its successor.
@@ -259,6 +261,11 @@ impl Forwarder {
                 },
             );
             st.counters.connections += 1;
+            if st.flows.len() > MAX_TRACKED {
+                // Keep the connections someone still uses (the flow table or a host socket
+                // holds them); forget the rest (closed without FIN/RST seen, or evicted).
+                st.flows.retain(|_, f| Arc::strong_count(&f.flow) > 1);
+            }
         } else if seg.flags & (tcp_flags::RST | tcp_flags::FIN) != 0 {
             self.flows.remove(&key);
             st.flows.remove(&key);

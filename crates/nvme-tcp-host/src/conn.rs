@@ -39,6 +39,9 @@ const MIN_PIPE: usize = 256;
 const SHORT_PIPE_READ: usize = 128;
 /// A C2HData PDU at least this large counts as "large" for the pipe heuristic.
 const LARGE_PDU: usize = 16 << 10;
+/// Largest SO_RCVLOWAT asked for while waiting for placed payload (far below the receive
+/// buffer, so the peer's window always allows that much).
+const MAX_RCVLOWAT: usize = 256 << 10;
 
 /// A queue's TCP connection: the socket and the receive pipe. The queue's state lives in a
 /// [`QueueCore`] that the caller keeps (so it survives the connection, for re-issue after a
@@ -53,6 +56,8 @@ pub struct Connection {
     flow: Option<Arc<dyn FlowMarks>>,
     /// Scratch for mark look-ups.
     marks: StreamMarks,
+    /// The socket's SO_RCVLOWAT (1 unless waiting for placed payload).
+    rcvlowat: libc::c_int,
 }
 
 impl std::fmt::Debug for Connection {
@@ -110,6 +115,7 @@ impl Connection {
             closed: false,
             flow,
             marks: StreamMarks::default(),
+            rcvlowat: 1,
         })
     }
 
@@ -322,7 +328,33 @@ impl Connection {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.set_rcvlowat(core.rx_lent_payload_left());
         Ok(any)
+    }
+
+    /// While the stream is inside placed payload, the host has nothing to do until the rest
+    /// of that payload has arrived (the device places it; the next bytes the host needs are
+    /// the digest and the following header): it asks the kernel to report the socket readable
+    /// only once `lent_left` bytes are queued (`SO_RCVLOWAT`), instead of at every segment.
+    /// Capped well below the receive buffer, so the sender can always send that much.
+    fn set_rcvlowat(&mut self, lent_left: usize) {
+        let want = lent_left.clamp(1, MAX_RCVLOWAT) as libc::c_int;
+        if want == self.rcvlowat {
+            return;
+        }
+        // SAFETY: a c_int option value of the right size for SO_RCVLOWAT; the fd is open.
+        let r = unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&want as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            self.rcvlowat = want;
+        }
     }
 
     /// Feeds `n` bytes at stream offset `at` with the marks the device published for them:
