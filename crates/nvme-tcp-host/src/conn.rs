@@ -10,7 +10,9 @@
 //! Behind an offload device on the network path ([`crate::marks`]), an offloaded queue
 //! reads differently: PDU headers and unplaced data go into the pipe; payload the device
 //! already placed is discarded from the socket without a copy (`recv` with `MSG_TRUNC`); the
-//! bytes are fed to the core with the marks the device published for them.
+//! bytes are fed to the core with the marks the device published for them. While inside
+//! placed payload the socket's `SO_RCVLOWAT` is the payload left, so the host wakes once per
+//! PDU rather than once per segment.
 //!
 //! Transmit: all PDUs queued since the last flush go out in one `write` (batching many
 //! capsules per system call). TCP_NODELAY is set.
