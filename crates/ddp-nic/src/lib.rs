@@ -27,6 +27,26 @@
 //! DMA). The controller is reached from the target side either directly (a listener created
 //! inside [`SoftNic::target_ns`]) or through a [`Relay`] that forwards to a controller outside.
 //!
+//! ```no_run
+//! use ddp_nic::{NicConfig, SoftNic, TARGET_ADDR};
+//! use nvme_tcp_host::{ConnectOptions, Controller};
+//!
+//! let nic = SoftNic::start(NicConfig::default())?;
+//! // A controller elsewhere, reached through a relay on the target side (or start one inside
+//! // `nic.target_ns()`, listening on TARGET_ADDR).
+//! let _relay = nic.relay_to(4420, "127.0.0.1:4420".parse()?)?;
+//! let _in_host_ns = nic.host_ns().enter()?;
+//! let mut opts = ConnectOptions::new(TARGET_ADDR.to_string(), 4420, "nqn.2024-01.io.example:sub");
+//! opts.ddgst = true;
+//! nic.configure_host(&mut opts); // the device and its marks
+//! let ctrl = Controller::connect(opts)?;
+//! let ns = ctrl.namespace(1)?;
+//! let mut data = vec![0u8; 1 << 20];
+//! ctrl.read_at(&ns, 0, &mut data)?; // placed by the NIC, digests verified by it
+//! ctrl.shutdown();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Everything is held by file descriptors (namespaces are never named or mounted, TUN
 //! devices are not persistent): it all disappears when the process ends, however it ends,
 //! and two instances never clash. Needs CAP_NET_ADMIN and CAP_SYS_ADMIN (root).
@@ -279,6 +299,11 @@ impl SoftNic {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A handle that reads the counters while the NIC runs (for a metrics exporter).
+    pub fn counters_handle(&self) -> CountersHandle {
+        CountersHandle(Arc::clone(&self.shared))
+    }
+
     /// Stops forwarding and returns the final counters; the namespaces and devices go away
     /// with `self`.
     pub fn stop(mut self) -> NicCounters {
@@ -300,6 +325,17 @@ impl SoftNic {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Reads a running NIC's counters ([`SoftNic::counters_handle`]).
+#[derive(Debug, Clone)]
+pub struct CountersHandle(Arc<Shared>);
+
+impl CountersHandle {
+    /// The counters as last published by the forwarding thread.
+    pub fn get(&self) -> NicCounters {
+        *self.0.counters.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

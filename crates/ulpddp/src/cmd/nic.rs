@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
-use ddp_nic::{FaultConfig, NicConfig, NsGuard, Relay, SoftNic, TARGET_ADDR};
+use ddp_nic::{CountersHandle, FaultConfig, NicConfig, NsGuard, Relay, SoftNic, TARGET_ADDR};
 use nvme_tcp_host::ConnectOptions;
-use ulp_ddp_ctl::metrics::MetricsServer;
+use ulp_ddp_ctl::metrics::{MetricsServer, MetricsSource};
 use ulp_ddp_ctl::server::ControlServer;
 use ulp_ddp_ctl::{Registry, SharedDevice};
 
@@ -163,7 +163,10 @@ impl NicSession {
             None => None,
         };
         let metrics = match ctl.metrics {
-            Some(addr) => Some(MetricsServer::bind(addr, registry, Vec::new())?),
+            Some(addr) => {
+                let src: Arc<dyn MetricsSource> = Arc::new(NicMetrics(nic.counters_handle()));
+                Some(MetricsServer::bind(addr, registry, vec![src])?)
+            }
             None => None,
         };
         let host = nic
@@ -179,5 +182,74 @@ impl NicSession {
             _relay: relay,
             _nic: nic,
         })
+    }
+}
+
+/// The NIC's own counters for Prometheus (the device's ten ULP DDP counters come from the
+/// registry).
+struct NicMetrics(CountersHandle);
+
+impl MetricsSource for NicMetrics {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let c = self.0.get();
+        let counters: [(&str, &str, u64); 6] = [
+            (
+                "softnic_packets_to_host_total",
+                "Packets from the target to the host.",
+                c.packets_to_host,
+            ),
+            (
+                "softnic_packets_to_target_total",
+                "Packets from the host to the target.",
+                c.packets_to_target,
+            ),
+            (
+                "softnic_super_packets_split_total",
+                "TSO super-packets re-segmented.",
+                c.super_packets_split,
+            ),
+            (
+                "softnic_checksum_failed_total",
+                "Segments whose TCP checksum failed (not offloaded).",
+                c.checksum_failed,
+            ),
+            (
+                "softnic_segments_offloaded_total",
+                "Segments fed to the offload engine.",
+                c.segments_offloaded,
+            ),
+            (
+                "softnic_connections_total",
+                "Connections seen being established.",
+                c.connections,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        let name = "softnic_faults_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Faults injected on the wire before the NIC.\n# TYPE {name} counter"
+        );
+        for (kind, v) in [
+            ("drop", c.faults.dropped),
+            ("reorder", c.faults.reordered),
+            ("duplicate", c.faults.duplicated),
+            ("delay", c.faults.delayed),
+            ("corrupt", c.faults.corrupted),
+        ] {
+            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {v}");
+        }
+        let name = "softnic_thread_cpu_seconds_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} CPU time of the forwarding thread (the device).\n# TYPE {name} counter\n{name} {}",
+            c.thread_cpu_ns as f64 / 1e9
+        );
     }
 }
