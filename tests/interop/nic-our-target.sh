@@ -76,7 +76,9 @@ PY
 
 head -c $((8 << 20)) /dev/urandom > "$work/w"
 "$bin" write "${common[@]}" -G --start-block 0 --data "$work/w"
-if "$bin" read "${common[@]}" -G --fault-corrupt 0.01 --fault-seed 3 --start-block 0 \
+# Header digests on as well: a flip that lands in a PDU header (rare) then resets the queue,
+# which re-issues the read, instead of failing it with a protocol error.
+if "$bin" read "${common[@]}" -g -G --fault-corrupt 0.005 --fault-seed 3 --start-block 0 \
     --data-size $((8 << 20)) --data "$work/r" 2> "$work/corrupt.err"; then
     [ "$(md5 "$work/r")" = "$(md5 "$work/w")" ] || { echo "corrupted read returned wrong data"; exit 1; }
     echo "corruption: no corrupted byte reached a read (data correct)"
