@@ -7,6 +7,13 @@
 //! After a large data PDU the pipe read is kept short, so the bulk of the next payload again
 //! goes directly into its buffer.
 //!
+//! Behind an offload device on the network path ([`crate::marks`]), an offloaded queue
+//! reads differently: PDU headers and unplaced data go into the pipe; payload the device
+//! already placed is discarded from the socket without a copy (`recv` with `MSG_TRUNC`); the
+//! bytes are fed to the core with the marks the device published for them. While inside
+//! placed payload the socket's `SO_RCVLOWAT` is the payload left, so the host wakes once per
+//! PDU rather than once per segment.
+//!
 //! Transmit: all PDUs queued since the last flush go out in one `write` (batching many
 //! capsules per system call). TCP_NODELAY is set.
 
@@ -15,9 +22,17 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use crate::error::{HostError, ProtocolError};
+use crate::marks::{FlowMarks, StreamMarks};
+use crate::offload::RxMarks;
 use crate::options::ConnectOptions;
 use crate::queue::QueueCore;
+
+/// Placed payload is fed to the core from this (its content is never looked at: the core
+/// skips placed bytes of a lent buffer).
+static SKIPPED: [u8; 64 << 10] = [0; 64 << 10];
 
 /// Smallest receive pipe: room for a few PDU headers.
 const MIN_PIPE: usize = 256;
@@ -26,6 +41,9 @@ const MIN_PIPE: usize = 256;
 const SHORT_PIPE_READ: usize = 128;
 /// A C2HData PDU at least this large counts as "large" for the pipe heuristic.
 const LARGE_PDU: usize = 16 << 10;
+/// Largest SO_RCVLOWAT asked for while waiting for placed payload (far below the receive
+/// buffer, so the peer's window always allows that much).
+const MAX_RCVLOWAT: usize = 256 << 10;
 
 /// A queue's TCP connection: the socket and the receive pipe. The queue's state lives in a
 /// [`QueueCore`] that the caller keeps (so it survives the connection, for re-issue after a
@@ -36,6 +54,12 @@ pub struct Connection {
     pipe_len: usize,
     short_pipe: bool,
     closed: bool,
+    /// The marks of this connection, when an offload device on the path keeps them.
+    flow: Option<Arc<dyn FlowMarks>>,
+    /// Scratch for mark look-ups.
+    marks: StreamMarks,
+    /// The socket's SO_RCVLOWAT (1 unless waiting for placed payload).
+    rcvlowat: libc::c_int,
 }
 
 impl std::fmt::Debug for Connection {
@@ -81,13 +105,25 @@ impl Connection {
     pub fn open(opts: &ConnectOptions) -> Result<Self, HostError> {
         let stream = tcp_connect(opts)?;
         stream.set_nonblocking(true)?;
+        let flow = match &opts.mark_source {
+            Some(src) => src.0.flow(stream.local_addr()?, stream.peer_addr()?),
+            None => None,
+        };
         Ok(Self {
             stream,
             pipe: vec![0u8; opts.rx_pipe_size.max(MIN_PIPE)].into_boxed_slice(),
             pipe_len: 0,
             short_pipe: false,
             closed: false,
+            flow,
+            marks: StreamMarks::default(),
+            rcvlowat: 1,
         })
+    }
+
+    /// The marks the offload device on the path keeps for this connection, if any.
+    pub fn flow(&self) -> Option<&Arc<dyn FlowMarks>> {
+        self.flow.as_ref()
     }
 
     /// Sends as much of the pending transmit data as the socket takes now.
@@ -157,6 +193,11 @@ impl Connection {
     /// queue depth completes before anything is resubmitted, and the queue alternates
     /// between full and empty.
     fn read_available(&mut self, core: &mut QueueCore) -> Result<bool, HostError> {
+        if core.is_offloaded()
+            && let Some(flow) = self.flow.clone()
+        {
+            return self.read_marked(core, flow.as_ref());
+        }
         let mut any = false;
         let ready_before = core.completions_ready();
         // Bounded so one busy queue cannot starve its caller's submissions forever.
@@ -167,6 +208,7 @@ impl Connection {
                 pipe_len,
                 short_pipe,
                 closed,
+                ..
             } = self;
             if *pipe_len > 0 {
                 let r = core.rx_feed(&pipe[..*pipe_len]);
@@ -227,9 +269,165 @@ impl Connection {
         Ok(any)
     }
 
+    /// [`Connection::read_available`] for an offloaded queue behind a device that keeps
+    /// marks: placed payload is discarded from the socket without a copy, everything else is
+    /// read into the pipe, and all of it is fed with its marks.
+    fn read_marked(
+        &mut self,
+        core: &mut QueueCore,
+        flow: &dyn FlowMarks,
+    ) -> Result<bool, HostError> {
+        let mut any = false;
+        let ready_before = core.completions_ready();
+        for _ in 0..64 {
+            let ready = core.completions_ready();
+            if any && (ready * 4 >= core.depth().max(4) || ready > ready_before) {
+                break;
+            }
+            let at = core.rx_position();
+            let lent = core.rx_lent_payload_left() as u64;
+            let placed = flow.placed_from(at);
+            let res = match placed {
+                Some((start, end)) if start <= at && lent > 0 => {
+                    // Placed payload of a lent buffer: discard it, no copy.
+                    let want = (end - at).min(lent).min(SKIPPED.len() as u64) as usize;
+                    match recv_trunc(&self.stream, want) {
+                        Ok(0) => Ok(0),
+                        Ok(n) => {
+                            any = true;
+                            self.feed_marked(core, flow, at, false, n)?;
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => {
+                    // Headers and unplaced bytes: read up to the next placed run, so that
+                    // placed payload is not read into memory.
+                    let mut want = self.pipe.len();
+                    if let Some((start, _)) = placed
+                        && start > at
+                    {
+                        want = want.min((start - at) as usize);
+                    }
+                    self.stream.read(&mut self.pipe[..want])
+                }
+            };
+            match res {
+                Ok(0) => {
+                    self.closed = true;
+                    return Err(ProtocolError::Closed.into());
+                }
+                Ok(n) => {
+                    any = true;
+                    self.pipe_len = n;
+                    let r = self.feed_marked(core, flow, at, true, n);
+                    self.pipe_len = 0;
+                    r?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.set_rcvlowat(core.rx_lent_payload_left());
+        Ok(any)
+    }
+
+    /// While the stream is inside placed payload, the host has nothing to do until the rest
+    /// of that payload has arrived (the device places it; the next bytes the host needs are
+    /// the digest and the following header): it asks the kernel to report the socket readable
+    /// only once `lent_left` bytes are queued (`SO_RCVLOWAT`), instead of at every segment.
+    /// Capped well below the receive buffer, so the sender can always send that much.
+    fn set_rcvlowat(&mut self, lent_left: usize) {
+        let want = lent_left.clamp(1, MAX_RCVLOWAT) as libc::c_int;
+        if want == self.rcvlowat {
+            return;
+        }
+        // SAFETY: a c_int option value of the right size for SO_RCVLOWAT; the fd is open.
+        let r = unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&want as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            self.rcvlowat = want;
+        }
+    }
+
+    /// Feeds `n` bytes at stream offset `at` with the marks the device published for them:
+    /// from the pipe (`read`), or skipped placed payload.
+    fn feed_marked(
+        &mut self,
+        core: &mut QueueCore,
+        flow: &dyn FlowMarks,
+        at: u64,
+        read: bool,
+        n: usize,
+    ) -> Result<(), HostError> {
+        let end = at + n as u64;
+        flow.marks(at, end, &mut self.marks);
+        let mut run_start = at;
+        for run in &self.marks.crc_runs {
+            let run_end = run.end.min(end);
+            if run_end <= run_start {
+                continue;
+            }
+            let (lo, hi) = ((run_start - at) as usize, (run_end - at) as usize);
+            let bytes = if read {
+                &self.pipe[lo..hi]
+            } else {
+                &SKIPPED[..hi - lo]
+            };
+            let marks = RxMarks {
+                crc: run.crc,
+                placed: &self.marks.placed,
+            };
+            core.rx_feed_marked(bytes, &marks)?;
+            run_start = run_end;
+        }
+        if run_start < end {
+            // Bytes beyond the runs the device reported: no marks. Only read bytes can be
+            // there (a skip covers placed, hence marked, bytes only).
+            let lo = (run_start - at) as usize;
+            if !read {
+                return Err(HostError::Invalid(
+                    "the offload device reported placed bytes without their marks".into(),
+                ));
+            }
+            core.rx_feed(&self.pipe[lo..n])?;
+        }
+        flow.consumed(end);
+        Ok(())
+    }
+
     /// Shuts the socket down (both directions).
     pub fn shutdown(&mut self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
         self.closed = true;
+    }
+}
+
+/// Discards up to `len` bytes from the socket's receive queue without copying them
+/// (`recv(MSG_TRUNC)` on a TCP socket). Returns the count discarded.
+fn recv_trunc(stream: &TcpStream, len: usize) -> io::Result<usize> {
+    // SAFETY: with MSG_TRUNC a TCP socket discards the bytes and writes nothing to the
+    // buffer, so a null buffer is valid; the fd is open for the duration of the call.
+    let r = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
     }
 }

@@ -103,16 +103,24 @@ impl IoQueue {
     }
 
     /// `sk_add` for the queue's current connection (after its Connect succeeded). A kernel
-    /// socket gives the host no TCP sequence numbers, so the device starts without framing
-    /// and finds it through a resync; the path that feeds the device its segments supplies
-    /// the marks.
+    /// socket gives the host no TCP sequence numbers: when the device on the path keeps the
+    /// connection's marks ([`crate::marks`]) it names the socket and knows the sequence
+    /// number of stream offset 0; otherwise the device starts without framing and finds it
+    /// through a resync.
     fn offload_socket(&mut self) {
         let Some(netdev) = &self.netdev else { return };
-        let sk = ulp_ddp::SockId(NEXT_SOCK_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let flow = self.conn.as_ref().and_then(|c| c.flow());
+        let (sk, isn) = match flow {
+            Some(f) => (f.sock_id(), Some(f.isn())),
+            None => (
+                ulp_ddp::SockId(NEXT_SOCK_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+                None,
+            ),
+        };
         // SAFETY: sched_getcpu takes no arguments and has no preconditions; a negative value
         // (unknown) becomes 0.
         let cpu = u32::try_from(unsafe { libc::sched_getcpu() }).unwrap_or(0);
-        if let Err(e) = self.core.attach_offload(netdev, sk, None, cpu) {
+        if let Err(e) = self.core.attach_offload(netdev, sk, isn, cpu) {
             tracing::warn!(qid = self.qid, error = %e, "ULP DDP sk_add failed; no offload");
         }
     }

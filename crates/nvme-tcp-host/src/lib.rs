@@ -96,6 +96,7 @@ pub mod ctrl;
 pub mod discovery;
 pub mod error;
 pub mod ioq;
+pub mod marks;
 pub mod offload;
 pub mod options;
 pub mod queue;

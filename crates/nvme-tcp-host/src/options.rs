@@ -79,6 +79,11 @@ pub struct ConnectOptions {
     /// capabilities and limits are read when the controller connects; each I/O queue is
     /// offloaded (`sk_add`) after its Connect. See [`crate::offload`].
     pub ddp_device: Option<DdpDeviceRef>,
+    /// Where the marks of received bytes come from when the offload device sits on the
+    /// network path in front of the kernel's TCP (a NIC): the socket driver asks it for each
+    /// connection's marks and skips placed payload without copying it. See
+    /// [`crate::marks`]. Without it, an offloaded queue on a kernel socket gets no marks.
+    pub mark_source: Option<crate::marks::MarkSourceRef>,
 }
 
 /// A shared handle of a ULP DDP device (any implementation of the interface).
@@ -119,6 +124,7 @@ impl ConnectOptions {
             socket_buffer: Some(4 << 20),
             rx_pipe_size: 16 << 10,
             ddp_device: None,
+            mark_source: None,
         }
     }
 

@@ -223,6 +223,20 @@ impl QueueCore {
         Some(&mut s[soff..soff + n])
     }
 
+    /// While receiving C2HData payload of a read whose buffer is lent to the offload device:
+    /// the payload bytes of this PDU still to come (0 in any other state). A driver may feed
+    /// bytes the device marked placed within this many without reading them from the socket
+    /// (their content is not looked at, [`QueueCore::rx_feed_marked`]).
+    pub fn rx_lent_payload_left(&self) -> usize {
+        if self.rx.state != RxState::RecvData {
+            return 0;
+        }
+        match self.rx.data.as_ref() {
+            Some(cur) if self.slots[usize::from(cur.idx)].ddp => cur.left,
+            _ => 0,
+        }
+    }
+
     /// Reports that `n` bytes were written into the slice last returned by
     /// [`QueueCore::rx_direct`]; digests them and advances. `n` larger than that slice is
     /// clamped.

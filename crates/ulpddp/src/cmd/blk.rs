@@ -38,9 +38,13 @@ pub struct NbdArgs {
     pub read_only: bool,
 }
 
-/// Connects and builds the engine over the chosen namespaces.
-fn engine(target: &Target, ns: &NamespaceArgs) -> anyhow::Result<Arc<BlockEngine>> {
-    let ctrl = target.connect()?;
+/// Connects and builds the engine over the chosen namespaces. The software NIC session, if
+/// the target is reached through one, must outlive the engine.
+fn engine(
+    target: &Target,
+    ns: &NamespaceArgs,
+) -> anyhow::Result<(Option<crate::cmd::nic::NicSession>, Arc<BlockEngine>)> {
+    let (nic, ctrl) = target.connect()?;
     let nsids = if ns.nsids.is_empty() {
         ctrl.active_namespaces().context("listing namespaces")?
     } else {
@@ -51,7 +55,7 @@ fn engine(target: &Target, ns: &NamespaceArgs) -> anyhow::Result<Arc<BlockEngine
     }
     let engine = BlockEngine::new(ctrl, &nsids, EngineConfig::default())
         .with_context(|| format!("namespaces {nsids:?} of {}", target.nqn))?;
-    Ok(Arc::new(engine))
+    Ok((nic, Arc::new(engine)))
 }
 
 /// Waits for SIGINT or SIGTERM.
@@ -73,7 +77,7 @@ fn wait_for_signal() -> anyhow::Result<()> {
 pub fn run_nbd(a: NbdArgs) -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(&a.listen).with_context(|| format!("listening on {}", a.listen))?;
-    let engine = engine(&a.target, &a.ns)?;
+    let (_nic, engine) = engine(&a.target, &a.ns)?;
     let exports: Vec<Export> = Disk::all(&engine)
         .into_iter()
         .map(|disk| {
@@ -143,7 +147,7 @@ pub fn run_ublk(a: UblkArgs) -> anyhow::Result<()> {
     if !std::path::Path::new(ublk::UBLK_CONTROL).exists() {
         return Err(UblkServeError::NoDriver.into());
     }
-    let engine = engine(&a.target, &a.ns)?;
+    let (_nic, engine) = engine(&a.target, &a.ns)?;
     let disks = Disk::all(&engine);
     if a.dev_id >= 0 && disks.len() > 1 {
         bail!("--dev-id needs a single namespace (--namespace-id)");

@@ -26,6 +26,8 @@ use nvme_tcp_wire::nvme::{IdentifyCommand, IdentifyController, IdentifyNamespace
 use super::nvme_json::{self, ListRow};
 use super::{hostid, session};
 
+use crate::cmd::nic::{CtlArgs, NicArgs, NicSession};
+
 /// Output format, as nvme-cli's `--output-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum OutputFormat {
@@ -149,13 +151,22 @@ pub struct Target {
     pub nqn: String,
     #[command(flatten)]
     pub conn: ConnArgs,
+    #[command(flatten)]
+    pub nic: NicArgs,
+    #[command(flatten)]
+    pub ctl: CtlArgs,
 }
 
 impl Target {
-    pub(crate) fn connect(&self) -> anyhow::Result<Controller> {
-        let o = self.conn.options(&self.nqn, DEFAULT_IO_PORT)?;
+    /// Connects, through the software NIC if asked; the NIC session (if any) must outlive
+    /// the controller.
+    pub(crate) fn connect(&self) -> anyhow::Result<(Option<NicSession>, Controller)> {
+        let mut o = self.conn.options(&self.nqn, DEFAULT_IO_PORT)?;
         let addr = o.socket_addr_string();
-        Controller::connect(o).with_context(|| format!("connecting to {} at {addr}", self.nqn))
+        let nic = self.nic.start(&mut o, &self.ctl)?;
+        let ctrl = Controller::connect(o)
+            .with_context(|| format!("connecting to {} at {addr}", self.nqn))?;
+        Ok((nic, ctrl))
     }
 }
 
@@ -327,7 +338,7 @@ pub fn run(c: Command) -> anyhow::Result<()> {
                 target.conn.traddr = e.traddr.clone();
                 target.conn.trsvcid = Some(e.trsvcid.parse().context("TRSVCID of the entry")?);
             }
-            let ctrl = target.connect()?;
+            let (_nic, ctrl) = target.connect()?;
             let rows = list_rows(&ctrl)?;
             // An interactive session is recorded before anything is printed, so whoever
             // sees the output can already `disconnect` it.
@@ -360,7 +371,10 @@ pub fn run(c: Command) -> anyhow::Result<()> {
             conn,
             output_format,
         } => {
-            let ctrl = Target { nqn, conn }.connect()?;
+            let o = conn.options(&nqn, DEFAULT_IO_PORT)?;
+            let addr = o.socket_addr_string();
+            let ctrl =
+                Controller::connect(o).with_context(|| format!("connecting to {nqn} at {addr}"))?;
             let rows = list_rows(&ctrl)?;
             ctrl.shutdown();
             print_list(&rows, output_format);
@@ -411,7 +425,7 @@ pub fn run(c: Command) -> anyhow::Result<()> {
             target,
             output_format,
         } => {
-            let ctrl = target.connect()?;
+            let (_nic, ctrl) = target.connect()?;
             let raw = ctrl.identify_controller()?;
             print_id_ctrl(&raw, output_format)?;
             ctrl.shutdown();
@@ -422,14 +436,14 @@ pub fn run(c: Command) -> anyhow::Result<()> {
             nsid,
             output_format,
         } => {
-            let ctrl = target.connect()?;
+            let (_nic, ctrl) = target.connect()?;
             let raw = identify_namespace(&ctrl, nsid)?;
             print_id_ns(&raw, output_format)?;
             ctrl.shutdown();
             Ok(())
         }
         Command::Read { target, io } => {
-            let ctrl = target.connect()?;
+            let (_nic, ctrl) = target.connect()?;
             let ns = ctrl.namespace(io.nsid)?;
             let len = transfer_len(&io, &ns, None)?;
             let mut buf = vec![0u8; len];
@@ -459,7 +473,7 @@ pub fn run(c: Command) -> anyhow::Result<()> {
                 }
                 Some(p) => data = std::fs::read(p).with_context(|| format!("reading {p}"))?,
             }
-            let ctrl = target.connect()?;
+            let (_nic, ctrl) = target.connect()?;
             let ns = ctrl.namespace(io.nsid)?;
             let len = transfer_len(&io, &ns, Some(data.len()))?;
             if data.len() < len {

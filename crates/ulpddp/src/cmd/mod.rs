@@ -6,6 +6,7 @@ pub mod ddp_replay;
 pub mod docs;
 pub mod host;
 pub mod hostid;
+pub mod nic;
 pub mod nvme_json;
 pub mod perf;
 pub mod rpc;

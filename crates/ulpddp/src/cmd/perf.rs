@@ -16,6 +16,7 @@ use nvme_tcp_host::{ConnectOptions, Controller};
 use nvme_tcp_target::{NamespaceConfig, SubsystemConfig, Target, TargetConfig, TargetHandle};
 use ulp_ddp_ctl::metrics::{MetricsServer, QueueMetricsSet};
 
+use crate::cmd::nic::{CtlArgs, NicArgs, NicSession, OffloadMode};
 use crate::perf::job::{DirMeasure, JobSpec, Live, Rw, prefill, run_queue};
 use crate::perf::report::{HostCpu, JobMeta, JobResult, table};
 use crate::perf::size::{format_size, parse_size};
@@ -105,12 +106,15 @@ pub struct Args {
     /// With --ddp: seed of the simulated wire's segmentation and faults.
     #[arg(long, default_value_t = 1, requires = "ddp")]
     pub seed: u64,
-    /// With --ddp: serve the ULP DDP control plane (JSON-RPC) on this Unix socket.
-    #[arg(long, requires = "ddp")]
+    /// With --ddp or --soft-nic: serve the ULP DDP control plane (JSON-RPC) on this Unix
+    /// socket.
+    #[arg(long)]
     pub ctl_socket: Option<std::path::PathBuf>,
     /// With --ctl-socket: keep serving this many seconds after the runs.
     #[arg(long, default_value_t = 0.0, requires = "ctl_socket")]
     pub hold: f64,
+    #[command(flatten)]
+    pub nic: NicArgs,
 }
 
 /// `--output-format` of perf.
@@ -154,6 +158,9 @@ fn job_name(spec: &JobSpec, queues: u16, hdgst: bool, ddgst: bool) -> String {
 }
 
 struct Session {
+    // Drop order: the NIC (and the host namespace) goes first, so the embedded target is
+    // stopped from the namespace it was started in.
+    _nic: Option<NicSession>,
     _target: Option<TargetHandle>,
     ctrl: Controller,
     nsid: u32,
@@ -161,7 +168,13 @@ struct Session {
     nsze_bytes: u64,
 }
 
-fn open(args: &Args, hdgst: bool, ddgst: bool, queue_size: u16) -> anyhow::Result<Session> {
+fn open(
+    args: &Args,
+    hdgst: bool,
+    ddgst: bool,
+    queue_size: u16,
+    nic_offload: Option<bool>,
+) -> anyhow::Result<Session> {
     let (target, addr, nqn) = match &args.target {
         Some(t) => {
             let a: SocketAddr = t
@@ -199,11 +212,26 @@ fn open(args: &Args, hdgst: bool, ddgst: bool, queue_size: u16) -> anyhow::Resul
     opts.queue_size = queue_size;
     opts.hdgst = hdgst;
     opts.ddgst = ddgst;
+    let nic = match nic_offload {
+        Some(offload) => {
+            let ctl = CtlArgs {
+                ctl_socket: args.ctl_socket.clone(),
+                metrics: None,
+            };
+            Some(NicSession::start(
+                args.nic.config(offload)?,
+                &mut opts,
+                &ctl,
+            )?)
+        }
+        None => None,
+    };
     let ctrl = Controller::connect(opts).with_context(|| format!("connecting to {addr}"))?;
     let ns = ctrl
         .namespace(args.nsid)
         .with_context(|| format!("namespace {}", args.nsid))?;
     Ok(Session {
+        _nic: nic,
         _target: target,
         ctrl,
         nsid: args.nsid,
@@ -215,7 +243,13 @@ fn open(args: &Args, hdgst: bool, ddgst: bool, queue_size: u16) -> anyhow::Resul
 fn role(name: &str) -> &'static str {
     if name.starts_with("nvmet") || name.starts_with("tgt") {
         "target"
-    } else if name.starts_with("baseline") || name == "metrics" || name.starts_with("ddp-ctl") {
+    } else if name == "soft-nic" {
+        "nic"
+    } else if name.starts_with("baseline")
+        || name == "metrics"
+        || name.starts_with("ddp-ctl")
+        || name.starts_with("nic-relay")
+    {
         "other"
     } else {
         "host"
@@ -233,10 +267,11 @@ fn run_job(
     runtime: Option<Duration>,
     size: Option<u64>,
     baseline_mib_s: Option<f64>,
+    nic_offload: Option<bool>,
 ) -> anyhow::Result<JobResult> {
     // Queue size: room for qd commands plus the slot the protocol keeps free.
     let queue_size = u16::try_from(qd + 1).context("--qd too large")?;
-    let mut s = open(args, hdgst, ddgst, queue_size)?;
+    let mut s = open(args, hdgst, ddgst, queue_size, nic_offload)?;
     if bs == 0 || !bs.is_multiple_of(s.lba_size as usize) {
         bail!("--bs {bs} is not a multiple of the LBA size {}", s.lba_size);
     }
@@ -273,7 +308,12 @@ fn run_job(
         verify: args.verify,
         warmup: Duration::from_millis(300),
     };
-    let name = job_name(&spec, queues.len() as u16, hdgst, ddgst);
+    let mut name = job_name(&spec, queues.len() as u16, hdgst, ddgst);
+    match nic_offload {
+        Some(true) => name.push_str(" nic-ddp"),
+        Some(false) => name.push_str(" nic"),
+        None => {}
+    }
     let qids: Vec<u16> = queues.iter().map(|q| q.qid()).collect();
     let qmetrics = Arc::new(QueueMetricsSet::new(qids.iter().copied()));
     let _metrics_srv = match args.metrics {
@@ -349,10 +389,15 @@ fn run_job(
 
     let (mut read, mut write) = (DirMeasure::new(), DirMeasure::new());
     let (mut io_errors, mut verify_errors, mut first_error) = (0, 0, None);
+    let (mut placed, mut copied, mut ddgst_pdus) = (0u64, 0u64, 0u64);
     for t in threads {
         let (q, r) = t
             .join()
             .map_err(|_| anyhow::anyhow!("a perf thread panicked"))?;
+        let qs = q.stats();
+        placed += qs.rx_offload_placed_bytes;
+        copied += qs.rx_copied_bytes + qs.rx_direct_bytes;
+        ddgst_pdus += qs.rx_offload_ddgst_pdus;
         q.close();
         read.add(&r.read);
         write.add(&r.write);
@@ -385,6 +430,18 @@ fn run_job(
     );
     r.io_errors = io_errors;
     r.verify_errors = verify_errors;
+    if let Some(offload) = nic_offload {
+        let cpu_nic_s = roles.get("nic").map(|(u, s)| u + s).unwrap_or(0.0);
+        let gib = r.bytes as f64 / (1u64 << 30) as f64;
+        r.nic = Some(crate::perf::report::NicJob {
+            offload,
+            cpu_nic_s,
+            nic_cpu_s_per_gib: if gib > 0.0 { cpu_nic_s / gib } else { 0.0 },
+            placed_bytes: placed,
+            copied_bytes: copied,
+            ddgst_offloaded_pdus: ddgst_pdus,
+        });
+    }
     if let Some(e) = first_error {
         eprintln!("{}: first error: {e}", r.name);
     }
@@ -475,19 +532,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
+    if args.ctl_socket.is_some() && !args.nic.soft_nic {
+        bail!("--ctl-socket needs --ddp or --soft-nic");
+    }
+    let nic_runs: Vec<Option<bool>> = if !args.nic.soft_nic {
+        vec![None]
+    } else {
+        match args.nic.soft_nic_offload {
+            OffloadMode::On => vec![Some(true)],
+            OffloadMode::Off => vec![Some(false)],
+            OffloadMode::Both => vec![Some(false), Some(true)],
+        }
+    };
     let mut results = Vec::new();
     for (rw, bs, qd, h, d) in jobs {
-        results.push(run_job(
-            &args,
-            rw,
-            bs,
-            qd,
-            h,
-            d,
-            runtime,
-            size,
-            base.as_ref().map(|b| b.mib_per_s()),
-        )?);
+        for &nic in &nic_runs {
+            results.push(run_job(
+                &args,
+                rw,
+                bs,
+                qd,
+                h,
+                d,
+                runtime,
+                size,
+                base.as_ref().map(|b| b.mib_per_s()),
+                nic,
+            )?);
+        }
     }
     output(&args, &results, base.as_ref())
 }

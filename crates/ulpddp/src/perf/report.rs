@@ -132,6 +132,26 @@ pub struct JobResult {
     pub verify_errors: u64,
     /// I/Os that completed with an error status.
     pub io_errors: u64,
+    /// Through the software NIC: what the device did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nic: Option<NicJob>,
+}
+
+/// The software NIC's side of a job (`perf --soft-nic`).
+#[derive(Debug, Clone, Serialize)]
+pub struct NicJob {
+    /// The offload ran on the NIC.
+    pub offload: bool,
+    /// CPU seconds of the NIC's forwarding thread (the device's CPU) in the measured phase.
+    pub cpu_nic_s: f64,
+    /// NIC CPU seconds per GiB moved.
+    pub nic_cpu_s_per_gib: f64,
+    /// C2HData payload bytes the host skipped because the device placed them (whole job).
+    pub placed_bytes: u64,
+    /// C2HData payload bytes the host copied itself (whole job).
+    pub copied_bytes: u64,
+    /// Data digests the host left to the device (whole job).
+    pub ddgst_offloaded_pdus: u64,
 }
 
 impl JobResult {
@@ -171,6 +191,7 @@ impl JobResult {
             ratio_to_baseline: baseline_mib_s.filter(|b| *b > 0.0).map(|b| mib_s / b),
             verify_errors: 0,
             io_errors: 0,
+            nic: None,
         }
     }
 
@@ -228,6 +249,17 @@ pub fn table(results: &[JobResult], baseline_mib_s: Option<f64>) -> String {
                     d.latency.max_us,
                 ));
             }
+        }
+        if let Some(n) = &r.nic {
+            let total = (n.placed_bytes + n.copied_bytes).max(1);
+            out.push_str(&format!(
+                "  soft NIC (offload {}): NIC thread {:.2} s, {:.3} s/GiB; placed {:.1}% of received data, {} digests verified by the device\n",
+                if n.offload { "on" } else { "off" },
+                n.cpu_nic_s,
+                n.nic_cpu_s_per_gib,
+                n.placed_bytes as f64 * 100.0 / total as f64,
+                n.ddgst_offloaded_pdus
+            ));
         }
         if r.io_errors > 0 || r.verify_errors > 0 {
             out.push_str(&format!(
