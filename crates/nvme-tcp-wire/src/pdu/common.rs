@@ -1,16 +1,22 @@
 //! The common header (CH) shared by all PDU types.
 
-use crate::error::{Result, WireError};
+use crate::error::{Reason, Result, WireError};
 
 /// Length of the common header.
 pub const CH_LEN: usize = 8;
 
-mod field {
+/// Byte offsets of the header fields, from the first byte of the PDU.
+pub mod field {
     use std::ops::Range;
+    /// PDU-TYPE.
     pub const PDU_TYPE: usize = 0;
+    /// FLAGS.
     pub const FLAGS: usize = 1;
+    /// HLEN.
     pub const HLEN: usize = 2;
+    /// PDO.
     pub const PDO: usize = 3;
+    /// PLEN.
     pub const PLEN: Range<usize> = 4..8;
 }
 
@@ -268,11 +274,7 @@ impl CommonHeaderRepr {
     /// 0x01 at offset 0); the full rules live in [`crate::validate`].
     pub fn parse<T: AsRef<[u8]>>(ch: &CommonHeader<T>) -> Result<Self> {
         let pdu_type = ch.pdu_type().ok_or_else(|| {
-            WireError::invalid(
-                "PDU-TYPE",
-                0,
-                format!("reserved type {:#04x}", ch.pdu_type_raw()),
-            )
+            WireError::invalid("PDU-TYPE", 0, Reason::ReservedType(ch.pdu_type_raw()))
         })?;
         Ok(Self {
             pdu_type,

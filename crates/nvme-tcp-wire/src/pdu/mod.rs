@@ -91,6 +91,17 @@ macro_rules! pdu_view {
     };
 }
 
+/// Byte offsets of every PDU header field, one table per PDU layout (the FEI of a
+/// Termination Request that names a field is its first byte).
+pub mod field {
+    pub use super::capsule::field as capsule;
+    pub use super::common::field as common;
+    pub use super::data::field as data;
+    pub use super::ic::field as ic;
+    pub use super::r2t::field as r2t;
+    pub use super::term::field as term;
+}
+
 mod capsule;
 mod common;
 mod data;
