@@ -560,7 +560,7 @@ impl QueueCore {
     }
 
     fn handle_capsule_resp(&mut self) -> Result<(), ProtocolError> {
-        let Some((dw0, dw1, sqhd, cid, status)) = cqe_fields(&self.rx.hdr[8..24]) else {
+        let Some((dw0, dw1, sqhd, cid, status)) = cqe_fields(&self.rx.hdr[pdu_field::capsule::CQE]) else {
             return Err(ProtocolError::Closed);
         };
         let Some(idx) = self.tags.lookup(cid) else {
@@ -586,7 +586,7 @@ impl QueueCore {
     }
 
     fn handle_r2t(&mut self) -> Result<(), ProtocolError> {
-        let pdu = R2tPdu::new_unchecked(&self.rx.hdr[..24]);
+        let pdu = R2tPdu::new_unchecked(&self.rx.hdr[..]);
         let (cid, ttag, r2to, r2tl) = (pdu.cccid(), pdu.ttag(), pdu.r2to(), pdu.r2tl());
         let Some(idx) = self.tags.lookup(cid) else {
             return Err(ProtocolError::UnknownCccid {
@@ -628,7 +628,7 @@ impl QueueCore {
     }
 
     fn handle_c2h_data(&mut self, ch: &CommonHeaderRepr) -> Result<(), ProtocolError> {
-        let pdu = DataPdu::new_unchecked(&self.rx.hdr[..24]);
+        let pdu = DataPdu::new_unchecked(&self.rx.hdr[..]);
         let (cid, datao, datal) = (pdu.cccid(), pdu.datao(), pdu.datal());
         let Some(idx) = self.tags.lookup(cid) else {
             return Err(ProtocolError::UnknownCccid {
