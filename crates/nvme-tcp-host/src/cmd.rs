@@ -222,8 +222,8 @@ pub fn connect(
 mod tests {
     use super::*;
     use nvme_tcp_wire::nvme::{
-        ConnectCommand, ConnectData, DatasetManagementCommand, DsmRange, FabricsCommand,
-        IoCommand, Sqe,
+        ConnectCommand, ConnectData, DatasetManagementCommand, DsmRange, FabricsCommand, IoCommand,
+        Sqe,
     };
 
     fn rw(r: &Request) -> ReadWriteCommand {

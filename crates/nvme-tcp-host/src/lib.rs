@@ -99,6 +99,7 @@ pub mod ioq;
 pub mod offload;
 pub mod options;
 pub mod queue;
+mod session;
 pub mod tags;
 
 pub use buf::IoBuf;

@@ -652,7 +652,9 @@ impl QueueCore {
             if self.tags.lookup(s.cid).is_some() && s.tearing.is_none() {
                 // A Connect from the previous connection is not re-issued (the driver sends a
                 // new one) and not reported: it was the driver's own command.
-                if is_fabrics(&s.sqe) && Sqe::from_array(&s.sqe).fctype() == FabricsType::Connect as u8 {
+                if is_fabrics(&s.sqe)
+                    && Sqe::from_array(&s.sqe).fctype() == FabricsType::Connect as u8
+                {
                     s.buf = None;
                     s.submitted = None;
                     self.tags.release(idx);

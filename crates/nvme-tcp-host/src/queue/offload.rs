@@ -138,7 +138,11 @@ impl QueueCore {
                 .buf
                 .as_ref()
                 .is_some_and(|b| b.segment_count() <= off.max_sgl as usize);
-        if slot.dir != DataDir::ToHost || Sqe::from_array(&slot.sqe).opcode() != IoOpcode::Read as u8 || !large || !fits {
+        if slot.dir != DataDir::ToHost
+            || Sqe::from_array(&slot.sqe).opcode() != IoOpcode::Read as u8
+            || !large
+            || !fits
+        {
             return;
         }
         let Some(buf) = slot.buf.take() else {

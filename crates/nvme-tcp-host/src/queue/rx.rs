@@ -560,7 +560,8 @@ impl QueueCore {
     }
 
     fn handle_capsule_resp(&mut self) -> Result<(), ProtocolError> {
-        let Some((dw0, dw1, sqhd, cid, status)) = cqe_fields(&self.rx.hdr[pdu_field::capsule::CQE]) else {
+        let Some((dw0, dw1, sqhd, cid, status)) = cqe_fields(&self.rx.hdr[pdu_field::capsule::CQE])
+        else {
             return Err(ProtocolError::Closed);
         };
         let Some(idx) = self.tags.lookup(cid) else {
