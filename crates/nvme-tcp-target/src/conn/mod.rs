@@ -576,13 +576,7 @@ impl Connection {
 
     /// Queues a C2HData header.
     fn push_c2h_header(&mut self, cccid: u16, datao: u32, datal: u32, last: bool, success: bool) {
-        let mut flags = PduFlags::NONE;
-        if last {
-            flags = flags | PduFlags::LAST_PDU;
-        }
-        if success {
-            flags = flags | PduFlags::SUCCESS;
-        }
+        let flags = PduFlags::data(last, success);
         let repr = DataPduRepr {
             pdu_type: PduType::C2hData,
             flags,

@@ -147,6 +147,13 @@ impl PduFlags {
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }
+
+    /// The FLAGS of a data PDU (HDGSTF/DDGSTF are set from the negotiation when the header is
+    /// emitted): LAST_PDU on the last PDU of a transfer, SUCCESS on a C2HData that completes
+    /// its command (§7.4.5.2).
+    pub const fn data(last: bool, success: bool) -> Self {
+        Self(if last { Self::LAST_PDU.0 } else { 0 } | if success { Self::SUCCESS.0 } else { 0 })
+    }
 }
 
 impl std::ops::BitOr for PduFlags {

@@ -234,4 +234,12 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn data_flags_carry_last_pdu_and_success() {
+        assert_eq!(PduFlags::data(false, false), PduFlags::NONE);
+        assert_eq!(PduFlags::data(true, false), PduFlags::LAST_PDU);
+        assert_eq!(PduFlags::data(false, true), PduFlags::SUCCESS);
+        assert_eq!(PduFlags::data(true, true).0, 0x0C);
+    }
 }
