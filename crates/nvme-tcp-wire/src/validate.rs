@@ -55,8 +55,8 @@
 use crate::digest::{DIGEST_LEN, crc32c};
 use crate::error::{Reason, Result, WireError};
 use crate::pdu::{
-    CH_LEN, CommonHeaderRepr, DataPdu, IcPdu, IcReqRepr, IcRespRepr, MAX_PDA, PduFlags, PduType,
-    R2tPdu, TERM_REQ_MAX_PLEN,
+    CH_LEN, CommonHeaderRepr, IcPdu, IcReqRepr, IcRespRepr, MAX_PDA, PduFlags, PduType,
+    TERM_REQ_MAX_PLEN,
 };
 
 /// Byte offsets of the fields validation names: the FEI of FES 0x01/0x06 errors, taken from
@@ -566,10 +566,13 @@ pub fn validate_psh(layout: &PduLayout, header: &[u8], params: &NegotiatedParams
 
     // 6. Header digest: CRC32C over the HLEN bytes, stored right after them (§7.4.6.1).
     if layout.has_hdgst() {
-        let received = match header.get(hlen..hlen + DIGEST_LEN) {
-            Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
-            _ => 0,
-        };
+        // (HLEN + 4 bytes are in: checked above.)
+        let received = u32::from_le_bytes([
+            header[hlen],
+            header[hlen + 1],
+            header[hlen + 2],
+            header[hlen + 3],
+        ]);
         let computed = crc32c(&header[..hlen]);
         if received != computed {
             return Err(hdgst_error(received, computed));
@@ -580,7 +583,7 @@ pub fn validate_psh(layout: &PduLayout, header: &[u8], params: &NegotiatedParams
     let t = layout.pdu_type();
     match t {
         PduType::H2cData | PduType::C2hData => {
-            let datal = DataPdu::new_unchecked(header).datal();
+            let datal = u32_at(header, crate::pdu::field::data::DATAL);
             // §7.4.5.1/§7.4.5.2: DATAL is the length of the PDU's data.
             if datal as usize != layout.data_len() {
                 return Err(invalid(
@@ -603,7 +606,7 @@ pub fn validate_psh(layout: &PduLayout, header: &[u8], params: &NegotiatedParams
         }
         PduType::R2t => {
             // §7.4.5.3: an R2T asks for at least one byte (Linux hosts reject R2TL 0).
-            let r2tl = R2tPdu::new_unchecked(header).r2tl();
+            let r2tl = u32_at(header, crate::pdu::field::r2t::R2TL);
             if r2tl == 0 {
                 return Err(invalid(Some(t), "R2TL", fei::R2TL, Reason::R2tlZero));
             }
@@ -641,6 +644,16 @@ pub fn validate_psh(layout: &PduLayout, header: &[u8], params: &NegotiatedParams
         PduType::H2cTermReq | PduType::C2hTermReq | PduType::CapsuleCmd | PduType::CapsuleResp => {}
     }
     Ok(())
+}
+
+/// The little-endian u32 at `field` of a header whose length was checked against HLEN (0 if
+/// it were not there).
+#[inline(always)]
+fn u32_at(header: &[u8], field: std::ops::Range<usize>) -> u32 {
+    match header.get(field) {
+        Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
+        _ => 0,
+    }
 }
 
 #[cold]
