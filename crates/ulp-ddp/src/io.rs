@@ -127,6 +127,7 @@ impl IoBuf {
 
     /// The segment index and offset within it of transfer offset `offset`; `None` if `offset`
     /// is at or past the end. Skips empty segments.
+    #[inline]
     pub fn locate(&self, offset: usize) -> Option<(usize, usize)> {
         match self {
             IoBuf::Contig(v) => (offset < v.len()).then_some((0, offset)),
@@ -144,6 +145,7 @@ impl IoBuf {
     }
 
     /// True if `len` bytes at `offset` lie inside the buffer.
+    #[inline]
     fn covers(&self, offset: u64, len: usize) -> bool {
         offset
             .checked_add(len as u64)
@@ -153,6 +155,7 @@ impl IoBuf {
     /// The buffer's bytes in `offset..offset + len`, segment piece by segment piece, in
     /// order: the one walker of a transfer range over the segments. `None` if the range is
     /// not inside the buffer.
+    #[inline]
     pub fn chunks(&self, offset: u64, len: usize) -> Option<Chunks<'_>> {
         if !self.covers(offset, len) {
             return None;
@@ -173,6 +176,7 @@ impl IoBuf {
     /// Calls `f` with the buffer's bytes in `offset..offset + len`, segment piece by segment
     /// piece, in order ([`IoBuf::chunks`]). Returns false (calling nothing) if the range is not
     /// inside the buffer.
+    #[inline]
     pub fn for_each_chunk(&self, offset: u64, len: usize, f: impl FnMut(&[u8])) -> bool {
         match self.chunks(offset, len) {
             Some(c) => {
@@ -316,6 +320,7 @@ pub struct Chunks<'a> {
 impl<'a> Iterator for Chunks<'a> {
     type Item = &'a [u8];
 
+    #[inline]
     fn next(&mut self) -> Option<&'a [u8]> {
         while self.left > 0 && self.seg < self.buf.segment_count() {
             let s = self.buf.segment(self.seg);
