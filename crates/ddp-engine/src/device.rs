@@ -13,7 +13,7 @@ use crate::header::HeaderRules;
 use crate::table::{IdMap, IoTable};
 use crate::verdict::SegmentVerdict;
 use crate::{Diagnostics, FlowInfo, SyncState};
-use nvme_tcp_wire::pdu::{MAX_PDA, data_pdo};
+use nvme_tcp_wire::pdu::MAX_PDA;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -370,11 +370,7 @@ impl SoftDdpDevice {
             return Err(DdpError::InvalidConfig("queue_size outside 1..=65536"));
         }
         let cfg = &self.inner.cfg;
-        let rules = HeaderRules {
-            hdgst: nvme.dgst.header,
-            ddgst: nvme.dgst.data,
-            c2h_pdo: data_pdo(24, nvme.dgst.header, nvme.cpda),
-        };
+        let rules = HeaderRules::new(nvme.dgst.header, nvme.dgst.data, nvme.cpda);
         let crc_offload = nvme.dgst.data && caps.is_active(Cap::NvmeTcpDdgstRx);
         let flow = Flow::new(
             rules,

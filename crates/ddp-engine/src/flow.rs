@@ -22,7 +22,7 @@
 //! the receiver may have handed another copy of it (kept in its out-of-order queue) to the
 //! ULP.
 
-use crate::header::{HeaderRules, MAX_HDR, PduLayout};
+use crate::header::{HeaderRules, MAX_HDR, PduLayout, Progress};
 use crate::seq;
 use crate::table::{IoSlot, IoTable};
 use crate::verdict::SegmentVerdict;
@@ -410,22 +410,18 @@ impl Flow {
                 if have + n < need {
                     continue;
                 }
-                let ok = if need == CH_LEN {
-                    match self.rules.header_len(&self.pdu.hdr[..CH_LEN]) {
-                        Some(l) => {
-                            self.pdu.hdr_need = l as u32;
-                            true
-                        }
-                        None => false,
+                // In sync, the wire layer's rules; while speculating, the candidate test.
+                let candidate = self.mode != Mode::InSync;
+                let ok = match self.rules.progress(&self.pdu.hdr[..need], candidate) {
+                    Some(Progress::Need(n)) => {
+                        self.pdu.hdr_need = n as u32;
+                        true
                     }
-                } else {
-                    match self.rules.check(&self.pdu.hdr[..need]) {
-                        Some(layout) => {
-                            self.header_done(layout, v, stats, resync);
-                            true
-                        }
-                        None => false,
+                    Some(Progress::Done(layout)) => {
+                        self.header_done(layout, v, stats, resync);
+                        true
                     }
+                    None => false,
                 };
                 if !ok {
                     diag.bad_headers += 1;

@@ -1,30 +1,36 @@
-//! Header checks: what the engine accepts as a C2H PDU header of a queue, given the
-//! negotiated digests and data alignment. The same strict test serves while in sync (a
-//! failure there means framing was lost) and while searching for a resync candidate
-//! (where it must reject the PDU-like patterns that occur inside data).
+//! Header checks: what the engine accepts as a C2H PDU header of a queue. The rules are the
+//! wire layer's validation core ([`nvme_tcp_wire::validate`], run as the header's bytes
+//! arrive), the same the host's receive machine applies; the engine adds only its policy:
 //!
-//! Rules (NVMe/TCP 1.0, PDU header validation and §3.6.2.x per type): after ICResp a host
-//! receives only C2HTermReq, CapsuleResp, C2HData and R2T; HLEN is fixed per type; the
-//! HDGSTF/DDGSTF flags follow what was negotiated; PDO is 0 for PDUs without data and the
-//! aligned header length for C2HData; PLEN is the sum of its parts; reserved fields are 0.
+//! * **types**: after ICResp (when a queue is offloaded) a host receives only C2HTermReq,
+//!   CapsuleResp, C2HData and R2T; an ICResp (or anything else) means framing was lost;
+//! * **resync candidates** (the search for a header in a stream whose framing was lost, and
+//!   the headers followed speculatively from one) must also look exactly as a controller
+//!   builds them: C2HData with the PDO computed from the negotiated alignment
+//!   (`round_up(HLEN + HDGST, (PDA + 1) * 4)`, which is what Linux, SPDK and this project's
+//!   target send), DATAL ≠ 0 and its reserved fields (TTAG, bytes 20..24) zero; a
+//!   Termination Request with PDO 0. The device is configured with nothing but the PDU format
+//!   version, the alignment and the digests (`nvme_tcp_ddp_config` in the kernel series, the
+//!   mlx5 NIC included), so a fixed layout derived from them is the "magic pattern" it can
+//!   search for, and it keeps the PDU-like patterns that occur inside data from passing.
+//!
+//! In sync, a header the core accepts is followed whatever its (valid, aligned) PDO: data is
+//! placed from PDO on, so a PDU the host accepts never knocks the engine out of sync.
 
-use nvme_tcp_wire::digest::crc32c;
-use nvme_tcp_wire::pdu::{CH_LEN, CommonHeader, DATA_PDU_HLEN, DataPdu, PduFlags, PduType};
+use nvme_tcp_wire::pdu::{CH_LEN, DATA_PDU_HLEN, DataPdu, PduType};
+use nvme_tcp_wire::validate::{HeaderProgress, NegotiatedParams, Role, validate_partial};
 
 /// Bytes of a header the engine collects: HLEN (24 for every C2H type after ICResp) plus
 /// the header digest.
 pub(crate) const MAX_HDR: usize = DATA_PDU_HLEN + 4;
 
-/// Smallest C2HTermReq PLEN (header only) and largest (header + 128 bytes of data).
-const TERM_REQ_PLEN: std::ops::RangeInclusive<u32> = 24..=152;
-
-/// Negotiated parameters the checks depend on.
+/// Negotiated parameters the checks depend on, and the engine's policy.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HeaderRules {
-    pub hdgst: bool,
-    pub ddgst: bool,
-    /// PDO every C2HData of this queue carries.
-    pub c2h_pdo: u8,
+    /// What the validation core checks headers against.
+    params: NegotiatedParams,
+    /// PDO every C2HData of this queue carries (the resync candidate test).
+    c2h_pdo: u8,
 }
 
 /// Layout of a PDU, relative to its first byte.
@@ -33,7 +39,7 @@ pub(crate) struct PduLayout {
     pub plen: u32,
     /// Header bytes the engine collects before the layout is known in full.
     pub hdr_len: u32,
-    /// Data region `data_start .. data_end` (empty for PDUs without data).
+    /// Data region `data_start .. data_end` (empty for PDUs other than C2HData).
     pub data_start: u32,
     pub data_end: u32,
     /// A 4-byte data digest follows the data.
@@ -42,93 +48,110 @@ pub(crate) struct PduLayout {
     pub c2h: Option<(u16, u32)>,
 }
 
+/// How far a header being collected has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// Valid so far; this many bytes of it are needed.
+    Need(usize),
+    /// Complete and valid.
+    Done(PduLayout),
+}
+
 impl HeaderRules {
-    /// Bytes to collect once the common header is known, or `None` if the common header
-    /// alone is implausible.
-    pub(crate) fn header_len(&self, ch: &[u8]) -> Option<usize> {
-        let ch = CommonHeader::new_checked(ch).ok()?;
-        let t = ch.pdu_type()?;
-        let hdgst_type = match t {
-            PduType::CapsuleResp | PduType::C2hData | PduType::R2t => true,
-            PduType::C2hTermReq => false,
-            _ => return None,
-        };
-        if usize::from(ch.hlen()) != DATA_PDU_HLEN {
-            return None;
+    /// Rules for a queue with these digests and C2H data alignment (`pda`, 0's based dwords).
+    pub(crate) fn new(hdgst: bool, ddgst: bool, pda: u8) -> Self {
+        Self {
+            params: NegotiatedParams {
+                hdgst,
+                ddgst,
+                rx_pda: pda,
+                // As the host: data goes to the command's buffer, PLEN needs no other bound.
+                max_plen: u32::MAX,
+                ..NegotiatedParams::new(Role::Host)
+            },
+            c2h_pdo: nvme_tcp_wire::pdu::data_pdo(DATA_PDU_HLEN as u8, hdgst, pda),
         }
-        if !t.allowed_flags().contains(ch.flags()) {
-            return None;
-        }
-        let has_hdgst = ch.flags().contains(PduFlags::HDGSTF);
-        if hdgst_type && has_hdgst != self.hdgst {
-            return None;
-        }
-        Some(DATA_PDU_HLEN + if has_hdgst { 4 } else { 0 })
     }
 
-    /// Checks a complete header (`hdr` holds at least [`Self::header_len`] bytes).
-    pub(crate) fn check(&self, hdr: &[u8]) -> Option<PduLayout> {
-        let hdr_len = self.header_len(hdr.get(..CH_LEN)?)?;
-        let hdr = hdr.get(..hdr_len)?;
-        let ch = CommonHeader::new_unchecked(hdr);
-        let t = ch.pdu_type()?;
-        let flags = ch.flags();
-        let plen = ch.plen();
-        let pdo = ch.pdo();
-        if flags.contains(PduFlags::HDGSTF) {
-            let got = u32::from_le_bytes([hdr[24], hdr[25], hdr[26], hdr[27]]);
-            if crc32c(&hdr[..DATA_PDU_HLEN]) != got {
-                return None;
+    /// Checks the header bytes collected so far (`hdr` from the PDU's first byte):
+    /// `None` if they cannot start a PDU of this queue. `candidate` adds the resync candidate
+    /// test (see the module documentation). Allocation-free: runs byte by byte in the search.
+    #[inline]
+    pub(crate) fn progress(&self, hdr: &[u8], candidate: bool) -> Option<Progress> {
+        let p = validate_partial(hdr, &self.params).ok()?;
+        let layout = match p {
+            HeaderProgress::Need(n) => {
+                if n > MAX_HDR {
+                    return None;
+                }
+                if hdr.len() >= CH_LEN {
+                    // The common header is in and valid: apply the type policy now.
+                    let t = PduType::from_u8(hdr[0])?;
+                    if !matches!(
+                        t,
+                        PduType::CapsuleResp
+                            | PduType::C2hData
+                            | PduType::R2t
+                            | PduType::C2hTermReq
+                    ) {
+                        return None;
+                    }
+                }
+                return Some(Progress::Need(n));
             }
-        }
-        let hdr_len32 = hdr_len as u32;
+            HeaderProgress::Complete(l) => l,
+        };
+        let plen = layout.plen() as u32;
+        let hdr_len = layout.header_len() as u32;
         let no_data = PduLayout {
             plen,
-            hdr_len: hdr_len32,
+            hdr_len,
             data_start: plen,
             data_end: plen,
             ddgst: false,
             c2h: None,
         };
-        match t {
-            PduType::CapsuleResp | PduType::R2t => {
-                (pdo == 0 && plen == hdr_len32 && !flags.contains(PduFlags::DDGSTF))
-                    .then_some(no_data)
+        match layout.pdu_type() {
+            PduType::CapsuleResp | PduType::R2t => Some(Progress::Done(no_data)),
+            PduType::C2hTermReq => {
+                (!candidate || layout.ch.pdo == 0).then_some(Progress::Done(no_data))
             }
-            PduType::C2hTermReq => (pdo == 0 && TERM_REQ_PLEN.contains(&plen)).then_some(no_data),
             PduType::C2hData => {
                 let pdu = DataPdu::new_unchecked(hdr);
-                let datal = pdu.datal();
-                let has_ddgst = flags.contains(PduFlags::DDGSTF);
-                if pdo != self.c2h_pdo
-                    || datal == 0
-                    || has_ddgst != self.ddgst
-                    || pdu.ttag() != 0
-                    || pdu.reserved() != 0
+                if candidate
+                    && (layout.ch.pdo != self.c2h_pdo
+                        || pdu.datal() == 0
+                        || pdu.ttag() != 0
+                        || pdu.reserved() != 0)
                 {
                     return None;
                 }
-                let dd = if has_ddgst { 4 } else { 0 };
-                let expect = u32::from(pdo).checked_add(datal)?.checked_add(dd)?;
-                if plen != expect {
-                    return None;
-                }
-                Some(PduLayout {
+                let data_start = layout.data_offset() as u32;
+                Some(Progress::Done(PduLayout {
                     plen,
-                    hdr_len: hdr_len32,
-                    data_start: u32::from(pdo),
-                    data_end: u32::from(pdo) + datal,
-                    ddgst: has_ddgst,
+                    hdr_len,
+                    data_start,
+                    data_end: data_start + layout.data_len() as u32,
+                    ddgst: layout.has_ddgst(),
                     c2h: Some((pdu.cccid(), pdu.datao())),
-                })
+                }))
             }
             _ => None,
         }
     }
 
-    /// Searches `buf` for the first offset where a plausible header starts whose header is
+    /// Checks a complete header (`hdr` holds all of it).
+    #[cfg(test)]
+    pub(crate) fn check(&self, hdr: &[u8], candidate: bool) -> Option<PduLayout> {
+        match self.progress(hdr, candidate)? {
+            Progress::Done(l) => Some(l),
+            Progress::Need(_) => None,
+        }
+    }
+
+    /// Searches `buf` for the first offset where a resync candidate starts whose header is
     /// complete in `buf`, and whose successors, as far as `buf` holds their headers, are
-    /// plausible too (following PLEN).
+    /// candidates too (following PLEN).
     pub(crate) fn find_candidate(&self, buf: &[u8]) -> Option<usize> {
         let mut i = 0;
         while i + DATA_PDU_HLEN <= buf.len() {
@@ -149,18 +172,11 @@ impl HeaderRules {
         let mut first = true;
         loop {
             let rest = &buf[at..];
-            if rest.len() < CH_LEN {
-                return !first;
-            }
-            let Some(need) = self.header_len(&rest[..CH_LEN]) else {
-                return false;
-            };
-            if rest.len() < need {
+            let layout = match self.progress(&rest[..rest.len().min(MAX_HDR)], true) {
+                None => return false,
                 // The next header is cut by the segment end: the part we have is plausible.
-                return !first;
-            }
-            let Some(layout) = self.check(rest) else {
-                return false;
+                Some(Progress::Need(_)) => return !first,
+                Some(Progress::Done(l)) => l,
             };
             first = false;
             match at.checked_add(layout.plen as usize) {
@@ -174,14 +190,10 @@ impl HeaderRules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nvme_tcp_wire::pdu::{DataPduRepr, HeaderBuf};
+    use nvme_tcp_wire::pdu::{DataPduRepr, HeaderBuf, PduFlags};
 
     fn rules(hdgst: bool, ddgst: bool) -> HeaderRules {
-        HeaderRules {
-            hdgst,
-            ddgst,
-            c2h_pdo: nvme_tcp_wire::pdu::data_pdo(24, hdgst, 0),
-        }
+        HeaderRules::new(hdgst, ddgst, 0)
     }
 
     fn c2h(hdgst: bool, ddgst: bool, datal: u32) -> Vec<u8> {
@@ -203,7 +215,7 @@ mod tests {
     fn accepts_a_c2h_data_header_and_reports_its_layout() {
         for (h, d) in [(false, false), (true, false), (false, true), (true, true)] {
             let hdr = c2h(h, d, 100);
-            let l = rules(h, d).check(&hdr).expect("plausible");
+            let l = rules(h, d).check(&hdr, false).expect("plausible");
             assert_eq!(l.c2h, Some((3, 512)));
             assert_eq!(l.data_end - l.data_start, 100);
             assert_eq!(l.plen, l.data_end + if d { 4 } else { 0 });
@@ -213,22 +225,22 @@ mod tests {
     #[test]
     fn rejects_headers_that_disagree_with_the_negotiation() {
         let hdr = c2h(true, true, 100);
-        assert!(rules(false, true).header_len(&hdr[..8]).is_none());
-        assert!(rules(true, false).check(&hdr).is_none());
+        assert!(rules(false, true).progress(&hdr[..8], false).is_none());
+        assert!(rules(true, false).check(&hdr, false).is_none());
     }
 
     #[test]
     fn rejects_a_bad_header_digest() {
         let mut hdr = c2h(true, false, 100);
         hdr[14] ^= 1; // DATAO
-        assert!(rules(true, false).check(&hdr).is_none());
+        assert!(rules(true, false).check(&hdr, false).is_none());
     }
 
     #[test]
     fn rejects_inconsistent_plen() {
         let mut hdr = c2h(false, false, 100);
         hdr[4] = hdr[4].wrapping_add(1);
-        assert!(rules(false, false).check(&hdr).is_none());
+        assert!(rules(false, false).check(&hdr, false).is_none());
     }
 
     #[test]
@@ -244,5 +256,26 @@ mod tests {
         let second = first + 24 + 20;
         buf[second + 4] ^= 0x40;
         assert_ne!(r.find_candidate(&buf), Some(first));
+    }
+
+    /// A C2HData whose PDO is larger than the negotiated one (valid and aligned: the host
+    /// accepts it) is followed in sync, its data placed from its PDO; it is no resync
+    /// candidate.
+    #[test]
+    fn in_sync_follows_any_valid_pdo_the_search_only_the_negotiated_one() {
+        let r = rules(false, false);
+        let mut hdr = c2h(false, false, 100);
+        hdr.resize(32, 0);
+        hdr[3] = 32; // PDO
+        hdr[4..8].copy_from_slice(&132u32.to_le_bytes()); // PLEN = PDO + DATAL
+        let l = r.check(&hdr, false).expect("valid in sync");
+        assert_eq!((l.data_start, l.data_end, l.plen), (32, 132, 132));
+        assert!(r.check(&hdr, true).is_none());
+        // An ICResp is never a PDU of an offloaded queue.
+        let mut ic = [0u8; 8];
+        ic[0] = PduType::IcResp as u8;
+        ic[2] = 128;
+        ic[4..8].copy_from_slice(&128u32.to_le_bytes());
+        assert!(r.progress(&ic, false).is_none());
     }
 }

@@ -227,15 +227,15 @@ fn read_buffer(len: usize, segments: usize) -> IoBuf {
 
 fn check_pattern(off: u64, buf: &IoBuf) -> bool {
     let mut o = off;
-    for i in 0..buf.segment_count() {
-        for &b in buf.segment(i) {
-            if b != pattern_byte(o) {
-                return false;
-            }
+    buf.chunks(0, buf.len())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .all(|&b| {
+            let ok = b == pattern_byte(o);
             o += 1;
-        }
-    }
-    true
+            ok
+        })
 }
 
 /// A command builder's output: `nvme-tcp-host`'s builders return a [`Request`] or a

@@ -26,12 +26,11 @@ use serde::{Deserialize, Serialize};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// NVMe/TCP C2HData PDU type.
-const PDU_C2H_DATA: u8 = 0x07;
-/// DDGSTF flag of the common header.
-const FLAG_DDGSTF: u8 = 0x02;
+use nvme_tcp_wire::pdu::field::data::DATAO;
+use nvme_tcp_wire::pdu::{CH_LEN, CommonHeader, DataPdu, PduFlags, PduType};
+
 /// Bytes of a C2HData header the scanner needs (CH + CCCID + TTAG + DATAO).
-const SCAN_HEADER: usize = 16;
+const SCAN_HEADER: usize = DATAO.end;
 
 /// Fault rates, in segments per million original transmissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -202,27 +201,24 @@ impl PduScanner {
             // run past a PDU.
             if self.have == SCAN_HEADER {
                 self.have = 0;
-                let plen = u64::from(u32::from_le_bytes([
-                    self.hdr[4],
-                    self.hdr[5],
-                    self.hdr[6],
-                    self.hdr[7],
-                ]));
+                let ch = CommonHeader::new_unchecked(&self.hdr[..CH_LEN]);
+                let plen = u64::from(ch.plen());
                 if plen < 24 {
                     self.lost = true;
                     return;
                 }
                 self.skip = plen - SCAN_HEADER as u64;
-                if self.hdr[0] == PDU_C2H_DATA {
-                    let pdo = u64::from(self.hdr[3]);
-                    let ddgst = if self.hdr[1] & FLAG_DDGSTF != 0 { 4 } else { 0 };
-                    let cccid = u16::from_le_bytes([self.hdr[8], self.hdr[9]]);
-                    let datao = u32::from_le_bytes([
-                        self.hdr[12],
-                        self.hdr[13],
-                        self.hdr[14],
-                        self.hdr[15],
-                    ]);
+                if ch.pdu_type() == Some(PduType::C2hData) {
+                    let pdo = u64::from(ch.pdo());
+                    let ddgst = if ch.flags().contains(PduFlags::DDGSTF) {
+                        4
+                    } else {
+                        0
+                    };
+                    // (Only the first 16 bytes of the header are in: the view's getters for
+                    // DATAL and the reserved bytes must not be used.)
+                    let d = DataPdu::new_unchecked(&self.hdr[..]);
+                    let (cccid, datao) = (d.cccid(), d.datao());
                     let counter = self.instances.entry(cccid).or_insert(0);
                     if datao == 0 {
                         *counter += 1;
@@ -464,7 +460,7 @@ impl Wire {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nvme_tcp_wire::pdu::{DataPduRepr, HeaderBuf, PduFlags, PduType};
+    use nvme_tcp_wire::pdu::{DataPduRepr, HeaderBuf};
 
     fn c2h_stream(pdus: &[(u16, u32, usize)], ddgst: bool) -> Vec<u8> {
         let mut out = Vec::new();

@@ -7,6 +7,13 @@
 //! * [`AdminBringUp`]: the admin queue's association — Connect, then CAP and VS, CC.EN,
 //!   CSTS.RDY polled until ready (within CAP.TO), Identify Controller, Set Features Number of
 //!   Queues — ending with the [`ControllerInfo`] I/O queues are connected under.
+//! * [`KeepAlive`]: a Keep Alive command every KATO/2 while the association lives.
+//! * [`CommandTimeouts`]: a command that outlives the command timeout is aborted; one that
+//!   outlives it again after its Abort fails and the queue's connection is reset.
+//! * [`Reconnect`]: after a lost connection, an attempt at once, then one every
+//!   `reconnect_delay`; commands fail after `fast_io_fail_tmo`; no attempt starts after
+//!   `ctrl_loss_tmo` (as Linux, which gives up after `ctrl_loss_tmo / reconnect_delay`
+//!   attempts).
 //!
 //! Both are driven the same way, over any transport that moves the [`QueueCore`]'s bytes:
 //!
@@ -34,11 +41,39 @@ use nvme_tcp_wire::nvme::{
 
 use crate::buf::IoBuf;
 use crate::cmd;
-use crate::ctrl::{ControllerInfo, INTERNAL_USER_DATA};
 use crate::error::{HostError, IoError, Result};
 use crate::offload::DdpNetdev;
 use crate::options::ConnectOptions;
 use crate::queue::{Completion, CqeInfo, Phase, QueueCore, Request};
+
+/// `user_data` of the host's internal commands (Connect); callers must not use it.
+pub const INTERNAL_USER_DATA: u64 = u64::MAX;
+
+/// What the controller told the host during bring-up.
+#[derive(Debug, Clone)]
+pub struct ControllerInfo {
+    /// Controller ID of the current association.
+    pub cntlid: u16,
+    /// CAP property.
+    pub cap: Cap,
+    /// VS property.
+    pub vs: Vs,
+    /// The Identify Controller data (4096 bytes).
+    pub identify: Vec<u8>,
+    /// I/O queues granted by Set Features Number of Queues (0 for a discovery controller).
+    pub io_queues_granted: u16,
+    /// Largest transfer per command in bytes (from MDTS; `None` = no limit reported).
+    pub max_transfer: Option<u64>,
+    /// In-capsule data the I/O queues accept (from IOCCSZ), in bytes.
+    pub in_capsule_size: usize,
+}
+
+impl ControllerInfo {
+    /// The Identify Controller structure.
+    pub fn identify_controller(&self) -> Option<&IdentifyController> {
+        IdentifyController::parse(&self.identify).ok()
+    }
+}
 
 /// What a state machine needs next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -400,5 +435,334 @@ impl AdminBringUp {
         Ok(Poll::Pending {
             wake_at: self.poll_timeout(),
         })
+    }
+}
+
+/// Keep Alive (NVMe Base 2.0, Keep Alive Timer): one Keep Alive command every KATO/2 (as the
+/// Linux host), never two at a time.
+#[derive(Debug, Clone)]
+pub struct KeepAlive {
+    period: Duration,
+    next: Instant,
+    outstanding: bool,
+}
+
+impl KeepAlive {
+    /// Shortest period (a tiny KATO would otherwise flood the admin queue).
+    pub const MIN_PERIOD: Duration = Duration::from_millis(100);
+
+    /// Keep Alive for a KATO of `kato`, starting at `now`.
+    pub fn new(kato: Duration, now: Instant) -> Self {
+        let period = (kato / 2).max(Self::MIN_PERIOD);
+        Self {
+            period,
+            next: now + period,
+            outstanding: false,
+        }
+    }
+
+    /// When the next Keep Alive is due; `None` while one is outstanding.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (!self.outstanding).then_some(self.next)
+    }
+
+    /// The Keep Alive command to send at `now`, if one is due.
+    pub fn poll_command(&mut self, now: Instant) -> Option<Request> {
+        if self.outstanding || now < self.next {
+            return None;
+        }
+        self.outstanding = true;
+        Some(cmd::keep_alive(0))
+    }
+
+    /// The Keep Alive sent has completed (or failed) at `now`: the next is due a period later.
+    pub fn handle_completion(&mut self, now: Instant) {
+        self.outstanding = false;
+        self.next = now + self.period;
+    }
+}
+
+/// What to do about a command that timed out (see [`CommandTimeouts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutAction {
+    /// First expiry: send Abort for the command (its timer restarted).
+    Abort {
+        /// The command.
+        cid: u16,
+    },
+    /// Second expiry, after an Abort: the command failed with [`IoError::Timeout`]; reset
+    /// the queue's connection (the controller no longer answers it).
+    Reset {
+        /// The command.
+        cid: u16,
+    },
+}
+
+/// Command timeouts of one queue, checked every [`CommandTimeouts::CHECK_EVERY`].
+#[derive(Debug, Clone)]
+pub struct CommandTimeouts {
+    timeout: Duration,
+    next_check: Instant,
+}
+
+impl CommandTimeouts {
+    /// How often commands in flight are checked.
+    pub const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+    /// Timeouts of `timeout` per command, first checked a period after `now`.
+    pub fn new(timeout: Duration, now: Instant) -> Self {
+        Self {
+            timeout,
+            next_check: now + Self::CHECK_EVERY,
+        }
+    }
+
+    /// When the next check is due.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_check
+    }
+
+    /// The clock reached `now`: true if a check is due (then take the actions with
+    /// [`CommandTimeouts::poll_action`]); the next check is due a period later.
+    pub fn handle_timeout(&mut self, now: Instant) -> bool {
+        if now < self.next_check {
+            return false;
+        }
+        self.next_check = now + Self::CHECK_EVERY;
+        true
+    }
+
+    /// The next action for an expired command of `core` at `now`, oldest first, already
+    /// applied to the core (Abort marked sent, or the command failed); `None` when no
+    /// command has expired.
+    pub fn poll_action(&mut self, core: &mut QueueCore, now: Instant) -> Option<TimeoutAction> {
+        let (cid, aborted) = core.expired(now, self.timeout)?;
+        if aborted {
+            core.fail_command(cid, IoError::Timeout);
+            Some(TimeoutAction::Reset { cid })
+        } else {
+            core.mark_abort_sent(cid, now);
+            Some(TimeoutAction::Abort { cid })
+        }
+    }
+}
+
+/// What a lost connection's driver does next (see [`Reconnect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReconnectAction {
+    /// Try to connect now; report the outcome with [`Reconnect::handle_attempt`].
+    Attempt,
+    /// Nothing before `until`.
+    Wait {
+        /// When to poll again.
+        until: Instant,
+    },
+    /// `fast_io_fail_tmo` passed: fail the commands waiting for the connection (reported
+    /// once per loss), then poll again.
+    FailFast,
+    /// Stop reconnecting: the controller is lost.
+    GiveUp(&'static str),
+}
+
+/// The reconnect timers of one connection (`reconnect_delay`, `fast_io_fail_tmo`,
+/// `ctrl_loss_tmo`).
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    delay: Duration,
+    ctrl_loss_tmo: Option<Duration>,
+    fast_io_fail_tmo: Option<Duration>,
+    lost_since: Option<Instant>,
+    next_attempt: Instant,
+    fast_failed: bool,
+    gave_up: Option<&'static str>,
+}
+
+impl Reconnect {
+    /// Timers from the connect options; the connection is up at `now`.
+    pub fn new(opts: &ConnectOptions, now: Instant) -> Self {
+        Self {
+            delay: opts.reconnect_delay,
+            ctrl_loss_tmo: opts.ctrl_loss_tmo,
+            fast_io_fail_tmo: opts.fast_io_fail_tmo,
+            lost_since: None,
+            next_attempt: now,
+            fast_failed: false,
+            gave_up: None,
+        }
+    }
+
+    /// True while the connection is lost.
+    pub fn is_lost(&self) -> bool {
+        self.lost_since.is_some()
+    }
+
+    /// The connection was lost at `now` (a second report while lost changes nothing): the
+    /// first attempt is due at once, unless `ctrl_loss_tmo` is 0.
+    pub fn handle_lost(&mut self, now: Instant) {
+        if self.lost_since.is_none() {
+            self.lost_since = Some(now);
+            self.next_attempt = now;
+            self.fast_failed = false;
+        }
+        if self.ctrl_loss_tmo == Some(Duration::ZERO) {
+            self.gave_up = Some("ctrl_loss_tmo is 0: no reconnect");
+        }
+    }
+
+    /// What to do at `now` (only meaningful while lost).
+    pub fn poll(&mut self, now: Instant) -> ReconnectAction {
+        if let Some(why) = self.gave_up {
+            return ReconnectAction::GiveUp(why);
+        }
+        let since = *self.lost_since.get_or_insert(now);
+        if let Some(t) = self.ctrl_loss_tmo
+            && now.saturating_duration_since(since) >= t
+        {
+            self.gave_up = Some("ctrl_loss_tmo expired");
+            return ReconnectAction::GiveUp("ctrl_loss_tmo expired");
+        }
+        if !self.fast_failed
+            && let Some(t) = self.fast_io_fail_tmo
+            && now.saturating_duration_since(since) >= t
+        {
+            self.fast_failed = true;
+            return ReconnectAction::FailFast;
+        }
+        if now < self.next_attempt {
+            return ReconnectAction::Wait {
+                until: self.next_attempt,
+            };
+        }
+        ReconnectAction::Attempt
+    }
+
+    /// When the driver next needs the clock while lost.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.lost_since.map(|_| self.next_attempt)
+    }
+
+    /// The attempt started by [`ReconnectAction::Attempt`] ended at `now`: connected (the
+    /// timers are reset), or failed (the next attempt is due `reconnect_delay` later; if that
+    /// is past `ctrl_loss_tmo`, the next poll gives up).
+    pub fn handle_attempt(&mut self, connected: bool, now: Instant) {
+        if connected {
+            self.lost_since = None;
+            self.fast_failed = false;
+            self.gave_up = None;
+            return;
+        }
+        self.next_attempt = now + self.delay;
+        if let (Some(t), Some(since)) = (self.ctrl_loss_tmo, self.lost_since)
+            && self.next_attempt.saturating_duration_since(since) > t
+        {
+            self.gave_up = Some("ctrl_loss_tmo expired");
+        }
+    }
+
+    /// Why reconnecting stopped, once it has.
+    pub fn given_up(&self) -> Option<&'static str> {
+        self.gave_up
+    }
+
+    /// Gives up for good (the controller was lost by another path).
+    pub fn give_up(&mut self, why: &'static str) {
+        self.gave_up = Some(why);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(delay_ms: u64, loss_ms: Option<u64>, fast_ms: Option<u64>) -> ConnectOptions {
+        let mut o = ConnectOptions::new("127.0.0.1", 4420, "nqn.test:sub");
+        o.reconnect_delay = Duration::from_millis(delay_ms);
+        o.ctrl_loss_tmo = loss_ms.map(Duration::from_millis);
+        o.fast_io_fail_tmo = fast_ms.map(Duration::from_millis);
+        o
+    }
+
+    fn ms(t0: Instant, n: u64) -> Instant {
+        t0 + Duration::from_millis(n)
+    }
+
+    #[test]
+    fn keep_alive_is_due_every_half_kato_and_never_twice_at_a_time() {
+        let t0 = Instant::now();
+        let mut k = KeepAlive::new(Duration::from_secs(10), t0);
+        assert_eq!(k.poll_timeout(), Some(ms(t0, 5000)));
+        assert!(k.poll_command(ms(t0, 4999)).is_none());
+        let req = k.poll_command(ms(t0, 5000)).expect("due");
+        assert_eq!(
+            nvme_tcp_wire::nvme::Sqe::from_array(&req.sqe).opcode(),
+            nvme_tcp_wire::nvme::AdminOpcode::KeepAlive as u8
+        );
+        assert_eq!(k.poll_timeout(), None);
+        assert!(k.poll_command(ms(t0, 9000)).is_none(), "one outstanding");
+        k.handle_completion(ms(t0, 5200));
+        assert_eq!(k.poll_timeout(), Some(ms(t0, 10200)));
+        // A tiny KATO is clamped.
+        let k = KeepAlive::new(Duration::from_millis(10), t0);
+        assert_eq!(k.poll_timeout(), Some(t0 + KeepAlive::MIN_PERIOD));
+    }
+
+    #[test]
+    fn reconnect_attempts_at_once_then_every_delay_and_gives_up_at_ctrl_loss_tmo() {
+        let t0 = Instant::now();
+        let mut r = Reconnect::new(&opts(100, Some(250), Some(150)), t0);
+        assert!(!r.is_lost());
+        r.handle_lost(t0);
+        assert_eq!(r.poll(t0), ReconnectAction::Attempt);
+        r.handle_attempt(false, ms(t0, 10));
+        assert_eq!(
+            r.poll(ms(t0, 20)),
+            ReconnectAction::Wait { until: ms(t0, 110) }
+        );
+        assert_eq!(r.poll(ms(t0, 110)), ReconnectAction::Attempt);
+        r.handle_attempt(false, ms(t0, 120));
+        // fast_io_fail_tmo (150 ms) passes while waiting: reported once.
+        assert_eq!(r.poll(ms(t0, 160)), ReconnectAction::FailFast);
+        assert_eq!(
+            r.poll(ms(t0, 160)),
+            ReconnectAction::Wait { until: ms(t0, 220) }
+        );
+        assert_eq!(r.poll(ms(t0, 220)), ReconnectAction::Attempt);
+        // The next attempt (320 ms) would start after ctrl_loss_tmo (250 ms): give up now.
+        r.handle_attempt(false, ms(t0, 220));
+        assert_eq!(
+            r.poll(ms(t0, 221)),
+            ReconnectAction::GiveUp("ctrl_loss_tmo expired")
+        );
+    }
+
+    #[test]
+    fn a_successful_reconnect_resets_the_timers() {
+        let t0 = Instant::now();
+        let mut r = Reconnect::new(&opts(100, Some(1000), Some(150)), t0);
+        r.handle_lost(t0);
+        assert_eq!(r.poll(ms(t0, 200)), ReconnectAction::FailFast);
+        assert_eq!(r.poll(ms(t0, 200)), ReconnectAction::Attempt);
+        r.handle_attempt(true, ms(t0, 210));
+        assert!(!r.is_lost());
+        // A new loss long after: the clocks start again.
+        r.handle_lost(ms(t0, 5000));
+        assert_eq!(r.poll(ms(t0, 5000)), ReconnectAction::Attempt);
+        r.handle_attempt(false, ms(t0, 5000));
+        assert_eq!(r.poll(ms(t0, 5100)), ReconnectAction::Attempt);
+        assert_eq!(r.poll(ms(t0, 5200)), ReconnectAction::FailFast);
+    }
+
+    #[test]
+    fn ctrl_loss_tmo_zero_never_reconnects_and_none_retries_forever() {
+        let t0 = Instant::now();
+        let mut r = Reconnect::new(&opts(100, Some(0), None), t0);
+        r.handle_lost(t0);
+        assert!(matches!(r.poll(t0), ReconnectAction::GiveUp(_)));
+        let mut r = Reconnect::new(&opts(100, None, None), t0);
+        r.handle_lost(t0);
+        for i in 0..100 {
+            assert_eq!(r.poll(ms(t0, i * 100)), ReconnectAction::Attempt);
+            r.handle_attempt(false, ms(t0, i * 100));
+        }
     }
 }

@@ -221,15 +221,27 @@ pub fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nvme_tcp_wire::nvme::{
+        ConnectCommand, ConnectData, DatasetManagementCommand, DsmRange, FabricsCommand, IoCommand,
+        Sqe,
+    };
+
+    fn rw(r: &Request) -> ReadWriteCommand {
+        match IoCommand::parse(Sqe::from_array(&r.sqe)).unwrap() {
+            IoCommand::Read(c) | IoCommand::Write(c) => c,
+            other => panic!("not a read or write: {other:?}"),
+        }
+    }
 
     #[test]
     fn read_encodes_slba_and_zero_based_nlb() {
         let r = read(3, 0x1_0000_0002, 8, IoBuf::Contig(vec![0; 4096]), 5);
-        assert_eq!(r.sqe[0], 0x02);
-        assert_eq!(u32::from_le_bytes(r.sqe[4..8].try_into().unwrap()), 3);
-        assert_eq!(u32::from_le_bytes(r.sqe[40..44].try_into().unwrap()), 2);
-        assert_eq!(u32::from_le_bytes(r.sqe[44..48].try_into().unwrap()), 1);
-        assert_eq!(u32::from_le_bytes(r.sqe[48..52].try_into().unwrap()), 7);
+        assert!(matches!(
+            IoCommand::parse(Sqe::from_array(&r.sqe)).unwrap(),
+            IoCommand::Read(_)
+        ));
+        let c = rw(&r);
+        assert_eq!((c.nsid, c.slba, c.nlb), (3, 0x1_0000_0002, 7));
         assert_eq!(r.dir, DataDir::ToHost);
     }
 
@@ -237,13 +249,18 @@ mod tests {
     fn connect_carries_1024_bytes_of_data_with_the_nqns() {
         let o = ConnectOptions::new("127.0.0.1", 4420, "nqn.test:sub");
         let r = connect(&o, 2, 128, Some(7), 0).unwrap();
-        assert_eq!((r.sqe[0], r.sqe[4]), (0x7F, 0x01));
-        assert_eq!(u16::from_le_bytes([r.sqe[42], r.sqe[43]]), 2, "QID");
-        assert_eq!(u16::from_le_bytes([r.sqe[44], r.sqe[45]]), 127, "SQSIZE");
+        let c = ConnectCommand::parse(Sqe::from_array(&r.sqe)).unwrap();
+        assert!(matches!(
+            IoCommand::parse(Sqe::from_array(&r.sqe)).unwrap(),
+            IoCommand::Fabrics(FabricsCommand::Connect(_))
+        ));
+        assert_eq!(c.qid, 2, "QID");
+        assert_eq!(c.sqsize, 127, "SQSIZE");
         let d = r.buf.unwrap().to_vec();
         assert_eq!(d.len(), 1024);
-        assert_eq!(u16::from_le_bytes([d[16], d[17]]), 7);
-        assert!(d[256..].starts_with(b"nqn.test:sub\0"));
+        let cd = ConnectData::parse(&d).unwrap();
+        assert_eq!(cd.cntlid(), 7);
+        assert_eq!(cd.subnqn().unwrap(), "nqn.test:sub");
     }
 
     #[test]
@@ -251,14 +268,16 @@ mod tests {
         let r = deallocate(1, &[(10, 2), (100, 3)], 0).unwrap();
         let d = r.buf.unwrap().to_vec();
         assert_eq!(d.len(), 32);
-        assert_eq!(u32::from_le_bytes(d[20..24].try_into().unwrap()), 3);
-        assert_eq!(u64::from_le_bytes(d[24..32].try_into().unwrap()), 100);
-        assert_eq!(u32::from_le_bytes(r.sqe[40..44].try_into().unwrap()), 1);
+        let ranges = DsmRange::slice_from(&d, 2).unwrap();
+        assert_eq!((ranges[1].nlb.get(), ranges[1].slba.get()), (3, 100));
+        let IoCommand::DatasetManagement(DatasetManagementCommand { nr, ad, .. }) =
+            IoCommand::parse(Sqe::from_array(&r.sqe)).unwrap()
+        else {
+            panic!("not a Dataset Management command");
+        };
+        assert_eq!((nr, ad), (1, true));
         assert!(deallocate(1, &[], 0).is_err());
         let r = read(1, 0, 65536, IoBuf::Contig(vec![]), 0);
-        assert_eq!(
-            u32::from_le_bytes(r.sqe[48..52].try_into().unwrap()),
-            0xFFFF
-        );
+        assert_eq!(rw(&r).nlb, 0xFFFF);
     }
 }

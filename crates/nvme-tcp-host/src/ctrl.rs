@@ -1,51 +1,27 @@
-//! The controller: the admin queue and its bring-up, Keep Alive, association recovery, and the
-//! I/O queues handed to callers.
+//! The controller handle: bring-up, admin commands, namespaces and log pages, and the I/O
+//! queues handed to callers. The association itself (admin queue, Keep Alive, recovery) is
+//! driven by [`crate::session`] on the sans-IO machines of [`crate::assoc`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nvme_tcp_wire::nvme::regs::{CC, CSTS, Cap, Cc, Csts, Vs};
-use nvme_tcp_wire::nvme::{
-    IdentifyCommand, IdentifyController, IdentifyNamespace, NsidList, PropertySize,
-};
+use nvme_tcp_wire::nvme::regs::{CC, CSTS, Cc, Csts};
+use nvme_tcp_wire::nvme::{IdentifyCommand, IdentifyNamespace, NsidList, PropertySize};
 
-use crate::assoc::{AdminBringUp, Poll, QueueConnect};
+pub use crate::assoc::{ControllerInfo, INTERNAL_USER_DATA};
 use crate::buf::IoBuf;
 use crate::cmd;
-use crate::conn::Connection;
-use crate::error::{HostError, IoError, Result};
+use crate::error::{HostError, Result};
 use crate::ioq::IoQueue;
-use crate::options::{ADMIN_QUEUE_SIZE, CidMode, ConnectOptions};
-use crate::queue::{Completion, CqeInfo, Phase, QueueConfig, QueueCore, Request};
+use crate::options::ConnectOptions;
+use crate::queue::{Completion, CqeInfo, Request};
+use crate::session::{Shared, bring_up, keep_alive_loop};
 
-/// `user_data` of the host's internal commands (Connect); callers must not use it.
-pub const INTERNAL_USER_DATA: u64 = u64::MAX;
-
-/// What the controller told the host during bring-up.
-#[derive(Debug, Clone)]
-pub struct ControllerInfo {
-    /// Controller ID of the current association.
-    pub cntlid: u16,
-    /// CAP property.
-    pub cap: Cap,
-    /// VS property.
-    pub vs: Vs,
-    /// The Identify Controller data (4096 bytes).
-    pub identify: Vec<u8>,
-    /// I/O queues granted by Set Features Number of Queues (0 for a discovery controller).
-    pub io_queues_granted: u16,
-    /// Largest transfer per command in bytes (from MDTS; `None` = no limit reported).
-    pub max_transfer: Option<u64>,
-    /// In-capsule data the I/O queues accept (from IOCCSZ), in bytes.
-    pub in_capsule_size: usize,
-}
-
-impl ControllerInfo {
-    /// The Identify Controller structure.
-    pub fn identify_controller(&self) -> Option<&IdentifyController> {
-        IdentifyController::parse(&self.identify).ok()
+fn ok(c: Completion) -> Result<(CqeInfo, Option<IoBuf>)> {
+    match c.result {
+        Ok(cqe) => Ok((cqe, c.buf)),
+        Err(e) => Err(HostError::Command(e)),
     }
 }
 
@@ -62,226 +38,6 @@ pub struct NamespaceInfo {
     pub nuse: u64,
     /// Logical block size in bytes.
     pub lba_size: u32,
-}
-
-pub(crate) struct Admin {
-    core: Option<QueueCore>,
-    conn: Option<Connection>,
-    pub(crate) info: Option<ControllerInfo>,
-    /// Bumped each time a new association is established.
-    pub(crate) generation: u64,
-    lost: bool,
-}
-
-/// State shared by the controller handle, its I/O queues and the Keep Alive thread.
-pub(crate) struct Shared {
-    pub(crate) opts: ConnectOptions,
-    admin: Mutex<Admin>,
-    stop: Mutex<bool>,
-    stop_cv: Condvar,
-    shutting_down: AtomicBool,
-}
-
-impl Shared {
-    fn lock_admin(&self) -> MutexGuard<'_, Admin> {
-        // A panic while holding the lock leaves the state consistent enough to go on.
-        self.admin.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The association I/O queues connect under: `(cntlid, generation)`.
-    pub(crate) fn association(&self) -> Result<(u16, u64)> {
-        let a = self.lock_admin();
-        if a.lost {
-            return Err(HostError::Lost);
-        }
-        match &a.info {
-            Some(i) => Ok((i.cntlid, a.generation)),
-            None => Err(HostError::Lost),
-        }
-    }
-
-    /// A copy of what bring-up learned.
-    pub(crate) fn info_snapshot(&self) -> Result<ControllerInfo> {
-        self.lock_admin().info.clone().ok_or(HostError::Lost)
-    }
-
-    /// Re-establishes the association if it is still generation `seen` (an I/O queue's Connect
-    /// was refused under it, so the controller probably forgot it).
-    pub(crate) fn reassociate(&self, seen: u64) -> Result<()> {
-        let mut a = self.lock_admin();
-        if a.generation != seen {
-            return Ok(());
-        }
-        a.conn = None;
-        self.recover(&mut a)
-    }
-
-    /// Runs one admin command to completion, re-establishing the association (and retrying
-    /// once) if the admin connection is lost.
-    pub(crate) fn admin_exec(&self, req: Request) -> Result<Completion> {
-        let mut a = self.lock_admin();
-        self.admin_exec_locked(&mut a, req)
-    }
-
-    fn admin_exec_locked(&self, a: &mut Admin, req: Request) -> Result<Completion> {
-        if a.lost {
-            return Err(HostError::Lost);
-        }
-        if a.conn.is_none() {
-            self.recover(a)?;
-        }
-        let user_data = req.user_data;
-        let (Some(core), Some(conn)) = (a.core.as_mut(), a.conn.as_mut()) else {
-            return Err(HostError::Lost);
-        };
-        if let Err(e) = core.submit(req, Instant::now()) {
-            return Err(HostError::Invalid(format!("admin submit: {}", e.reason)));
-        }
-        let r = wait_for(conn, core, user_data, self.opts.command_timeout);
-        if let Err(e) = &r {
-            tracing::warn!(error = %e, "admin queue failed; the association will be re-established");
-            if let Some(c) = a.conn.as_mut() {
-                c.shutdown();
-            }
-            a.conn = None;
-            if let Some(core) = a.core.as_mut() {
-                core.fail_all(IoError::QueueLost("admin queue reset"));
-            }
-        }
-        r
-    }
-
-    /// Reconnects the admin queue (new association) every `reconnect_delay` until
-    /// `ctrl_loss_tmo`.
-    fn recover(&self, a: &mut Admin) -> Result<()> {
-        let start = Instant::now();
-        loop {
-            if self.shutting_down.load(Ordering::Relaxed) {
-                return Err(HostError::Lost);
-            }
-            match bring_up(&self.opts) {
-                Ok((conn, core, info)) => {
-                    tracing::info!(cntlid = info.cntlid, "association re-established");
-                    a.conn = Some(conn);
-                    a.core = Some(core);
-                    a.info = Some(info);
-                    a.generation += 1;
-                    return Ok(());
-                }
-                Err(e) => {
-                    let waited = start.elapsed();
-                    let give_up = match self.opts.ctrl_loss_tmo {
-                        Some(t) => waited + self.opts.reconnect_delay > t,
-                        None => false,
-                    };
-                    tracing::warn!(error = %e, "reconnecting the admin queue failed");
-                    if give_up {
-                        a.lost = true;
-                        return Err(HostError::Lost);
-                    }
-                    std::thread::sleep(self.opts.reconnect_delay);
-                }
-            }
-        }
-    }
-
-    /// Sends Abort for `cid` on `sqid` (result ignored beyond logging).
-    pub(crate) fn abort(&self, sqid: u16, cid: u16) {
-        match self.admin_exec(cmd::abort(sqid, cid, 0)) {
-            Ok(c) => tracing::info!(sqid, cid, result = ?c.result, "Abort sent"),
-            Err(e) => tracing::warn!(sqid, cid, error = %e, "Abort failed"),
-        }
-    }
-}
-
-/// Waits for the completion with `user_data` on a connection, polling it.
-pub(crate) fn wait_for(
-    conn: &mut Connection,
-    core: &mut QueueCore,
-    user_data: u64,
-    timeout: Duration,
-) -> Result<Completion> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(c) = core.take_completion_for(user_data) {
-            return Ok(c);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(HostError::Timeout("command completion"));
-        }
-        if let Err(e) = conn.poll(core, Some(deadline - now)) {
-            // The completion may have arrived just before the connection closed.
-            return core.take_completion_for(user_data).ok_or(e);
-        }
-    }
-}
-
-fn ok(c: Completion) -> Result<(CqeInfo, Option<IoBuf>)> {
-    match c.result {
-        Ok(cqe) => Ok((cqe, c.buf)),
-        Err(e) => Err(HostError::Command(e)),
-    }
-}
-
-/// Drives a sans-IO state machine ([`crate::assoc`]) over a connection until it is ready.
-pub(crate) fn drive<T>(
-    conn: &mut Connection,
-    core: &mut QueueCore,
-    mut step: impl FnMut(&mut QueueCore, Instant) -> Result<Poll<T>>,
-) -> Result<T> {
-    loop {
-        let now = Instant::now();
-        let wake_at = match step(core, now)? {
-            Poll::Ready(v) => return Ok(v),
-            Poll::Pending { wake_at } => wake_at,
-        };
-        let wait = wake_at
-            .map_or(Duration::from_millis(100), |t| {
-                t.saturating_duration_since(now)
-            })
-            .max(Duration::from_millis(1));
-        if let Err(e) = conn.poll(core, Some(wait)) {
-            // What arrived just before the connection closed still counts.
-            return match step(core, Instant::now()) {
-                Ok(Poll::Ready(v)) => Ok(v),
-                _ => Err(e),
-            };
-        }
-    }
-}
-
-/// Opens queue `qid` on a fresh connection and sends Fabrics Connect; returns the CQE.
-pub(crate) fn connect_queue(
-    opts: &ConnectOptions,
-    conn: &mut Connection,
-    core: &mut QueueCore,
-    qid: u16,
-    queue_size: u16,
-    cntlid: Option<u16>,
-) -> Result<CqeInfo> {
-    if core.phase() != Phase::WaitIcResp || core.connection_used() {
-        core.reset_connection();
-    }
-    while core.take_completion_for(INTERNAL_USER_DATA).is_some() {}
-    let mut sm = QueueConnect::new(opts, qid, queue_size, cntlid, Instant::now())?;
-    drive(conn, core, |core, now| sm.poll(core, now))
-}
-
-/// Admin queue bring-up ([`AdminBringUp`]) over a new connection.
-fn bring_up(opts: &ConnectOptions) -> Result<(Connection, QueueCore, ControllerInfo)> {
-    let mut core = QueueCore::new(QueueConfig {
-        qid: 0,
-        queue_size: ADMIN_QUEUE_SIZE,
-        hdgst: opts.hdgst,
-        ddgst: opts.ddgst,
-        cid_mode: CidMode::Tagged,
-        in_capsule_max: 8192,
-    });
-    let mut conn = Connection::open(opts)?;
-    let mut sm = AdminBringUp::new(opts, Instant::now())?;
-    let info = drive(&mut conn, &mut core, |core, now| sm.poll(core, now))?;
-    Ok((conn, core, info))
 }
 
 /// A connected NVMe/TCP controller.
@@ -318,19 +74,7 @@ impl Controller {
             .map(|i| i.maxcmd.get())
             .unwrap_or(0);
         let mqes = info.cap.mqes().saturating_add(1);
-        let shared = Arc::new(Shared {
-            opts,
-            admin: Mutex::new(Admin {
-                core: Some(core),
-                conn: Some(conn),
-                info: Some(info),
-                generation: 1,
-                lost: false,
-            }),
-            stop: Mutex::new(false),
-            stop_cv: Condvar::new(),
-            shutting_down: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(opts, conn, core, info));
         // Queue size: what was asked, clamped to CAP.MQES+1 and MAXCMD (as the Linux host).
         let mut qsize = shared.opts.queue_size.min(mqes.max(2));
         if maxcmd >= 2 {
@@ -344,7 +88,7 @@ impl Controller {
             let s = shared.clone();
             std::thread::Builder::new()
                 .name("nvme-keepalive".into())
-                .spawn(move || keep_alive_loop(s, kato / 2))
+                .spawn(move || keep_alive_loop(s, kato))
         });
         let keep_alive = match keep_alive {
             Some(Ok(h)) => Some(h),
@@ -365,7 +109,7 @@ impl Controller {
 
     /// What bring-up learned (of the current association).
     pub fn info(&self) -> Result<ControllerInfo> {
-        self.shared.lock_admin().info.clone().ok_or(HostError::Lost)
+        self.shared.info_snapshot()
     }
 
     /// Number of I/O queues still held by the controller (not taken).
@@ -489,21 +233,11 @@ impl Controller {
                 }
             }
         }
-        let mut a = self.shared.lock_admin();
-        if let Some(c) = a.conn.as_mut() {
-            c.shutdown();
-        }
-        a.conn = None;
-        a.lost = true;
+        self.shared.close_admin();
     }
 
     fn stop_threads(&mut self) {
-        self.shared.shutting_down.store(true, Ordering::Relaxed);
-        {
-            let mut s = self.shared.stop.lock().unwrap_or_else(|e| e.into_inner());
-            *s = true;
-        }
-        self.shared.stop_cv.notify_all();
+        self.shared.stop();
         if let Some(h) = self.keep_alive.take() {
             let _ = h.join();
         }
@@ -513,33 +247,5 @@ impl Controller {
 impl Drop for Controller {
     fn drop(&mut self) {
         self.stop_threads();
-    }
-}
-
-fn keep_alive_loop(shared: Arc<Shared>, period: Duration) {
-    let period = period.max(Duration::from_millis(100));
-    loop {
-        {
-            let guard = shared.stop.lock().unwrap_or_else(|e| e.into_inner());
-            let (guard, _) = shared
-                .stop_cv
-                .wait_timeout_while(guard, period, |stop| !*stop)
-                .unwrap_or_else(|e| e.into_inner());
-            if *guard {
-                return;
-            }
-        }
-        match shared.admin_exec(cmd::keep_alive(0)) {
-            Ok(c) => {
-                if let Err(e) = c.result {
-                    tracing::warn!(error = %e, "Keep Alive failed");
-                }
-            }
-            Err(HostError::Lost) => {
-                tracing::error!("controller lost; Keep Alive stops");
-                return;
-            }
-            Err(e) => tracing::warn!(error = %e, "Keep Alive failed"),
-        }
     }
 }

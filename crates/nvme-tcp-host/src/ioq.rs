@@ -13,9 +13,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::assoc::{CommandTimeouts, Reconnect, ReconnectAction, TimeoutAction};
 use crate::cmd;
 use crate::conn::Connection;
-use crate::ctrl::{Shared, connect_queue};
+use crate::session::{Shared, connect_queue};
 
 use crate::error::{HostError, IoError, Result};
 use crate::offload::DdpNetdev;
@@ -25,9 +26,6 @@ use crate::queue::{Completion, QueueConfig, QueueCore, QueueStats, Request, Subm
 /// in the process.
 static NEXT_SOCK_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// How often command timeouts are checked.
-const TIMEOUT_CHECK: Duration = Duration::from_millis(100);
-
 /// One I/O queue (its own TCP connection).
 pub struct IoQueue {
     shared: Arc<Shared>,
@@ -36,13 +34,13 @@ pub struct IoQueue {
     core: QueueCore,
     conn: Option<Connection>,
     generation: u64,
-    lost_since: Option<Instant>,
-    next_attempt: Instant,
-    fast_failed: bool,
+    /// Reconnect timers (sans-IO).
+    reconnect: Reconnect,
     dead: bool,
     /// The controller's offload device, probed when the queue was created.
     netdev: Option<DdpNetdev>,
-    next_timeout_check: Instant,
+    /// Command timeouts (sans-IO).
+    timeouts: CommandTimeouts,
 }
 
 impl std::fmt::Debug for IoQueue {
@@ -83,19 +81,18 @@ impl IoQueue {
             queue_size,
             Some(cntlid),
         )?;
+        let now = Instant::now();
         let mut q = Self {
+            reconnect: Reconnect::new(&shared.opts, now),
+            timeouts: CommandTimeouts::new(shared.opts.command_timeout, now),
             shared,
             qid,
             queue_size,
             core,
             conn: Some(conn),
             generation,
-            lost_since: None,
-            next_attempt: Instant::now(),
-            fast_failed: false,
             dead: false,
             netdev,
-            next_timeout_check: Instant::now() + TIMEOUT_CHECK,
         };
         q.apply_in_capsule_limit();
         q.offload_socket();
@@ -195,8 +192,7 @@ impl IoQueue {
     /// [`IoError::QueueLost`].
     pub fn poll(&mut self, timeout: Duration) -> Result<usize> {
         let now = Instant::now();
-        if now >= self.next_timeout_check {
-            self.next_timeout_check = now + TIMEOUT_CHECK;
+        if self.timeouts.handle_timeout(now) {
             self.check_timeouts(now);
         }
         if self.dead {
@@ -260,11 +256,9 @@ impl IoQueue {
         self.conn = None;
         // The socket is gone: so is its offload context (sk_del; buffers come back).
         self.core.detach_offload();
-        let now = Instant::now();
-        self.lost_since.get_or_insert(now);
-        self.next_attempt = now;
-        if self.shared.opts.ctrl_loss_tmo == Some(Duration::ZERO) {
-            self.give_up("ctrl_loss_tmo is 0: no reconnect");
+        self.reconnect.handle_lost(Instant::now());
+        if let Some(why) = self.reconnect.given_up() {
+            self.give_up(why);
         }
     }
 
@@ -273,37 +267,30 @@ impl IoQueue {
         self.core.fail_all(IoError::QueueLost(why));
     }
 
+    /// A thin driver of the [`Reconnect`] timers.
     fn reconnect_step(&mut self, now: Instant, timeout: Duration) {
-        let since = *self.lost_since.get_or_insert(now);
-        let opts = &self.shared.opts;
-        if let Some(t) = opts.ctrl_loss_tmo
-            && now.duration_since(since) >= t
-        {
-            self.give_up("ctrl_loss_tmo expired");
-            return;
-        }
-        if !self.fast_failed
-            && let Some(t) = opts.fast_io_fail_tmo
-            && now.duration_since(since) >= t
-        {
-            self.fast_failed = true;
-            self.core
-                .fail_all(IoError::QueueLost("fast_io_fail_tmo expired"));
-        }
-        if now < self.next_attempt {
-            std::thread::sleep((self.next_attempt - now).min(timeout));
-            return;
+        loop {
+            match self.reconnect.poll(now) {
+                ReconnectAction::GiveUp(why) => return self.give_up(why),
+                ReconnectAction::FailFast => self
+                    .core
+                    .fail_all(IoError::QueueLost("fast_io_fail_tmo expired")),
+                ReconnectAction::Wait { until } => {
+                    std::thread::sleep((until - now).min(timeout));
+                    return;
+                }
+                ReconnectAction::Attempt => break,
+            }
         }
         match self.try_reconnect() {
             Ok(()) => {
                 tracing::info!(qid = self.qid, "I/O queue reconnected");
-                self.lost_since = None;
-                self.fast_failed = false;
+                self.reconnect.handle_attempt(true, Instant::now());
             }
             Err(HostError::Lost) => self.give_up("controller lost"),
             Err(e) => {
                 tracing::warn!(qid = self.qid, error = %e, "I/O queue reconnect failed");
-                self.next_attempt = Instant::now() + self.shared.opts.reconnect_delay;
+                self.reconnect.handle_attempt(false, Instant::now());
             }
         }
     }
@@ -345,29 +332,29 @@ impl IoQueue {
         Err(HostError::Timeout("I/O queue Connect"))
     }
 
-    /// Command timeouts: the first expiry sends Abort; the second fails the command and
-    /// resets the queue.
+    /// Command timeouts ([`CommandTimeouts`] decides): the first expiry sends Abort; the
+    /// second fails the command and resets the queue.
     fn check_timeouts(&mut self, now: Instant) {
         if self.conn.is_none() {
             // Reconnecting: fast_io_fail_tmo and ctrl_loss_tmo govern the waiting commands;
             // their clocks restart when they are re-issued.
             return;
         }
-        let t = self.shared.opts.command_timeout;
-        while let Some((cid, aborted)) = self.core.expired(now, t) {
-            if !aborted {
-                tracing::warn!(qid = self.qid, cid, "command timed out; sending Abort");
-                self.core.mark_abort_sent(cid, now);
-                self.shared.abort(self.qid, cid);
-            } else {
-                tracing::warn!(
-                    qid = self.qid,
-                    cid,
-                    "command timed out after Abort; resetting the queue"
-                );
-                self.core.fail_command(cid, IoError::Timeout);
-                if self.conn.is_some() {
-                    self.connection_lost(HostError::Timeout("command"));
+        while let Some(action) = self.timeouts.poll_action(&mut self.core, now) {
+            match action {
+                TimeoutAction::Abort { cid } => {
+                    tracing::warn!(qid = self.qid, cid, "command timed out; sending Abort");
+                    self.shared.abort(self.qid, cid);
+                }
+                TimeoutAction::Reset { cid } => {
+                    tracing::warn!(
+                        qid = self.qid,
+                        cid,
+                        "command timed out after Abort; resetting the queue"
+                    );
+                    if self.conn.is_some() {
+                        self.connection_lost(HostError::Timeout("command"));
+                    }
                 }
             }
         }

@@ -100,6 +100,7 @@ pub mod marks;
 pub mod offload;
 pub mod options;
 pub mod queue;
+mod session;
 pub mod tags;
 
 pub use buf::IoBuf;

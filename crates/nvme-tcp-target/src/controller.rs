@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use nvme_tcp_wire::nvme::log::ChangedNamespaceList;
 use nvme_tcp_wire::nvme::{Cap, Cc, Csts, SmartLog, Status, Vs};
 use zerocopy::IntoBytes;
 
@@ -561,15 +562,15 @@ impl Controller {
     /// first on overflow).
     pub fn changed_ns_log(&self) -> Vec<u8> {
         let st = lock(&self.state);
-        let mut page = vec![0u8; 4096];
-        if st.changed_ns_overflow {
-            page[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let ids: Vec<u32> = st.changed_ns.iter().copied().collect();
+        let list = if st.changed_ns_overflow {
+            ChangedNamespaceList::overflow()
         } else {
-            for (i, id) in st.changed_ns.iter().enumerate() {
-                page[i * 4..i * 4 + 4].copy_from_slice(&id.to_le_bytes());
-            }
-        }
-        page
+            // (A set holds at most MAX_CHANGED_NS increasing, non-zero NSIDs.)
+            ChangedNamespaceList::from_nsids(&ids)
+                .unwrap_or_else(|_| ChangedNamespaceList::overflow())
+        };
+        list.as_bytes().to_vec()
     }
 
     /// Records a failed command in the Error Information log (bounded; oldest dropped).

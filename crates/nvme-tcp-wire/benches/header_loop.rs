@@ -12,30 +12,18 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use nvme_tcp_wire::pdu::{DataPdu, DataPduRepr, HeaderBuf, PduFlags, PduType};
-use nvme_tcp_wire::validate::{NegotiatedParams, Role, validate_header};
+use nvme_tcp_wire::pdu::{DataPdu, DataPduRepr};
+use nvme_tcp_wire::validate::validate_header;
+
+mod support;
 
 const N: usize = 1_000_000;
 
 fn main() {
     // `cargo bench` passes `--bench`; any other argument turns header digests on.
     let hdgst = std::env::args().skip(1).any(|a| !a.starts_with("--"));
-    let hdr = HeaderBuf::new(&DataPduRepr {
-        pdu_type: PduType::C2hData,
-        flags: PduFlags::LAST_PDU,
-        hdgst,
-        ddgst: true,
-        pda: 0,
-        cccid: 0x42,
-        ttag: 0,
-        datao: 0x1_0000,
-        datal: 4096,
-    });
-    let params = NegotiatedParams {
-        hdgst,
-        ddgst: true,
-        ..NegotiatedParams::new(Role::Host)
-    };
+    let hdr = support::c2h_header(hdgst);
+    let params = support::host_params(hdgst);
     let start = Instant::now();
     let mut acc = 0usize;
     for _ in 0..N {

@@ -6,33 +6,17 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use nvme_tcp_wire::digest::{Crc32c, crc32c};
-use nvme_tcp_wire::framer::{Framer, FramerEvent};
-use nvme_tcp_wire::pdu::{DataPdu, DataPduRepr, HeaderBuf, PduFlags, PduType};
-use nvme_tcp_wire::validate::{NegotiatedParams, Role, validate_header};
+use nvme_tcp_wire::pdu::{DataPdu, DataPduRepr};
+use nvme_tcp_wire::validate::{HeaderProgress, validate_header, validate_partial};
 
-fn c2h_header(hdgst: bool) -> HeaderBuf {
-    HeaderBuf::new(&DataPduRepr {
-        pdu_type: PduType::C2hData,
-        flags: PduFlags::LAST_PDU,
-        hdgst,
-        ddgst: true,
-        pda: 0,
-        cccid: 0x42,
-        ttag: 0,
-        datao: 0x1_0000,
-        datal: 4096,
-    })
-}
+mod support;
+use support::{c2h_header, host_params};
 
 fn header_parse_validate(c: &mut Criterion) {
     let mut g = c.benchmark_group("c2h_data_header");
     for hdgst in [false, true] {
         let hdr = c2h_header(hdgst);
-        let params = NegotiatedParams {
-            hdgst,
-            ddgst: true,
-            ..NegotiatedParams::new(Role::Host)
-        };
+        let params = host_params(hdgst);
         let name = if hdgst {
             "parse_validate_hdgst"
         } else {
@@ -49,10 +33,7 @@ fn header_parse_validate(c: &mut Criterion) {
     }
     // The parts, to see where the time goes.
     let hdr = c2h_header(false);
-    let params = NegotiatedParams {
-        ddgst: true,
-        ..NegotiatedParams::new(Role::Host)
-    };
+    let params = host_params(false);
     g.bench_function("validate_only", |b| {
         b.iter(|| validate_header(black_box(hdr.as_bytes()), black_box(&params)).is_ok())
     });
@@ -67,23 +48,19 @@ fn header_parse_validate(c: &mut Criterion) {
             Some((layout.data_len(), v.cccid(), v.datao()))
         })
     });
-    // The same header through the streaming framer (header copy, validation, parse, events).
-    let mut pdu = c2h_header(false).as_bytes().to_vec();
-    pdu.extend_from_slice(&[0u8; 4096 + 4]);
-    let params = NegotiatedParams {
-        ddgst: true,
-        ..NegotiatedParams::new(Role::Host)
-    };
-    g.bench_function("framer_whole_pdu_4k", |b| {
-        let mut f = Framer::new(params);
+    // The same header as it arrives: the common header, then the whole header.
+    g.bench_function("validate_partial_ch_then_header", |b| {
         b.iter(|| {
-            let mut n = 0usize;
-            for ev in f.events(black_box(&pdu)) {
-                if let Ok(FramerEvent::Data { range, .. }) = ev {
-                    n += range.len();
-                }
+            let bytes = black_box(hdr.as_bytes());
+            let p = black_box(&params);
+            let n = match validate_partial(&bytes[..8], p).ok()? {
+                HeaderProgress::Need(n) => n,
+                HeaderProgress::Complete(_) => return None,
+            };
+            match validate_partial(&bytes[..n], p).ok()? {
+                HeaderProgress::Complete(l) => Some(l.data_len()),
+                HeaderProgress::Need(_) => None,
             }
-            n
         })
     });
     g.finish();

@@ -62,7 +62,7 @@
 use std::ops::Range;
 
 use crate::digest::{Crc32c, DIGEST_LEN};
-use crate::error::{Result, WireError};
+use crate::error::{Reason, Result, WireError};
 use crate::pdu::{CH_LEN, MAX_HLEN_WITH_HDGST, PduRepr};
 use crate::validate::{NegotiatedParams, PduLayout, validate_ch, validate_psh};
 
@@ -201,7 +201,7 @@ impl Framer {
     #[cold]
     fn fail(&mut self, e: WireError) -> WireError {
         self.state = State::Failed;
-        self.error = Some(e.clone());
+        self.error = Some(e);
         e
     }
 
@@ -215,8 +215,7 @@ impl Framer {
                 State::Failed => {
                     return Err(self
                         .error
-                        .clone()
-                        .unwrap_or_else(|| WireError::Sequence("framer failed".into())));
+                        .unwrap_or(WireError::Sequence(Reason::FramingLost)));
                 }
                 State::End => {
                     self.state = State::Ch;
@@ -237,7 +236,11 @@ impl Framer {
                                 return Err(self.fail(WireError::invalid(
                                     "HLEN",
                                     2,
-                                    "header larger than any PDU type",
+                                    Reason::Hlen {
+                                        t: l.pdu_type(),
+                                        expected: l.ch.hlen,
+                                        found: l.ch.hlen,
+                                    },
                                 )));
                             }
                             self.layout = Some(l);
@@ -248,7 +251,7 @@ impl Framer {
                 }
                 State::Psh => {
                     let Some(l) = self.layout else {
-                        return Err(self.fail(WireError::Sequence("no header layout".into())));
+                        return Err(self.fail(WireError::Sequence(Reason::FramingLost)));
                     };
                     let need = l.header_len();
                     pos += self.fill_header(&input[pos..], need);
@@ -282,13 +285,13 @@ impl Framer {
                         return Ok((pos, None));
                     }
                     let Some(l) = self.layout else {
-                        return Err(self.fail(WireError::Sequence("no header layout".into())));
+                        return Err(self.fail(WireError::Sequence(Reason::FramingLost)));
                     };
                     self.state = self.after_padding(&l);
                 }
                 State::Data { at } => {
                     let Some(l) = self.layout else {
-                        return Err(self.fail(WireError::Sequence("no header layout".into())));
+                        return Err(self.fail(WireError::Sequence(Reason::FramingLost)));
                     };
                     let left = l.data_len() - at;
                     let n = left.min(input.len() - pos);

@@ -19,9 +19,13 @@
 //! Rules that need command state (unknown CCCID/TTAG, DATAO ranges, PDU sequence) belong to the
 //! host and target state machines.
 //!
-//! Steps 1–5 need only the 8-byte common header ([`validate_ch`]); a receiver (or the
-//! [`crate::framer`]) runs them first, so it knows how many header bytes to read and refuses an
-//! oversized PLEN before reading anything else. [`validate_header`] runs all steps.
+//! Steps 1–5 need only the 8-byte common header ([`validate_ch`]); a receiver runs them first,
+//! so it knows how many header bytes to read and refuses an oversized PLEN before reading
+//! anything else. [`validate_header`] runs all steps; [`validate_partial`] runs them on a header
+//! as its bytes arrive (what every reader of a PDU stream does: the host's receive machine,
+//! the target's connection, the offload engine's flow, byte by byte in its resync search).
+//!
+//! Nothing here allocates: errors are `Copy` values whose text is built when displayed.
 //!
 //! A malformed Termination Request yields [`WireError::MalformedTermReq`]: the connection is
 //! closed without answering.
@@ -49,23 +53,26 @@
 //! ```
 
 use crate::digest::{DIGEST_LEN, crc32c};
-use crate::error::{Result, WireError};
+use crate::error::{Reason, Result, WireError};
 use crate::pdu::{
-    CH_LEN, CommonHeaderRepr, IcReqRepr, IcRespRepr, MAX_PDA, PduFlags, PduType, TERM_REQ_MAX_PLEN,
+    CH_LEN, CommonHeaderRepr, IcPdu, IcReqRepr, IcRespRepr, MAX_PDA, PduFlags, PduType,
+    TERM_REQ_MAX_PLEN,
 };
 
-/// Byte offsets of common header fields: the FEI of FES 0x01 errors.
+/// Byte offsets of the fields validation names: the FEI of FES 0x01/0x06 errors, taken from
+/// the PDU layouts' field tables.
 mod fei {
-    pub const PDU_TYPE: u32 = 0;
-    pub const FLAGS: u32 = 1;
-    pub const HLEN: u32 = 2;
-    pub const PDO: u32 = 3;
-    pub const PLEN: u32 = 4;
-    pub const PFV: u32 = 8;
-    pub const PDA: u32 = 10;
-    pub const MAXH2CDATA: u32 = 12;
-    pub const DATAL: u32 = 16;
-    pub const R2TL: u32 = 16;
+    use crate::pdu::field::{common, data, ic, r2t};
+    pub const PDU_TYPE: u32 = common::PDU_TYPE as u32;
+    pub const FLAGS: u32 = common::FLAGS as u32;
+    pub const HLEN: u32 = common::HLEN as u32;
+    pub const PDO: u32 = common::PDO as u32;
+    pub const PLEN: u32 = common::PLEN.start as u32;
+    pub const PFV: u32 = ic::PFV.start as u32;
+    pub const PDA: u32 = ic::PDA as u32;
+    pub const MAXH2CDATA: u32 = ic::MAX.start as u32;
+    pub const DATAL: u32 = data::DATAL.start as u32;
+    pub const R2TL: u32 = r2t::R2TL.start as u32;
 }
 
 /// Which end of the connection is receiving: decides which PDU types are acceptable.
@@ -306,7 +313,7 @@ static RULES: [TypeRules; 16] = {
 
 #[cold]
 #[inline(never)]
-fn invalid(t: Option<PduType>, field: &'static str, offset: u32, reason: String) -> WireError {
+fn invalid(t: Option<PduType>, field: &'static str, offset: u32, reason: Reason) -> WireError {
     if matches!(t, Some(PduType::H2cTermReq | PduType::C2hTermReq)) {
         WireError::MalformedTermReq {
             field,
@@ -324,7 +331,7 @@ fn invalid(t: Option<PduType>, field: &'static str, offset: u32, reason: String)
 
 #[cold]
 #[inline(never)]
-fn limit(reason: String) -> WireError {
+fn limit(reason: Reason) -> WireError {
     WireError::LimitExceeded(reason)
 }
 
@@ -358,7 +365,7 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
             None,
             "PDU-TYPE",
             fei::PDU_TYPE,
-            format!("reserved PDU type {raw_type:#04x}"),
+            Reason::ReservedType(raw_type),
         ));
     };
     if !params.role.receives(t) {
@@ -366,7 +373,10 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
             None,
             "PDU-TYPE",
             fei::PDU_TYPE,
-            format!("{t:?} is not received by the {:?}", params.role),
+            Reason::WrongDirection {
+                t,
+                to_host: params.role == Role::Host,
+            },
         ));
     }
 
@@ -377,7 +387,7 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
             Some(t),
             "FLAGS",
             fei::FLAGS,
-            format!("{:#04x} has bits not allowed for {t:?}", flags.0),
+            Reason::FlagsNotAllowed { flags: flags.0, t },
         ));
     }
     //    2b. HDGSTF iff header digests were negotiated and the type carries one (§7.4.6.1).
@@ -387,10 +397,7 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
             Some(t),
             "FLAGS",
             fei::FLAGS,
-            format!(
-                "HDGSTF must be {want_hdgst} (header digest negotiated: {})",
-                params.hdgst
-            ),
+            Reason::Hdgstf { want: want_hdgst },
         ));
     }
     //    2c. DDGSTF iff data digests were negotiated and this PDU carries data (§7.4.6.1).
@@ -404,10 +411,10 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
             Some(t),
             "FLAGS",
             fei::FLAGS,
-            format!(
-                "DDGSTF must be {want_ddgst} (data digest negotiated: {}, data: {has_data})",
-                params.ddgst
-            ),
+            Reason::Ddgstf {
+                want: want_ddgst,
+                data: has_data,
+            },
         ));
     }
     //    2d. SUCCESS only together with LAST_PDU (§7.4.5.2 C2HData).
@@ -416,7 +423,7 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
             Some(t),
             "FLAGS",
             fei::FLAGS,
-            "SUCCESS without LAST_PDU".into(),
+            Reason::SuccessWithoutLast,
         ));
     }
 
@@ -426,7 +433,11 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
             Some(t),
             "HLEN",
             fei::HLEN,
-            format!("expected {} for {t:?}, found {hlen}", rules.hlen),
+            Reason::Hlen {
+                t,
+                expected: rules.hlen,
+                found: hlen,
+            },
         ));
     }
 
@@ -437,7 +448,7 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
                 Some(t),
                 "PDO",
                 fei::PDO,
-                format!("{t:?} carries no data, PDO must be 0, found {pdo}"),
+                Reason::PdoWithoutData { pdo },
             ));
         }
         if (pdo as u32) < hd {
@@ -445,7 +456,7 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
                 Some(t),
                 "PDO",
                 fei::PDO,
-                format!("PDO {pdo} inside the header ({hd} bytes)"),
+                Reason::PdoInsideHeader { pdo, header: hd },
             ));
         }
         // Termination Requests place their data right after the header; no alignment applies.
@@ -462,7 +473,7 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
                 Some(t),
                 "PDO",
                 fei::PDO,
-                format!("PDO {pdo} not a multiple of the PDA alignment {align}"),
+                Reason::PdoMisaligned { pdo, align },
             ));
         }
         if pdo as u32 > plen {
@@ -470,17 +481,12 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
                 Some(t),
                 "PDO",
                 fei::PDO,
-                format!("PDO {pdo} beyond PLEN {plen}"),
+                Reason::PdoBeyondPlen { pdo, plen },
             ));
         }
     } else if rules.always_data || (has_data && rules.may_carry_data) {
         // Data PDUs always carry data; a capsule with in-capsule data needs a PDO.
-        return Err(invalid(
-            Some(t),
-            "PDO",
-            fei::PDO,
-            format!("{t:?} with data needs a PDO"),
-        ));
+        return Err(invalid(Some(t), "PDO", fei::PDO, Reason::PdoMissing));
     }
 
     // 5. PLEN (§7.4.1 common header; §7.4.4 Termination Requests: 24..=152).
@@ -491,7 +497,7 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
                     Some(t),
                     "PLEN",
                     fei::PLEN,
-                    format!("PLEN {plen} outside {hlen}..={TERM_REQ_MAX_PLEN}"),
+                    Reason::TermReqPlen { plen },
                 ));
             }
         }
@@ -501,7 +507,7 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
                     Some(t),
                     "PLEN",
                     fei::PLEN,
-                    format!("{t:?} is exactly {hd} bytes, PLEN {plen}"),
+                    Reason::PlenFixed { expected: hd, plen },
                 ));
             }
         }
@@ -511,7 +517,7 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
                     Some(t),
                     "PLEN",
                     fei::PLEN,
-                    format!("PLEN {plen} shorter than the header ({start} bytes)"),
+                    Reason::PlenShort { plen, start },
                 ));
             }
             // A data digest needs at least one data byte in front of it.
@@ -520,16 +526,16 @@ pub fn validate_ch(ch: &[u8], params: &NegotiatedParams) -> Result<PduLayout> {
                     Some(t),
                     "PLEN",
                     fei::PLEN,
-                    format!("PLEN {plen} leaves no data before the data digest"),
+                    Reason::PlenNoDataBeforeDigest { plen },
                 ));
             }
         }
     }
     if plen > params.max_plen {
-        return Err(limit(format!(
-            "PLEN {plen} above the maximum {}",
-            params.max_plen
-        )));
+        return Err(limit(Reason::PlenAboveMax {
+            plen,
+            max: params.max_plen,
+        }));
     }
 
     Ok(PduLayout {
@@ -560,6 +566,7 @@ pub fn validate_psh(layout: &PduLayout, header: &[u8], params: &NegotiatedParams
 
     // 6. Header digest: CRC32C over the HLEN bytes, stored right after them (§7.4.6.1).
     if layout.has_hdgst() {
+        // (HLEN + 4 bytes are in: checked above.)
         let received = u32::from_le_bytes([
             header[hlen],
             header[hlen + 1],
@@ -576,63 +583,60 @@ pub fn validate_psh(layout: &PduLayout, header: &[u8], params: &NegotiatedParams
     let t = layout.pdu_type();
     match t {
         PduType::H2cData | PduType::C2hData => {
-            let datal = read_u32_at_16(header);
+            let datal = u32_at(header, crate::pdu::field::data::DATAL);
             // §7.4.5.1/§7.4.5.2: DATAL is the length of the PDU's data.
             if datal as usize != layout.data_len() {
                 return Err(invalid(
                     Some(t),
                     "DATAL",
                     fei::DATAL,
-                    format!(
-                        "DATAL {datal} but PLEN − PDO − DDGST = {}",
-                        layout.data_len()
-                    ),
+                    Reason::Datal {
+                        datal,
+                        expected: layout.data_len() as u32,
+                    },
                 ));
             }
             // §7.4.5.1: an H2CData PDU carries at most MAXH2CDATA bytes (FES 0x05).
             if t == PduType::H2cData && datal > params.max_h2c_data {
-                return Err(limit(format!(
-                    "H2CData DATAL {datal} above MAXH2CDATA {}",
-                    params.max_h2c_data
-                )));
+                return Err(limit(Reason::AboveMaxH2cData {
+                    datal,
+                    max: params.max_h2c_data,
+                }));
             }
         }
         PduType::R2t => {
             // §7.4.5.3: an R2T asks for at least one byte (Linux hosts reject R2TL 0).
-            let r2tl = read_u32_at_16(header);
+            let r2tl = u32_at(header, crate::pdu::field::r2t::R2TL);
             if r2tl == 0 {
-                return Err(invalid(Some(t), "R2TL", fei::R2TL, "R2TL is 0".into()));
+                return Err(invalid(Some(t), "R2TL", fei::R2TL, Reason::R2tlZero));
             }
         }
         PduType::IcReq | PduType::IcResp => {
             // §7.4.2: PFV 0 is the only version.
-            let pfv = u16::from_le_bytes([header[8], header[9]]);
+            let ic = IcPdu::new_unchecked(header);
+            let pfv = ic.pfv();
             if pfv != 0 {
-                return Err(unsupported(
-                    "PFV",
-                    fei::PFV,
-                    format!("PDU format version {pfv}"),
-                ));
+                return Err(unsupported("PFV", fei::PFV, Reason::Pfv(pfv)));
             }
             // §7.4.2: HPDA/CPDA range 0..=31.
-            let pda = header[10];
+            let pda = ic.pda();
             if pda > MAX_PDA {
                 return Err(invalid(
                     Some(t),
                     if t == PduType::IcReq { "HPDA" } else { "CPDA" },
                     fei::PDA,
-                    format!("{pda} above {MAX_PDA}"),
+                    Reason::PdaRange(pda),
                 ));
             }
             // §7.4.2 ICResp: MAXH2CDATA is at least 4096 and a dword multiple.
             if t == PduType::IcResp {
-                let m = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+                let m = ic.max_field();
                 if m < 4096 || !m.is_multiple_of(4) {
                     return Err(invalid(
                         Some(t),
                         "MAXH2CDATA",
                         fei::MAXH2CDATA,
-                        format!("{m}: must be ≥ 4096 and a multiple of 4"),
+                        Reason::MaxH2cData(m),
                     ));
                 }
             }
@@ -642,10 +646,11 @@ pub fn validate_psh(layout: &PduLayout, header: &[u8], params: &NegotiatedParams
     Ok(())
 }
 
-/// DATAL / R2TL (bytes 16..20) of a 24-byte header (the length was checked against HLEN).
+/// The little-endian u32 at `field` of a header whose length was checked against HLEN (0 if
+/// it were not there).
 #[inline(always)]
-fn read_u32_at_16(header: &[u8]) -> u32 {
-    match header.get(16..20) {
+fn u32_at(header: &[u8], field: std::ops::Range<usize>) -> u32 {
+    match header.get(field) {
         Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
         _ => 0,
     }
@@ -659,12 +664,45 @@ fn hdgst_error(received: u32, computed: u32) -> WireError {
 
 #[cold]
 #[inline(never)]
-fn unsupported(field: &'static str, offset: u32, reason: String) -> WireError {
+fn unsupported(field: &'static str, offset: u32, reason: Reason) -> WireError {
     WireError::Unsupported {
         field,
         offset,
         reason,
     }
+}
+
+/// How far a header that is arriving has got (see [`validate_partial`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderProgress {
+    /// The header is valid so far and this many bytes of it (from the PDU's first byte) are
+    /// needed before it can be checked further: 8 for the common header, then
+    /// [`PduLayout::header_len`].
+    Need(usize),
+    /// The whole header (through its digest) is in and valid.
+    Complete(PduLayout),
+}
+
+/// Validates the bytes of a PDU header received so far, `received` holding them from the
+/// PDU's first byte: nothing before the 8-byte common header is in, steps 1–5 once it is,
+/// steps 6–7 once the whole header (HLEN plus header digest) is. Bytes beyond the header are
+/// not looked at.
+///
+/// A receiver collects header bytes into a buffer of [`crate::pdu::MAX_HLEN_WITH_HDGST`] + 4
+/// bytes, calls this whenever it has as many as the last [`HeaderProgress::Need`] asked for,
+/// and stops at the first error (framing is lost).
+#[inline]
+pub fn validate_partial(received: &[u8], params: &NegotiatedParams) -> Result<HeaderProgress> {
+    if received.len() < CH_LEN {
+        return Ok(HeaderProgress::Need(CH_LEN));
+    }
+    let layout = validate_ch(received, params)?;
+    let need = layout.header_len();
+    if received.len() < need {
+        return Ok(HeaderProgress::Need(need));
+    }
+    validate_psh(&layout, received, params)?;
+    Ok(HeaderProgress::Complete(layout))
 }
 
 /// Validates a whole PDU header (all steps) received by `params.role`.

@@ -157,7 +157,7 @@ fn term_req_truncates_the_offending_header_to_128_bytes() {
 
 #[test]
 fn term_req_for_error_uses_the_error_fes_and_fei() {
-    let err = nvme_tcp_wire::WireError::invalid("PDO", 3, "bad");
+    let err = nvme_tcp_wire::WireError::invalid("PDO", 3, nvme_tcp_wire::Reason::PdoMissing);
     let mut buf = [0u8; TERM_REQ_MAX_PLEN];
     let n = TermReqRepr::build_for_error(PduType::C2hTermReq, &err, &[1, 2, 3], &mut buf).unwrap();
     let p = TermReqPdu::new_checked(&buf[..n]).unwrap();

@@ -5,7 +5,9 @@
 mod support;
 
 use nvme_tcp_wire::pdu::*;
-use nvme_tcp_wire::validate::{NegotiatedParams, Role, validate_header};
+use nvme_tcp_wire::validate::{
+    HeaderProgress, NegotiatedParams, Role, validate_header, validate_partial,
+};
 use proptest::prelude::*;
 
 fn params(role: Role, hdgst: bool, ddgst: bool, rx_pda: u8) -> NegotiatedParams {
@@ -87,5 +89,44 @@ proptest! {
         let _ = PduRepr::parse(&b);
         let _ = validate_header(&b, &NegotiatedParams::new(Role::Host));
         let _ = validate_header(&b, &NegotiatedParams { hdgst: true, ddgst: true, rx_pda: 31, ..NegotiatedParams::new(Role::Controller) });
+    }
+
+    /// A header validated as its bytes arrive, one at a time, ends as the whole header does:
+    /// the same layout, or the same error (at the first step that sees the bad field).
+    #[test]
+    fn incremental_validation_agrees_with_whole_header(
+        mut b in proptest::collection::vec(any::<u8>(), 0..160),
+        t in 0u8..10,
+        hdgst in any::<bool>(),
+        ddgst in any::<bool>(),
+        host in any::<bool>(),
+    ) {
+        // Make plausible headers common: a known type and its HLEN.
+        if b.len() >= 8 && let Some(pt) = PduType::from_u8(t) {
+            b[0] = t;
+            b[2] = pt.hlen();
+        }
+        let role = if host { Role::Host } else { Role::Controller };
+        let p = params(role, hdgst, ddgst, 0);
+        let mut have = 0;
+        let incremental = loop {
+            match validate_partial(&b[..have], &p) {
+                Ok(HeaderProgress::Need(n)) if n <= b.len() => {
+                    prop_assert!(n > have);
+                    have += 1;
+                }
+                other => break other,
+            }
+        };
+        match (incremental, validate_header(&b, &p)) {
+            (Ok(HeaderProgress::Complete(a)), Ok(w)) => prop_assert_eq!(a, w),
+            (Ok(HeaderProgress::Need(n)), Err(e)) => {
+                prop_assert!(n > b.len());
+                let truncated = matches!(e, nvme_tcp_wire::WireError::Truncated { .. });
+                prop_assert!(truncated, "{:?}", e);
+            }
+            (Err(a), Err(w)) => prop_assert_eq!(a, w),
+            (a, w) => prop_assert!(false, "incremental {:?}, whole {:?}", a, w),
+        }
     }
 }

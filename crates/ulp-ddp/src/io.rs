@@ -127,6 +127,7 @@ impl IoBuf {
 
     /// The segment index and offset within it of transfer offset `offset`; `None` if `offset`
     /// is at or past the end. Skips empty segments.
+    #[inline]
     pub fn locate(&self, offset: usize) -> Option<(usize, usize)> {
         match self {
             IoBuf::Contig(v) => (offset < v.len()).then_some((0, offset)),
@@ -144,34 +145,46 @@ impl IoBuf {
     }
 
     /// True if `len` bytes at `offset` lie inside the buffer.
+    #[inline]
     fn covers(&self, offset: u64, len: usize) -> bool {
         offset
             .checked_add(len as u64)
             .is_some_and(|end| end <= self.len() as u64)
     }
 
-    /// Calls `f` with the buffer's bytes in `offset..offset + len`, segment piece by segment
-    /// piece, in order. Returns false (calling nothing) if the range is not inside the buffer.
-    pub fn for_each_chunk(&self, offset: u64, len: usize, mut f: impl FnMut(&[u8])) -> bool {
+    /// The buffer's bytes in `offset..offset + len`, segment piece by segment piece, in
+    /// order: the one walker of a transfer range over the segments. `None` if the range is
+    /// not inside the buffer.
+    #[inline]
+    pub fn chunks(&self, offset: u64, len: usize) -> Option<Chunks<'_>> {
         if !self.covers(offset, len) {
-            return false;
+            return None;
         }
-        if len == 0 {
-            return true;
-        }
-        let Some((mut seg, mut off)) = self.locate(offset as usize) else {
-            return false;
+        let (seg, off) = if len == 0 {
+            (0, 0)
+        } else {
+            self.locate(offset as usize)?
         };
-        let mut left = len;
-        while left > 0 {
-            let s = self.segment(seg);
-            let n = (s.len() - off).min(left);
-            f(&s[off..off + n]);
-            left -= n;
-            seg += 1;
-            off = 0;
+        Some(Chunks {
+            buf: self,
+            seg,
+            off,
+            left: len,
+        })
+    }
+
+    /// Calls `f` with the buffer's bytes in `offset..offset + len`, segment piece by segment
+    /// piece, in order ([`IoBuf::chunks`]). Returns false (calling nothing) if the range is not
+    /// inside the buffer.
+    #[inline]
+    pub fn for_each_chunk(&self, offset: u64, len: usize, f: impl FnMut(&[u8])) -> bool {
+        match self.chunks(offset, len) {
+            Some(c) => {
+                c.for_each(f);
+                true
+            }
+            None => false,
         }
-        true
     }
 
     /// Copies `data` to transfer offset `offset`, continuing from `cursor` when it points at
@@ -291,6 +304,37 @@ impl DdpIo {
             command_id,
             buf: buf.into(),
         }
+    }
+}
+
+/// The pieces of a transfer range of an [`IoBuf`], one per segment it touches (see
+/// [`IoBuf::chunks`]).
+#[derive(Debug, Clone)]
+pub struct Chunks<'a> {
+    buf: &'a IoBuf,
+    seg: usize,
+    off: usize,
+    left: usize,
+}
+
+impl<'a> Iterator for Chunks<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        while self.left > 0 && self.seg < self.buf.segment_count() {
+            let s = self.buf.segment(self.seg);
+            let off = self.off;
+            self.seg += 1;
+            self.off = 0;
+            if off >= s.len() {
+                continue;
+            }
+            let n = (s.len() - off).min(self.left);
+            self.left -= n;
+            return Some(&s[off..off + n]);
+        }
+        None
     }
 }
 

@@ -50,7 +50,7 @@ pub use device::{
     is_cap_active,
 };
 pub use error::{DdpError, SetupError};
-pub use io::{DdpIo, IoBuf, SgCursor};
+pub use io::{Chunks, DdpIo, IoBuf, SgCursor};
 pub use limits::{Limits, ProtoConfig, ProtoLimits, SkConfig, UlpDdpType};
 pub use nvme_tcp::{NVME_TCP_PFV_1_0, NvmeTcpDdpConfig, NvmeTcpDdpLimits, NvmeTcpDigests};
 pub use resync::ResyncTracker;

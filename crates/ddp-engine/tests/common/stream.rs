@@ -175,13 +175,7 @@ impl Stream {
         fake_headers: bool,
     ) {
         let start = self.bytes.len() as u64;
-        let mut flags = PduFlags::NONE;
-        if last {
-            flags = flags | PduFlags::LAST_PDU;
-        }
-        if success {
-            flags = flags | PduFlags::SUCCESS;
-        }
+        let flags = PduFlags::data(last, success);
         let repr = DataPduRepr {
             pdu_type: PduType::C2hData,
             flags,

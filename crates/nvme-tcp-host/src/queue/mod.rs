@@ -30,7 +30,7 @@ mod tx;
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use nvme_tcp_wire::nvme::Cqe;
+use nvme_tcp_wire::nvme::{AdminOpcode, Cqe, FabricsType, Psdt, SglDescriptor, Sqe};
 use nvme_tcp_wire::pdu::{CapsuleCmdRepr, DataPduRepr, HeaderBuf, IcReqRepr, PduFlags, PduType};
 
 use crate::buf::IoBuf;
@@ -40,7 +40,7 @@ use crate::options::CidMode;
 use crate::tags::TagAllocator;
 
 /// Length of a submission queue entry.
-pub const SQE_LEN: usize = 64;
+pub use nvme_tcp_wire::nvme::SQE_LEN;
 
 /// Static configuration of a queue.
 #[derive(Debug, Clone)]
@@ -404,7 +404,7 @@ impl QueueCore {
         slot.submitted = Some(now);
         slot.abort_sent = false;
         // In-capsule limit: Fabrics commands (opcode 0x7F) may always carry 8 KiB.
-        let icmax = if slot.sqe[0] == 0x7F {
+        let icmax = if is_fabrics(&slot.sqe) {
             self.cfg.in_capsule_max.max(8192)
         } else {
             self.cfg.in_capsule_max
@@ -652,7 +652,9 @@ impl QueueCore {
             if self.tags.lookup(s.cid).is_some() && s.tearing.is_none() {
                 // A Connect from the previous connection is not re-issued (the driver sends a
                 // new one) and not reported: it was the driver's own command.
-                if s.sqe[0] == 0x7F && s.sqe[4] == 0x01 {
+                if is_fabrics(&s.sqe)
+                    && Sqe::from_array(&s.sqe).fctype() == FabricsType::Connect as u8
+                {
                     s.buf = None;
                     s.submitted = None;
                     self.tags.release(idx);
@@ -717,19 +719,26 @@ impl QueueCore {
     }
 }
 
-/// Writes the CID into SQE bytes 2..4.
+/// Writes the CID into the SQE.
 fn set_cid(sqe: &mut [u8; SQE_LEN], cid: u16) {
-    sqe[2..4].copy_from_slice(&cid.to_le_bytes());
+    Sqe::from_array_mut(sqe).set_cid(cid);
 }
 
 /// Sets PSDT = SGL and SGL1 for a transfer of `len` bytes: a Data Block / Offset descriptor
-/// (0x01) for in-capsule data, else a Transport SGL Data Block (0x5A).
+/// (offset 0) for in-capsule data, else a Transport SGL Data Block.
 fn set_sgl(sqe: &mut [u8; SQE_LEN], len: usize, in_capsule: bool) {
-    sqe[1] = (sqe[1] & 0x3F) | 0x40;
-    sqe[24..32].fill(0);
-    sqe[32..36].copy_from_slice(&(len as u32).to_le_bytes());
-    sqe[36..39].fill(0);
-    sqe[39] = if in_capsule && len > 0 { 0x01 } else { 0x5A };
+    let sqe = Sqe::from_array_mut(sqe);
+    sqe.set_psdt(Psdt::SglMetadataBuffer);
+    sqe.set_dptr(if in_capsule && len > 0 {
+        SglDescriptor::data_block_offset(0, len as u32)
+    } else {
+        SglDescriptor::transport_data_block(len as u32)
+    });
+}
+
+/// True if the SQE is a Fabrics command.
+fn is_fabrics(sqe: &[u8; SQE_LEN]) -> bool {
+    Sqe::from_array(sqe).opcode() == AdminOpcode::Fabrics as u8
 }
 
 /// Decodes the CQE fields the queue needs, through the wire layer's [`Cqe`]:

@@ -6,11 +6,10 @@ use ulp_ddp::{
     SockId,
 };
 
+use nvme_tcp_wire::nvme::{IoOpcode, Sqe};
+
 use super::{DataDir, QueueCore};
 use crate::offload::{DdpNetdev, QueueOffload};
-
-/// NVM command set opcode of Read.
-const NVM_OPCODE_READ: u8 = 0x02;
 
 impl QueueCore {
     /// Offloads this queue's socket (`nvme_tcp_offload_socket`): `sk_add` on the device with
@@ -139,7 +138,11 @@ impl QueueCore {
                 .buf
                 .as_ref()
                 .is_some_and(|b| b.segment_count() <= off.max_sgl as usize);
-        if slot.dir != DataDir::ToHost || slot.sqe[0] != NVM_OPCODE_READ || !large || !fits {
+        if slot.dir != DataDir::ToHost
+            || Sqe::from_array(&slot.sqe).opcode() != IoOpcode::Read as u8
+            || !large
+            || !fits
+        {
             return;
         }
         let Some(buf) = slot.buf.take() else {

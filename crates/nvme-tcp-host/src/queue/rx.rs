@@ -12,13 +12,13 @@
 //! CRC accordingly. Stream offsets count every byte fed to this queue since its connection
 //! was established.
 
-use nvme_tcp_wire::WireError;
-use nvme_tcp_wire::digest::{Crc32c, crc32c};
+use nvme_tcp_wire::digest::Crc32c;
+use nvme_tcp_wire::pdu::field as pdu_field;
 use nvme_tcp_wire::pdu::{
-    CH_LEN, CommonHeaderRepr, DataPdu, IC_PDU_LEN, IcPdu, IcRespRepr, PduFlags, PduType, R2tPdu,
-    TERM_REQ_HLEN, TermReqPdu,
+    CH_LEN, CommonHeader, CommonHeaderRepr, DataPdu, IC_PDU_LEN, IcPdu, IcRespRepr, PduFlags,
+    PduType, R2tPdu, TERM_REQ_HLEN, TermReqPdu,
 };
-use nvme_tcp_wire::validate::{NegotiatedParams, Role, validate_ch};
+use nvme_tcp_wire::validate::{NegotiatedParams, PduLayout, Role, validate_ch, validate_psh};
 
 use super::{CqeInfo, DataDir, Negotiated, Phase, QueueCore, cqe_fields};
 use crate::error::{IoError, ProtocolError};
@@ -75,7 +75,8 @@ pub(crate) struct RxMachine {
     pos: u64,
     /// Stream offset of the current PDU's first byte.
     pdu_seq: u64,
-    ch: Option<CommonHeaderRepr>,
+    /// The current PDU's common header, validated.
+    layout: Option<PduLayout>,
     data: Option<DataCursor>,
     ddgst: [u8; 4],
     ddgst_have: usize,
@@ -92,7 +93,7 @@ impl RxMachine {
             need: CH_LEN,
             pos: 0,
             pdu_seq: 0,
-            ch: None,
+            layout: None,
             data: None,
             ddgst: [0; 4],
             ddgst_have: 0,
@@ -450,36 +451,27 @@ impl QueueCore {
         }
         if self.rx.need == CH_LEN {
             self.rx.pdu_seq = self.rx.pos - CH_LEN as u64;
-            let ch = match self.check_common_header() {
-                Ok(ch) => ch,
+            let layout = match self.check_common_header() {
+                Ok(l) => l,
                 Err(e) => return Err(self.fail(e)),
             };
             self.resync_check();
-            self.rx.need = ch.header_len();
-            self.rx.ch = Some(ch);
+            self.rx.need = layout.header_len();
+            self.rx.layout = Some(layout);
             if self.rx.have < self.rx.need {
                 return Ok(());
             }
         }
-        let Some(ch) = self.rx.ch else {
+        let Some(layout) = self.rx.layout else {
             return Err(self.fail(ProtocolError::Closed));
         };
-        if ch.has_hdgst() {
-            let hlen = ch.hlen as usize;
-            let received = u32::from_le_bytes([
-                self.rx.hdr[hlen],
-                self.rx.hdr[hlen + 1],
-                self.rx.hdr[hlen + 2],
-                self.rx.hdr[hlen + 3],
-            ]);
-            let computed = crc32c(&self.rx.hdr[..hlen]);
-            if received != computed {
-                return Err(self.fail(ProtocolError::Header(WireError::HeaderDigest {
-                    received,
-                    computed,
-                })));
-            }
+        // Header digest and the per-type rules (DATAL, R2TL, ICResp fields): the wire layer's
+        // validation core, over the header as received.
+        if let Err(e) = validate_psh(&layout, &self.rx.hdr[..self.rx.need], &self.rx_params()) {
+            return Err(self.fail(e.into()));
         }
+        let mut ch = layout.ch;
+        ch.flags = PduFlags(self.rx.hdr[pdu_field::common::FLAGS]);
         self.rx.have = 0;
         self.rx.need = CH_LEN;
         self.rx.state = RxState::RecvPduHeader;
@@ -500,33 +492,20 @@ impl QueueCore {
     /// Common-header checks (PDU type and direction, flags, HLEN, PDO, PLEN, in spec order)
     /// through the wire layer's validator, plus the host's sequence rule: ICResp only as the
     /// first PDU. The header digest is checked once the whole header is in.
-    fn check_common_header(&self) -> Result<CommonHeaderRepr, ProtocolError> {
+    fn check_common_header(&self) -> Result<PduLayout, ProtocolError> {
         let mut ch = [0u8; CH_LEN];
         ch.copy_from_slice(&self.rx.hdr[..CH_LEN]);
+        let mut ch = CommonHeader::new_unchecked(ch);
         // SUCCESS without LAST_PDU concerns one command: it is reported against that command
         // once its CCCID is known (handle_c2h_data), so the validator sees it cleared.
-        let flags = PduFlags(ch[1]);
-        if ch[0] == PduType::C2hData as u8
+        let flags = ch.flags();
+        if ch.pdu_type() == Some(PduType::C2hData)
             && flags.contains(PduFlags::SUCCESS)
             && !flags.contains(PduFlags::LAST_PDU)
         {
-            ch[1] &= !PduFlags::SUCCESS.0;
+            ch.set_flags(PduFlags(flags.0 & !PduFlags::SUCCESS.0));
         }
-        let neg = self.neg.unwrap_or(Negotiated {
-            hdgst: false,
-            ddgst: false,
-            cpda: 0,
-            maxh2cdata: 0,
-        });
-        let params = NegotiatedParams {
-            hdgst: neg.hdgst,
-            ddgst: neg.ddgst,
-            // Data is placed into the command's buffer, never staged: PLEN needs no bound
-            // beyond the DATAO/DATAL checks against that buffer.
-            max_plen: u32::MAX,
-            ..NegotiatedParams::new(Role::Host)
-        };
-        let layout = validate_ch(&ch, &params)?;
+        let layout = validate_ch(&ch.into_inner(), &self.rx_params())?;
         let t = layout.pdu_type();
         let allowed = match self.phase {
             Phase::WaitIcResp => matches!(t, PduType::IcResp | PduType::C2hTermReq),
@@ -542,30 +521,35 @@ impl QueueCore {
                 },
             });
         }
-        let mut repr = layout.ch;
-        repr.flags = PduFlags(self.rx.hdr[1]);
-        Ok(repr)
+        Ok(layout)
+    }
+
+    /// What the validation core checks received PDUs against.
+    fn rx_params(&self) -> NegotiatedParams {
+        let neg = self.neg.unwrap_or(Negotiated {
+            hdgst: false,
+            ddgst: false,
+            cpda: 0,
+            maxh2cdata: 0,
+        });
+        NegotiatedParams {
+            hdgst: neg.hdgst,
+            ddgst: neg.ddgst,
+            // Data is placed into the command's buffer, never staged: PLEN needs no bound
+            // beyond the DATAO/DATAL checks against that buffer.
+            max_plen: u32::MAX,
+            ..NegotiatedParams::new(Role::Host)
+        }
     }
 
     fn handle_icresp(&mut self) -> Result<(), ProtocolError> {
         let pdu = IcPdu::new_unchecked(&self.rx.hdr[..IC_PDU_LEN]);
         let r = IcRespRepr::parse(&pdu)?;
-        if r.pfv != 0 {
-            return Err(ProtocolError::IcResp(format!("PFV {} (expected 0)", r.pfv)));
-        }
-        if r.cpda > nvme_tcp_wire::pdu::MAX_PDA {
-            return Err(ProtocolError::IcResp(format!("CPDA {} above 31", r.cpda)));
-        }
+        // PFV, CPDA and MAXH2CDATA were checked with the header (validate_psh).
         if r.hdgst_enable != self.cfg.hdgst || r.ddgst_enable != self.cfg.ddgst {
             return Err(ProtocolError::IcResp(format!(
                 "digests requested hdgst={} ddgst={}, controller enabled hdgst={} ddgst={}",
                 self.cfg.hdgst, self.cfg.ddgst, r.hdgst_enable, r.ddgst_enable
-            )));
-        }
-        if r.maxh2cdata < 4096 || r.maxh2cdata % 4 != 0 {
-            return Err(ProtocolError::IcResp(format!(
-                "MAXH2CDATA {} (must be a multiple of 4, at least 4096)",
-                r.maxh2cdata
             )));
         }
         self.neg = Some(Negotiated {
@@ -590,7 +574,8 @@ impl QueueCore {
     }
 
     fn handle_capsule_resp(&mut self) -> Result<(), ProtocolError> {
-        let Some((dw0, dw1, sqhd, cid, status)) = cqe_fields(&self.rx.hdr[8..24]) else {
+        let Some((dw0, dw1, sqhd, cid, status)) = cqe_fields(&self.rx.hdr[pdu_field::capsule::CQE])
+        else {
             return Err(ProtocolError::Closed);
         };
         let Some(idx) = self.tags.lookup(cid) else {
@@ -616,7 +601,7 @@ impl QueueCore {
     }
 
     fn handle_r2t(&mut self) -> Result<(), ProtocolError> {
-        let pdu = R2tPdu::new_unchecked(&self.rx.hdr[..24]);
+        let pdu = R2tPdu::new_unchecked(&self.rx.hdr[..]);
         let (cid, ttag, r2to, r2tl) = (pdu.cccid(), pdu.ttag(), pdu.r2to(), pdu.r2tl());
         let Some(idx) = self.tags.lookup(cid) else {
             return Err(ProtocolError::UnknownCccid {
@@ -658,7 +643,7 @@ impl QueueCore {
     }
 
     fn handle_c2h_data(&mut self, ch: &CommonHeaderRepr) -> Result<(), ProtocolError> {
-        let pdu = DataPdu::new_unchecked(&self.rx.hdr[..24]);
+        let pdu = DataPdu::new_unchecked(&self.rx.hdr[..]);
         let (cid, datao, datal) = (pdu.cccid(), pdu.datao(), pdu.datal());
         let Some(idx) = self.tags.lookup(cid) else {
             return Err(ProtocolError::UnknownCccid {
@@ -681,8 +666,10 @@ impl QueueCore {
                 detail: "data after the PDU flagged LAST_PDU",
             });
         }
+        // DATAL = PLEN − PDO − DDGST was checked with the header (validate_psh); an empty
+        // C2HData is refused here.
         let carried = ch.data_len();
-        if datal as usize != carried || datal == 0 {
+        if datal == 0 {
             return Err(ProtocolError::DataLength {
                 cid,
                 datal,

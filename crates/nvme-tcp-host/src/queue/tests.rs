@@ -275,15 +275,10 @@ fn datal_must_match_the_pdu_length() {
     let mut s = c2h(&q, cid, 0, &[1; 1024], PduFlags::LAST_PDU);
     s[16..20].copy_from_slice(&2048u32.to_le_bytes()); // DATAL 2048, PLEN says 1024
     let e = feed_err(&mut q, &s);
+    // A header field error (FES 0x01) naming DATAL (FEI 16), from the validation core.
     assert!(
-        matches!(
-            e,
-            ProtocolError::DataLength {
-                datal: 2048,
-                carried: 1024,
-                ..
-            }
-        ),
+        matches!(&e, ProtocolError::Header(w)
+            if w.termination() == Some((nvme_tcp_wire::Fes::InvalidHeaderField, 16))),
         "{e}"
     );
 }
@@ -490,7 +485,17 @@ fn r2t_is_answered_with_h2c_data_split_at_maxh2cdata() {
 
 #[test]
 fn r2t_ranges_are_checked() {
-    for (o, l) in [(0u32, 0u32), (4096, 4096), (0, 20001), (u32::MAX, 2)] {
+    // R2TL 0 is a header field error (FES 0x01, FEI 16), from the validation core.
+    let mut q = live(false, false);
+    let cid = submit(&mut q, write_req(vec![0; 20000], 1));
+    let s = r2t(&q, cid, 1, 0, 0);
+    let e = feed_err(&mut q, &s);
+    assert!(
+        matches!(&e, ProtocolError::Header(w)
+            if w.termination() == Some((nvme_tcp_wire::Fes::InvalidHeaderField, 16))),
+        "{e}"
+    );
+    for (o, l) in [(4096u32, 4096u32), (0, 20001), (u32::MAX, 2)] {
         let mut q = live(false, false);
         let cid = submit(&mut q, write_req(vec![0; 20000], 1));
         let s = r2t(&q, cid, 1, o, l);
@@ -523,7 +528,12 @@ fn icresp_with_other_digests_than_requested_is_rejected() {
     assert!(matches!(e, ProtocolError::IcResp(_)), "{e}");
     let mut q = QueueCore::new(cfg(false, false));
     let e = feed_err(&mut q, &icresp(false, false, 1000));
-    assert!(matches!(e, ProtocolError::IcResp(_)), "{e}");
+    // MAXH2CDATA below 4096: a header field error naming MAXH2CDATA (FEI 12).
+    assert!(
+        matches!(&e, ProtocolError::Header(w)
+            if w.termination() == Some((nvme_tcp_wire::Fes::InvalidHeaderField, 12))),
+        "{e}"
+    );
 }
 
 #[test]

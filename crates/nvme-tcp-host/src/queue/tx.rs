@@ -36,17 +36,9 @@ pub(crate) struct TxQueue {
 /// CRC32C over `len` bytes at transfer offset `off` of `buf` (which the caller checked).
 fn crc_range(buf: &IoBuf, off: usize, len: usize) -> u32 {
     let mut c = Crc32c::new();
-    let mut at = off;
-    let end = off + len;
-    while at < end {
-        let Some((seg, soff)) = buf.locate(at) else {
-            break;
-        };
-        let s = buf.segment(seg);
-        let n = (s.len() - soff).min(end - at);
-        c.update(&s[soff..soff + n]);
-        at += n;
-    }
+    buf.for_each_chunk(off as u64, len, |s| {
+        c.update(s);
+    });
     c.finalize()
 }
 
@@ -154,18 +146,10 @@ impl TxQueue {
                 let Some(buf) = slots.get(idx as usize).and_then(|s| s.buf.as_ref()) else {
                     return;
                 };
-                let mut at = off;
-                let end = off + len;
-                while at < end {
-                    let Some((seg, soff)) = buf.locate(at) else {
-                        return;
-                    };
-                    let s = buf.segment(seg);
-                    let n = (s.len() - soff).min(end - at);
-                    if !f(&s[soff..soff + n]) {
+                for s in buf.chunks(off as u64, len).into_iter().flatten() {
+                    if !f(s) {
                         return;
                     }
-                    at += n;
                 }
             }
         }

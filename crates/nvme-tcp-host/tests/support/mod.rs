@@ -212,13 +212,7 @@ fn c2h(
     success: bool,
     corrupt: bool,
 ) -> std::io::Result<()> {
-    let mut flags = PduFlags::NONE;
-    if last {
-        flags = flags | PduFlags::LAST_PDU;
-    }
-    if success {
-        flags = flags | PduFlags::SUCCESS;
-    }
+    let flags = PduFlags::data(last, success);
     let h = HeaderBuf::new(&DataPduRepr {
         pdu_type: PduType::C2hData,
         flags,

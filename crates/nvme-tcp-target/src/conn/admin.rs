@@ -5,11 +5,13 @@ use std::time::Instant;
 
 use nvme_tcp_wire::nvme::fabrics::CNTLID_DYNAMIC;
 use nvme_tcp_wire::nvme::features::sel;
+use nvme_tcp_wire::nvme::log::FirmwareSlotLog;
 use nvme_tcp_wire::nvme::{
     AbortCommand, AdminCommand, Cns, ConnectCommand, ConnectData, ConnectResponse, FabricsCommand,
     Feature, GetFeaturesCommand, GetLogPageCommand, IdentifyCommand, PropertySize,
     SetFeaturesCommand, Sgl, Sqe, Status,
 };
+use zerocopy::IntoBytes;
 
 use super::{Connection, Flow, Queue};
 use crate::controller::{ControllerKind, ControllerParams, fid, lid};
@@ -379,15 +381,9 @@ impl Connection {
                 ctrl.smart_log()
             }
             (lid::CHANGED_NS, false) => ctrl.changed_ns_log(),
-            (lid::FW_SLOT, false) => {
-                let mut p = vec![0u8; 512];
-                p[0] = 1; // active slot 1
-                let fr = env!("CARGO_PKG_VERSION").as_bytes();
-                let n = fr.len().min(8);
-                p[8..16].fill(b' ');
-                p[8..8 + n].copy_from_slice(&fr[..n]);
-                p
-            }
+            (lid::FW_SLOT, false) => FirmwareSlotLog::with_slot1(env!("CARGO_PKG_VERSION"))
+                .as_bytes()
+                .to_vec(),
             _ => return self.complete(cid, Status::INVALID_LOG_PAGE, 0, 0),
         };
         let Ok(start) = usize::try_from(c.lpo) else {

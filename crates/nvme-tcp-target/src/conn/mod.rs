@@ -26,14 +26,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nvme_tcp_wire::WireError;
 use nvme_tcp_wire::digest::crc32c;
 use nvme_tcp_wire::nvme::{Cqe, DatasetManagementCommand, Sqe, Status, StatusField};
+use nvme_tcp_wire::pdu::field as pdu_field;
 use nvme_tcp_wire::pdu::{
     CH_LEN, CapsuleRespRepr, DataPdu, DataPduRepr, HeaderBuf, IcPdu, IcReqRepr, IcRespRepr,
-    MAX_HEADER_LEN, PduFlags, PduType, R2tRepr, TERM_REQ_MAX_PLEN, TermReqRepr,
+    MAX_HEADER_LEN, MAX_HLEN_WITH_HDGST, PduFlags, PduType, R2tRepr, TERM_REQ_MAX_PLEN,
+    TermReqRepr,
 };
-use nvme_tcp_wire::validate::{NegotiatedParams, PduLayout, Role, validate_ch, validate_psh};
+use nvme_tcp_wire::validate::{
+    HeaderProgress, NegotiatedParams, PduLayout, Role, validate_partial,
+};
+use nvme_tcp_wire::{Reason, WireError};
 use zerocopy::IntoBytes;
 
 use crate::backend::AlignedBuf;
@@ -409,13 +413,14 @@ impl Connection {
                 break;
             }
             let avail = &rx[self.rx_start..self.rx_end];
-            if avail.len() < CH_LEN {
-                break;
-            }
-            let layout = match validate_ch(avail, &self.params) {
-                Ok(l) => l,
+            // The header is validated as its bytes arrive (refusing an oversized PLEN before
+            // anything else is read); the PDU is handled once all PLEN bytes are in.
+            let layout = match validate_partial(avail, &self.params) {
+                Ok(HeaderProgress::Complete(l)) => l,
+                Ok(HeaderProgress::Need(_)) => break,
                 Err(e) => {
-                    let hlen = (avail[2] as usize).clamp(CH_LEN, avail.len().min(128));
+                    let hlen = usize::from(avail[pdu_field::common::HLEN])
+                        .clamp(CH_LEN, avail.len().min(MAX_HLEN_WITH_HDGST));
                     self.terminate(&e, &avail[..hlen]);
                     break;
                 }
@@ -425,10 +430,6 @@ impl Connection {
                 break;
             }
             let pdu = &avail[..plen];
-            if let Err(e) = validate_psh(&layout, &pdu[..layout.header_len()], &self.params) {
-                self.terminate(&e, &pdu[..layout.hlen()]);
-                break;
-            }
             match self.handle_pdu(&layout, pdu, now) {
                 Flow::Continue => self.rx_start += plen,
                 Flow::Stall => {
@@ -462,7 +463,7 @@ impl Connection {
             }
             _ if self.phase != Phase::Ready => {
                 self.terminate(
-                    &WireError::Sequence(format!("{:?} before ICReq", layout.pdu_type())),
+                    &WireError::Sequence(Reason::BeforeIcReq(layout.pdu_type())),
                     &pdu[..layout.hlen()],
                 );
                 Flow::Continue
@@ -475,7 +476,11 @@ impl Connection {
             other => {
                 // The validator only lets host-to-controller types through.
                 self.terminate(
-                    &WireError::invalid("PDU-TYPE", 0, format!("{other:?} not expected")),
+                    &WireError::invalid(
+                        "PDU-TYPE",
+                        pdu_field::common::PDU_TYPE,
+                        Reason::NotExpected(other),
+                    ),
                     &pdu[..layout.hlen()],
                 );
                 Flow::Continue
@@ -488,7 +493,7 @@ impl Connection {
     fn on_icreq(&mut self, pdu: &[u8]) -> Flow {
         if self.phase != Phase::AwaitIcReq {
             self.terminate(
-                &WireError::Sequence("ICReq after connection initialization".into()),
+                &WireError::Sequence(Reason::IcReqAgain),
                 &pdu[..pdu.len().min(128)],
             );
             return Flow::Continue;
@@ -613,13 +618,7 @@ impl Connection {
 
     /// Queues a C2HData header.
     fn push_c2h_header(&mut self, cccid: u16, datao: u32, datal: u32, last: bool, success: bool) {
-        let mut flags = PduFlags::NONE;
-        if last {
-            flags = flags | PduFlags::LAST_PDU;
-        }
-        if success {
-            flags = flags | PduFlags::SUCCESS;
-        }
+        let flags = PduFlags::data(last, success);
         let repr = DataPduRepr {
             pdu_type: PduType::C2hData,
             flags,
@@ -713,14 +712,22 @@ impl Connection {
         let header = &pdu[..layout.hlen()];
         let Some(Some(w)) = self.writes.get(ttag as usize) else {
             self.terminate(
-                &WireError::invalid("TTAG", 10, format!("no R2T with TTAG {ttag}")),
+                &WireError::invalid(
+                    "TTAG",
+                    pdu_field::data::TTAG.start,
+                    Reason::UnknownTtag(ttag),
+                ),
                 header,
             );
             return;
         };
         if self.r2t_waiting.contains(&ttag) {
             self.terminate(
-                &WireError::invalid("TTAG", 10, format!("TTAG {ttag} has no R2T yet")),
+                &WireError::invalid(
+                    "TTAG",
+                    pdu_field::data::TTAG.start,
+                    Reason::TtagBeforeR2t(ttag),
+                ),
                 header,
             );
             return;
@@ -729,8 +736,12 @@ impl Connection {
             self.terminate(
                 &WireError::invalid(
                     "CCCID",
-                    8,
-                    format!("TTAG {ttag} belongs to CID {}, not {cccid}", w.cccid),
+                    pdu_field::data::CCCID.start,
+                    Reason::CccidOfTtag {
+                        ttag,
+                        owner: w.cccid,
+                        cccid,
+                    },
                 ),
                 header,
             );
@@ -739,24 +750,33 @@ impl Connection {
         let end = datao as u64 + datal as u64;
         if datao < w.received || end > w.len as u64 {
             self.terminate(
-                &WireError::OutOfRange(format!(
-                    "DATAO {datao} + DATAL {datal} outside the R2T range 0..{} (next {})",
-                    w.len, w.received
-                )),
+                &WireError::OutOfRange(Reason::OutsideR2t {
+                    datao,
+                    datal,
+                    len: w.len,
+                    next: w.received,
+                }),
                 header,
             );
             return;
         }
         if datao != w.received {
             self.terminate(
-                &WireError::Sequence(format!("DATAO {datao}, expected {}", w.received)),
+                &WireError::Sequence(Reason::Datao {
+                    datao,
+                    expected: w.received,
+                }),
                 header,
             );
             return;
         }
         if last != (end == w.len as u64) {
             self.terminate(
-                &WireError::Sequence(format!("LAST_PDU {last} at {end} of {} R2T bytes", w.len)),
+                &WireError::Sequence(Reason::LastPdu {
+                    last,
+                    end,
+                    len: w.len,
+                }),
                 header,
             );
             return;

@@ -682,6 +682,14 @@ impl NsidList {
         self.entries.iter().map(|e| e.get()).take_while(|&n| n != 0)
     }
 
+    /// The Changed Namespace List that says "more than 1024 namespaces changed": 0xFFFFFFFF
+    /// in the first entry.
+    pub fn overflow() -> Self {
+        let mut list = NsidList::new_zeroed();
+        list.entries[0].set(u32::MAX);
+        list
+    }
+
     /// True if the first entry is 0xFFFFFFFF, which in the Changed Namespace List log means
     /// "more than 1024 namespaces changed".
     pub fn overflowed(&self) -> bool {

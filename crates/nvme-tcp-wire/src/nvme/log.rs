@@ -289,6 +289,43 @@ impl SmartLog {
     }
 }
 
+/// Length of the Firmware Slot Information log page.
+pub const FW_SLOT_LOG_LEN: usize = 512;
+
+/// Firmware Slot Information log page (LID 0x03, 512 bytes).
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct FirmwareSlotLog {
+    /// 0: Active Firmware Info (AFI): bits 2:0 the active slot.
+    pub afi: u8,
+    /// 1: reserved.
+    pub reserved1: [u8; 7],
+    /// 8: Firmware Revision for Slot 1..7 (FRS1..FRS7), ASCII, space padded.
+    pub frs: [[u8; 8]; 7],
+    /// 64: reserved.
+    pub reserved64: [u8; 448],
+}
+
+impl FirmwareSlotLog {
+    /// A log with `revision` (at most 8 ASCII characters are kept) in slot 1, the active one.
+    pub fn with_slot1(revision: &str) -> Self {
+        let mut log = FirmwareSlotLog::new_zeroed();
+        log.afi = 1;
+        let r = revision.as_bytes();
+        let n = r.len().min(8);
+        log.frs[0] = [b' '; 8];
+        log.frs[0][..n].copy_from_slice(&r[..n]);
+        log
+    }
+
+    /// Views the first 512 bytes of `bytes` as the log.
+    pub fn parse(bytes: &[u8]) -> Result<&FirmwareSlotLog, NvmeError> {
+        view_prefix("Firmware Slot log", FW_SLOT_LOG_LEN, bytes)
+    }
+}
+
 /// Length of the discovery log page header, and of each entry.
 pub const DISCOVERY_RECORD_LEN: usize = 1024;
 

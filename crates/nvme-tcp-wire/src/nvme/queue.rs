@@ -113,6 +113,16 @@ impl Sqe {
         view_prefix("SQE", SQE_LEN, bytes)
     }
 
+    /// The SQE held in a 64-byte array (as a queue keeps the SQE of each command in flight).
+    pub fn from_array(bytes: &[u8; SQE_LEN]) -> &Sqe {
+        zerocopy::transmute_ref!(bytes)
+    }
+
+    /// The SQE held in a 64-byte array, to write in place (`set_cid`, `set_dptr`, ...).
+    pub fn from_array_mut(bytes: &mut [u8; SQE_LEN]) -> &mut Sqe {
+        zerocopy::transmute_mut!(bytes)
+    }
+
     /// Opcode (OPC, byte 0).
     pub fn opcode(&self) -> u8 {
         self.opcode

@@ -4,7 +4,7 @@
 
 use super::common::{CommonHeaderRepr, PduFlags, PduType, data_pdo};
 use super::emit::EmitHeader;
-use crate::error::{Result, WireError};
+use crate::error::{Reason, Result, WireError};
 
 /// HLEN of CapsuleCmd.
 pub const CAPSULE_CMD_HLEN: usize = 72;
@@ -15,9 +15,12 @@ pub const SQE_LEN: usize = 64;
 /// Length of a completion queue entry.
 pub const CQE_LEN: usize = 16;
 
-mod field {
+/// Byte offsets of the header fields, from the first byte of the PDU.
+pub mod field {
     use std::ops::Range;
+    /// SQE.
     pub const SQE: Range<usize> = 8..72;
+    /// CQE.
     pub const CQE: Range<usize> = 8..24;
 }
 
@@ -26,7 +29,14 @@ fn check_type(ch: &CommonHeaderRepr, want: PduType) -> Result<()> {
         return Err(WireError::invalid(
             "PDU-TYPE",
             0,
-            format!("expected {want:?}, found {:?}", ch.pdu_type),
+            Reason::UnexpectedType {
+                found: ch.pdu_type as u8,
+                expected: if want as u8 == PduType::CapsuleCmd as u8 {
+                    "CapsuleCmd"
+                } else {
+                    "CapsuleResp"
+                },
+            },
         ));
     }
     Ok(())

@@ -1,16 +1,22 @@
 //! The common header (CH) shared by all PDU types.
 
-use crate::error::{Result, WireError};
+use crate::error::{Reason, Result, WireError};
 
 /// Length of the common header.
 pub const CH_LEN: usize = 8;
 
-mod field {
+/// Byte offsets of the header fields, from the first byte of the PDU.
+pub mod field {
     use std::ops::Range;
+    /// PDU-TYPE.
     pub const PDU_TYPE: usize = 0;
+    /// FLAGS.
     pub const FLAGS: usize = 1;
+    /// HLEN.
     pub const HLEN: usize = 2;
+    /// PDO.
     pub const PDO: usize = 3;
+    /// PLEN.
     pub const PLEN: Range<usize> = 4..8;
 }
 
@@ -141,6 +147,13 @@ impl PduFlags {
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }
+
+    /// The FLAGS of a data PDU (HDGSTF/DDGSTF are set from the negotiation when the header is
+    /// emitted): LAST_PDU on the last PDU of a transfer, SUCCESS on a C2HData that completes
+    /// its command (§7.4.5.2).
+    pub const fn data(last: bool, success: bool) -> Self {
+        Self(if last { Self::LAST_PDU.0 } else { 0 } | if success { Self::SUCCESS.0 } else { 0 })
+    }
 }
 
 impl std::ops::BitOr for PduFlags {
@@ -268,11 +281,7 @@ impl CommonHeaderRepr {
     /// 0x01 at offset 0); the full rules live in [`crate::validate`].
     pub fn parse<T: AsRef<[u8]>>(ch: &CommonHeader<T>) -> Result<Self> {
         let pdu_type = ch.pdu_type().ok_or_else(|| {
-            WireError::invalid(
-                "PDU-TYPE",
-                0,
-                format!("reserved type {:#04x}", ch.pdu_type_raw()),
-            )
+            WireError::invalid("PDU-TYPE", 0, Reason::ReservedType(ch.pdu_type_raw()))
         })?;
         Ok(Self {
             pdu_type,

@@ -2,17 +2,23 @@
 
 use super::common::{CommonHeaderRepr, PduFlags, PduType, data_pdo};
 use super::emit::EmitHeader;
-use crate::error::{Result, WireError};
+use crate::error::{Reason, Result, WireError};
 
 /// HLEN of H2CData and C2HData.
 pub const DATA_PDU_HLEN: usize = 24;
 
-mod field {
+/// Byte offsets of the header fields, from the first byte of the PDU.
+pub mod field {
     use std::ops::Range;
+    /// CCCID.
     pub const CCCID: Range<usize> = 8..10;
+    /// TTAG.
     pub const TTAG: Range<usize> = 10..12;
+    /// DATAO.
     pub const DATAO: Range<usize> = 12..16;
+    /// DATAL.
     pub const DATAL: Range<usize> = 16..20;
+    /// Reserved.
     pub const RSVD: Range<usize> = 20..24;
 }
 
@@ -173,7 +179,14 @@ impl DataPduRepr {
 #[cold]
 #[inline(never)]
 fn not_a_data_pdu(raw: u8) -> WireError {
-    WireError::invalid("PDU-TYPE", 0, format!("{raw:#04x} is not a data PDU"))
+    WireError::invalid(
+        "PDU-TYPE",
+        0,
+        Reason::UnexpectedType {
+            found: raw,
+            expected: "a data PDU",
+        },
+    )
 }
 
 impl EmitHeader for DataPduRepr {

@@ -4,7 +4,7 @@
 use super::common::{CommonHeaderRepr, PduType};
 use super::{MAX_HEADER_LEN, PduRepr};
 use crate::digest::{DIGEST_LEN, crc32c};
-use crate::error::{Result, WireError};
+use crate::error::{Reason, Result, WireError};
 
 /// A PDU header representation that can be written to the wire.
 ///
@@ -64,7 +64,10 @@ pub fn emit_pdu<R: EmitHeader + ?Sized>(repr: &R, data: &[u8], buf: &mut [u8]) -
         return Err(WireError::invalid(
             "DATA",
             0,
-            format!("header announces {want} data bytes, got {}", data.len()),
+            Reason::DataLength {
+                announced: want,
+                given: data.len(),
+            },
         ));
     }
     let plen = ch.plen as usize;

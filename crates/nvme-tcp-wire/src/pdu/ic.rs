@@ -2,7 +2,7 @@
 
 use super::common::{CommonHeaderRepr, PduFlags, PduType};
 use super::emit::EmitHeader;
-use crate::error::{Result, WireError};
+use crate::error::{Reason, Result, WireError};
 
 /// HLEN (and PLEN) of ICReq and ICResp.
 pub const IC_PDU_LEN: usize = 128;
@@ -12,14 +12,18 @@ pub const DGST_HDGST_ENABLE: u8 = 0x01;
 /// Bit 1 of DGST: data digests requested (ICReq) or enabled (ICResp).
 pub const DGST_DDGST_ENABLE: u8 = 0x02;
 
-mod field {
+/// Byte offsets of the header fields, from the first byte of the PDU.
+pub mod field {
     use std::ops::Range;
+    /// PFV.
     pub const PFV: Range<usize> = 8..10;
     /// HPDA in ICReq, CPDA in ICResp.
     pub const PDA: usize = 10;
+    /// DGST.
     pub const DGST: usize = 11;
     /// MAXR2T in ICReq, MAXH2CDATA in ICResp.
     pub const MAX: Range<usize> = 12..16;
+    /// Reserved.
     pub const RSVD: Range<usize> = 16..128;
 }
 
@@ -96,11 +100,14 @@ fn check_type<T: AsRef<[u8]>>(pdu: &IcPdu<T>, want: PduType) -> Result<()> {
         return Err(WireError::invalid(
             "PDU-TYPE",
             0,
-            format!(
-                "expected {want:?} ({:#04x}), found {:#04x}",
-                want as u8,
-                pdu.ch().pdu_type_raw()
-            ),
+            Reason::UnexpectedType {
+                found: pdu.ch().pdu_type_raw(),
+                expected: if want as u8 == PduType::IcReq as u8 {
+                    "ICReq"
+                } else {
+                    "ICResp"
+                },
+            },
         ));
     }
     Ok(())

@@ -91,6 +91,17 @@ macro_rules! pdu_view {
     };
 }
 
+/// Byte offsets of every PDU header field, one table per PDU layout (the FEI of a
+/// Termination Request that names a field is its first byte).
+pub mod field {
+    pub use super::capsule::field as capsule;
+    pub use super::common::field as common;
+    pub use super::data::field as data;
+    pub use super::ic::field as ic;
+    pub use super::r2t::field as r2t;
+    pub use super::term::field as term;
+}
+
 mod capsule;
 mod common;
 mod data;
@@ -222,5 +233,13 @@ mod tests {
                 assert_eq!(data_pdo(72, hdgst, pda_for_pdo(72, hdgst, pdo)), pdo);
             }
         }
+    }
+
+    #[test]
+    fn data_flags_carry_last_pdu_and_success() {
+        assert_eq!(PduFlags::data(false, false), PduFlags::NONE);
+        assert_eq!(PduFlags::data(true, false), PduFlags::LAST_PDU);
+        assert_eq!(PduFlags::data(false, true), PduFlags::SUCCESS);
+        assert_eq!(PduFlags::data(true, true).0, 0x0C);
     }
 }

@@ -2,17 +2,23 @@
 
 use super::common::{CommonHeaderRepr, PduFlags, PduType};
 use super::emit::EmitHeader;
-use crate::error::{Result, WireError};
+use crate::error::{Reason, Result, WireError};
 
 /// HLEN of R2T.
 pub const R2T_HLEN: usize = 24;
 
-mod field {
+/// Byte offsets of the header fields, from the first byte of the PDU.
+pub mod field {
     use std::ops::Range;
+    /// CCCID.
     pub const CCCID: Range<usize> = 8..10;
+    /// TTAG.
     pub const TTAG: Range<usize> = 10..12;
+    /// R2TO.
     pub const R2TO: Range<usize> = 12..16;
+    /// R2TL.
     pub const R2TL: Range<usize> = 16..20;
+    /// Reserved.
     pub const RSVD: Range<usize> = 20..24;
 }
 
@@ -91,7 +97,10 @@ impl R2tRepr {
             return Err(WireError::invalid(
                 "PDU-TYPE",
                 0,
-                format!("expected R2t, found {:?}", ch.pdu_type),
+                Reason::UnexpectedType {
+                    found: ch.pdu_type as u8,
+                    expected: "R2T",
+                },
             ));
         }
         Ok(Self {

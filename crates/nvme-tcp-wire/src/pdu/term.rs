@@ -3,7 +3,7 @@
 
 use super::common::{CommonHeaderRepr, PduFlags, PduType};
 use super::emit::EmitHeader;
-use crate::error::{Fes, Result, WireError};
+use crate::error::{Fes, Reason, Result, WireError};
 
 /// HLEN of a Termination Request.
 pub const TERM_REQ_HLEN: usize = 24;
@@ -12,10 +12,14 @@ pub const TERM_REQ_MAX_DATA: usize = 128;
 /// Largest PLEN of a Termination Request (24 + 128).
 pub const TERM_REQ_MAX_PLEN: usize = TERM_REQ_HLEN + TERM_REQ_MAX_DATA;
 
-mod field {
+/// Byte offsets of the header fields, from the first byte of the PDU.
+pub mod field {
     use std::ops::Range;
+    /// FES.
     pub const FES: Range<usize> = 8..10;
+    /// FEI.
     pub const FEI: Range<usize> = 10..14;
+    /// Reserved.
     pub const RSVD: Range<usize> = 14..24;
 }
 
@@ -92,7 +96,10 @@ impl TermReqRepr {
             return Err(WireError::invalid(
                 "PDU-TYPE",
                 0,
-                format!("{:?} is not a Termination Request", ch.pdu_type),
+                Reason::UnexpectedType {
+                    found: ch.pdu_type as u8,
+                    expected: "a Termination Request",
+                },
             ));
         }
         let start = if ch.pdo == 0 {

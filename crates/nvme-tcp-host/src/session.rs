@@ -1,0 +1,312 @@
+//! The blocking driver of one association over kernel sockets: the admin queue and its
+//! connection (shared by the controller handle, its I/O queues and the Keep Alive thread),
+//! association recovery, and the loop that drives the sans-IO machines of [`crate::assoc`]
+//! over a [`Connection`]. The decisions (what to send, when, when to give up) are the
+//! machines'; this module only moves bytes, sleeps and takes locks.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::assoc::{
+    AdminBringUp, ControllerInfo, INTERNAL_USER_DATA, KeepAlive, Poll, QueueConnect, Reconnect,
+    ReconnectAction,
+};
+use crate::cmd;
+use crate::conn::Connection;
+use crate::error::{HostError, IoError, Result};
+use crate::options::{ADMIN_QUEUE_SIZE, CidMode, ConnectOptions};
+use crate::queue::{Completion, CqeInfo, Phase, QueueConfig, QueueCore, Request};
+
+struct Admin {
+    core: Option<QueueCore>,
+    conn: Option<Connection>,
+    info: Option<ControllerInfo>,
+    /// Bumped each time a new association is established.
+    generation: u64,
+    lost: bool,
+}
+
+/// State shared by the controller handle, its I/O queues and the Keep Alive thread.
+pub(crate) struct Shared {
+    pub(crate) opts: ConnectOptions,
+    admin: Mutex<Admin>,
+    stop: Mutex<bool>,
+    stop_cv: Condvar,
+    shutting_down: AtomicBool,
+}
+
+impl Shared {
+    /// The shared state of a new association.
+    pub(crate) fn new(
+        opts: ConnectOptions,
+        conn: Connection,
+        core: QueueCore,
+        info: ControllerInfo,
+    ) -> Self {
+        Shared {
+            opts,
+            admin: Mutex::new(Admin {
+                core: Some(core),
+                conn: Some(conn),
+                info: Some(info),
+                generation: 1,
+                lost: false,
+            }),
+            stop: Mutex::new(false),
+            stop_cv: Condvar::new(),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Tells the Keep Alive thread and any reconnect loop to stop.
+    pub(crate) fn stop(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        {
+            let mut s = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+            *s = true;
+        }
+        self.stop_cv.notify_all();
+    }
+
+    /// Closes the admin connection for good.
+    pub(crate) fn close_admin(&self) {
+        let mut a = self.lock_admin();
+        if let Some(c) = a.conn.as_mut() {
+            c.shutdown();
+        }
+        a.conn = None;
+        a.lost = true;
+    }
+
+    fn lock_admin(&self) -> MutexGuard<'_, Admin> {
+        // A panic while holding the lock leaves the state consistent enough to go on.
+        self.admin.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The association I/O queues connect under: `(cntlid, generation)`.
+    pub(crate) fn association(&self) -> Result<(u16, u64)> {
+        let a = self.lock_admin();
+        if a.lost {
+            return Err(HostError::Lost);
+        }
+        match &a.info {
+            Some(i) => Ok((i.cntlid, a.generation)),
+            None => Err(HostError::Lost),
+        }
+    }
+
+    /// A copy of what bring-up learned.
+    pub(crate) fn info_snapshot(&self) -> Result<ControllerInfo> {
+        self.lock_admin().info.clone().ok_or(HostError::Lost)
+    }
+
+    /// Re-establishes the association if it is still generation `seen` (an I/O queue's Connect
+    /// was refused under it, so the controller probably forgot it).
+    pub(crate) fn reassociate(&self, seen: u64) -> Result<()> {
+        let mut a = self.lock_admin();
+        if a.generation != seen {
+            return Ok(());
+        }
+        a.conn = None;
+        self.recover(&mut a)
+    }
+
+    /// Runs one admin command to completion, re-establishing the association (and retrying
+    /// once) if the admin connection is lost.
+    pub(crate) fn admin_exec(&self, req: Request) -> Result<Completion> {
+        let mut a = self.lock_admin();
+        self.admin_exec_locked(&mut a, req)
+    }
+
+    fn admin_exec_locked(&self, a: &mut Admin, req: Request) -> Result<Completion> {
+        if a.lost {
+            return Err(HostError::Lost);
+        }
+        if a.conn.is_none() {
+            self.recover(a)?;
+        }
+        let user_data = req.user_data;
+        let (Some(core), Some(conn)) = (a.core.as_mut(), a.conn.as_mut()) else {
+            return Err(HostError::Lost);
+        };
+        if let Err(e) = core.submit(req, Instant::now()) {
+            return Err(HostError::Invalid(format!("admin submit: {}", e.reason)));
+        }
+        let r = wait_for(conn, core, user_data, self.opts.command_timeout);
+        if let Err(e) = &r {
+            tracing::warn!(error = %e, "admin queue failed; the association will be re-established");
+            if let Some(c) = a.conn.as_mut() {
+                c.shutdown();
+            }
+            a.conn = None;
+            if let Some(core) = a.core.as_mut() {
+                core.fail_all(IoError::QueueLost("admin queue reset"));
+            }
+        }
+        r
+    }
+
+    /// Reconnects the admin queue (new association): the [`Reconnect`] timers say when
+    /// (at once, then every `reconnect_delay`, none starting after `ctrl_loss_tmo`).
+    fn recover(&self, a: &mut Admin) -> Result<()> {
+        let mut timers = Reconnect::new(&self.opts, Instant::now());
+        timers.handle_lost(Instant::now());
+        loop {
+            if self.shutting_down.load(Ordering::Relaxed) {
+                return Err(HostError::Lost);
+            }
+            let now = Instant::now();
+            match timers.poll(now) {
+                ReconnectAction::GiveUp(_) => {
+                    a.lost = true;
+                    return Err(HostError::Lost);
+                }
+                // No commands wait on the admin queue while it reconnects (its caller holds
+                // the lock): nothing to fail early.
+                ReconnectAction::FailFast => {}
+                ReconnectAction::Wait { until } => std::thread::sleep(until - now),
+                ReconnectAction::Attempt => match bring_up(&self.opts) {
+                    Ok((conn, core, info)) => {
+                        tracing::info!(cntlid = info.cntlid, "association re-established");
+                        a.conn = Some(conn);
+                        a.core = Some(core);
+                        a.info = Some(info);
+                        a.generation += 1;
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reconnecting the admin queue failed");
+                        timers.handle_attempt(false, Instant::now());
+                    }
+                },
+            }
+        }
+    }
+
+    /// Sends Abort for `cid` on `sqid` (result ignored beyond logging).
+    pub(crate) fn abort(&self, sqid: u16, cid: u16) {
+        match self.admin_exec(cmd::abort(sqid, cid, 0)) {
+            Ok(c) => tracing::info!(sqid, cid, result = ?c.result, "Abort sent"),
+            Err(e) => tracing::warn!(sqid, cid, error = %e, "Abort failed"),
+        }
+    }
+}
+
+/// Waits for the completion with `user_data` on a connection, polling it.
+pub(crate) fn wait_for(
+    conn: &mut Connection,
+    core: &mut QueueCore,
+    user_data: u64,
+    timeout: Duration,
+) -> Result<Completion> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(c) = core.take_completion_for(user_data) {
+            return Ok(c);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(HostError::Timeout("command completion"));
+        }
+        if let Err(e) = conn.poll(core, Some(deadline - now)) {
+            // The completion may have arrived just before the connection closed.
+            return core.take_completion_for(user_data).ok_or(e);
+        }
+    }
+}
+
+/// Drives a sans-IO state machine ([`crate::assoc`]) over a connection until it is ready.
+pub(crate) fn drive<T>(
+    conn: &mut Connection,
+    core: &mut QueueCore,
+    mut step: impl FnMut(&mut QueueCore, Instant) -> Result<Poll<T>>,
+) -> Result<T> {
+    loop {
+        let now = Instant::now();
+        let wake_at = match step(core, now)? {
+            Poll::Ready(v) => return Ok(v),
+            Poll::Pending { wake_at } => wake_at,
+        };
+        let wait = wake_at
+            .map_or(Duration::from_millis(100), |t| {
+                t.saturating_duration_since(now)
+            })
+            .max(Duration::from_millis(1));
+        if let Err(e) = conn.poll(core, Some(wait)) {
+            // What arrived just before the connection closed still counts.
+            return match step(core, Instant::now()) {
+                Ok(Poll::Ready(v)) => Ok(v),
+                _ => Err(e),
+            };
+        }
+    }
+}
+
+/// Opens queue `qid` on a fresh connection and sends Fabrics Connect; returns the CQE.
+pub(crate) fn connect_queue(
+    opts: &ConnectOptions,
+    conn: &mut Connection,
+    core: &mut QueueCore,
+    qid: u16,
+    queue_size: u16,
+    cntlid: Option<u16>,
+) -> Result<CqeInfo> {
+    if core.phase() != Phase::WaitIcResp || core.connection_used() {
+        core.reset_connection();
+    }
+    while core.take_completion_for(INTERNAL_USER_DATA).is_some() {}
+    let mut sm = QueueConnect::new(opts, qid, queue_size, cntlid, Instant::now())?;
+    drive(conn, core, |core, now| sm.poll(core, now))
+}
+
+/// Admin queue bring-up ([`AdminBringUp`]) over a new connection.
+pub(crate) fn bring_up(opts: &ConnectOptions) -> Result<(Connection, QueueCore, ControllerInfo)> {
+    let mut core = QueueCore::new(QueueConfig {
+        qid: 0,
+        queue_size: ADMIN_QUEUE_SIZE,
+        hdgst: opts.hdgst,
+        ddgst: opts.ddgst,
+        cid_mode: CidMode::Tagged,
+        in_capsule_max: 8192,
+    });
+    let mut conn = Connection::open(opts)?;
+    let mut sm = AdminBringUp::new(opts, Instant::now())?;
+    let info = drive(&mut conn, &mut core, |core, now| sm.poll(core, now))?;
+    Ok((conn, core, info))
+}
+
+/// The Keep Alive thread: a thin driver of [`KeepAlive`] over the admin queue.
+pub(crate) fn keep_alive_loop(shared: Arc<Shared>, kato: Duration) {
+    let mut timer = KeepAlive::new(kato, Instant::now());
+    loop {
+        let now = Instant::now();
+        if let Some(due) = timer.poll_timeout() {
+            let guard = shared.stop.lock().unwrap_or_else(|e| e.into_inner());
+            let (guard, _) = shared
+                .stop_cv
+                .wait_timeout_while(guard, due.saturating_duration_since(now), |stop| !*stop)
+                .unwrap_or_else(|e| e.into_inner());
+            if *guard {
+                return;
+            }
+        }
+        let Some(req) = timer.poll_command(Instant::now()) else {
+            continue;
+        };
+        let r = shared.admin_exec(req);
+        timer.handle_completion(Instant::now());
+        match r {
+            Ok(c) => {
+                if let Err(e) = c.result {
+                    tracing::warn!(error = %e, "Keep Alive failed");
+                }
+            }
+            Err(HostError::Lost) => {
+                tracing::error!("controller lost; Keep Alive stops");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "Keep Alive failed"),
+        }
+    }
+}
