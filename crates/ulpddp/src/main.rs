@@ -83,7 +83,28 @@ fn log_level(cli: &Cli) -> &'static str {
     LEVELS[(base + usize::from(cli.verbose)).min(LEVELS.len() - 1)]
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // A user-facing error: the message and its causes, never a Rust backtrace (even
+            // with RUST_BACKTRACE set in the environment), and a cause that only repeats the
+            // text of the one before is not printed twice.
+            eprintln!("Error: {e}");
+            let mut last = e.to_string();
+            for cause in e.chain().skip(1) {
+                let text = cause.to_string();
+                if !last.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                }
+                last = text;
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
