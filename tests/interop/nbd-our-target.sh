@@ -45,7 +45,7 @@ head -c $((32 << 20)) /dev/urandom > "$work/ns.img"
 pids+=($!)
 wait_port "$tport" || { cat "$work/target.log"; echo "target did not start"; exit 1; }
 
-"$bin" nbd -a 127.0.0.1 -s "$tport" -n "$nqn" -i 2 -G --listen "127.0.0.1:$nport" \
+"$bin" nbd -a 127.0.0.1 --trsvcid "$tport" --nqn "$nqn" -i 2 -G --listen "127.0.0.1:$nport" \
     > "$work/nbd.out" 2> "$work/nbd.err" &
 npid=$!
 pids+=($npid)
@@ -78,7 +78,7 @@ tport2=$(free_port)
     > "$work/target2.log" 2>&1 &
 pids+=($!)
 wait_port "$tport2" || { cat "$work/target2.log"; echo "second target did not start"; exit 1; }
-if "$bin" nbd -a 127.0.0.1 -s "$tport2" -n "$nqn" --listen "127.0.0.1:$(free_port)" > "$work/refused.out" 2>&1; then
+if "$bin" nbd -a 127.0.0.1 --trsvcid "$tport2" --nqn "$nqn" --listen "127.0.0.1:$(free_port)" > "$work/refused.out" 2>&1; then
     echo "ulpddp nbd served a target that refuses this host"; exit 1
 fi
 grep -q "Connect rejected" "$work/refused.out" || { cat "$work/refused.out"; echo "no clear refusal"; exit 1; }

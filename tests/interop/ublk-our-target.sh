@@ -37,7 +37,7 @@ fio="$(command -v fio || true)"
 start=$(date +%s)
 
 if [ ! -e /dev/ublk-control ]; then
-    if out=$("$bin" ublk -n nqn.2024-01.io.ulp-ddp:none 2>&1); then
+    if out=$("$bin" ublk --nqn nqn.2024-01.io.ulp-ddp:none 2>&1); then
         echo "ulpddp ublk succeeded without a ublk driver"; exit 1
     fi
     echo "$out" | grep -q "ublk driver is not loaded.*ulpddp nbd" \
@@ -65,7 +65,7 @@ show() { echo "--- ublk stdout"; cat /tmp/ublk.out; echo "--- ublk stderr"; tail
 md5() { md5sum "$1" | cut -d' ' -f1; }
 start_target
 [ -e /dev/ublk-control ] || kpeer_fail "no /dev/ublk-control: ublk_drv not loaded"
-RUST_LOG=nvme_tcp_host=info,nvme_tcp_blk=info ulpddp ublk -a 127.0.0.1 -s 4420 -n $nqn -i 2 -G \
+RUST_LOG=nvme_tcp_host=info,nvme_tcp_blk=info ulpddp ublk -a 127.0.0.1 --trsvcid 4420 --nqn $nqn -i 2 -G \
     --reconnect-delay 1 --ctrl-loss-tmo 60 --dev-id 0 > /tmp/ublk.out 2> /tmp/ublk.err &
 upid=$!
 i=0
@@ -83,7 +83,7 @@ q=/sys/block/ublkb0
 [ "$(cat $q/queue/logical_block_size)" = 4096 ] || kpeer_fail "logical block $(cat $q/queue/logical_block_size)"
 [ "$(ls $q/mq | wc -l)" = 2 ] || kpeer_fail "$(ls $q/mq | wc -l) hardware queues, expected 2"
 [ "$(cat $q/queue/write_cache)" = "write back" ] || kpeer_fail "write cache: $(cat $q/queue/write_cache)"
-if timeout 60 ulpddp ublk -a 127.0.0.1 -s 4420 -n $nqn --dev-id 0 > /tmp/second.out 2>&1; then
+if timeout 60 ulpddp ublk -a 127.0.0.1 --trsvcid 4420 --nqn $nqn --dev-id 0 > /tmp/second.out 2>&1; then
     kpeer_fail "a second device with id 0 was created"
 fi
 grep -q "already in use" /tmp/second.out || { cat /tmp/second.out; kpeer_fail "no 'already in use' error"; }
