@@ -7,17 +7,18 @@
 //!   in chunks;
 //! * data ranges lie inside the chunk, data offsets are contiguous and add up to the header's
 //!   data length; the header bytes the framer kept validate on their own;
-//! * `validate_header` on the raw input agrees with itself on layout arithmetic;
 //! * a Termination Request can always be built from the failed framer's header bytes.
 //!
 //! Run: `cd fuzz && cargo +nightly fuzz run framer -- -max_total_time=60`
 
 #![no_main]
 
+mod params;
+
 use libfuzzer_sys::fuzz_target;
 use nvme_tcp_wire::framer::{Framer, FramerEvent};
 use nvme_tcp_wire::pdu::{PduRepr, TERM_REQ_MAX_PLEN, TermReqRepr};
-use nvme_tcp_wire::validate::{NegotiatedParams, Role, validate_header};
+use nvme_tcp_wire::validate::{NegotiatedParams, validate_header};
 
 #[derive(Debug, PartialEq, Eq)]
 enum Rec {
@@ -113,30 +114,7 @@ fuzz_target!(|input: &[u8]| {
     let Some((cfg, stream)) = input.split_first_chunk::<4>() else {
         return;
     };
-    let params = NegotiatedParams {
-        role: if cfg[0] & 1 == 0 {
-            Role::Host
-        } else {
-            Role::Controller
-        },
-        hdgst: cfg[0] & 2 != 0,
-        ddgst: cfg[0] & 4 != 0,
-        rx_pda: cfg[1] & 0x3F, // includes out-of-range PDAs (clamped)
-        max_h2c_data: 4096 << (cfg[2] & 7),
-        max_plen: match cfg[2] >> 6 {
-            0 => 256,
-            1 => 8192,
-            2 => 1 << 20,
-            _ => u32::MAX,
-        },
-    };
-
-    // The validator alone on the raw bytes.
-    if let Ok(l) = validate_header(stream, &params) {
-        assert!(l.header_len() <= l.plen());
-        assert!(l.data_offset() + l.data_len() <= l.plen());
-        assert!(PduRepr::parse(stream).is_ok());
-    }
+    let params = params::from_config(cfg);
 
     // The framer: whole stream versus a chunk pattern from the config.
     let whole = run(params, stream, &[usize::MAX]);

@@ -13,34 +13,18 @@
 
 #![no_main]
 
+mod params;
+
 use libfuzzer_sys::fuzz_target;
 use nvme_tcp_wire::WireError;
 use nvme_tcp_wire::pdu::{PduRepr, PduType, TERM_REQ_MAX_PLEN, TermReqRepr};
-use nvme_tcp_wire::validate::{
-    HeaderProgress, NegotiatedParams, Role, validate_header, validate_partial,
-};
+use nvme_tcp_wire::validate::{HeaderProgress, Role, validate_header, validate_partial};
 
 fuzz_target!(|input: &[u8]| {
     let Some((cfg, stream)) = input.split_first_chunk::<4>() else {
         return;
     };
-    let params = NegotiatedParams {
-        role: if cfg[0] & 1 == 0 {
-            Role::Host
-        } else {
-            Role::Controller
-        },
-        hdgst: cfg[0] & 2 != 0,
-        ddgst: cfg[0] & 4 != 0,
-        rx_pda: cfg[1] & 0x3F, // includes out-of-range PDAs (clamped)
-        max_h2c_data: 4096 << (cfg[2] & 7),
-        max_plen: match cfg[2] >> 6 {
-            0 => 256,
-            1 => 8192,
-            2 => 1 << 20,
-            _ => u32::MAX,
-        },
-    };
+    let params = params::from_config(cfg);
 
     // The validator alone on the raw bytes.
     let whole = validate_header(stream, &params);
