@@ -584,32 +584,24 @@ impl Listener {
             if admitted.is_err() && self.shared.reclaim_idle() > 0 {
                 admitted = state.try_open_connection(peer);
             }
-            match admitted {
-                Ok(()) => {}
-                Err(AdmissionRefused::TargetFull) => {
-                    state
-                        .metrics()
-                        .connections_rejected
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
+            if let Err(refused) = admitted {
+                state
+                    .metrics()
+                    .connections_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                match refused {
+                    AdmissionRefused::TargetFull => tracing::warn!(
                         %peer,
                         limit = state.limits().max_connections,
                         "connection limit reached, closing a new connection"
-                    );
-                    continue;
-                }
-                Err(AdmissionRefused::AddressFull) => {
-                    state
-                        .metrics()
-                        .connections_rejected
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
+                    ),
+                    AdmissionRefused::AddressFull => tracing::warn!(
                         %peer,
                         limit = state.limits().max_connections_per_address,
                         "connection limit of the address reached, closing a new connection"
-                    );
-                    continue;
+                    ),
                 }
+                continue;
             }
             if state.slots_scarce() {
                 self.shared.reclaim_idle();
