@@ -53,8 +53,8 @@ impl Controller {
         let nlb = (len / lba) as u64;
         if slba.checked_add(nlb).is_none_or(|e| e > ns.nsze) {
             return Err(HostError::Invalid(format!(
-                "blocks {slba}..{} are beyond namespace {} ({} blocks of {lba} bytes)",
-                slba.saturating_add(nlb),
+                "blocks {slba}..={} are beyond namespace {}, which has {} blocks of {lba} bytes",
+                slba.saturating_add(nlb - 1),
                 ns.nsid,
                 ns.nsze
             )));
