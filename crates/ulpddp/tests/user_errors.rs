@@ -223,6 +223,28 @@ fn reads_are_checked_against_the_namespace_before_anything_is_allocated() {
 }
 
 #[test]
+fn a_size_that_cannot_be_allocated_is_refused_with_a_clear_message() {
+    // 32 TiB inside a 64 TiB namespace that stores nothing, under a 4 GB address space limit
+    // (so the outcome does not depend on the machine's overcommit policy).
+    let t = Target::start("null:64T");
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -v 4000000 && exec \"$0\" \"$@\"", BIN, "read"])
+        .args(["--trsvcid", &t.port, "--nqn", NQN, "-d", "/dev/null"])
+        .args(["-z", &(32u64 << 40).to_string()])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_clean(&err);
+    assert_eq!(
+        err,
+        "Error: cannot allocate 35184372088832 bytes for the transfer: transfer a smaller range \
+         at a time (--start-block, --block-count)\n"
+    );
+}
+
+#[test]
 fn write_reads_only_what_it_sends_and_refuses_a_short_source() {
     let t = Target::start("ram:1M");
     let c = ["--trsvcid", &t.port, "--nqn", NQN];
