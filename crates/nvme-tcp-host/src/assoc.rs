@@ -95,6 +95,7 @@ pub struct QueueConnect {
     qid: u16,
     sent: bool,
     deadline: Instant,
+    timeout: Duration,
 }
 
 impl QueueConnect {
@@ -119,6 +120,7 @@ impl QueueConnect {
             qid,
             sent: false,
             deadline: now + opts.connect_timeout,
+            timeout: opts.connect_timeout,
         })
     }
 
@@ -164,11 +166,14 @@ impl QueueConnect {
             return self.handle_completion(c, core).map(Poll::Ready);
         }
         if now >= self.deadline {
-            return Err(HostError::Timeout(if core.phase() == Phase::WaitIcResp {
-                "ICResp"
-            } else {
-                "Connect completion"
-            }));
+            return Err(HostError::Timeout {
+                what: if core.phase() == Phase::WaitIcResp {
+                    "ICResp"
+                } else {
+                    "Connect completion"
+                },
+                after: self.timeout,
+            });
         }
         Ok(Poll::Pending {
             wake_at: self.poll_timeout(),
@@ -430,7 +435,10 @@ impl AdminBringUp {
             }
         }
         if self.cmd_deadline.is_some_and(|t| now >= t) {
-            return Err(HostError::Timeout("admin command completion"));
+            return Err(HostError::Timeout {
+                what: "admin command completion",
+                after: self.cmd_timeout(),
+            });
         }
         Ok(Poll::Pending {
             wake_at: self.poll_timeout(),
@@ -538,7 +546,12 @@ impl CommandTimeouts {
     pub fn poll_action(&mut self, core: &mut QueueCore, now: Instant) -> Option<TimeoutAction> {
         let (cid, aborted) = core.expired(now, self.timeout)?;
         if aborted {
-            core.fail_command(cid, IoError::Timeout);
+            core.fail_command(
+                cid,
+                IoError::Timeout {
+                    after: self.timeout,
+                },
+            );
             Some(TimeoutAction::Reset { cid })
         } else {
             core.mark_abort_sent(cid, now);

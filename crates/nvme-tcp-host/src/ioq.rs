@@ -329,7 +329,10 @@ impl IoQueue {
                 Err(e) => return Err(e),
             }
         }
-        Err(HostError::Timeout("I/O queue Connect"))
+        Err(HostError::Timeout {
+            what: "I/O queue Connect",
+            after: opts.connect_timeout,
+        })
     }
 
     /// Command timeouts ([`CommandTimeouts`] decides): the first expiry sends Abort; the
@@ -353,7 +356,10 @@ impl IoQueue {
                         "command timed out after Abort; resetting the queue"
                     );
                     if self.conn.is_some() {
-                        self.connection_lost(HostError::Timeout("command"));
+                        self.connection_lost(HostError::Timeout {
+                            what: "completion of an aborted command",
+                            after: self.shared.opts.command_timeout,
+                        });
                     }
                 }
             }

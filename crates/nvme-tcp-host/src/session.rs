@@ -207,7 +207,10 @@ pub(crate) fn wait_for(
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(HostError::Timeout("command completion"));
+            return Err(HostError::Timeout {
+                what: "command completion",
+                after: timeout,
+            });
         }
         if let Err(e) = conn.poll(core, Some(deadline - now)) {
             // The completion may have arrived just before the connection closed.

@@ -112,10 +112,24 @@ fn data_digest_error_fails_only_that_read_and_keeps_the_queue() {
     let mut q = one_queue(&mut ctrl);
     m.faults.corrupt_ddgst.store(true, Ordering::Relaxed);
     let c = read_blocks(&mut q, 0, 8, 1);
+    // The mock sends the read as two PDUs and corrupts the first one's digest.
+    let e = c.result.unwrap_err();
     assert!(
-        matches!(c.result, Err(IoError::DataDigest { .. })),
-        "{:?}",
-        c.result
+        matches!(
+            e,
+            IoError::DataDigest {
+                datao: 0,
+                datal: 2048,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().starts_with(
+            "data digest mismatch in the C2HData PDU at DATAO 0 (DATAL 2048): received 0x"
+        ),
+        "{e}"
     );
     let c = read_blocks(&mut q, 0, 8, 2);
     assert!(c.result.is_ok());
@@ -222,7 +236,17 @@ fn a_command_that_never_completes_is_aborted_then_the_queue_reset() {
     let mut q = one_queue(&mut ctrl);
     m.faults.swallow_read.store(true, Ordering::Relaxed);
     let c = read_blocks(&mut q, 0, 1, 1);
-    assert_eq!(c.result.unwrap_err(), IoError::Timeout);
+    let e = c.result.unwrap_err();
+    assert_eq!(
+        e,
+        IoError::Timeout {
+            after: Duration::from_millis(200)
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "no completion within 200ms (the command timeout), nor for its Abort"
+    );
     assert!(
         m.counters.aborts.load(Ordering::Relaxed) >= 1,
         "Abort was sent first"
@@ -237,7 +261,7 @@ fn a_command_that_never_completes_is_aborted_then_the_queue_reset() {
                 ok = true;
                 break;
             }
-            Err(IoError::Timeout) => continue,
+            Err(IoError::Timeout { .. }) => continue,
             Err(e) => panic!("unexpected {e}"),
         }
     }

@@ -193,10 +193,22 @@ fn success_flag_completes_without_capsule_resp() {
     .unwrap();
     let c = only_completion(&mut q);
     assert_eq!(c.result.unwrap().sqhd, 0xFFFF);
-    // A CapsuleResp after SUCCESS names a finished command.
+    // A CapsuleResp after SUCCESS names a finished command: a duplicate completion.
     let s = resp(&q, cid, 0);
     let e = feed_err(&mut q, &s);
-    assert!(matches!(e, ProtocolError::UnknownCid { .. }), "{e}");
+    assert_eq!(
+        e,
+        ProtocolError::StaleCid {
+            pdu: "CapsuleResp",
+            cid,
+            duplicate: true
+        }
+    );
+    assert!(
+        e.to_string()
+            .contains("already completed (duplicate completion)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -537,6 +549,26 @@ fn icresp_with_other_digests_than_requested_is_rejected() {
 }
 
 #[test]
+fn first_bytes_that_are_no_nvme_tcp_header_name_the_port_as_not_nvme_tcp() {
+    let mut q = QueueCore::new(cfg(false, false));
+    let e = feed_err(&mut q, b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    assert!(
+        matches!(e, ProtocolError::NotNvmeTcp { first, .. } if &first == b"HTTP/1.1"),
+        "{e}"
+    );
+    assert!(
+        e.to_string().starts_with(
+            "not an NVMe/TCP port: the first bytes received, \"HTTP/1.1\", are not an ICResp ("
+        ),
+        "{e}"
+    );
+    // Once the connection is up, the same bytes are an ordinary header error.
+    let mut q = live(false, false);
+    let e = feed_err(&mut q, b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    assert!(matches!(e, ProtocolError::Header(_)), "{e}");
+}
+
+#[test]
 fn stale_cid_from_an_earlier_generation_is_rejected() {
     let mut q = live(false, false);
     let mut sqe = [0u8; SQE_LEN];
@@ -558,7 +590,15 @@ fn stale_cid_from_an_earlier_generation_is_rejected() {
     assert!(!cids.contains(&old));
     let s = resp(&q, old, 0);
     let e = feed_err(&mut q, &s);
-    assert_eq!(e, ProtocolError::UnknownCid { cid: old });
+    assert_eq!(
+        e,
+        ProtocolError::StaleCid {
+            pdu: "CapsuleResp",
+            cid: old,
+            duplicate: false
+        }
+    );
+    assert!(e.to_string().contains("(stale completion)"), "{e}");
 }
 
 #[test]
