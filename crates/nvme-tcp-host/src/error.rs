@@ -331,6 +331,73 @@ pub enum IoError {
     /// The command cannot be sent (transfer larger than the controller allows, bad buffer).
     #[error("invalid command: {0}")]
     Invalid(String),
+    /// The queue's connection failed for a reason that is not a protocol violation (a socket
+    /// error, another command's timeout reset the queue); the command was in flight.
+    #[error("connection failed: {0}")]
+    Transport(String),
+    /// The host gave up on a command that was in flight when its queue's connection failed
+    /// at least once: it ran out of retries ([`crate::ConnectOptions::max_retries`]), or the
+    /// connection stayed down past `fast_io_fail_tmo` or `ctrl_loss_tmo`. `last` (the source)
+    /// is the failure of the last connection it was sent on.
+    #[error("command failed after {attempts} attempt(s): {reason}")]
+    GaveUp {
+        /// How often the command was sent.
+        attempts: u32,
+        /// Why the host stopped re-sending it.
+        reason: GiveUpReason,
+        /// Why the last connection it was sent on failed.
+        #[source]
+        last: Box<IoError>,
+    },
+}
+
+/// Why the host stopped re-sending a command (see [`IoError::GaveUp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GiveUpReason {
+    /// Sent `max_retries + 1` times, on connections that all failed.
+    #[error("retry limit reached")]
+    RetryLimit,
+    /// The connection was not back, with a command completed on it, within
+    /// `fast_io_fail_tmo` of its loss.
+    #[error("fast_io_fail_tmo expired")]
+    FastIoFail,
+    /// The connection was not back, with a command completed on it, within `ctrl_loss_tmo`
+    /// of its loss: the controller is given up.
+    #[error("ctrl_loss_tmo expired")]
+    CtrlLoss,
+}
+
+impl GiveUpReason {
+    /// The reason as [`IoError::QueueLost`] gives it to commands that were never sent on a
+    /// failed connection.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GiveUpReason::RetryLimit => "retry limit reached",
+            GiveUpReason::FastIoFail => "fast_io_fail_tmo expired",
+            GiveUpReason::CtrlLoss => "ctrl_loss_tmo expired",
+        }
+    }
+}
+
+impl IoError {
+    /// What a command in flight on a connection that failed with `e` is told, when the
+    /// failure names no command.
+    pub fn from_connection_loss(e: &HostError) -> IoError {
+        match e {
+            HostError::Protocol(p) => IoError::Protocol(p.clone()),
+            HostError::Command(c) => c.clone(),
+            other => IoError::Transport(other.to_string()),
+        }
+    }
+
+    /// The failure behind this one: the last connection failure of a command the host gave
+    /// up on, else the error itself.
+    pub fn root_cause(&self) -> &IoError {
+        match self {
+            IoError::GaveUp { last, .. } => last.root_cause(),
+            other => other,
+        }
+    }
 }
 
 /// A duration as people read it: `30s`, `1.5s`, `250ms`.
