@@ -473,8 +473,9 @@ impl std::fmt::Display for CommandInfo {
         if let Some((slba, nlb)) = self.lba {
             write!(
                 f,
-                ", LBA {slba}..={} ({nlb} blocks)",
-                slba.saturating_add(u64::from(nlb).saturating_sub(1))
+                ", LBA {slba}..={} ({nlb} block{})",
+                slba.saturating_add(u64::from(nlb).saturating_sub(1)),
+                if nlb == 1 { "" } else { "s" }
             )?;
         }
         Ok(())
@@ -500,7 +501,12 @@ impl std::fmt::Display for CommandError {
     }
 }
 
-impl std::error::Error for CommandError {}
+impl std::error::Error for CommandError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The message already carries `error`'s own text: the cause after it is its source.
+        std::error::Error::source(&self.error)
+    }
+}
 
 /// A controller-level error: connecting, bring-up, admin commands.
 #[derive(Debug, thiserror::Error)]
@@ -708,6 +714,23 @@ mod tests {
                 assert!(!w[0].contains(&w[1]), "{texts:?}");
             }
         }
+        // A command the host gave up on: its last failure is the next cause, once.
+        let gave_up = HostError::from(CommandError {
+            cmd,
+            error: IoError::GaveUp {
+                attempts: 6,
+                reason: GiveUpReason::RetryLimit,
+                last: Box::new(IoError::Protocol(ProtocolError::Closed)),
+            },
+        });
+        assert_eq!(
+            chain(&gave_up),
+            [
+                "Read (opcode 0x02), CID 0x0001 on queue 1, namespace 1, LBA 0..=0 (1 block) \
+                 failed: command failed after 6 attempt(s): retry limit reached",
+                "protocol violation: connection closed by the controller"
+            ]
+        );
         assert_eq!(errors[7].to_string(), "no ICResp within 3s");
         assert!(
             errors[1]
