@@ -14,6 +14,8 @@ const NQN: &str = "nqn.2024-01.io.ulp-ddp:target";
 struct Target {
     child: Child,
     port: String,
+    /// Its stdout, kept open: a target whose stdout is gone ends at its next line.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Target {
@@ -25,15 +27,19 @@ impl Target {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the target");
-        let out = child.stdout.take().expect("stdout");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        BufReader::new(out).read_line(&mut line).expect("a line");
+        out.read_line(&mut line).expect("a line");
         let port = line
             .trim()
             .strip_prefix("listening on 127.0.0.1:")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        Target { child, port }
+        Target {
+            child,
+            port,
+            _stdout: out,
+        }
     }
 }
 
@@ -369,6 +375,26 @@ fn a_media_error_names_the_status_and_the_command() {
 }
 
 #[test]
+fn a_reader_that_stops_reading_ends_the_command_quietly() {
+    // `ulpddp id-ctrl -o json | head -1`: the pipe's reader is gone before the output is
+    // written. The command ends as by SIGPIPE, with no panic message and no backtrace.
+    use std::os::unix::process::ExitStatusExt;
+    let t = Target::start("ram:1M");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(["id-ctrl", "--trsvcid", &t.port, "--nqn", NQN, "-o", "json"])
+        .env("RUST_BACKTRACE", "1")
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(13), "{:?}: {err}", out.status);
+    assert_eq!(err, "");
+}
+
+#[test]
 fn logs_on_a_pipe_carry_no_colour_codes() {
     // The target logs each connection at INFO; its stderr is a pipe.
     let mut child = Command::new(BIN)
@@ -381,12 +407,13 @@ fn logs_on_a_pipe_carry_no_colour_codes() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    // Kept open until the end (see Target).
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
     let port = line.trim().rsplit(':').next().unwrap().to_string();
     let out = ulpddp(&["id-ctrl", "--trsvcid", &port, "--nqn", NQN], b"");
     let _ = child.kill();
+    drop(stdout);
     let mut err = String::new();
     child
         .stderr
