@@ -190,6 +190,30 @@ fn the_connect_timeout_is_the_timeout_option() {
 }
 
 #[test]
+fn a_subsystem_the_target_does_not_serve_is_named_as_the_refused_parameter() {
+    let t = Target::start("ram:1M");
+    let err = user_error(
+        &[
+            "id-ctrl",
+            "--trsvcid",
+            &t.port,
+            "--nqn",
+            "nqn.2024-01.x:typo",
+        ],
+        b"",
+    );
+    assert_eq!(
+        err,
+        format!(
+            "Error: connecting to nqn.2024-01.x:typo at 127.0.0.1:{}\n  caused by: Connect \
+             rejected on queue 0: Connect Invalid Parameters (SCT 0x1 SC 0x82, do not retry): \
+             refused the subsystem NQN (no such subsystem on this port, or not exported there)\n",
+            t.port
+        )
+    );
+}
+
+#[test]
 fn reads_are_checked_against_the_namespace_before_anything_is_allocated() {
     let t = Target::start("ram:1M");
     let c = ["--trsvcid", &t.port, "--nqn", NQN, "-d", "/dev/null"];
