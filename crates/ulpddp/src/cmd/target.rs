@@ -238,6 +238,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let subs: Vec<String> = cfg.subsystems.iter().map(|s| s.nqn.clone()).collect();
     let handle = Arc::new(Target::start(cfg.clone()).context("starting the target")?);
+    // The signal handlers are in place before anything is printed: whoever waits for the
+    // "listening on" and "serving" lines may signal at once.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut term, mut int, mut hup) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _rt = rt.enter();
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+        )
+    };
     for a in handle.local_addrs() {
         println!("listening on {a}");
     }
@@ -271,14 +285,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     std::io::Write::flush(&mut std::io::stdout())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     rt.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
         loop {
             tokio::select! {
                 _ = term.recv() => break,
