@@ -22,12 +22,10 @@ fn server(host_key: ConfiguredPsk) -> TlsServer {
 }
 
 /// Runs `srv` on one accepted connection in a thread; returns what the server's side did.
-fn serve_one(
-    srv: TlsServer,
-) -> (
-    std::net::SocketAddr,
-    std::thread::JoinHandle<Result<(Vec<u8>, Option<String>), TlsError>>,
-) {
+/// What the server's side received and the identity it accepted.
+type Served = std::thread::JoinHandle<Result<(Vec<u8>, Option<String>), TlsError>>;
+
+fn serve_one(srv: TlsServer) -> (std::net::SocketAddr, Served) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let h = std::thread::spawn(move || {
