@@ -301,6 +301,9 @@ pub enum HostError {
     /// Invalid argument from the caller.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// The TLS session could not be set up (wrong PSK, a controller port without TLS).
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Result with a [`HostError`].
