@@ -557,7 +557,7 @@ pub enum HostError {
     #[error("invalid argument: {0}")]
     Invalid(String),
     /// The TLS session could not be set up (wrong PSK, a controller port without TLS).
-    #[error("TLS: {0}")]
+    #[error("{0}")]
     Tls(String),
 }
 

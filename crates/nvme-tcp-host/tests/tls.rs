@@ -84,7 +84,7 @@ fn a_tls_required_port_refuses_clear_text_and_the_tls_controller_keeps_working()
     assert!(
         matches!(
             e,
-            HostError::Io(_) | HostError::Protocol(_) | HostError::Timeout(_)
+            HostError::Io(_) | HostError::Protocol(_) | HostError::Timeout { .. }
         ),
         "{e}"
     );
@@ -101,9 +101,11 @@ fn a_port_without_tls_refuses_a_client_hello_and_a_wrong_psk_is_refused() {
     // ClientHello on the clear-text port.
     let e = Controller::connect(opts(plain_port, Some(key(1)))).expect_err("no TLS there");
     assert!(matches!(e, HostError::Tls(_)), "{e}");
+    assert!(e.to_string().contains("does not speak TLS"), "{e}");
     // Wrong key on the TLS port.
     let e = Controller::connect(opts(tls_port, Some(key(2)))).expect_err("wrong PSK");
     assert!(matches!(e, HostError::Tls(_)), "{e}");
+    assert!(e.to_string().contains("PSK was refused"), "{e}");
     // A host without a key on the target.
     let mut o = opts(tls_port, Some(key(1)));
     o.hostnqn = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-000000000000".into();

@@ -228,18 +228,48 @@ fn describe(e: &openssl::ssl::Error) -> String {
         return io.to_string();
     }
     match e.ssl_error() {
-        Some(stack) => stack
-            .errors()
-            .iter()
-            .map(|x| x.reason().unwrap_or("unknown").to_owned())
-            .collect::<Vec<_>>()
-            .join("; "),
+        Some(stack) => {
+            let reasons: Vec<&str> = stack
+                .errors()
+                .iter()
+                .map(|x| x.reason().unwrap_or("unknown"))
+                .collect();
+            let all = reasons.join("; ");
+            let hint = reasons.iter().find_map(|r| hint(r));
+            match hint {
+                Some(h) => format!("{h} ({all})"),
+                None => all,
+            }
+        }
         None if e.code() == openssl::ssl::ErrorCode::ZERO_RETURN
             || e.code() == openssl::ssl::ErrorCode::SYSCALL =>
         {
             "the peer closed the connection".into()
         }
         None => format!("{e}"),
+    }
+}
+
+/// What an OpenSSL failure reason usually means between NVMe/TCP peers.
+fn hint(reason: &str) -> Option<&'static str> {
+    const NOT_TLS: [&str; 3] = [
+        "wrong version number",
+        "packet length too long",
+        "record layer failure",
+    ];
+    const PSK: [&str; 5] = [
+        "illegal parameter",
+        "decrypt error",
+        "bad record mac",
+        "handshake failure",
+        "no suitable key share",
+    ];
+    if NOT_TLS.iter().any(|n| reason.contains(n)) {
+        Some("the peer does not speak TLS (a port without TLS?)")
+    } else if PSK.iter().any(|n| reason.contains(n)) {
+        Some("the PSK was refused (a different key, or none for this host and subsystem)")
+    } else {
+        None
     }
 }
 
