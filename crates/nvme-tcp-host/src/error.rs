@@ -607,6 +607,9 @@ pub enum HostError {
     /// Invalid argument from the caller.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// The TLS session could not be set up (wrong PSK, a controller port without TLS).
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl From<ProtocolError> for HostError {

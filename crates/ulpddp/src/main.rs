@@ -50,6 +50,10 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         args: Vec<String>,
     },
+    /// Print a new NVMe/TCP TLS PSK in the interchange format (as nvme-cli gen-tls-key).
+    GenTlsKey(cmd::tls_key::GenArgs),
+    /// Print the PSK identity and TLS PSK a configured PSK gives a host and subsystem.
+    TlsPsk(cmd::tls_key::PskArgs),
     /// One JSON-RPC call on a control socket (target --control-socket, perf --ctl-socket).
     Rpc(cmd::rpc::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -157,6 +161,8 @@ fn run() -> anyhow::Result<()> {
              or export the namespaces over NBD with `ulpddp nbd`"
         )),
         Command::Rpc(a) => cmd::rpc::run(a),
+        Command::GenTlsKey(a) => cmd::tls_key::generate(&a),
+        Command::TlsPsk(a) => cmd::tls_key::derive(&a),
         Command::Completions { shell } => cmd::docs::completions(shell, Cli::command()),
         Command::Man(a) => cmd::docs::man(&a, Cli::command()),
     }
