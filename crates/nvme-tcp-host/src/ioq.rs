@@ -207,6 +207,7 @@ impl IoQueue {
     /// `timeout` for something to arrive if nothing is ready. Handles reconnects and command
     /// timeouts. Returns the number of completions ready. Fails only when the controller is
     /// lost for good (`ctrl_loss_tmo` expired); the commands then fail with
+    /// [`IoError::GaveUp`] (those that were in flight on a failed connection) or
     /// [`IoError::QueueLost`].
     pub fn poll(&mut self, timeout: Duration) -> Result<usize> {
         let now = Instant::now();
