@@ -370,7 +370,7 @@ impl AdminBringUp {
             .opts
             .ddp_device
             .as_ref()
-            .and_then(|d| DdpNetdev::probe(&d.0, false))
+            .and_then(|d| DdpNetdev::probe(&d.0, self.opts.tls.is_some()))
             .and_then(|n| n.max_transfer(4096))
         {
             max_transfer = Some(max_transfer.map_or(cap as u64, |m| m.min(cap as u64)));

@@ -75,7 +75,7 @@ impl IoQueue {
             .opts
             .ddp_device
             .as_ref()
-            .and_then(|d| DdpNetdev::probe(&d.0, false));
+            .and_then(|d| DdpNetdev::probe(&d.0, shared.opts.tls.is_some()));
         let mut core = QueueCore::new(QueueConfig {
             qid,
             queue_size,

@@ -105,6 +105,45 @@ pub struct ConnArgs {
     /// take.
     #[arg(long, default_value_t = 30)]
     pub timeout: u32,
+    /// Run every queue over TLS 1.3 (NVMe/TCP TLS, TP 8011) with the PSK of --tls-key or
+    /// --tls-key-file.
+    #[arg(long)]
+    pub tls: bool,
+    /// The configured TLS PSK in the interchange format (`NVMeTLSkey-1:01:...:`, as nvme-cli
+    /// gen-tls-key prints it); implies --tls.
+    #[arg(long = "tls-key", alias = "tls_key", value_name = "KEY")]
+    pub tls_key: Option<String>,
+    /// Read the configured TLS PSK from FILE (its first line); implies --tls.
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_key")]
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// PSK identity version offered: 0 (`NVMe0R01 <hostnqn> <subnqn>`) or 1 (with the PSK
+    /// digest).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub tls_identity_version: u8,
+}
+
+/// The TLS settings of `--tls`, `--tls-key` and `--tls-key-file`, if any.
+fn tls_options(a: &ConnArgs) -> anyhow::Result<Option<nvme_tcp_host::TlsOptions>> {
+    let text = match (&a.tls_key, &a.tls_key_file) {
+        (Some(k), _) => k.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("--tls-key-file {}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        (None, None) if a.tls => bail!("--tls needs the PSK: --tls-key KEY or --tls-key-file FILE"),
+        (None, None) => return Ok(None),
+    };
+    let key = nvme_tcp_tls::ConfiguredPsk::parse(&text).context("--tls-key")?;
+    Ok(Some(nvme_tcp_host::TlsOptions {
+        key,
+        identity: if a.tls_identity_version == 1 {
+            nvme_tcp_tls::IdentityVersion::V1
+        } else {
+            nvme_tcp_tls::IdentityVersion::V0
+        },
+    }))
 }
 
 impl ConnArgs {
@@ -147,6 +186,7 @@ impl ConnArgs {
         };
         o.command_timeout = Duration::from_secs(self.timeout.max(1).into());
         o.max_retries = self.max_retries;
+        o.tls = tls_options(self)?;
         o.connect_timeout = o.command_timeout;
         Ok(o)
     }
@@ -799,16 +839,23 @@ fn repl(ctrl: &Controller, f: OutputFormat) -> anyhow::Result<()> {
                 .map_err(Into::into)
                 .and_then(|raw| print_id_ctrl(&raw, f)),
             Some("id-ns") => num(1).and_then(|n| {
-                let nsid = u32::try_from(n).context("NSID out of range")?;
+                let nsid = u32::try_from(n)
+                    .ok()
+                    .with_context(|| format!("NSID {n} out of range"))?;
                 print_id_ns(&identify_namespace(ctrl, nsid)?, f)
             }),
             Some("list") => list_rows(ctrl).map(|rows| print_list(&rows, f)),
             Some("flush") => num(1).and_then(|n| {
-                let nsid = u32::try_from(n).context("NSID out of range")?;
+                let nsid = u32::try_from(n)
+                    .ok()
+                    .with_context(|| format!("NSID {n} out of range"))?;
                 Ok(ctrl.flush(nsid)?)
             }),
             Some("read") => (|| {
-                let nsid = u32::try_from(num(1)?).context("NSID out of range")?;
+                let n = num(1)?;
+                let nsid = u32::try_from(n)
+                    .ok()
+                    .with_context(|| format!("NSID {n} out of range"))?;
                 let slba = num(2)?;
                 // NLB is 0's based, as --block-count: 0 reads one block.
                 let blocks = num(3)?.checked_add(1).context("block count too large")?;
