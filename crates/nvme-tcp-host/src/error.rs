@@ -379,15 +379,17 @@ pub enum IoError {
     Transport(String),
     /// The host gave up on a command that was in flight when its queue's connection failed
     /// at least once: it ran out of retries ([`crate::ConnectOptions::max_retries`]), or the
-    /// connection stayed down past `fast_io_fail_tmo` or `ctrl_loss_tmo`. `last` is the
-    /// failure of the last connection it was sent on (part of the message, not a `source()`).
-    #[error("gave up after {attempts} attempt(s), {reason}; the last one failed with {last}")]
+    /// connection stayed down past `fast_io_fail_tmo` or `ctrl_loss_tmo`. `last` (the
+    /// `source()`, not part of the message) is the failure of the last connection it was sent
+    /// on.
+    #[error("command failed after {attempts} attempt(s): {reason}")]
     GaveUp {
         /// How often the command was sent.
         attempts: u32,
         /// Why the host stopped re-sending it.
         reason: GiveUpReason,
         /// Why the last connection it was sent on failed.
+        #[source]
         last: Box<IoError>,
     },
 }

@@ -28,7 +28,7 @@
 //! R2T ranges); a violation fails the affected command with [`IoError::Protocol`], and the
 //! queue is torn down and reconnected. The other commands in flight are re-sent on the new
 //! connection, each at most [`ConnectOptions::max_retries`] times; then it fails with
-//! [`IoError::GaveUp`], naming the last failure. A data digest mismatch fails only its
+//! [`IoError::GaveUp`], caused by the last failure. A data digest mismatch fails only its
 //! command ([`IoError::DataDigest`]).
 //!
 //! # Example

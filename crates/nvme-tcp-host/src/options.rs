@@ -70,7 +70,7 @@ pub struct ConnectOptions {
     /// Linux host's `nvme_core.max_retries`, default 5), counted across reconnects. A failure
     /// that names no command (a lost connection, a C2HTermReq, a PDU for an unknown command)
     /// counts against every command in flight on that connection; past the limit the command
-    /// fails with [`crate::IoError::GaveUp`], which names the last failure.
+    /// fails with [`crate::IoError::GaveUp`], whose source is the last failure.
     pub max_retries: u32,
     /// How CIDs are assigned.
     pub cid_mode: CidMode,

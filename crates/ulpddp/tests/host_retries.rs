@@ -66,7 +66,7 @@ fn read_fails_after_max_retries_with_the_violation_as_the_cause() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("gave up after 3 attempt(s), retry limit reached"),
+        err.contains("command failed after 3 attempt(s): retry limit reached"),
         "{err}"
     );
     assert!(err.contains("C2HData for unknown CCCID"), "{err}");

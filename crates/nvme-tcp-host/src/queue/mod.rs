@@ -756,7 +756,7 @@ impl QueueCore {
     /// The connection failed with `cause`, a failure that named no command (those it named
     /// have failed already): every command that was sent on it has used one attempt. A command
     /// that has now been sent `max_retries + 1` times fails with [`IoError::GaveUp`]
-    /// ([`GiveUpReason::RetryLimit`], naming `cause`); the others are re-issued by
+    /// ([`GiveUpReason::RetryLimit`], source: `cause`); the others are re-issued by
     /// [`QueueCore::reset_connection`] on the next connection. Commands submitted while the
     /// queue was down (never sent) and the queue's own Connect are not counted. Returns how
     /// many commands failed. Call it once per failed connection.
@@ -788,7 +788,7 @@ impl QueueCore {
 
     /// Fails every command waiting for the connection because the host stops waiting
     /// (`reason`): a command that was in flight on a failed connection fails with
-    /// [`IoError::GaveUp`] naming the failure of that connection, one never sent
+    /// [`IoError::GaveUp`] with the failure of that connection as its source, one never sent
     /// with [`IoError::QueueLost`].
     pub fn fail_waiting(&mut self, reason: GiveUpReason) {
         for idx in 0..self.slots.len() as u16 {
