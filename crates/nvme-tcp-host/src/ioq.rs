@@ -444,10 +444,22 @@ impl IoQueue {
             // timeout passed meanwhile gets its Abort as soon as the queue is back.
             return;
         }
+        // One WARN per check, however many commands expired together (a full queue does).
+        let mut aborted: Option<(u16, usize)> = None;
         while let Some(action) = self.timeouts.poll_action(&mut self.core, now) {
             match action {
                 TimeoutAction::Abort { cid } => {
-                    tracing::warn!(qid = self.qid, cid, "command timed out; sending Abort");
+                    tracing::debug!(qid = self.qid, cid, "command timed out; sending Abort");
+                    let (first, n) = aborted.get_or_insert((cid, 0));
+                    *n += 1;
+                    if *n == 1 {
+                        tracing::warn!(
+                            qid = self.qid,
+                            cid = *first,
+                            timeout = ?self.shared.opts.command_timeout,
+                            "command timed out; sending Abort"
+                        );
+                    }
                     self.shared.abort(self.qid, cid);
                 }
                 TimeoutAction::Reset { cid } => {
@@ -464,6 +476,15 @@ impl IoQueue {
                     }
                 }
             }
+        }
+        if let Some((_, n)) = aborted
+            && n > 1
+        {
+            tracing::warn!(
+                qid = self.qid,
+                commands = n,
+                "commands timed out together; Abort sent for each"
+            );
         }
     }
 }
