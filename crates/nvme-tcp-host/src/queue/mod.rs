@@ -857,6 +857,6 @@ pub(crate) fn cqe_fields(cqe: &[u8]) -> Option<(u32, u32, u16, u16, NvmeStatus)>
         c.dw1(),
         c.sqhd(),
         c.cid(),
-        NvmeStatus::from_cqe_status(c.status_bits()),
+        NvmeStatus::from_cqe_status(c.status_bits()).with_dw0(c.dw0()),
     ))
 }

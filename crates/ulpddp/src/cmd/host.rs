@@ -839,16 +839,23 @@ fn repl(ctrl: &Controller, f: OutputFormat) -> anyhow::Result<()> {
                 .map_err(Into::into)
                 .and_then(|raw| print_id_ctrl(&raw, f)),
             Some("id-ns") => num(1).and_then(|n| {
-                let nsid = u32::try_from(n).context("NSID out of range")?;
+                let nsid = u32::try_from(n)
+                    .ok()
+                    .with_context(|| format!("NSID {n} out of range"))?;
                 print_id_ns(&identify_namespace(ctrl, nsid)?, f)
             }),
             Some("list") => list_rows(ctrl).map(|rows| print_list(&rows, f)),
             Some("flush") => num(1).and_then(|n| {
-                let nsid = u32::try_from(n).context("NSID out of range")?;
+                let nsid = u32::try_from(n)
+                    .ok()
+                    .with_context(|| format!("NSID {n} out of range"))?;
                 Ok(ctrl.flush(nsid)?)
             }),
             Some("read") => (|| {
-                let nsid = u32::try_from(num(1)?).context("NSID out of range")?;
+                let n = num(1)?;
+                let nsid = u32::try_from(n)
+                    .ok()
+                    .with_context(|| format!("NSID {n} out of range"))?;
                 let slba = num(2)?;
                 // NLB is 0's based, as --block-count: 0 reads one block.
                 let blocks = num(3)?.checked_add(1).context("block count too large")?;

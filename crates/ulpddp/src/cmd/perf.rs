@@ -264,9 +264,7 @@ fn open(
         None => None,
     };
     let ctrl = Controller::connect(opts).with_context(|| format!("connecting to {addr}"))?;
-    let ns = ctrl
-        .namespace(args.nsid)
-        .with_context(|| format!("namespace {}", args.nsid))?;
+    let ns = ctrl.namespace(args.nsid)?;
     Ok(Session {
         _nic: nic,
         _target: target,
@@ -336,8 +334,12 @@ fn run_job(
     };
     let span = span_limit.min(s.nsze_bytes) / bs as u64 * bs as u64;
     if span == 0 {
+        if span_limit < s.nsze_bytes {
+            bail!("--span {span_limit} is smaller than one block of --bs {bs}");
+        }
         bail!(
-            "namespace of {} bytes is smaller than one block of {bs}",
+            "namespace {} of {} bytes is smaller than one block of --bs {bs}",
+            s.nsid,
             s.nsze_bytes
         );
     }

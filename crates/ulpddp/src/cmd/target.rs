@@ -56,7 +56,8 @@ pub struct Args {
     #[arg(long, value_name = "MODE", value_parser = ["required", "optional"])]
     tls: Option<String>,
     /// The TLS PSK of a host, NQN=KEY with KEY in the interchange format
-    /// (`NVMeTLSkey-1:01:...:`); repeatable. The host names itself in its PSK identity.
+    /// (`NVMeTLSkey-1:01:...:`); repeatable. The host names itself in its PSK identity
+    /// [default: none].
     #[arg(long = "tls-host-key", value_name = "NQN=KEY")]
     tls_host_keys: Vec<String>,
     /// Derive the TLS PSKs of --tls-host-key as nvme-cli up to 2.13 (libnvme 1.13) does, for
@@ -270,6 +271,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let subs: Vec<String> = cfg.subsystems.iter().map(|s| s.nqn.clone()).collect();
     let handle = Arc::new(Target::start(cfg.clone()).context("starting the target")?);
+    // The signal handlers are in place before anything is printed: whoever waits for the
+    // "listening on" and "serving" lines may signal at once.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut term, mut int, mut hup) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _rt = rt.enter();
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+        )
+    };
     for a in handle.local_addrs() {
         println!("listening on {a}");
     }
@@ -303,14 +318,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     std::io::Write::flush(&mut std::io::stdout())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     rt.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
         loop {
             tokio::select! {
                 _ = term.recv() => break,
