@@ -120,6 +120,10 @@ pub struct ConnArgs {
     /// digest).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub tls_identity_version: u8,
+    /// Derive the TLS PSK as nvme-cli up to 2.13 (libnvme 1.13) does, for targets whose
+    /// keyring holds keys it inserted.
+    #[arg(long)]
+    pub tls_compat: bool,
 }
 
 /// The TLS settings of `--tls`, `--tls-key` and `--tls-key-file`, if any.
@@ -135,7 +139,10 @@ fn tls_options(a: &ConnArgs) -> anyhow::Result<Option<nvme_tcp_host::TlsOptions>
         (None, None) if a.tls => bail!("--tls needs the PSK: --tls-key KEY or --tls-key-file FILE"),
         (None, None) => return Ok(None),
     };
-    let key = nvme_tcp_tls::ConfiguredPsk::parse(&text).context("--tls-key")?;
+    let mut key = nvme_tcp_tls::ConfiguredPsk::parse(&text).context("--tls-key")?;
+    if a.tls_compat {
+        key = key.with_derivation(nvme_tcp_tls::Derivation::Compat);
+    }
     Ok(Some(nvme_tcp_host::TlsOptions {
         key,
         identity: if a.tls_identity_version == 1 {
