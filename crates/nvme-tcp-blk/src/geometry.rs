@@ -63,14 +63,13 @@ impl Geometry {
         ns: &IdentifyNamespace,
         mdts_bytes: Option<u64>,
     ) -> Result<Self, HostError> {
+        if ns.nsze.get() == 0 {
+            // All-zero Identify data: the namespace is not active.
+            return Err(HostError::NamespaceNotFound(nsid));
+        }
         let lba_size = ns.lba_size().ok_or_else(|| {
             HostError::Unsupported(format!("namespace {nsid}: LBA format unusable"))
         })?;
-        if ns.nsze.get() == 0 {
-            return Err(HostError::Invalid(format!(
-                "namespace {nsid} is not active (NSZE 0)"
-            )));
-        }
         if ns.lba_format().is_some_and(|f| f.ms.get() != 0) {
             return Err(HostError::Unsupported(format!(
                 "namespace {nsid}: LBA format with metadata"

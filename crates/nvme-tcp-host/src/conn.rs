@@ -92,12 +92,25 @@ pub fn tcp_connect(opts: &ConnectOptions) -> Result<TcpStream, HostError> {
         sock.set_tcp_nodelay(true)?;
         match sock.connect_timeout(&a.into(), opts.connect_timeout) {
             Ok(()) => return Ok(sock.into()),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                last = Some(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "no answer within {:?} (the connect timeout)",
+                        opts.connect_timeout
+                    ),
+                ))
+            }
             Err(e) => last = Some(e),
         }
     }
-    Err(last
-        .map(HostError::Io)
-        .unwrap_or_else(|| HostError::Invalid(format!("{target}: no address"))))
+    Err(match last {
+        Some(error) => HostError::Connect {
+            addr: target,
+            error,
+        },
+        None => HostError::Invalid(format!("{target}: no address")),
+    })
 }
 
 impl Connection {

@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long)]
     pub qd: Option<usize>,
     /// I/O queues (each its own TCP connection and host thread).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub queues: u16,
     /// Seconds of measurement per job.
     #[arg(long, conflicts_with = "size")]
@@ -310,6 +310,24 @@ fn run_job(
     if bs == 0 || !bs.is_multiple_of(s.lba_size as usize) {
         bail!("--bs {bs} is not a multiple of the LBA size {}", s.lba_size);
     }
+    // Every I/O must fit one command: the controller's MDTS and what NLB can express.
+    let nlb_max = 65536 * u64::from(s.lba_size);
+    let max = match s.ctrl.info()?.max_transfer {
+        Some(mdts) => mdts.min(nlb_max),
+        None => nlb_max,
+    };
+    if bs as u64 > max {
+        bail!(
+            "--bs {} is larger than one command can transfer on this controller ({}: {})",
+            format_size(bs as u64),
+            format_size(max),
+            if max < nlb_max {
+                "its maximum data transfer size, MDTS"
+            } else {
+                "65536 blocks"
+            }
+        );
+    }
     let span_limit = match &args.span {
         Some(v) => parse_size(v).map_err(anyhow::Error::msg)?,
         None => 1 << 30,
@@ -516,6 +534,11 @@ fn output(
 
 /// Runs `ulpddp perf`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(s) = &args.size
+        && parse_size(s) == Ok(0)
+    {
+        bail!("--size must be more than 0 bytes");
+    }
     if args.ddp {
         if args.output() == PerfOutput::FioJson {
             bail!("--output-format fio-json is for NVMe/TCP jobs; --ddp reports normal or json");
@@ -528,6 +551,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(parse_size)
         .transpose()
         .map_err(anyhow::Error::msg)?;
+
     let runtime = args.runtime.map(Duration::from_secs_f64);
     if let Some(r) = args.runtime
         && !(r > 0.0 && r < 1e6)
