@@ -15,6 +15,10 @@
 #   JOBS        subset of: read128k randread4k write128k lat4k lat128k [all]
 #   PAIRS       subset of host/target pairings: ours/ours spdk/spdk ours/spdk spdk/ours [all]
 #   SPDK_NOHUGE 1: run nvmf_tgt with --no-huge (spdk_nvme_perf of v23.x needs hugepages)
+#   NICE        nice value of all four programs, e.g. -10 on a machine busy with other work,
+#               so both stacks get most of their cores [0]. Not real-time priority: SPDK's
+#               busy-polling host and target at SCHED_FIFO starve the kernel work their own
+#               TCP connections need (a 4 s run did not end in 10 minutes).
 #   OUT         folder for the raw outputs [a new temporary folder]
 #
 # Both targets stay up for the whole sitting, one RAM namespace each (1 GiB, 4 KiB blocks),
@@ -32,7 +36,7 @@
 set -euo pipefail
 
 if [[ $# -ne 1 || $1 == -h || $1 == --help ]]; then
-    sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     exit 2
 fi
 SPDK_DIR=$(cd "$1" && pwd)
@@ -47,6 +51,7 @@ PAIRS=${PAIRS:-"ours/ours spdk/spdk ours/spdk spdk/ours"}
 OUT=${OUT:-$(mktemp -d -t vs-spdk.XXXXXX)}
 mkdir -p "$OUT"
 
+NICE=${NICE:-0}
 NQN=nqn.2024-01.io.ulp-ddp:vs-spdk
 OURS_PORT=${OURS_PORT:-4520}
 SPDK_PORT=${SPDK_PORT:-4521}
@@ -104,7 +109,7 @@ CLK_TCK=$(getconf CLK_TCK)
 echo "raw outputs in $OUT" >&2
 
 # Our target.
-taskset -c "$TARGET_CPU" "$ULPDDP" target --listen "127.0.0.1:$OURS_PORT" --no-discovery-port \
+nice -n "$NICE" taskset -c "$TARGET_CPU" "$ULPDDP" target --listen "127.0.0.1:$OURS_PORT" --no-discovery-port \
     --nqn "$NQN" --ns ram:1G,lba=4096 --allow-any-host >"$OUT/ours-target.log" 2>&1 &
 OURS_TGT=$!
 PIDS+=("$OURS_TGT")
@@ -112,7 +117,7 @@ PIDS+=("$OURS_TGT")
 # SPDK's target: a 1 GiB malloc bdev with 4 KiB blocks; queue depth 256 so that QD 128 fits.
 spdk_mem=()
 if [[ ${SPDK_NOHUGE:-0} == 1 ]]; then spdk_mem=(--no-huge -s 2048); fi
-taskset -c "$TARGET_CPU" "$TGT_BIN" -m "$((1 << TARGET_CPU))" -r "$RPC_SOCK" "${spdk_mem[@]}" \
+nice -n "$NICE" taskset -c "$TARGET_CPU" "$TGT_BIN" -m "$((1 << TARGET_CPU))" -r "$RPC_SOCK" "${spdk_mem[@]}" \
     >"$OUT/spdk-target.log" 2>&1 &
 SPDK_TGT=$!
 PIDS+=("$SPDK_TGT")
@@ -160,13 +165,13 @@ run_one() {
         local dig=()
         [[ $hd == 1 ]] && dig+=(--hdgst)
         [[ $dd == 1 ]] && dig+=(--ddgst)
-        taskset -c "$HOST_CPU" "$ULPDDP" perf --target "127.0.0.1:$port" --nqn "$NQN" \
+        nice -n "$NICE" taskset -c "$HOST_CPU" "$ULPDDP" perf --target "127.0.0.1:$port" --nqn "$NQN" \
             --rw "$rw" --bs "$bs" --qd "$qd" "${dig[@]}" --runtime "$RUNTIME" --json >"$log" 2>&1 &
     else
         local dig=()
         [[ $hd == 1 ]] && dig+=(-H)
         [[ $dd == 1 ]] && dig+=(-I)
-        "$PERF_BIN" -c "$((1 << HOST_CPU))" -q "$qd" -o "$bs" -w "$rw" -t "$RUNTIME" -L "${dig[@]}" \
+        nice -n "$NICE" taskset -c "$HOST_CPU" "$PERF_BIN" -c "$((1 << HOST_CPU))" -q "$qd" -o "$bs" -w "$rw" -t "$RUNTIME" -L "${dig[@]}" \
             -r "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$port subnqn:$NQN" >"$log" 2>&1 &
     fi
     local hpid=$!
@@ -214,13 +219,13 @@ for round in $(seq "$ROUNDS"); do
 done
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
 
-python3 - "$OUT/results.jsonl" "$start" "$load0" "$load1" "$ROUNDS" "$RUNTIME" "$HOST_CPU" "$TARGET_CPU" <<'EOF'
+python3 - "$OUT/results.jsonl" "$start" "$load0" "$load1" "$ROUNDS" "$RUNTIME" "$HOST_CPU" "$TARGET_CPU" "$NICE" <<'EOF'
 import json, statistics, sys, platform, os
-path, start, load0, load1, rounds, runtime, hc, tc = sys.argv[1:9]
+path, start, load0, load1, rounds, runtime, hc, tc, nice = sys.argv[1:10]
 rows = [json.loads(l) for l in open(path)]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print(f"{start}, {os.cpu_count()} CPUs ({cpu}), kernel {platform.release()}; "
-      f"{rounds} rounds of {runtime} s; host on core {hc}, target on core {tc}; "
+      f"{rounds} rounds of {runtime} s; host on core {hc}, target on core {tc}, nice {nice}; "
       f"load average {load0} before, {load1} after")
 print()
 print("| job | host / target | MiB/s | IOPS | ÷ SPDK/SPDK | p50 / p99 µs | host CPU s/GiB | target CPU s/GiB | host / target cores busy |")
