@@ -170,6 +170,10 @@ mod tests {
     fn refuses_inactive_and_metadata_namespaces() {
         let ns = IdentifyNamespace::new(0, 9);
         assert!(Geometry::from_identify(1, &ctrl(), &ns, None).is_err());
+        // What an inactive namespace returns: all zeroes, the LBA format too.
+        let zero = IdentifyNamespace::default();
+        let e = Geometry::from_identify(3, &ctrl(), &zero, None).unwrap_err();
+        assert_eq!(e.to_string(), "namespace 3 not found");
         let mut ns = IdentifyNamespace::new(8, 9);
         ns.lbaf[0].ms.set(8);
         assert!(Geometry::from_identify(1, &ctrl(), &ns, None).is_err());

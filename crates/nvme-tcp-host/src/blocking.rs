@@ -277,3 +277,37 @@ fn run_on_queue(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_is_checked_against_the_namespace_and_never_empty() {
+        let ns = NamespaceInfo {
+            nsid: 1,
+            nsze: 100,
+            ncap: 100,
+            nuse: 100,
+            lba_size: 512,
+        };
+        assert_eq!(Controller::check_range(&ns, 0, 512).unwrap(), 1);
+        assert_eq!(Controller::check_range(&ns, 99, 512).unwrap(), 1);
+        let e = Controller::check_range(&ns, 0, 0).unwrap_err();
+        assert_eq!(e.to_string(), "invalid argument: a transfer of zero bytes");
+        assert!(
+            Controller::check_range(&ns, 0, 100).is_err(),
+            "not whole blocks"
+        );
+        let e = Controller::check_range(&ns, 99, 1024).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid argument: blocks 99..=100 are beyond namespace 1, which has 100 blocks of \
+             512 bytes"
+        );
+        assert!(
+            Controller::check_range(&ns, u64::MAX, 512).is_err(),
+            "no overflow"
+        );
+    }
+}

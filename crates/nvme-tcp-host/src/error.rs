@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use nvme_tcp_wire::nvme::{AdminOpcode, IoCommand, IoOpcode, Sqe, Status};
+use nvme_tcp_wire::nvme::{
+    AdminOpcode, ConnectData, ConnectResponse, IoCommand, IoOpcode, Sqe, Status,
+};
 use nvme_tcp_wire::{Fes, WireError};
 
 /// The controller broke the NVMe/TCP protocol on a queue. Every variant is fatal for the queue:
@@ -227,6 +229,9 @@ pub struct NvmeStatus {
     pub dnr: bool,
     /// More information in the Error log.
     pub more: bool,
+    /// Dword 0 of the completion: command specific (for Connect Invalid Parameters, which
+    /// parameter was refused).
+    pub dw0: u32,
 }
 
 impl NvmeStatus {
@@ -237,7 +242,44 @@ impl NvmeStatus {
             sct: ((raw >> 9) & 0x7) as u8,
             more: raw & (1 << 14) != 0,
             dnr: raw & (1 << 15) != 0,
+            dw0: 0,
         }
+    }
+
+    /// The same status with Dword 0 of its completion.
+    pub fn with_dw0(self, dw0: u32) -> Self {
+        Self { dw0, ..self }
+    }
+
+    /// For Connect Invalid Parameters: the parameter the controller refused, from Dword 0
+    /// (IATTR, IPO), named where the host knows it.
+    pub fn connect_invalid_parameter(&self) -> Option<String> {
+        if self.status() != Status::CONNECT_INVALID_PARAMETERS {
+            return None;
+        }
+        let ConnectResponse::InvalidParameter { in_data, ipo } =
+            ConnectResponse::invalid_parameter_from_dw0(self.dw0)
+        else {
+            return None;
+        };
+        let name = match (in_data, ipo) {
+            (true, ConnectData::SUBNQN_OFFSET) => {
+                "the subsystem NQN (no such subsystem on this port, or not exported there)"
+            }
+            (true, ConnectData::HOSTNQN_OFFSET) => "the host NQN",
+            (true, ConnectData::CNTLID_OFFSET) => "the controller ID",
+            (true, 0) => "the host identifier",
+            (false, 44) => "the queue size (SQSIZE)",
+            (false, 42) => "the queue ID (QID)",
+            (false, 48) => "the Keep Alive Timeout (KATO)",
+            (in_data, ipo) => {
+                return Some(format!(
+                    "byte {ipo} of the Connect {}",
+                    if in_data { "data" } else { "command" }
+                ));
+            }
+        };
+        Some(name.to_string())
     }
 
     /// True for "Successful Completion".
@@ -337,8 +379,9 @@ pub enum IoError {
     Transport(String),
     /// The host gave up on a command that was in flight when its queue's connection failed
     /// at least once: it ran out of retries ([`crate::ConnectOptions::max_retries`]), or the
-    /// connection stayed down past `fast_io_fail_tmo` or `ctrl_loss_tmo`. `last` (the source)
-    /// is the failure of the last connection it was sent on.
+    /// connection stayed down past `fast_io_fail_tmo` or `ctrl_loss_tmo`. `last` (the
+    /// `source()`, not part of the message) is the failure of the last connection it was sent
+    /// on.
     #[error("command failed after {attempts} attempt(s): {reason}")]
     GaveUp {
         /// How often the command was sent.
@@ -473,8 +516,9 @@ impl std::fmt::Display for CommandInfo {
         if let Some((slba, nlb)) = self.lba {
             write!(
                 f,
-                ", LBA {slba}..={} ({nlb} blocks)",
-                slba.saturating_add(u64::from(nlb).saturating_sub(1))
+                ", LBA {slba}..={} ({nlb} block{})",
+                slba.saturating_add(u64::from(nlb).saturating_sub(1)),
+                if nlb == 1 { "" } else { "s" }
             )?;
         }
         Ok(())
@@ -500,7 +544,12 @@ impl std::fmt::Display for CommandError {
     }
 }
 
-impl std::error::Error for CommandError {}
+impl std::error::Error for CommandError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The message already carries `error`'s own text: the cause after it is its source.
+        std::error::Error::source(&self.error)
+    }
+}
 
 /// A controller-level error: connecting, bring-up, admin commands.
 #[derive(Debug, thiserror::Error)]
@@ -529,7 +578,10 @@ pub enum HostError {
     #[error("namespace {0} not found")]
     NamespaceNotFound(u32),
     /// The Fabrics Connect command was rejected.
-    #[error("Connect rejected on queue {qid}: {status}")]
+    #[error(
+        "Connect rejected on queue {qid}: {status}{}",
+        status.connect_invalid_parameter().map(|p| format!(": refused {p}")).unwrap_or_default()
+    )]
     ConnectRejected {
         /// Queue id.
         qid: u16,
@@ -556,6 +608,9 @@ pub enum HostError {
     /// Invalid argument from the caller.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// The TLS session could not be set up (wrong PSK, a controller port without TLS).
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl From<ProtocolError> for HostError {
@@ -592,7 +647,32 @@ mod tests {
             sc,
             dnr: false,
             more: false,
+            dw0: 0,
         }
+    }
+
+    #[test]
+    fn a_refused_connect_names_the_parameter() {
+        let e = |dw0| HostError::ConnectRejected {
+            qid: 0,
+            status: status(1, 0x82).with_dw0(dw0),
+        };
+        assert_eq!(
+            e(ConnectResponse::invalid_parameter(true, ConnectData::SUBNQN_OFFSET).to_dw0())
+                .to_string(),
+            "Connect rejected on queue 0: Connect Invalid Parameters (SCT 0x1 SC 0x82): refused \
+             the subsystem NQN (no such subsystem on this port, or not exported there)"
+        );
+        assert!(
+            e(ConnectResponse::invalid_parameter(false, 44).to_dw0())
+                .to_string()
+                .ends_with(": refused the queue size (SQSIZE)")
+        );
+        assert!(
+            e(ConnectResponse::invalid_parameter(true, 900).to_dw0())
+                .to_string()
+                .ends_with(": refused byte 900 of the Connect data")
+        );
     }
 
     #[test]
@@ -708,6 +788,23 @@ mod tests {
                 assert!(!w[0].contains(&w[1]), "{texts:?}");
             }
         }
+        // A command the host gave up on: its last failure is the next cause, once.
+        let gave_up = HostError::from(CommandError {
+            cmd,
+            error: IoError::GaveUp {
+                attempts: 6,
+                reason: GiveUpReason::RetryLimit,
+                last: Box::new(IoError::Protocol(ProtocolError::Closed)),
+            },
+        });
+        assert_eq!(
+            chain(&gave_up),
+            [
+                "Read (opcode 0x02), CID 0x0001 on queue 1, namespace 1, LBA 0..=0 (1 block) \
+                 failed: command failed after 6 attempt(s): retry limit reached",
+                "protocol violation: connection closed by the controller"
+            ]
+        );
         assert_eq!(errors[7].to_string(), "no ICResp within 3s");
         assert!(
             errors[1]

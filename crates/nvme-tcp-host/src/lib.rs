@@ -26,8 +26,10 @@
 //! Everything the controller sends is checked strictly (header fields in spec order, CCCID,
 //! DATAO/DATAL inside the buffer and contiguous, SUCCESS only with LAST_PDU, no short reads,
 //! R2T ranges); a violation fails the affected command with [`IoError::Protocol`], and the
-//! queue is torn down and reconnected. A data digest mismatch fails only its command
-//! ([`IoError::DataDigest`]).
+//! queue is torn down and reconnected. The other commands in flight are re-sent on the new
+//! connection, each at most [`ConnectOptions::max_retries`] times; then it fails with
+//! [`IoError::GaveUp`], caused by the last failure. A data digest mismatch fails only its
+//! command ([`IoError::DataDigest`]).
 //!
 //! # Example
 //!
@@ -108,5 +110,5 @@ pub use ctrl::{Controller, ControllerInfo, NamespaceInfo};
 pub use error::{GiveUpReason, HostError, IoError, NvmeStatus, ProtocolError};
 pub use ioq::IoQueue;
 pub use offload::{DdpNetdev, PlacedRange, RxMarks};
-pub use options::{CidMode, ConnectOptions};
+pub use options::{CidMode, ConnectOptions, TlsOptions};
 pub use queue::{Completion, CqeInfo, DataDir, QueueCore, Request};

@@ -92,6 +92,19 @@ pub struct ConnectOptions {
     /// connection's marks and skips placed payload without copying it. See
     /// [`crate::marks`]. Without it, an offloaded queue on a kernel socket gets no marks.
     pub mark_source: Option<crate::marks::MarkSourceRef>,
+    /// TLS 1.3 on every queue (nvme-cli `--tls` with `--tls-key`): the configured PSK and the
+    /// PSK identity version to offer. `None`: clear text.
+    pub tls: Option<TlsOptions>,
+}
+
+/// The TLS settings of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// The configured PSK (interchange format `NVMeTLSkey-1:HH:...:`).
+    pub key: nvme_tcp_tls::ConfiguredPsk,
+    /// The PSK identity format offered (version 0 by default, what Linux 6.12 targets look
+    /// up).
+    pub identity: nvme_tcp_tls::IdentityVersion,
 }
 
 /// A shared handle of a ULP DDP device (any implementation of the interface).
@@ -134,6 +147,7 @@ impl ConnectOptions {
             rx_pipe_size: 16 << 10,
             ddp_device: None,
             mark_source: None,
+            tls: None,
         }
     }
 

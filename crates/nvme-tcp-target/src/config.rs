@@ -1,11 +1,12 @@
 //! Target configuration: listeners (ports), subsystems, namespaces, access control and
 //! resource limits, built in code or loaded from the JSON that `nvmetcli save` writes.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nvme_tcp_tls::ConfiguredPsk;
 use serde_json::Value;
 
 use crate::namespace::{Backing, LbaSize, NamespaceConfig, parse_hex_id};
@@ -37,20 +38,20 @@ pub enum ConfigError {
         reason: String,
     },
     /// The configuration file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not JSON.
-    #[error("{path}: not valid JSON: {source}")]
+    #[error("{path}: not valid JSON: {error}")]
     Json {
         /// The file.
         path: PathBuf,
         /// The parser's error.
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }
 
@@ -237,6 +238,31 @@ pub struct PortConfig {
     pub referrals: Vec<Referral>,
     /// In-capsule data size on this port's I/O queues; `None` uses the limits.
     pub in_capsule_data_size: Option<u32>,
+    /// TLS 1.3 on this port (nvmetcli `addr.tsas` / `addr.treq`).
+    pub tls: PortTls,
+}
+
+/// The secure channel of a port: nvmet's `addr_tsas` (`none` / `tls1.3`) and `addr_treq`
+/// (`required` / `not required`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PortTls {
+    /// Clear text only (`tsas` none); a TLS ClientHello is not an NVMe/TCP PDU and closes
+    /// the connection.
+    #[default]
+    None,
+    /// TLS 1.3 only (`tsas` tls1.3, `treq` required): a connection that does not start with a
+    /// TLS handshake is closed.
+    Required,
+    /// TLS 1.3 or clear text (`tsas` tls1.3, `treq` not required): the first byte tells (a
+    /// TLS handshake record is 0x16, an ICReq 0x00).
+    NotRequired,
+}
+
+impl PortTls {
+    /// True if TLS connections are accepted.
+    pub fn accepts_tls(self) -> bool {
+        self != PortTls::None
+    }
 }
 
 impl PortConfig {
@@ -248,6 +274,7 @@ impl PortConfig {
             subsystems: PortSubsystems::All,
             referrals: Vec::new(),
             in_capsule_data_size: None,
+            tls: PortTls::None,
         }
     }
 
@@ -317,6 +344,9 @@ pub struct TargetConfig {
     pub subsystems: Vec<SubsystemConfig>,
     /// Known host NQNs (nvmetcli's top-level `hosts`; informational).
     pub hosts: Vec<String>,
+    /// Configured TLS PSKs by host NQN (the `tls_key` of a `hosts` entry, in the PSK
+    /// interchange format). A TLS handshake names the host in its PSK identity.
+    pub tls_keys: BTreeMap<String, ConfiguredPsk>,
     /// Resource limits.
     pub limits: Limits,
     /// Worker threads per I/O connection are not used; this is the per-connection socket
@@ -338,6 +368,7 @@ impl Default for TargetConfig {
             ],
             subsystems: Vec::new(),
             hosts: Vec::new(),
+            tls_keys: BTreeMap::new(),
             limits: Limits::default(),
             socket_buffer_size: 4 << 20,
         }
@@ -440,6 +471,12 @@ impl TargetConfig {
                     }
                 }
             }
+            if p.tls.accepts_tls() && self.tls_keys.is_empty() {
+                return Err(ConfigError::field(
+                    format!("{at}.addr.tsas"),
+                    "a TLS port needs at least one host with a TLS PSK (hosts[].tls_key)",
+                ));
+            }
             if let Some(ics) = p.in_capsule_data_size
                 && (!ics.is_multiple_of(16) || ics > 1 << 20)
             {
@@ -459,11 +496,11 @@ impl TargetConfig {
     pub fn from_nvmetcli_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         let v: Value = serde_json::from_str(&text).map_err(|source| ConfigError::Json {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         Self::from_nvmetcli_json(&v)
     }
@@ -476,12 +513,24 @@ impl TargetConfig {
             ports: Vec::new(),
             subsystems: Vec::new(),
             hosts: Vec::new(),
+            tls_keys: BTreeMap::new(),
             limits: Limits::default(),
             socket_buffer_size: TargetConfig::default().socket_buffer_size,
         };
         if let Some(hosts) = root.opt("hosts") {
             for h in hosts.array()? {
-                cfg.hosts.push(h.get("nqn")?.string()?.to_string());
+                let nqn = h.get("nqn")?.string()?.to_string();
+                if let Some(k) = h.opt("tls_key") {
+                    let mut key =
+                        ConfiguredPsk::parse(k.string()?).map_err(|e| k.err(e.to_string()))?;
+                    if let Some(c) = h.opt("tls_key_compat")
+                        && c.flag()?
+                    {
+                        key = key.with_derivation(nvme_tcp_tls::Derivation::Compat);
+                    }
+                    cfg.tls_keys.insert(nqn.clone(), key);
+                }
+                cfg.hosts.push(nqn);
             }
         }
         if let Some(subs) = root.opt("subsystems") {
@@ -711,11 +760,47 @@ fn parse_addr(a: &J<'_>) -> Result<(SocketAddr, bool), ConfigError> {
     Ok((SocketAddr::new(ip, port), ipv6))
 }
 
+/// nvmetcli's `addr.tsas` (`none`, `tls1.3`) and `addr.treq` (`not specified`,
+/// `required`, `not required`).
+fn parse_port_tls(a: &J<'_>) -> Result<PortTls, ConfigError> {
+    let tls = match a.opt("tsas") {
+        None => false,
+        Some(t) => match t.string()? {
+            "none" | "" => false,
+            "tls1.3" => true,
+            other => {
+                return Err(t.err(format!("expected \"none\" or \"tls1.3\", found {other:?}")));
+            }
+        },
+    };
+    let required = match a.opt("treq") {
+        None => tls,
+        Some(t) => match t.string()? {
+            "not specified" | "" => tls,
+            "required" => true,
+            "not required" => false,
+            other => {
+                return Err(t.err(format!(
+                    "expected \"not specified\", \"required\" or \"not required\", found {other:?}"
+                )));
+            }
+        },
+    };
+    match (tls, required) {
+        (false, true) => Err(a.err("treq \"required\" needs tsas \"tls1.3\"")),
+        (false, false) => Ok(PortTls::None),
+        (true, true) => Ok(PortTls::Required),
+        (true, false) => Ok(PortTls::NotRequired),
+    }
+}
+
 fn parse_port(p: &J<'_>) -> Result<PortConfig, ConfigError> {
     let id_j = p.get("portid")?;
     let portid = u16::try_from(id_j.uint()?).map_err(|_| id_j.err("port ID exceeds 65535"))?;
-    let (addr, _) = parse_addr(&p.get("addr")?)?;
+    let addr_j = p.get("addr")?;
+    let (addr, _) = parse_addr(&addr_j)?;
     let mut port = PortConfig::new(portid, addr);
+    port.tls = parse_port_tls(&addr_j)?;
     let mut subs = Vec::new();
     if let Some(s) = p.opt("subsystems") {
         for n in s.array()? {
@@ -924,6 +1009,44 @@ mod tests {
             let e = l.validate().unwrap_err().to_string();
             assert!(e.contains(field), "{e}");
         }
+    }
+
+    #[test]
+    fn tls_ports_and_host_keys_load_from_nvmetcli_json() {
+        let key = "NVMeTLSkey-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrZ:";
+        let json = |tsas: &str, treq: &str, key: &str| {
+            format!(
+                r#"{{"hosts": [{{"nqn": "nqn.2014-08.org.nvmexpress:uuid:host-a", "tls_key": "{key}", "tls_key_compat": true}}],
+                "ports": [{{"portid": 1, "addr": {{"trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1",
+                "trsvcid": 0, "tsas": "{tsas}", "treq": "{treq}"}}, "subsystems": []}}]}}"#
+            )
+        };
+        let c = load(&json("tls1.3", "required", key)).unwrap();
+        assert_eq!(c.ports[0].tls, PortTls::Required);
+        let k = &c.tls_keys["nqn.2014-08.org.nvmexpress:uuid:host-a"];
+        assert_eq!(k.derivation(), nvme_tcp_tls::Derivation::Compat);
+        let c = load(&json("tls1.3", "not required", key)).unwrap();
+        assert_eq!(c.ports[0].tls, PortTls::NotRequired);
+        let c = load(&json("none", "not specified", key)).unwrap();
+        assert_eq!(c.ports[0].tls, PortTls::None);
+        let e = load(&json("none", "required", key))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls1.3"), "{e}");
+        let e = load(&json("tls1.2", "required", key))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tsas"), "{e}");
+        let bad = key.replace("LrZ", "LrY");
+        let e = load(&json("tls1.3", "required", &bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls_key") && e.contains("CRC"), "{e}");
+        // A TLS port without any host key cannot work.
+        let e = load(&json("tls1.3", "required", key).replace(r#""tls_key": "#, r#""x": "#))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("TLS PSK"), "{e}");
     }
 
     #[test]

@@ -294,6 +294,7 @@ impl TargetState {
                         portid: p.cfg.portid,
                         addr: advertised(p),
                         subnqn: s.nqn().to_string(),
+                        tls: p.cfg.tls,
                     });
                 }
             }
@@ -304,6 +305,7 @@ impl TargetState {
                 portid,
                 addr: advertised(p),
                 subnqn: DISCOVERY_NQN.to_string(),
+                tls: p.cfg.tls,
             });
             for r in &p.cfg.referrals {
                 if let (Ok(ip), Ok(port)) = (r.traddr.parse(), r.trsvcid.parse()) {
@@ -312,6 +314,7 @@ impl TargetState {
                         portid: r.portid,
                         addr: SocketAddr::new(ip, port),
                         subnqn: DISCOVERY_NQN.to_string(),
+                        tls: crate::config::PortTls::None,
                     });
                 }
             }

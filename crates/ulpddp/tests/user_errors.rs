@@ -14,6 +14,8 @@ const NQN: &str = "nqn.2024-01.io.ulp-ddp:target";
 struct Target {
     child: Child,
     port: String,
+    /// Its stdout, kept open: a target whose stdout is gone ends at its next line.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Target {
@@ -25,15 +27,19 @@ impl Target {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the target");
-        let out = child.stdout.take().expect("stdout");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        BufReader::new(out).read_line(&mut line).expect("a line");
+        out.read_line(&mut line).expect("a line");
         let port = line
             .trim()
             .strip_prefix("listening on 127.0.0.1:")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        Target { child, port }
+        Target {
+            child,
+            port,
+            _stdout: out,
+        }
     }
 }
 
@@ -184,6 +190,30 @@ fn the_connect_timeout_is_the_timeout_option() {
 }
 
 #[test]
+fn a_subsystem_the_target_does_not_serve_is_named_as_the_refused_parameter() {
+    let t = Target::start("ram:1M");
+    let err = user_error(
+        &[
+            "id-ctrl",
+            "--trsvcid",
+            &t.port,
+            "--nqn",
+            "nqn.2024-01.x:typo",
+        ],
+        b"",
+    );
+    assert_eq!(
+        err,
+        format!(
+            "Error: connecting to nqn.2024-01.x:typo at 127.0.0.1:{}\n  caused by: Connect \
+             rejected on queue 0: Connect Invalid Parameters (SCT 0x1 SC 0x82, do not retry): \
+             refused the subsystem NQN (no such subsystem on this port, or not exported there)\n",
+            t.port
+        )
+    );
+}
+
+#[test]
 fn reads_are_checked_against_the_namespace_before_anything_is_allocated() {
     let t = Target::start("ram:1M");
     let c = ["--trsvcid", &t.port, "--nqn", NQN, "-d", "/dev/null"];
@@ -219,6 +249,28 @@ fn reads_are_checked_against_the_namespace_before_anything_is_allocated() {
             b""
         ),
         "Error: namespace 5 not found\n"
+    );
+}
+
+#[test]
+fn a_size_that_cannot_be_allocated_is_refused_with_a_clear_message() {
+    // 32 TiB inside a 64 TiB namespace that stores nothing, under a 4 GB address space limit
+    // (so the outcome does not depend on the machine's overcommit policy).
+    let t = Target::start("null:64T");
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -v 4000000 && exec \"$0\" \"$@\"", BIN, "read"])
+        .args(["--trsvcid", &t.port, "--nqn", NQN, "-d", "/dev/null"])
+        .args(["-z", &(32u64 << 40).to_string()])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_clean(&err);
+    assert_eq!(
+        err,
+        "Error: cannot allocate 35184372088832 bytes for the transfer: transfer a smaller range \
+         at a time (--start-block, --block-count)\n"
     );
 }
 
@@ -347,6 +399,26 @@ fn a_media_error_names_the_status_and_the_command() {
 }
 
 #[test]
+fn a_reader_that_stops_reading_ends_the_command_quietly() {
+    // `ulpddp id-ctrl -o json | head -1`: the pipe's reader is gone before the output is
+    // written. The command ends as by SIGPIPE, with no panic message and no backtrace.
+    use std::os::unix::process::ExitStatusExt;
+    let t = Target::start("ram:1M");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(["id-ctrl", "--trsvcid", &t.port, "--nqn", NQN, "-o", "json"])
+        .env("RUST_BACKTRACE", "1")
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(13), "{:?}: {err}", out.status);
+    assert_eq!(err, "");
+}
+
+#[test]
 fn logs_on_a_pipe_carry_no_colour_codes() {
     // The target logs each connection at INFO; its stderr is a pipe.
     let mut child = Command::new(BIN)
@@ -359,12 +431,13 @@ fn logs_on_a_pipe_carry_no_colour_codes() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    // Kept open until the end (see Target).
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
     let port = line.trim().rsplit(':').next().unwrap().to_string();
     let out = ulpddp(&["id-ctrl", "--trsvcid", &port, "--nqn", NQN], b"");
     let _ = child.kill();
+    drop(stdout);
     let mut err = String::new();
     child
         .stderr

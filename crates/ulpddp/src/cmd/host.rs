@@ -6,7 +6,8 @@
 //! `-s/--trsvcid`, `-n/--nqn`, `-q/--hostnqn`, `-I/--hostid`, `-i/--nr-io-queues`,
 //! `-Q/--queue-size`, `-g/--hdr-digest`, `-G/--data-digest`, `-k/--keep-alive-tmo`,
 //! `-c/--reconnect-delay`, `-l/--ctrl-loss-tmo`, `-F/--fast_io_fail_tmo`,
-//! `-d/--disable-sqflow`, `-D/--duplicate-connect`). In `read` and `write` the short flags are
+//! `-d/--disable-sqflow`, `-D/--duplicate-connect`), plus `--max-retries` (the Linux host's
+//! `nvme_core.max_retries`, which nvme-cli does not set per connection). In `read` and `write` the short flags are
 //! nvme-cli's I/O ones (`-n` namespace id, `-s` start block, `-c` block count, `-z` data size,
 //! `-d` data file) and the subsystem is given as `--nqn`/`--trsvcid`. The host identity comes
 //! from `-q`/`-I`, else `/etc/nvme/hostnqn` and `/etc/nvme/hostid` (see [`super::hostid`]).
@@ -85,6 +86,11 @@ pub struct ConnArgs {
     #[arg(long = "fast_io_fail_tmo", alias = "fast-io-fail-tmo", default_value_t = -1,
           allow_hyphen_values = true)]
     pub fast_io_fail_tmo: i64,
+    /// Times a command is re-sent after the connection it was in flight on failed, counted
+    /// across reconnects (the Linux host's nvme_core.max_retries); past it the command fails
+    /// with the last failure as the cause.
+    #[arg(long, alias = "nr-retries", default_value_t = 5)]
+    pub max_retries: u32,
     /// Ask the controller to disable SQ flow control.
     #[arg(long)]
     pub disable_sqflow: bool,
@@ -99,6 +105,52 @@ pub struct ConnArgs {
     /// take.
     #[arg(long, default_value_t = 30)]
     pub timeout: u32,
+    /// Run every queue over TLS 1.3 (NVMe/TCP TLS, TP 8011) with the PSK of --tls-key or
+    /// --tls-key-file.
+    #[arg(long)]
+    pub tls: bool,
+    /// The configured TLS PSK in the interchange format (`NVMeTLSkey-1:01:...:`, as nvme-cli
+    /// gen-tls-key prints it); implies --tls.
+    #[arg(long = "tls-key", alias = "tls_key", value_name = "KEY")]
+    pub tls_key: Option<String>,
+    /// Read the configured TLS PSK from FILE (its first line); implies --tls.
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_key")]
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// PSK identity version offered: 0 (`NVMe0R01 <hostnqn> <subnqn>`) or 1 (with the PSK
+    /// digest).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub tls_identity_version: u8,
+    /// Derive the TLS PSK as nvme-cli up to 2.13 (libnvme 1.13) does, for targets whose
+    /// keyring holds keys it inserted.
+    #[arg(long)]
+    pub tls_compat: bool,
+}
+
+/// The TLS settings of `--tls`, `--tls-key` and `--tls-key-file`, if any.
+fn tls_options(a: &ConnArgs) -> anyhow::Result<Option<nvme_tcp_host::TlsOptions>> {
+    let text = match (&a.tls_key, &a.tls_key_file) {
+        (Some(k), _) => k.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("--tls-key-file {}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        (None, None) if a.tls => bail!("--tls needs the PSK: --tls-key KEY or --tls-key-file FILE"),
+        (None, None) => return Ok(None),
+    };
+    let mut key = nvme_tcp_tls::ConfiguredPsk::parse(&text).context("--tls-key")?;
+    if a.tls_compat {
+        key = key.with_derivation(nvme_tcp_tls::Derivation::Compat);
+    }
+    Ok(Some(nvme_tcp_host::TlsOptions {
+        key,
+        identity: if a.tls_identity_version == 1 {
+            nvme_tcp_tls::IdentityVersion::V1
+        } else {
+            nvme_tcp_tls::IdentityVersion::V0
+        },
+    }))
 }
 
 impl ConnArgs {
@@ -140,6 +192,8 @@ impl ConnArgs {
             CidMode::Tagged
         };
         o.command_timeout = Duration::from_secs(self.timeout.max(1).into());
+        o.max_retries = self.max_retries;
+        o.tls = tls_options(self)?;
         o.connect_timeout = o.command_timeout;
         Ok(o)
     }
@@ -792,16 +846,23 @@ fn repl(ctrl: &Controller, f: OutputFormat) -> anyhow::Result<()> {
                 .map_err(Into::into)
                 .and_then(|raw| print_id_ctrl(&raw, f)),
             Some("id-ns") => num(1).and_then(|n| {
-                let nsid = u32::try_from(n).context("NSID out of range")?;
+                let nsid = u32::try_from(n)
+                    .ok()
+                    .with_context(|| format!("NSID {n} out of range"))?;
                 print_id_ns(&identify_namespace(ctrl, nsid)?, f)
             }),
             Some("list") => list_rows(ctrl).map(|rows| print_list(&rows, f)),
             Some("flush") => num(1).and_then(|n| {
-                let nsid = u32::try_from(n).context("NSID out of range")?;
+                let nsid = u32::try_from(n)
+                    .ok()
+                    .with_context(|| format!("NSID {n} out of range"))?;
                 Ok(ctrl.flush(nsid)?)
             }),
             Some("read") => (|| {
-                let nsid = u32::try_from(num(1)?).context("NSID out of range")?;
+                let n = num(1)?;
+                let nsid = u32::try_from(n)
+                    .ok()
+                    .with_context(|| format!("NSID {n} out of range"))?;
                 let slba = num(2)?;
                 // NLB is 0's based, as --block-count: 0 reads one block.
                 let blocks = num(3)?.checked_add(1).context("block count too large")?;
@@ -895,6 +956,21 @@ mod tests {
         let o = target.conn.options(&target.nqn, DEFAULT_IO_PORT).unwrap();
         assert_eq!((o.kato, o.ctrl_loss_tmo), (None, None));
         assert_eq!(o.fast_io_fail_tmo, Some(Duration::from_secs(5)));
+        assert_eq!(o.max_retries, 5, "the Linux host's default");
+        let Command::Connect { target, .. } =
+            parse(&format!("connect -n n -q {Q} -I {I} --max-retries 2"))
+        else {
+            panic!()
+        };
+        let o = target.conn.options(&target.nqn, DEFAULT_IO_PORT).unwrap();
+        assert_eq!(o.max_retries, 2);
+        let Command::Connect { target, .. } =
+            parse(&format!("connect -n n -q {Q} -I {I} --nr-retries 0"))
+        else {
+            panic!()
+        };
+        let o = target.conn.options(&target.nqn, DEFAULT_IO_PORT).unwrap();
+        assert_eq!(o.max_retries, 0);
         assert!(parse(&format!("connect -n n -q {Q} -I {I} --fast-io-fail-tmo 5")).is_connect());
     }
 

@@ -58,6 +58,13 @@ pub struct Args {
     /// Data digest.
     #[arg(long)]
     pub ddgst: bool,
+    /// TLS 1.3 on every queue: the embedded target requires it (with a fresh PSK); an
+    /// external target needs --tls-key.
+    #[arg(long)]
+    pub tls: bool,
+    /// The configured TLS PSK (`NVMeTLSkey-1:...:`) for an external target; implies --tls.
+    #[arg(long, requires = "target")]
+    pub tls_key: Option<String>,
     /// Namespace of the embedded target: ram:SIZE, null, or file:PATH.
     #[arg(long, default_value = "ram:1G")]
     pub ns: String,
@@ -203,6 +210,19 @@ fn open(
     queue_size: u16,
     nic_offload: Option<bool>,
 ) -> anyhow::Result<Session> {
+    // The embedded target's TLS: a fresh PSK for a fixed host NQN.
+    let embedded_tls = (args.tls && args.target.is_none())
+        .then(|| -> anyhow::Result<_> {
+            let mut k = vec![0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut k);
+            let host =
+                nvme_tcp_host::options::hostnqn_from_uuid(&nvme_tcp_host::options::random_uuid());
+            Ok((
+                host,
+                nvme_tcp_tls::ConfiguredPsk::new(nvme_tcp_tls::KeyHash::Sha256, k)?,
+            ))
+        })
+        .transpose()?;
     let (target, addr, nqn) = match &args.target {
         Some(t) => {
             let a: SocketAddr = t
@@ -218,8 +238,12 @@ fn open(
                 4096 => nvme_tcp_target::namespace::LbaSize::B4096,
                 other => bail!("--lba-size {other}: expected 512 or 4096"),
             };
-            let cfg = TargetConfig::single_port("127.0.0.1:0".parse()?)
+            let mut cfg = TargetConfig::single_port("127.0.0.1:0".parse()?)
                 .subsystem(SubsystemConfig::new(EMBEDDED_NQN).namespace(ns));
+            if let Some((host, key)) = &embedded_tls {
+                cfg.ports[0].tls = nvme_tcp_target::config::PortTls::Required;
+                cfg.tls_keys.insert(host.clone(), key.clone());
+            }
             // The target's threads inherit the core of the thread that starts it.
             pin.enter_target();
             let h = Target::start(cfg).context("starting the embedded target");
@@ -242,6 +266,19 @@ fn open(
         (opts.hostnqn, opts.hostid) =
             crate::cmd::hostid::resolve(args.hostnqn.as_deref(), None, &files)?;
     }
+    let tls_key = match (&embedded_tls, &args.tls_key) {
+        (Some((host, key)), _) => {
+            opts.hostnqn = host.clone();
+            Some(key.clone())
+        }
+        (None, Some(k)) => Some(nvme_tcp_tls::ConfiguredPsk::parse(k).context("--tls-key")?),
+        (None, None) if args.tls => bail!("--tls with --target needs --tls-key"),
+        (None, None) => None,
+    };
+    opts.tls = tls_key.map(|key| nvme_tcp_host::TlsOptions {
+        key,
+        identity: nvme_tcp_tls::IdentityVersion::V0,
+    });
     opts.nr_io_queues = args.queues;
     opts.queue_size = queue_size;
     opts.hdgst = hdgst;
@@ -261,9 +298,7 @@ fn open(
         None => None,
     };
     let ctrl = Controller::connect(opts).with_context(|| format!("connecting to {addr}"))?;
-    let ns = ctrl
-        .namespace(args.nsid)
-        .with_context(|| format!("namespace {}", args.nsid))?;
+    let ns = ctrl.namespace(args.nsid)?;
     Ok(Session {
         _nic: nic,
         _target: target,
@@ -334,8 +369,12 @@ fn run_job(
     };
     let span = span_limit.min(s.nsze_bytes) / bs as u64 * bs as u64;
     if span == 0 {
+        if span_limit < s.nsze_bytes {
+            bail!("--span {span_limit} is smaller than one block of --bs {bs}");
+        }
         bail!(
-            "namespace of {} bytes is smaller than one block of {bs}",
+            "namespace {} of {} bytes is smaller than one block of --bs {bs}",
+            s.nsid,
             s.nsze_bytes
         );
     }
@@ -362,6 +401,9 @@ fn run_job(
         warmup: Duration::from_millis(300),
     };
     let mut name = job_name(&spec, queues.len() as u16, hdgst, ddgst);
+    if args.tls || args.tls_key.is_some() {
+        name.push_str(" tls");
+    }
     match nic_offload {
         Some(true) => name.push_str(" nic-ddp"),
         Some(false) => name.push_str(" nic"),
