@@ -339,8 +339,9 @@ impl Connection {
                     }
                     *pipe_len = n - d;
                     // A short read emptied the socket: feed what came and stop, instead of
-                    // one more read that would only report EAGAIN.
-                    drained = n < direct_len + pipe_read;
+                    // one more read that would only report EAGAIN. (A TLS read returns one
+                    // record at most, so a short one says nothing about the socket.)
+                    drained = matches!(stream, HostStream::Plain(_)) && n < direct_len + pipe_read;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -499,7 +500,7 @@ impl Connection {
 }
 
 /// Sends as much of `core`'s pending transmit data as `stream` takes now.
-fn flush_to(stream: &mut TcpStream, core: &mut QueueCore) -> Result<(), HostError> {
+fn flush_to(stream: &mut HostStream, core: &mut QueueCore) -> Result<(), HostError> {
     loop {
         // One gather write for everything queued (headers and, in zero-copy mode, the
         // commands' own buffers), up to 64 pieces at a time.
