@@ -294,6 +294,9 @@ impl Connection {
             FabricsCommand::Disconnect(_) => {
                 self.complete(cid, Status::INVALID_QUEUE_IDENTIFIER, 0, 0)
             }
+            FabricsCommand::AuthenticationSend(_) | FabricsCommand::AuthenticationReceive(_) => {
+                self.complete(cid, Status::INVALID_OPCODE, 0, 0)
+            }
         }
     }
 
