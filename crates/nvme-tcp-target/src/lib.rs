@@ -37,6 +37,8 @@ pub mod server;
 pub mod state;
 pub mod subsystem;
 
-pub use config::{ConfigError, Limits, PortConfig, SubsystemConfig, TargetConfig};
+pub use config::{
+    ConfigError, HostAuthKeys, HostConfig, Limits, PortConfig, SubsystemConfig, TargetConfig,
+};
 pub use namespace::NamespaceConfig;
 pub use server::{Target, TargetError, TargetHandle};

@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::config::{DISCOVERY_NQN, Limits, PortConfig, SubsystemConfig, TargetConfig};
+use crate::config::{
+    DISCOVERY_NQN, HostAuthKeys, Limits, PortConfig, SubsystemConfig, TargetConfig,
+};
 use crate::controller::{AsyncEvent, ControllerKind};
 use crate::discovery::{DiscoveryEntry, SubType};
 use crate::metrics::TargetMetrics;
@@ -32,6 +34,8 @@ pub struct TargetState {
     connections: Mutex<ConnectionCounts>,
     send_stalls: AtomicU64,
     socket_buffer_size: usize,
+    /// Hosts that must authenticate, by NQN.
+    host_auth: HashMap<String, Arc<HostAuthKeys>>,
     metrics: Arc<TargetMetrics>,
 }
 
@@ -90,7 +94,17 @@ impl TargetState {
             send_stalls: AtomicU64::new(0),
             metrics: Arc::default(),
             socket_buffer_size: cfg.socket_buffer_size,
+            host_auth: cfg
+                .hosts
+                .iter()
+                .filter_map(|h| Some((h.nqn.clone(), Arc::new(h.dhchap.clone()?))))
+                .collect(),
         })
+    }
+
+    /// The DH-HMAC-CHAP settings of `hostnqn` when it must authenticate.
+    pub fn host_auth(&self, hostnqn: &str) -> Option<Arc<HostAuthKeys>> {
+        self.host_auth.get(hostnqn).cloned()
     }
 
     /// The target's counters (see [`crate::metrics`]).

@@ -28,6 +28,13 @@ use super::text::{NQN_FIELD_LEN, nqn_field, set_nqn_field};
 /// controller model).
 pub const CNTLID_DYNAMIC: u16 = 0xFFFF;
 
+/// AUTHREQ bit 1 (Connect response DW0 bit 17), ATR: the host must authenticate on this
+/// queue (Authentication Send/Receive) before any other command.
+pub const AUTHREQ_ATR: u16 = 1 << 1;
+/// AUTHREQ bit 2 (DW0 bit 18), ASCR: authentication with secure channel concatenation
+/// required.
+pub const AUTHREQ_ASCR: u16 = 1 << 2;
+
 /// Length of the Connect command's data.
 pub const CONNECT_DATA_LEN: usize = 1024;
 
