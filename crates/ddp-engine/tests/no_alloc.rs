@@ -3,56 +3,17 @@
 //! searching, while a resync is pending, on duplicates and overlaps), together with what
 //! the ULP does per PDU (`pdu_header`, `teardown`, `poll_event`, `setup` with the buffer
 //! that came back), with and without delayed resync answers and teardowns.
-//!
-//! The allocator is the only `unsafe` in the crate's tests: implementing `GlobalAlloc`
-//! requires it; it forwards to the system allocator unchanged.
 
 use ddp_engine::{EngineConfig, SoftDdpDevice, SyncState, TeardownMode};
 use nvme_tcp_wire::digest::crc32c;
 use nvme_tcp_wire::pdu::{DataPduRepr, HeaderBuf, PduFlags, PduType};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use ulp_ddp::{
     DdpCtx, DdpEvent, DdpIo, IoBuf, NvmeTcpDdpConfig, NvmeTcpDigests, SkConfig, SockId,
     UlpDdpDevice,
 };
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// Only the test's own thread is counted: the test harness's other threads (its main
-    /// loop, timers) may allocate at any moment.
-    static COUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn count() {
-    if COUNTED.with(std::cell::Cell::get) {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: forwards every call to `System` with the same arguments.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc_count::Counting = alloc_count::Counting;
 
 fn c2h(cid: u16, data: &[u8]) -> Vec<u8> {
     let repr = DataPduRepr {
@@ -112,49 +73,47 @@ fn run_without_allocating(teardown: TeardownMode, answer_delay: u32) {
     }
     let mss = 1448;
     let mut done_pdus = 0usize;
-    let before = ALLOCS.load(Ordering::Relaxed);
     let mut pos = 0usize;
     let mut k = 0u32;
     let mut placed = 0u64;
-    while pos < stream.len() {
-        let end = (pos + mss).min(stream.len());
-        k += 1;
-        // Every 97th segment is lost, and those holding the headers of PDUs 3 and 6;
-        // every 31st is duplicated, every 53rd overlaps its predecessor.
-        let header_lost = [3, 6].iter().any(|&i| (pos..end).contains(&starts[i]));
-        if !k.is_multiple_of(97) && !header_lost {
-            let v = rx.on_segment(pos as u32, &stream[pos..end]);
-            placed += v.placed_bytes();
+    // Only this thread is counted: the harness's other threads may allocate at any moment.
+    let ((), allocs) = alloc_count::on_this_thread(|| {
+        while pos < stream.len() {
+            let end = (pos + mss).min(stream.len());
+            k += 1;
+            // Every 97th segment is lost, and those holding the headers of PDUs 3 and 6;
+            // every 31st is duplicated, every 53rd overlaps its predecessor.
+            let header_lost = [3, 6].iter().any(|&i| (pos..end).contains(&starts[i]));
+            if !k.is_multiple_of(97) && !header_lost {
+                let v = rx.on_segment(pos as u32, &stream[pos..end]);
+                placed += v.placed_bytes();
+            }
+            if k.is_multiple_of(31) {
+                rx.on_segment(pos as u32, &stream[pos..end]);
+            }
+            if k.is_multiple_of(53) && pos > 100 {
+                rx.on_segment((pos - 100) as u32, &stream[pos - 100..end]);
+            }
+            // The ULP parses the header the device asked about.
+            if let Some(SyncState::ResyncPending { seq: Some(s) }) = dev.sync_state(sk) {
+                sock.pdu_header(s);
+            }
+            // A PDU ended: its I/O is torn down; the buffer that comes back serves again.
+            while done_pdus < starts.len()
+                && starts.get(done_pdus + 1).copied().unwrap_or(stream.len()) <= end
+            {
+                sock.teardown(done_pdus as u32, DdpCtx(done_pdus as u64))
+                    .unwrap();
+                done_pdus += 1;
+            }
+            while let Some(DdpEvent::TeardownDone { io, .. }) = sock.poll_event() {
+                sock.setup(io).unwrap();
+            }
+            pos = end;
         }
-        if k.is_multiple_of(31) {
-            rx.on_segment(pos as u32, &stream[pos..end]);
-        }
-        if k.is_multiple_of(53) && pos > 100 {
-            rx.on_segment((pos - 100) as u32, &stream[pos - 100..end]);
-        }
-        // The ULP parses the header the device asked about.
-        if let Some(SyncState::ResyncPending { seq: Some(s) }) = dev.sync_state(sk) {
-            sock.pdu_header(s);
-        }
-        // A PDU ended: its I/O is torn down; the buffer that comes back serves again.
-        while done_pdus < starts.len()
-            && starts.get(done_pdus + 1).copied().unwrap_or(stream.len()) <= end
-        {
-            sock.teardown(done_pdus as u32, DdpCtx(done_pdus as u64))
-                .unwrap();
-            done_pdus += 1;
-        }
-        while let Some(DdpEvent::TeardownDone { io, .. }) = sock.poll_event() {
-            sock.setup(io).unwrap();
-        }
-        pos = end;
-    }
-    let after = ALLOCS.load(Ordering::Relaxed);
-    assert_eq!(
-        after - before,
-        0,
-        "{teardown:?}, delay {answer_delay}: allocated"
-    );
+    });
+    assert!(alloc_count::installed());
+    assert_eq!(allocs, 0, "{teardown:?}, delay {answer_delay}: allocated");
     let d = dev.diagnostics();
     assert!(
         placed > 0 && d.lost_sync > 0 && d.resync_confirmed > 0 && d.old_segments > 0,
@@ -170,7 +129,6 @@ fn run_without_allocating(teardown: TeardownMode, answer_delay: u32) {
 
 #[test]
 fn per_segment_processing_does_not_allocate() {
-    COUNTED.with(|c| c.set(true));
     run_without_allocating(TeardownMode::Immediate, 0);
     // (An answer 2 PDUs late would land after PDU 6's lost header: ignored, as it must be.)
     run_without_allocating(TeardownMode::AfterPdus(2), 1);

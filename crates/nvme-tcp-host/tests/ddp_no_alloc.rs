@@ -3,9 +3,7 @@
 //! receive path through the marks, torn down and handed back (teardown_done) make no heap
 //! allocation once warmed up — neither in the host's queue core nor in the device.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use ddp_engine::{EngineConfig, SoftDdpDevice, TeardownMode};
@@ -15,37 +13,8 @@ use nvme_tcp_wire::digest::crc32c;
 use nvme_tcp_wire::pdu::{CapsuleRespRepr, DataPduRepr, HeaderBuf, IcRespRepr, PduFlags, PduType};
 use ulp_ddp::{SockId, UlpDdpDevice};
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// Only the test's own thread is counted: the test harness's other threads (its main
-    /// loop, timers) may allocate at any moment.
-    static COUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn count() {
-    if COUNTED.with(std::cell::Cell::get) {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc_count::Counting = alloc_count::Counting;
 
 const ISN: u32 = 0xFFFF_0000;
 const LEN: usize = 128 << 10;
@@ -75,7 +44,6 @@ fn answer(cid: u16, data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn offloaded_reads_make_no_heap_allocation_per_io() {
-    COUNTED.with(|c| c.set(true));
     for mode in [TeardownMode::Immediate, TeardownMode::AfterPdus(2)] {
         let dev = SoftDdpDevice::new(EngineConfig {
             teardown: mode,
@@ -152,9 +120,9 @@ fn offloaded_reads_make_no_heap_allocation_per_io() {
             st.rx_digested_bytes, 0,
             "all digests verified by the device"
         );
-        let before = ALLOCS.load(Ordering::Relaxed);
-        run(&mut q, 512, &mut bufs, &mut placed);
-        let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+        // Only this thread is counted: the harness's other threads may allocate at any moment.
+        let ((), allocs) = alloc_count::on_this_thread(|| run(&mut q, 512, &mut bufs, &mut placed));
+        assert!(alloc_count::installed());
         assert_eq!(
             allocs, 0,
             "{mode:?}: {allocs} allocations in 512 offloaded reads"

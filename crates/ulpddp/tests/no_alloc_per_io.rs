@@ -4,32 +4,13 @@
 //! the bound is "well under one allocation per 100 I/Os", not zero; an allocation per I/O
 //! anywhere on the path (host or target, reads or writes, with digests) fails it.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nvme_tcp_host::{ConnectOptions, Controller, IoBuf, IoQueue, cmd};
 use nvme_tcp_target::{NamespaceConfig, SubsystemConfig, Target, TargetConfig};
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc_count::Counting = alloc_count::Counting;
 
 const NQN: &str = "nqn.2024-01.io.ulp-ddp:noalloc";
 
@@ -82,9 +63,9 @@ fn allocations_per_io(hdgst: bool, ddgst: bool, read: bool, bs: usize) -> f64 {
     let mut q = ctrl.take_io_queues().pop().unwrap();
     // Warm-up: buffers, pipes and tables reach their steady-state sizes.
     drive(&mut q, read, bs, 32, 2_000);
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = alloc_count::process_total();
     let n = drive(&mut q, read, bs, 32, 20_000);
-    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    let allocs = alloc_count::process_total() - before;
     q.close();
     ctrl.shutdown();
     drop(target);
