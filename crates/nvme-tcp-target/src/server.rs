@@ -375,6 +375,10 @@ impl TargetHandle {
         cfg.validate()?;
         let state = self.state();
         let mut sum = ReloadSummary::default();
+        if state.set_host_auth(cfg) {
+            sum.changes
+                .push("hosts' authentication keys (for new connections)".into());
+        }
         let wanted: std::collections::HashSet<&str> =
             cfg.subsystems.iter().map(|s| s.nqn.as_str()).collect();
         for old in state.subsystems() {

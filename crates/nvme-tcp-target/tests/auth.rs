@@ -204,3 +204,31 @@ fn a_host_without_a_key_is_not_asked_to_authenticate() {
     );
     assert_eq!(a.prop_get(0, true).status(), Status::SUCCESS);
 }
+
+#[test]
+fn reloaded_keys_apply_to_new_connections() {
+    let t = start_with(|c| c);
+    let mut before = Client::connect(t.local_addrs()[0]);
+    assert_eq!(admin_connect(&mut before).1, 0);
+    let key = Secret::generate(None);
+    let cfg = TargetConfig::single_port(t.local_addrs()[0])
+        .subsystem(
+            nvme_tcp_target::SubsystemConfig::new(SUBNQN)
+                .namespace(nvme_tcp_target::NamespaceConfig::parse("ram:4M").unwrap()),
+        )
+        .host(HostConfig {
+            nqn: HOSTNQN.into(),
+            dhchap: Some(HostAuthKeys::new(key.clone())),
+        });
+    let sum = t.reload(&cfg).expect("reload");
+    assert!(
+        sum.changes.iter().any(|c| c.contains("authentication")),
+        "{:?}",
+        sum.changes
+    );
+    let mut after = Client::connect(t.local_addrs()[0]);
+    assert_eq!(admin_connect(&mut after).1, AUTHREQ_ATR);
+    authenticate(&mut after, &mut host(&key, None, 1)).unwrap();
+    // The queue connected before keeps working.
+    assert_eq!(before.prop_get(0, true).status(), Status::SUCCESS);
+}
