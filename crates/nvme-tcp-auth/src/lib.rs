@@ -40,6 +40,8 @@
 
 mod controller;
 pub mod dh;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 mod host;
 mod secret;
