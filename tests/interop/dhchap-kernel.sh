@@ -6,13 +6,17 @@
 #    bidirectional authentication) authenticates to our target (`ulpddp target --config`,
 #    nvmetcli JSON with per-host dhchap_key / dhchap_ctrl_key / dhchap_hash / dhchap_dhgroup)
 #    with three hash/group choices: SHA-256 + null (unidirectional, untransformed key),
-#    SHA-384 + ffdhe2048 and SHA-512 + ffdhe8192 (bidirectional, transformed keys). The keys
+#    SHA-384 + ffdhe2048 and SHA-512 + ffdhe4096 (bidirectional, transformed keys). The keys
 #    are made by nvme-cli's gen-dhchap-key. Each connection reads 4 MiB that must equal the
 #    namespace's file. A wrong key and no key must be refused.
 # 2. Our host (`ulpddp read --dhchap-secret [--dhchap-ctrl-secret]`) authenticates to the
 #    kernel target (configfs hosts/*/dhchap_*), SHA-512 + ffdhe3072 bidirectional and
 #    unidirectional, SHA-256 + null; the data read must equal the kernel's namespace file.
 #    A wrong key, a wrong controller key and no key must be refused.
+#
+# ffdhe6144/8192 are left to the Rust tests: under qemu's TCG the kernel's own DH takes longer
+# than its 60 s admin command timeout with them (about 70 ms on this machine natively for
+# both sides of ffdhe8192 in our code).
 #
 # That a host that skips authentication gets no command through (Authentication Required)
 # is checked against the real target on loopback by crates/nvme-tcp-target/tests/auth.rs:
@@ -56,7 +60,7 @@ cat > /tmp/target.json <<JSON
     { "nqn": "$h2", "dhchap_key": "$k2", "dhchap_ctrl_key": "$c2",
       "dhchap_hash": "hmac(sha384)", "dhchap_dhgroup": "ffdhe2048" },
     { "nqn": "$h3", "dhchap_key": "$k3", "dhchap_ctrl_key": "$c3",
-      "dhchap_hash": "hmac(sha512)", "dhchap_dhgroup": "ffdhe8192" } ],
+      "dhchap_hash": "hmac(sha512)", "dhchap_dhgroup": "ffdhe4096" } ],
   "ports": [ { "portid": 1, "subsystems": [ "$nqn" ],
     "addr": { "trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1", "trsvcid": "4421" } } ],
   "subsystems": [ { "nqn": "$nqn", "attr": { "allow_any_host": "1" },
@@ -82,7 +86,7 @@ kh() { # name hostnqn hostid secret [ctrl secret]
 }
 kh "sha256/null unidirectional" $h1 $u1 $k1
 kh "sha384/ffdhe2048 bidirectional" $h2 $u2 $k2 $c2
-kh "sha512/ffdhe8192 bidirectional" $h3 $u3 $k3 $c3
+kh "sha512/ffdhe4096 bidirectional" $h3 $u3 $k3 $c3
 # A wrong key and no key: refused.
 if nvme connect -t tcp -a 127.0.0.1 -s 4421 -n $nqn -q $h1 -I $u1 --dhchap-secret=$k2 > /tmp/c.out 2>&1; then
     nvme disconnect -n $nqn; result "kernel-host wrong key: connected FAILED"
