@@ -39,7 +39,7 @@ head -c $((8 << 20)) "$work/ns.img" > "$work/want8"
 grep -q "\"subnqn\": \"$nqn\"" "$work/disc.json" || { cat "$work/disc.json"; echo "discover: $nqn not listed"; exit 1; }
 "$bin" discover -a 127.0.0.1 -s "$port"
 # connect keeps the controller open and runs commands from stdin.
-printf 'id-ns 1\nread 1 0 16\nflush 1\nquit\n' \
+printf 'id-ns 1\nread 1 0 15\nflush 1\nquit\n' \
     | "$bin" connect -a 127.0.0.1 -s "$port" -n "$nqn" -i 2 --interactive > "$work/connect.out"
 grep -q "read 65536 bytes" "$work/connect.out" || { cat "$work/connect.out"; echo "connect --interactive failed"; exit 1; }
 configs=(

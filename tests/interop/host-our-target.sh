@@ -89,12 +89,12 @@ wait_lines() { # wait until the output has $1 "read" lines
     echo "connect --interactive: no answer"
     return 1
 }
-echo "read 1 1024 256" >&3
+echo "read 1 1024 255" >&3
 wait_lines 1
 { kill -9 "$tpid" && wait "$tpid"; } 2>/dev/null || true
 sleep 1.5
 start_target
-echo "read 1 1024 256" >&3
+echo "read 1 1024 255" >&3
 wait_lines 2
 echo "quit" >&3
 wait "$cpid" || true

@@ -139,7 +139,7 @@ fn read_all_in(q: &mut IoQueue, len: usize, size: usize) -> Vec<(usize, Result<V
     }
     out.into_iter()
         .enumerate()
-        .map(|(i, r)| (i, r.unwrap_or(Err(IoError::Timeout))))
+        .map(|(i, r)| (i, r.unwrap_or(Err(IoError::QueueLost("no completion")))))
         .collect()
 }
 

@@ -63,14 +63,13 @@ impl Geometry {
         ns: &IdentifyNamespace,
         mdts_bytes: Option<u64>,
     ) -> Result<Self, HostError> {
+        if ns.nsze.get() == 0 {
+            // All-zero Identify data: the namespace is not active.
+            return Err(HostError::NamespaceNotFound(nsid));
+        }
         let lba_size = ns.lba_size().ok_or_else(|| {
             HostError::Unsupported(format!("namespace {nsid}: LBA format unusable"))
         })?;
-        if ns.nsze.get() == 0 {
-            return Err(HostError::Invalid(format!(
-                "namespace {nsid} is not active (NSZE 0)"
-            )));
-        }
         if ns.lba_format().is_some_and(|f| f.ms.get() != 0) {
             return Err(HostError::Unsupported(format!(
                 "namespace {nsid}: LBA format with metadata"
@@ -171,6 +170,10 @@ mod tests {
     fn refuses_inactive_and_metadata_namespaces() {
         let ns = IdentifyNamespace::new(0, 9);
         assert!(Geometry::from_identify(1, &ctrl(), &ns, None).is_err());
+        // What an inactive namespace returns: all zeroes, the LBA format too.
+        let zero = IdentifyNamespace::default();
+        let e = Geometry::from_identify(3, &ctrl(), &zero, None).unwrap_err();
+        assert_eq!(e.to_string(), "namespace 3 not found");
         let mut ns = IdentifyNamespace::new(8, 9);
         ns.lbaf[0].ms.set(8);
         assert!(Geometry::from_identify(1, &ctrl(), &ns, None).is_err());

@@ -10,10 +10,11 @@
 //! * [`KeepAlive`]: a Keep Alive command every KATO/2 while the association lives.
 //! * [`CommandTimeouts`]: a command that outlives the command timeout is aborted; one that
 //!   outlives it again after its Abort fails and the queue's connection is reset.
-//! * [`Reconnect`]: after a lost connection, an attempt at once, then one every
-//!   `reconnect_delay`; commands fail after `fast_io_fail_tmo`; no attempt starts after
-//!   `ctrl_loss_tmo` (as Linux, which gives up after `ctrl_loss_tmo / reconnect_delay`
-//!   attempts).
+//! * [`Reconnect`]: after a lost connection, an attempt at once (after `reconnect_delay` if
+//!   the controller violated the protocol), then one every `reconnect_delay`; commands fail
+//!   after `fast_io_fail_tmo`; no attempt starts after `ctrl_loss_tmo` (as Linux, which gives
+//!   up after `ctrl_loss_tmo / reconnect_delay` attempts). Both are measured from the first
+//!   loss until a command completes on a new connection.
 //!
 //! Both are driven the same way, over any transport that moves the [`QueueCore`]'s bytes:
 //!
@@ -98,6 +99,7 @@ pub struct QueueConnect {
     opts: ConnectOptions,
     /// In-band authentication, when the Connect response asked for it.
     auth: Option<crate::auth::QueueAuth>,
+    timeout: Duration,
 }
 
 impl QueueConnect {
@@ -124,6 +126,7 @@ impl QueueConnect {
             deadline: now + opts.connect_timeout,
             opts: opts.clone(),
             auth: None,
+            timeout: opts.connect_timeout,
         })
     }
 
@@ -191,13 +194,16 @@ impl QueueConnect {
             )));
         }
         if now >= self.deadline {
-            return Err(HostError::Timeout(if core.phase() == Phase::WaitIcResp {
-                "ICResp"
-            } else if self.auth.is_some() {
-                "authentication"
-            } else {
-                "Connect completion"
-            }));
+            return Err(HostError::Timeout {
+                what: if core.phase() == Phase::WaitIcResp {
+                    "ICResp"
+                } else if self.auth.is_some() {
+                    "authentication"
+                } else {
+                    "Connect completion"
+                },
+                after: self.timeout,
+            });
         }
         Ok(Poll::Pending {
             wake_at: self.poll_timeout(),
@@ -393,7 +399,7 @@ impl AdminBringUp {
             .opts
             .ddp_device
             .as_ref()
-            .and_then(|d| DdpNetdev::probe(&d.0, false))
+            .and_then(|d| DdpNetdev::probe(&d.0, self.opts.tls.is_some()))
             .and_then(|n| n.max_transfer(4096))
         {
             max_transfer = Some(max_transfer.map_or(cap as u64, |m| m.min(cap as u64)));
@@ -459,7 +465,10 @@ impl AdminBringUp {
             }
         }
         if self.cmd_deadline.is_some_and(|t| now >= t) {
-            return Err(HostError::Timeout("admin command completion"));
+            return Err(HostError::Timeout {
+                what: "admin command completion",
+                after: self.cmd_timeout(),
+            });
         }
         Ok(Poll::Pending {
             wake_at: self.poll_timeout(),
@@ -567,7 +576,12 @@ impl CommandTimeouts {
     pub fn poll_action(&mut self, core: &mut QueueCore, now: Instant) -> Option<TimeoutAction> {
         let (cid, aborted) = core.expired(now, self.timeout)?;
         if aborted {
-            core.fail_command(cid, IoError::Timeout);
+            core.fail_command(
+                cid,
+                IoError::Timeout {
+                    after: self.timeout,
+                },
+            );
             Some(TimeoutAction::Reset { cid })
         } else {
             core.mark_abort_sent(cid, now);
@@ -587,26 +601,71 @@ pub enum ReconnectAction {
         until: Instant,
     },
     /// `fast_io_fail_tmo` passed: fail the commands waiting for the connection (reported
-    /// once per loss), then poll again.
+    /// once per outage), then poll again.
     FailFast,
     /// Stop reconnecting: the controller is lost.
     GiveUp(&'static str),
 }
 
+/// How a connection was lost (see [`Reconnect::handle_lost`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossKind {
+    /// The first loss of an outage: the driver reports it (once) with its cause.
+    First,
+    /// Another loss in the same outage (the new connection failed before a command
+    /// completed on it): counted for [`Reconnect::poll_summary`], not reported on its own.
+    Repeated,
+    /// Reported again while already disconnected: nothing changed.
+    Again,
+}
+
+/// An outage so far, for the rate-limited report ([`Reconnect::poll_summary`]) and the end of
+/// an outage ([`Reconnect::handle_command_completed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutageSummary {
+    /// Since the first loss.
+    pub elapsed: Duration,
+    /// Connections lost (the first loss included).
+    pub losses: u32,
+    /// Reconnect attempts that failed.
+    pub failed_attempts: u32,
+    /// Connections re-established.
+    pub reconnects: u32,
+}
+
 /// The reconnect timers of one connection (`reconnect_delay`, `fast_io_fail_tmo`,
 /// `ctrl_loss_tmo`).
+///
+/// An *outage* starts at the first loss of a working connection and ends only when a
+/// command completes on a new connection ([`Reconnect::handle_command_completed`]), not when
+/// a TCP connect or a Fabrics Connect succeeds: against a controller that breaks every new
+/// connection, `fast_io_fail_tmo` and `ctrl_loss_tmo` still expire. The first attempt after
+/// the first loss goes out at once, unless the connection died of a protocol violation; every
+/// other attempt waits `reconnect_delay` after the loss or the failed attempt before it.
 #[derive(Debug, Clone)]
 pub struct Reconnect {
     delay: Duration,
     ctrl_loss_tmo: Option<Duration>,
     fast_io_fail_tmo: Option<Duration>,
+    /// The first loss of the current outage.
     lost_since: Option<Instant>,
+    /// Connected again during the outage, no command completed yet.
+    reconnected: bool,
     next_attempt: Instant,
     fast_failed: bool,
     gave_up: Option<&'static str>,
+    losses: u32,
+    failed_attempts: u32,
+    reconnects: u32,
+    next_summary: Instant,
+    /// `(losses, failed_attempts)` at the last report.
+    reported: (u32, u32),
 }
 
 impl Reconnect {
+    /// How often an outage is summarised while it lasts.
+    pub const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
     /// Timers from the connect options; the connection is up at `now`.
     pub fn new(opts: &ConnectOptions, now: Instant) -> Self {
         Self {
@@ -614,28 +673,56 @@ impl Reconnect {
             ctrl_loss_tmo: opts.ctrl_loss_tmo,
             fast_io_fail_tmo: opts.fast_io_fail_tmo,
             lost_since: None,
+            reconnected: false,
             next_attempt: now,
             fast_failed: false,
             gave_up: None,
+            losses: 0,
+            failed_attempts: 0,
+            reconnects: 0,
+            next_summary: now,
+            reported: (0, 0),
         }
     }
 
-    /// True while the connection is lost.
+    /// True while the connection is lost (disconnected).
     pub fn is_lost(&self) -> bool {
+        self.lost_since.is_some() && !self.reconnected
+    }
+
+    /// True from the first loss until a command completed on a new connection.
+    pub fn in_outage(&self) -> bool {
         self.lost_since.is_some()
     }
 
-    /// The connection was lost at `now` (a second report while lost changes nothing): the
-    /// first attempt is due at once, unless `ctrl_loss_tmo` is 0.
-    pub fn handle_lost(&mut self, now: Instant) {
-        if self.lost_since.is_none() {
-            self.lost_since = Some(now);
-            self.next_attempt = now;
-            self.fast_failed = false;
-        }
+    /// The connection was lost at `now`; `violation` if it died of a protocol violation by
+    /// the controller (then the next attempt waits `reconnect_delay`, as it does after any
+    /// loss but the first of an outage).
+    pub fn handle_lost(&mut self, now: Instant, violation: bool) -> LossKind {
+        let kind = match self.lost_since {
+            None => {
+                self.lost_since = Some(now);
+                self.fast_failed = false;
+                self.losses = 1;
+                self.failed_attempts = 0;
+                self.reconnects = 0;
+                self.reported = (1, 0);
+                self.next_summary = now + Self::SUMMARY_EVERY;
+                self.next_attempt = if violation { now + self.delay } else { now };
+                LossKind::First
+            }
+            Some(_) if self.reconnected => {
+                self.losses += 1;
+                self.next_attempt = now + self.delay;
+                LossKind::Repeated
+            }
+            Some(_) => LossKind::Again,
+        };
+        self.reconnected = false;
         if self.ctrl_loss_tmo == Some(Duration::ZERO) {
             self.gave_up = Some("ctrl_loss_tmo is 0: no reconnect");
         }
+        kind
     }
 
     /// What to do at `now` (only meaningful while lost).
@@ -667,25 +754,65 @@ impl Reconnect {
 
     /// When the driver next needs the clock while lost.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.lost_since.map(|_| self.next_attempt)
+        self.is_lost().then_some(self.next_attempt)
     }
 
     /// The attempt started by [`ReconnectAction::Attempt`] ended at `now`: connected (the
-    /// timers are reset), or failed (the next attempt is due `reconnect_delay` later; if that
-    /// is past `ctrl_loss_tmo`, the next poll gives up).
+    /// outage lasts until a command completes on the new connection), or failed (the next
+    /// attempt is due `reconnect_delay` later; if that is past `ctrl_loss_tmo`, the next poll
+    /// gives up).
     pub fn handle_attempt(&mut self, connected: bool, now: Instant) {
         if connected {
-            self.lost_since = None;
-            self.fast_failed = false;
-            self.gave_up = None;
+            self.reconnected = true;
+            self.reconnects += 1;
             return;
         }
+        self.failed_attempts += 1;
         self.next_attempt = now + self.delay;
         if let (Some(t), Some(since)) = (self.ctrl_loss_tmo, self.lost_since)
             && self.next_attempt.saturating_duration_since(since) > t
         {
             self.gave_up = Some("ctrl_loss_tmo expired");
         }
+    }
+
+    /// A command completed successfully at `now` (or the new connection has no command to
+    /// complete): if this ends an outage, its summary.
+    pub fn handle_command_completed(&mut self, now: Instant) -> Option<OutageSummary> {
+        if !self.reconnected {
+            return None;
+        }
+        let summary = self.summary(now);
+        self.lost_since = None;
+        self.reconnected = false;
+        self.fast_failed = false;
+        self.gave_up = None;
+        summary
+    }
+
+    /// A summary of the outage at most every [`Reconnect::SUMMARY_EVERY`], when something
+    /// happened since the last one (the driver logs it instead of every loss and attempt).
+    pub fn poll_summary(&mut self, now: Instant) -> Option<OutageSummary> {
+        if now < self.next_summary || (self.losses, self.failed_attempts) == self.reported {
+            return None;
+        }
+        self.next_summary = now + Self::SUMMARY_EVERY;
+        self.reported = (self.losses, self.failed_attempts);
+        self.summary(now)
+    }
+
+    fn summary(&self, now: Instant) -> Option<OutageSummary> {
+        self.lost_since.map(|since| OutageSummary {
+            elapsed: now.saturating_duration_since(since),
+            losses: self.losses,
+            failed_attempts: self.failed_attempts,
+            reconnects: self.reconnects,
+        })
+    }
+
+    /// True once `fast_io_fail_tmo` expired in the current outage.
+    pub fn fast_io_failed(&self) -> bool {
+        self.fast_failed
     }
 
     /// Why reconnecting stopped, once it has.
@@ -740,7 +867,7 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Reconnect::new(&opts(100, Some(250), Some(150)), t0);
         assert!(!r.is_lost());
-        r.handle_lost(t0);
+        r.handle_lost(t0, false);
         assert_eq!(r.poll(t0), ReconnectAction::Attempt);
         r.handle_attempt(false, ms(t0, 10));
         assert_eq!(
@@ -765,16 +892,24 @@ mod tests {
     }
 
     #[test]
-    fn a_successful_reconnect_resets_the_timers() {
+    fn a_command_completed_on_a_new_connection_resets_the_timers() {
         let t0 = Instant::now();
         let mut r = Reconnect::new(&opts(100, Some(1000), Some(150)), t0);
-        r.handle_lost(t0);
+        r.handle_lost(t0, false);
         assert_eq!(r.poll(ms(t0, 200)), ReconnectAction::FailFast);
         assert_eq!(r.poll(ms(t0, 200)), ReconnectAction::Attempt);
         r.handle_attempt(true, ms(t0, 210));
         assert!(!r.is_lost());
+        assert!(r.in_outage(), "connected, but nothing completed yet");
+        let s = r
+            .handle_command_completed(ms(t0, 230))
+            .expect("outage ends");
+        assert_eq!((s.losses, s.reconnects), (1, 1));
+        assert_eq!(s.elapsed, Duration::from_millis(230));
+        assert!(!r.in_outage());
+        assert_eq!(r.handle_command_completed(ms(t0, 240)), None);
         // A new loss long after: the clocks start again.
-        r.handle_lost(ms(t0, 5000));
+        assert_eq!(r.handle_lost(ms(t0, 5000), false), LossKind::First);
         assert_eq!(r.poll(ms(t0, 5000)), ReconnectAction::Attempt);
         r.handle_attempt(false, ms(t0, 5000));
         assert_eq!(r.poll(ms(t0, 5100)), ReconnectAction::Attempt);
@@ -782,13 +917,153 @@ mod tests {
     }
 
     #[test]
+    fn ctrl_loss_tmo_runs_until_a_command_completes_not_until_connect_succeeds() {
+        // A controller that accepts every connection and breaks it before any command
+        // completes: every attempt "succeeds", yet the timers keep running from the first
+        // loss, and after ctrl_loss_tmo the host gives up.
+        let t0 = Instant::now();
+        let mut r = Reconnect::new(&opts(100, Some(1000), Some(500)), t0);
+        assert_eq!(r.handle_lost(t0, true), LossKind::First);
+        let mut now = t0;
+        let mut attempts = 0;
+        let mut fail_fast_at = None;
+        let gave_up_at = loop {
+            match r.poll(now) {
+                ReconnectAction::Attempt => {
+                    attempts += 1;
+                    r.handle_attempt(true, now);
+                    assert!(r.in_outage());
+                    // The re-sent command breaks the new connection again.
+                    now += Duration::from_millis(5);
+                    assert_eq!(r.handle_lost(now, true), LossKind::Repeated);
+                }
+                ReconnectAction::Wait { until } => {
+                    assert!(until > now);
+                    now = until;
+                }
+                ReconnectAction::FailFast => {
+                    assert!(fail_fast_at.is_none(), "reported once per outage");
+                    fail_fast_at = Some(now);
+                }
+                ReconnectAction::GiveUp(why) => {
+                    assert_eq!(why, "ctrl_loss_tmo expired");
+                    break now;
+                }
+            }
+        };
+        // One attempt per reconnect_delay (the first one too: the loss was a protocol
+        // violation), none after ctrl_loss_tmo.
+        assert_eq!(attempts, 9, "attempts at 100, 205, ... 900 ms");
+        let fast = fail_fast_at.expect("fast_io_fail_tmo expired");
+        assert!(fast >= ms(t0, 500) && fast < ms(t0, 600), "{fast:?}");
+        assert!(gave_up_at >= ms(t0, 1000) && gave_up_at < ms(t0, 1100));
+    }
+
+    #[test]
+    fn only_the_first_loss_of_an_outage_is_reported_then_a_rate_limited_summary() {
+        let t0 = Instant::now();
+        let mut r = Reconnect::new(&opts(10, None, None), t0);
+        assert_eq!(r.handle_lost(t0, false), LossKind::First);
+        assert_eq!(
+            r.poll(t0),
+            ReconnectAction::Attempt,
+            "a transport loss: at once"
+        );
+        let mut summaries = Vec::new();
+        let mut now = t0;
+        // 60 s of a controller that breaks every new connection, one attempt every 10 ms.
+        while now < t0 + Duration::from_secs(60) {
+            match r.poll(now) {
+                ReconnectAction::Attempt => {
+                    r.handle_attempt(true, now);
+                    assert_eq!(r.handle_lost(now, false), LossKind::Repeated);
+                }
+                ReconnectAction::Wait { until } => now = until,
+                other => panic!("{other:?}"),
+            }
+            if let Some(s) = r.poll_summary(now) {
+                summaries.push(s);
+            }
+        }
+        assert_eq!(
+            summaries.len(),
+            6,
+            "one per SUMMARY_EVERY, not one per loss"
+        );
+        assert!(summaries.windows(2).all(|w| w[1].losses > w[0].losses));
+        assert!(summaries[5].losses > 5000);
+        // Nothing new, nothing to report.
+        let quiet = now + Reconnect::SUMMARY_EVERY * 3;
+        r.poll_summary(quiet);
+        assert_eq!(r.poll_summary(quiet + Reconnect::SUMMARY_EVERY * 2), None);
+    }
+
+    #[test]
+    fn command_timeouts_are_not_restarted_by_a_reconnect() {
+        use crate::queue::{QueueConfig, QueueCore};
+        use nvme_tcp_wire::pdu::{HeaderBuf, IcRespRepr};
+        fn icresp(q: &mut QueueCore) {
+            let n = q.tx_pending().len();
+            q.tx_consumed(n);
+            let r = IcRespRepr {
+                pfv: 0,
+                cpda: 0,
+                hdgst_enable: false,
+                ddgst_enable: false,
+                maxh2cdata: 131072,
+            };
+            q.rx_feed(HeaderBuf::new(&r).as_bytes()).unwrap();
+            q.set_live();
+        }
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(30);
+        let mut q = QueueCore::new(QueueConfig {
+            qid: 1,
+            queue_size: 4,
+            hdgst: false,
+            ddgst: false,
+            cid_mode: crate::CidMode::Tagged,
+            in_capsule_max: 0,
+        });
+        icresp(&mut q);
+        let cid = q
+            .submit(cmd::read(1, 0, 1, IoBuf::Contig(vec![0; 512]), 7), t0)
+            .unwrap();
+        let mut t = CommandTimeouts::new(timeout, t0);
+        // The connection fails at 20 s and is back at 25 s: the command is re-sent ...
+        q.connection_failed(&IoError::Transport("reset".into()), 5);
+        q.reset_connection();
+        icresp(&mut q);
+        assert_eq!(q.retries(cid), Some(1));
+        assert!(t.handle_timeout(ms(t0, 25_000)));
+        assert_eq!(t.poll_action(&mut q, ms(t0, 25_000)), None);
+        // ... but its 30 s still count from its submission, not from the reconnect.
+        assert!(t.handle_timeout(ms(t0, 30_000)));
+        assert_eq!(
+            t.poll_action(&mut q, ms(t0, 30_000)),
+            Some(TimeoutAction::Abort { cid })
+        );
+        // The Abort's own period is not restarted by another reconnect either.
+        q.connection_failed(&IoError::Transport("reset".into()), 5);
+        q.reset_connection();
+        icresp(&mut q);
+        assert!(t.handle_timeout(ms(t0, 60_000)));
+        assert_eq!(
+            t.poll_action(&mut q, ms(t0, 60_000)),
+            Some(TimeoutAction::Reset { cid })
+        );
+        let c = q.pop_completion().unwrap();
+        assert!(matches!(c.result.unwrap_err(), IoError::Timeout { .. }));
+    }
+
+    #[test]
     fn ctrl_loss_tmo_zero_never_reconnects_and_none_retries_forever() {
         let t0 = Instant::now();
         let mut r = Reconnect::new(&opts(100, Some(0), None), t0);
-        r.handle_lost(t0);
+        r.handle_lost(t0, false);
         assert!(matches!(r.poll(t0), ReconnectAction::GiveUp(_)));
         let mut r = Reconnect::new(&opts(100, None, None), t0);
-        r.handle_lost(t0);
+        r.handle_lost(t0, false);
         for i in 0..100 {
             assert_eq!(r.poll(ms(t0, i * 100)), ReconnectAction::Attempt);
             r.handle_attempt(false, ms(t0, i * 100));

@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
+use nvme_tcp_wire::nvme::IoOpcode;
+
 use crate::buf::IoBuf;
 use crate::cmd;
 use crate::ctrl::{Controller, NamespaceInfo};
-use crate::error::{HostError, IoError, Result};
+use crate::error::{CommandError, CommandInfo, HostError, IoError, Result};
 use crate::ioq::IoQueue;
 
 /// Largest transfer per command used by the blocking helpers (the Linux kernel target refuses
@@ -36,8 +38,13 @@ impl Controller {
         Ok(chunk as usize)
     }
 
-    fn check_range(ns: &NamespaceInfo, slba: u64, len: usize) -> Result<u64> {
+    /// Checks that `len` bytes at block `slba` are a non-empty whole number of blocks inside
+    /// namespace `ns` (before anything is allocated or sent); returns the block count.
+    pub fn check_range(ns: &NamespaceInfo, slba: u64, len: usize) -> Result<u64> {
         let lba = ns.lba_size as usize;
+        if len == 0 {
+            return Err(HostError::Invalid("a transfer of zero bytes".into()));
+        }
         if !len.is_multiple_of(lba) {
             return Err(HostError::Invalid(format!(
                 "length {len} is not a multiple of the {lba}-byte block size"
@@ -46,7 +53,9 @@ impl Controller {
         let nlb = (len / lba) as u64;
         if slba.checked_add(nlb).is_none_or(|e| e > ns.nsze) {
             return Err(HostError::Invalid(format!(
-                "LBA range {slba}+{nlb} beyond the namespace ({} blocks)",
+                "blocks {slba}..={} are beyond namespace {}, which has {} blocks of {lba} bytes",
+                slba.saturating_add(nlb - 1),
+                ns.nsid,
                 ns.nsze
             )));
         }
@@ -139,9 +148,37 @@ impl Controller {
         let mut q = self
             .io_queue(0)
             .ok_or_else(|| HostError::Invalid("no I/O queue (taken, or none granted)".into()))?;
+        let sqe = req.sqe;
         let c = q.execute(req)?;
-        c.result.map(|_| ()).map_err(HostError::Command)
+        c.result.map(|_| ()).map_err(|error| {
+            HostError::CommandFailed(CommandError {
+                cmd: CommandInfo::from_sqe(q.qid(), c.cid, &sqe),
+                error,
+            })
+        })
     }
+}
+
+/// The failure of a Read or Write of `nlb` blocks at `slba`, naming the command.
+fn failed(
+    q: &IoQueue,
+    cid: u16,
+    opcode: IoOpcode,
+    ns: &NamespaceInfo,
+    slba: u64,
+    nlb: usize,
+    error: IoError,
+) -> HostError {
+    HostError::CommandFailed(CommandError {
+        cmd: CommandInfo {
+            qid: q.qid(),
+            cid,
+            opcode: opcode as u8,
+            nsid: ns.nsid,
+            lba: Some((slba, nlb as u32)),
+        },
+        error,
+    })
 }
 
 fn run_on_queue(
@@ -173,8 +210,20 @@ fn run_on_queue(
                 }
                 q.poll(Duration::from_millis(100))?;
                 while let Some(c) = q.pop_completion() {
-                    c.result.map_err(HostError::Command)?;
                     let i = c.user_data as usize;
+                    if let Err(error) = c.result {
+                        let nlb = items.get(i).map_or(0, |(_, d)| d.len() / lba);
+                        let first = items.get(i).map_or(0, |&(idx, _)| idx as u64);
+                        return Err(failed(
+                            q,
+                            c.cid,
+                            IoOpcode::Read,
+                            ns,
+                            slba + first * blocks_per_chunk,
+                            nlb,
+                            error,
+                        ));
+                    }
                     let Some(buf) = c.buf.and_then(IoBuf::into_vec) else {
                         return Err(HostError::Command(IoError::Invalid("buffer lost".into())));
                     };
@@ -204,7 +253,20 @@ fn run_on_queue(
                 }
                 q.poll(Duration::from_millis(100))?;
                 while let Some(c) = q.pop_completion() {
-                    c.result.map_err(HostError::Command)?;
+                    if let Err(error) = c.result {
+                        let i = c.user_data as usize;
+                        let nlb = items.get(i).map_or(0, |(_, d)| d.len() / lba);
+                        let first = items.get(i).map_or(0, |&(idx, _)| idx as u64);
+                        return Err(failed(
+                            q,
+                            c.cid,
+                            IoOpcode::Write,
+                            ns,
+                            slba + first * blocks_per_chunk,
+                            nlb,
+                            error,
+                        ));
+                    }
                     if let Some(b) = c.buf.and_then(IoBuf::into_vec) {
                         spare.push(b);
                     }
@@ -214,4 +276,38 @@ fn run_on_queue(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_is_checked_against_the_namespace_and_never_empty() {
+        let ns = NamespaceInfo {
+            nsid: 1,
+            nsze: 100,
+            ncap: 100,
+            nuse: 100,
+            lba_size: 512,
+        };
+        assert_eq!(Controller::check_range(&ns, 0, 512).unwrap(), 1);
+        assert_eq!(Controller::check_range(&ns, 99, 512).unwrap(), 1);
+        let e = Controller::check_range(&ns, 0, 0).unwrap_err();
+        assert_eq!(e.to_string(), "invalid argument: a transfer of zero bytes");
+        assert!(
+            Controller::check_range(&ns, 0, 100).is_err(),
+            "not whole blocks"
+        );
+        let e = Controller::check_range(&ns, 99, 1024).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid argument: blocks 99..=100 are beyond namespace 1, which has 100 blocks of \
+             512 bytes"
+        );
+        assert!(
+            Controller::check_range(&ns, u64::MAX, 512).is_err(),
+            "no overflow"
+        );
+    }
 }

@@ -49,7 +49,7 @@ const MAX_RCVLOWAT: usize = 256 << 10;
 /// [`QueueCore`] that the caller keeps (so it survives the connection, for re-issue after a
 /// reconnect) and passes to every call.
 pub struct Connection {
-    stream: TcpStream,
+    stream: HostStream,
     pipe: Box<[u8]>,
     pipe_len: usize,
     short_pipe: bool,
@@ -92,22 +92,107 @@ pub fn tcp_connect(opts: &ConnectOptions) -> Result<TcpStream, HostError> {
         sock.set_tcp_nodelay(true)?;
         match sock.connect_timeout(&a.into(), opts.connect_timeout) {
             Ok(()) => return Ok(sock.into()),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                last = Some(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "no answer within {:?} (the connect timeout)",
+                        opts.connect_timeout
+                    ),
+                ))
+            }
             Err(e) => last = Some(e),
         }
     }
-    Err(last
-        .map(HostError::Io)
-        .unwrap_or_else(|| HostError::Invalid(format!("{target}: no address"))))
+    Err(match last {
+        Some(error) => HostError::Connect {
+            addr: target,
+            error,
+        },
+        None => HostError::Invalid(format!("{target}: no address")),
+    })
+}
+
+/// The byte stream of a queue: the socket, or a TLS 1.3 session over it (set up before
+/// ICReq). Marks of an offload device on the network path count TCP bytes, which are not the
+/// plaintext bytes of a TLS session, so a TLS queue never reads with marks.
+enum HostStream {
+    Plain(TcpStream),
+    Tls(Box<nvme_tcp_tls::TlsStream<TcpStream>>),
+}
+
+impl HostStream {
+    fn sock(&self) -> &TcpStream {
+        match self {
+            HostStream::Plain(s) => s,
+            HostStream::Tls(t) => t.get_ref(),
+        }
+    }
+
+    /// Decrypted bytes waiting inside the TLS session (invisible to `poll`).
+    fn pending(&self) -> usize {
+        match self {
+            HostStream::Plain(_) => 0,
+            HostStream::Tls(t) => t.pending(),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            HostStream::Plain(s) => s.read(buf),
+            HostStream::Tls(t) => t.read(buf),
+        }
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        match self {
+            HostStream::Plain(s) => s.read_vectored(bufs),
+            HostStream::Tls(t) => t.read_vectored(bufs),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            HostStream::Plain(s) => s.write_vectored(bufs),
+            HostStream::Tls(t) => t.write_vectored(bufs),
+        }
+    }
+}
+
+/// Runs the TLS 1.3 handshake on a fresh blocking socket (bounded by the connect timeout).
+fn tls_handshake(
+    stream: TcpStream,
+    opts: &ConnectOptions,
+    tls: &crate::options::TlsOptions,
+) -> Result<HostStream, HostError> {
+    let psk = tls
+        .key
+        .tls_psk(tls.identity, &opts.hostnqn, &opts.subnqn)
+        .map_err(|e| HostError::Tls(e.to_string()))?;
+    let client = nvme_tcp_tls::TlsClient::new(psk).map_err(|e| HostError::Tls(e.to_string()))?;
+    stream.set_read_timeout(Some(opts.connect_timeout))?;
+    stream.set_write_timeout(Some(opts.connect_timeout))?;
+    let t = client
+        .connect(stream)
+        .map_err(|e| HostError::Tls(e.to_string()))?;
+    t.get_ref().set_read_timeout(None)?;
+    t.get_ref().set_write_timeout(None)?;
+    Ok(HostStream::Tls(Box::new(t)))
 }
 
 impl Connection {
-    /// Connects to the controller; then [`Connection::handshake`] exchanges ICReq/ICResp.
+    /// Connects to the controller (and runs the TLS handshake when `opts.tls` asks for it);
+    /// then [`Connection::handshake`] exchanges ICReq/ICResp.
     pub fn open(opts: &ConnectOptions) -> Result<Self, HostError> {
         let stream = tcp_connect(opts)?;
-        stream.set_nonblocking(true)?;
-        let flow = match &opts.mark_source {
-            Some(src) => src.0.flow(stream.local_addr()?, stream.peer_addr()?),
-            None => None,
+        let stream = match &opts.tls {
+            Some(tls) => tls_handshake(stream, opts, tls)?,
+            None => HostStream::Plain(stream),
+        };
+        stream.sock().set_nonblocking(true)?;
+        let flow = match (&opts.mark_source, &stream) {
+            (Some(src), HostStream::Plain(s)) => src.0.flow(s.local_addr()?, s.peer_addr()?),
+            _ => None,
         };
         Ok(Self {
             stream,
@@ -162,9 +247,12 @@ impl Connection {
         if progressed || timeout.is_none_or(|t| t.is_zero()) {
             return Ok(());
         }
+        if self.stream.pending() > 0 {
+            return Ok(());
+        }
         let want_write = !core.tx_is_empty();
         let mut pfd = libc::pollfd {
-            fd: self.stream.as_raw_fd(),
+            fd: self.stream.sock().as_raw_fd(),
             events: libc::POLLIN | if want_write { libc::POLLOUT } else { 0 },
             revents: 0,
         };
@@ -291,7 +379,7 @@ impl Connection {
                 Some((start, end)) if start <= at && lent > 0 => {
                     // Placed payload of a lent buffer: discard it, no copy.
                     let want = (end - at).min(lent).min(SKIPPED.len() as u64) as usize;
-                    match recv_trunc(&self.stream, want) {
+                    match recv_trunc(self.stream.sock(), want) {
                         Ok(0) => Ok(0),
                         Ok(n) => {
                             any = true;
@@ -347,7 +435,7 @@ impl Connection {
         // SAFETY: a c_int option value of the right size for SO_RCVLOWAT; the fd is open.
         let r = unsafe {
             libc::setsockopt(
-                self.stream.as_raw_fd(),
+                self.stream.sock().as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_RCVLOWAT,
                 (&want as *const libc::c_int).cast(),
@@ -407,7 +495,7 @@ impl Connection {
 
     /// Shuts the socket down (both directions).
     pub fn shutdown(&mut self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        let _ = self.stream.sock().shutdown(std::net::Shutdown::Both);
         self.closed = true;
     }
 }

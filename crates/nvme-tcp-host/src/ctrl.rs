@@ -7,21 +7,25 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nvme_tcp_wire::nvme::regs::{CC, CSTS, Cc, Csts};
-use nvme_tcp_wire::nvme::{IdentifyCommand, IdentifyNamespace, NsidList, PropertySize};
+use nvme_tcp_wire::nvme::{IdentifyCommand, IdentifyNamespace, NsidList, PropertySize, Status};
 
 pub use crate::assoc::{ControllerInfo, INTERNAL_USER_DATA};
 use crate::buf::IoBuf;
 use crate::cmd;
-use crate::error::{HostError, Result};
+use crate::error::{CommandError, CommandInfo, HostError, IoError, Result};
 use crate::ioq::IoQueue;
 use crate::options::ConnectOptions;
-use crate::queue::{Completion, CqeInfo, Request};
+use crate::queue::{Completion, CqeInfo, Request, SQE_LEN};
 use crate::session::{Shared, bring_up, keep_alive_loop};
 
-fn ok(c: Completion) -> Result<(CqeInfo, Option<IoBuf>)> {
+/// The outcome of admin command `sqe`; a failure names the command.
+fn ok(sqe: &[u8; SQE_LEN], c: Completion) -> Result<(CqeInfo, Option<IoBuf>)> {
     match c.result {
         Ok(cqe) => Ok((cqe, c.buf)),
-        Err(e) => Err(HostError::Command(e)),
+        Err(error) => Err(HostError::CommandFailed(CommandError {
+            cmd: CommandInfo::from_sqe(0, c.cid, sqe),
+            error,
+        })),
     }
 }
 
@@ -128,7 +132,8 @@ impl Controller {
 
     /// Runs an admin command to completion. The buffer comes back with the completion.
     pub fn admin_command(&self, req: Request) -> Result<(CqeInfo, Option<IoBuf>)> {
-        ok(self.shared.admin_exec(req)?)
+        let sqe = req.sqe;
+        ok(&sqe, self.shared.admin_exec(req)?)
     }
 
     /// Identify Controller (fresh from the controller).
@@ -142,19 +147,26 @@ impl Controller {
         Ok(buf.map(|b| b.to_vec()).unwrap_or_default())
     }
 
-    /// Identify Namespace `nsid`, decoded.
+    /// Identify Namespace `nsid`, decoded. A namespace that is not active (all-zero data, or
+    /// refused as an invalid namespace) is [`HostError::NamespaceNotFound`].
     pub fn namespace(&self, nsid: u32) -> Result<NamespaceInfo> {
-        let raw = self.identify_raw(IdentifyCommand::namespace(nsid))?;
+        let raw = match self.identify_raw(IdentifyCommand::namespace(nsid)) {
+            Err(HostError::CommandFailed(CommandError {
+                error: IoError::Status(s),
+                ..
+            })) if s.status() == Status::INVALID_NAMESPACE_OR_FORMAT => {
+                return Err(HostError::NamespaceNotFound(nsid));
+            }
+            r => r?,
+        };
         let ns = IdentifyNamespace::parse(&raw)
             .map_err(|e| HostError::Unsupported(format!("Identify Namespace: {e}")))?;
+        if ns.nsze.get() == 0 {
+            return Err(HostError::NamespaceNotFound(nsid));
+        }
         let lba_size = ns.lba_size().ok_or_else(|| {
             HostError::Unsupported(format!("namespace {nsid}: LBA format unusable"))
         })?;
-        if ns.nsze.get() == 0 {
-            return Err(HostError::Invalid(format!(
-                "namespace {nsid} is not active"
-            )));
-        }
         Ok(NamespaceInfo {
             nsid,
             nsze: ns.nsze.get(),

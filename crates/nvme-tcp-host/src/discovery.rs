@@ -161,7 +161,7 @@ pub fn read_log(ctrl: &Controller) -> Result<DiscoveryLog> {
         }
         return Ok(DiscoveryLog { genctr, entries });
     }
-    Err(HostError::Timeout(
-        "discovery log GENCTR kept changing while reading",
+    Err(HostError::Unsupported(
+        "the discovery log's GENCTR kept changing while it was read".into(),
     ))
 }

@@ -6,19 +6,28 @@
 //! (slots are preallocated, buffers travel by ownership).
 //!
 //! When the connection breaks (socket error, protocol violation by the controller, a command
-//! whose Abort also timed out) the queue reconnects by itself inside `poll`: first at once,
-//! then every `reconnect_delay`, until `ctrl_loss_tmo`; commands that did not complete are
-//! re-issued on the new connection. After `fast_io_fail_tmo` they fail instead of waiting.
+//! whose Abort also timed out) the queue reconnects by itself inside `poll`: first at once
+//! (after `reconnect_delay` if the controller violated the protocol), then every
+//! `reconnect_delay`, until `ctrl_loss_tmo`; commands that did not complete are re-issued on
+//! the new connection, each at most `max_retries` times. After `fast_io_fail_tmo` they fail
+//! instead of waiting. Both timeouts run from the first loss until a command completes on a
+//! new connection ([`Reconnect`]); a command's own timeout is not restarted by a reconnect.
+//!
+//! Logging: one WARN per outage with its cause, a WARN summary at most every
+//! [`Reconnect::SUMMARY_EVERY`] while it lasts, an INFO when it ends, an ERROR when the queue
+//! is given up; every single loss and attempt at DEBUG.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::assoc::{CommandTimeouts, Reconnect, ReconnectAction, TimeoutAction};
+use crate::assoc::{
+    CommandTimeouts, LossKind, OutageSummary, Reconnect, ReconnectAction, TimeoutAction,
+};
 use crate::cmd;
 use crate::conn::Connection;
 use crate::session::{Shared, connect_queue};
 
-use crate::error::{HostError, IoError, Result};
+use crate::error::{GiveUpReason, HostError, IoError, ProtocolError, Result};
 use crate::offload::DdpNetdev;
 use crate::queue::{Completion, QueueConfig, QueueCore, QueueStats, Request, SubmitError};
 
@@ -41,6 +50,12 @@ pub struct IoQueue {
     netdev: Option<DdpNetdev>,
     /// Command timeouts (sans-IO).
     timeouts: CommandTimeouts,
+    /// Why the connection (or the last attempt at one) failed last, for the outage summary.
+    last_cause: String,
+    /// Commands that ran out of retries since the last outage summary.
+    gave_up_cmds: u64,
+    /// Successful completions when the connection was last re-established.
+    succeeded_at_reconnect: u64,
 }
 
 impl std::fmt::Debug for IoQueue {
@@ -60,7 +75,7 @@ impl IoQueue {
             .opts
             .ddp_device
             .as_ref()
-            .and_then(|d| DdpNetdev::probe(&d.0, false));
+            .and_then(|d| DdpNetdev::probe(&d.0, shared.opts.tls.is_some()));
         let mut core = QueueCore::new(QueueConfig {
             qid,
             queue_size,
@@ -93,6 +108,9 @@ impl IoQueue {
             generation,
             dead: false,
             netdev,
+            last_cause: String::new(),
+            gave_up_cmds: 0,
+            succeeded_at_reconnect: 0,
         };
         q.apply_in_capsule_limit();
         q.offload_socket();
@@ -215,7 +233,45 @@ impl IoQueue {
             }
             None => self.reconnect_step(now, timeout),
         }
+        self.outage_progress(Instant::now());
         Ok(self.core.completions_ready())
+    }
+
+    /// Ends an outage once a command completed on the new connection; otherwise summarises
+    /// it now and then.
+    fn outage_progress(&mut self, now: Instant) {
+        if !self.reconnect.in_outage() {
+            return;
+        }
+        if self.conn.is_some()
+            && self.core.stats().succeeded > self.succeeded_at_reconnect
+            && let Some(s) = self.reconnect.handle_command_completed(now)
+        {
+            self.log_recovered(&s);
+            return;
+        }
+        if let Some(s) = self.reconnect.poll_summary(now) {
+            tracing::warn!(
+                qid = self.qid,
+                elapsed = ?s.elapsed,
+                losses = s.losses,
+                failed_attempts = s.failed_attempts,
+                reconnects = s.reconnects,
+                commands_given_up = std::mem::take(&mut self.gave_up_cmds),
+                last_error = %self.last_cause,
+                "I/O queue still recovering"
+            );
+        }
+    }
+
+    fn log_recovered(&self, s: &OutageSummary) {
+        tracing::info!(
+            qid = self.qid,
+            elapsed = ?s.elapsed,
+            losses = s.losses,
+            reconnects = s.reconnects,
+            "I/O queue recovered"
+        );
     }
 
     /// Polls until the command submitted with `user_data` completes (other completions stay
@@ -247,24 +303,54 @@ impl IoQueue {
         self.core.fail_all(IoError::QueueLost("queue closed"));
     }
 
-    /// Drops the connection after an error; reconnecting starts at the next poll.
+    /// Drops the connection after an error; reconnecting starts at the next poll. The
+    /// commands in flight on it have used an attempt ([`QueueCore::connection_failed`]).
     fn connection_lost(&mut self, e: HostError) {
-        tracing::warn!(qid = self.qid, error = %e, "I/O queue connection lost; reconnecting");
+        let now = Instant::now();
         if let Some(c) = self.conn.as_mut() {
             c.shutdown();
         }
         self.conn = None;
         // The socket is gone: so is its offload context (sk_del; buffers come back).
         self.core.detach_offload();
-        self.reconnect.handle_lost(Instant::now());
+        let violation = matches!(&e, HostError::Protocol(p) if *p != ProtocolError::Closed);
+        let cause = IoError::from_connection_loss(&e);
+        let max_retries = self.shared.opts.max_retries;
+        let failed = self.core.connection_failed(&cause, max_retries);
+        self.gave_up_cmds += failed as u64;
+        match self.reconnect.handle_lost(now, violation) {
+            LossKind::First => {
+                tracing::warn!(qid = self.qid, error = %e, "I/O queue connection lost; reconnecting");
+            }
+            LossKind::Repeated | LossKind::Again => {
+                tracing::debug!(qid = self.qid, error = %e, "I/O queue connection lost again");
+            }
+        }
+        if failed > 0 {
+            tracing::debug!(
+                qid = self.qid,
+                failed,
+                max_retries,
+                "commands failed: retry limit reached"
+            );
+        }
+        self.last_cause = e.to_string();
         if let Some(why) = self.reconnect.given_up() {
             self.give_up(why);
         }
     }
 
     fn give_up(&mut self, why: &'static str) {
+        if !self.dead {
+            tracing::error!(
+                qid = self.qid,
+                why,
+                last_error = %self.last_cause,
+                "I/O queue given up"
+            );
+        }
         self.dead = true;
-        self.core.fail_all(IoError::QueueLost(why));
+        self.core.fail_waiting(GiveUpReason::CtrlLoss);
     }
 
     /// A thin driver of the [`Reconnect`] timers.
@@ -272,9 +358,14 @@ impl IoQueue {
         loop {
             match self.reconnect.poll(now) {
                 ReconnectAction::GiveUp(why) => return self.give_up(why),
-                ReconnectAction::FailFast => self
-                    .core
-                    .fail_all(IoError::QueueLost("fast_io_fail_tmo expired")),
+                ReconnectAction::FailFast => {
+                    tracing::warn!(
+                        qid = self.qid,
+                        last_error = %self.last_cause,
+                        "fast_io_fail_tmo expired; failing the waiting commands"
+                    );
+                    self.core.fail_waiting(GiveUpReason::FastIoFail);
+                }
                 ReconnectAction::Wait { until } => {
                     std::thread::sleep((until - now).min(timeout));
                     return;
@@ -284,12 +375,21 @@ impl IoQueue {
         }
         match self.try_reconnect() {
             Ok(()) => {
-                tracing::info!(qid = self.qid, "I/O queue reconnected");
-                self.reconnect.handle_attempt(true, Instant::now());
+                tracing::debug!(qid = self.qid, "I/O queue reconnected");
+                let now = Instant::now();
+                self.reconnect.handle_attempt(true, now);
+                self.succeeded_at_reconnect = self.core.stats().succeeded;
+                // Nothing to re-send: the outage is over (nothing can prove it otherwise).
+                if self.core.in_flight() == 0
+                    && let Some(s) = self.reconnect.handle_command_completed(now)
+                {
+                    self.log_recovered(&s);
+                }
             }
             Err(HostError::Lost) => self.give_up("controller lost"),
             Err(e) => {
-                tracing::warn!(qid = self.qid, error = %e, "I/O queue reconnect failed");
+                tracing::debug!(qid = self.qid, error = %e, "I/O queue reconnect failed");
+                self.last_cause = e.to_string();
                 self.reconnect.handle_attempt(false, Instant::now());
             }
         }
@@ -311,7 +411,6 @@ impl IoQueue {
                 Ok(_) => {
                     self.generation = generation;
                     self.conn = Some(conn);
-                    self.core.restart_timers(Instant::now());
                     self.apply_in_capsule_limit();
                     self.offload_socket();
                     return Ok(());
@@ -329,15 +428,19 @@ impl IoQueue {
                 Err(e) => return Err(e),
             }
         }
-        Err(HostError::Timeout("I/O queue Connect"))
+        Err(HostError::Timeout {
+            what: "I/O queue Connect",
+            after: opts.connect_timeout,
+        })
     }
 
     /// Command timeouts ([`CommandTimeouts`] decides): the first expiry sends Abort; the
     /// second fails the command and resets the queue.
     fn check_timeouts(&mut self, now: Instant) {
         if self.conn.is_none() {
-            // Reconnecting: fast_io_fail_tmo and ctrl_loss_tmo govern the waiting commands;
-            // their clocks restart when they are re-issued.
+            // Reconnecting: fast_io_fail_tmo and ctrl_loss_tmo govern the waiting commands.
+            // Their own clocks keep running (a reconnect does not restart them): one whose
+            // timeout passed meanwhile gets its Abort as soon as the queue is back.
             return;
         }
         while let Some(action) = self.timeouts.poll_action(&mut self.core, now) {
@@ -353,7 +456,10 @@ impl IoQueue {
                         "command timed out after Abort; resetting the queue"
                     );
                     if self.conn.is_some() {
-                        self.connection_lost(HostError::Timeout("command"));
+                        self.connection_lost(HostError::Timeout {
+                            what: "completion of an aborted command",
+                            after: self.shared.opts.command_timeout,
+                        });
                     }
                 }
             }

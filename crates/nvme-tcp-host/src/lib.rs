@@ -106,8 +106,8 @@ pub mod tags;
 
 pub use buf::IoBuf;
 pub use ctrl::{Controller, ControllerInfo, NamespaceInfo};
-pub use error::{HostError, IoError, NvmeStatus, ProtocolError};
+pub use error::{GiveUpReason, HostError, IoError, NvmeStatus, ProtocolError};
 pub use ioq::IoQueue;
 pub use offload::{DdpNetdev, PlacedRange, RxMarks};
-pub use options::{CidMode, ConnectOptions};
+pub use options::{CidMode, ConnectOptions, TlsOptions};
 pub use queue::{Completion, CqeInfo, DataDir, QueueCore, Request};

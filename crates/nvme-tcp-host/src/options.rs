@@ -62,8 +62,16 @@ pub struct ConnectOptions {
     /// Fail I/O waiting for a reconnect after this long (`fast_io_fail_tmo`); `None` keeps it
     /// queued until `ctrl_loss_tmo`.
     pub fast_io_fail_tmo: Option<Duration>,
-    /// Per-command timeout: after it an Abort is sent; after a second one the queue is reset.
+    /// Per-command timeout, measured from the command's submission and not restarted when a
+    /// reconnect re-sends it: after it an Abort is sent; after a second one the queue is
+    /// reset.
     pub command_timeout: Duration,
+    /// How often a command is re-sent after the connection it was in flight on failed (the
+    /// Linux host's `nvme_core.max_retries`, default 5), counted across reconnects. A failure
+    /// that names no command (a lost connection, a C2HTermReq, a PDU for an unknown command)
+    /// counts against every command in flight on that connection; past the limit the command
+    /// fails with [`crate::IoError::GaveUp`], whose source is the last failure.
+    pub max_retries: u32,
     /// How CIDs are assigned.
     pub cid_mode: CidMode,
     /// TCP connect timeout.
@@ -90,6 +98,19 @@ pub struct ConnectOptions {
     /// The controller's DH-HMAC-CHAP key (nvme-cli `--dhchap-ctrl-secret`): with it the
     /// host authenticates the controller too.
     pub dhchap_ctrl_secret: Option<nvme_tcp_auth::Secret>,
+    /// TLS 1.3 on every queue (nvme-cli `--tls` with `--tls-key`): the configured PSK and the
+    /// PSK identity version to offer. `None`: clear text.
+    pub tls: Option<TlsOptions>,
+}
+
+/// The TLS settings of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// The configured PSK (interchange format `NVMeTLSkey-1:HH:...:`).
+    pub key: nvme_tcp_tls::ConfiguredPsk,
+    /// The PSK identity format offered (version 0 by default, what Linux 6.12 targets look
+    /// up).
+    pub identity: nvme_tcp_tls::IdentityVersion,
 }
 
 /// A shared handle of a ULP DDP device (any implementation of the interface).
@@ -125,6 +146,7 @@ impl ConnectOptions {
             ctrl_loss_tmo: Some(Duration::from_secs(600)),
             fast_io_fail_tmo: None,
             command_timeout: Duration::from_secs(30),
+            max_retries: 5,
             cid_mode: CidMode::Tagged,
             connect_timeout: Duration::from_secs(10),
             socket_buffer: Some(4 << 20),
@@ -133,6 +155,7 @@ impl ConnectOptions {
             mark_source: None,
             dhchap_secret: None,
             dhchap_ctrl_secret: None,
+            tls: None,
         }
     }
 

@@ -151,7 +151,7 @@ impl Shared {
     /// (at once, then every `reconnect_delay`, none starting after `ctrl_loss_tmo`).
     fn recover(&self, a: &mut Admin) -> Result<()> {
         let mut timers = Reconnect::new(&self.opts, Instant::now());
-        timers.handle_lost(Instant::now());
+        timers.handle_lost(Instant::now(), false);
         loop {
             if self.shutting_down.load(Ordering::Relaxed) {
                 return Err(HostError::Lost);
@@ -168,7 +168,14 @@ impl Shared {
                 ReconnectAction::Wait { until } => std::thread::sleep(until - now),
                 ReconnectAction::Attempt => match bring_up(&self.opts) {
                     Ok((conn, core, info)) => {
-                        tracing::info!(cntlid = info.cntlid, "association re-established");
+                        // Bring-up ran admin commands to completion: the outage is over.
+                        timers.handle_attempt(true, Instant::now());
+                        let outage = timers.handle_command_completed(Instant::now());
+                        tracing::info!(
+                            cntlid = info.cntlid,
+                            failed_attempts = outage.map_or(0, |o| o.failed_attempts),
+                            "association re-established"
+                        );
                         a.conn = Some(conn);
                         a.core = Some(core);
                         a.info = Some(info);
@@ -176,8 +183,19 @@ impl Shared {
                         return Ok(());
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "reconnecting the admin queue failed");
-                        timers.handle_attempt(false, Instant::now());
+                        // The loss was reported; failed attempts are summarised now and then.
+                        let now = Instant::now();
+                        timers.handle_attempt(false, now);
+                        if let Some(o) = timers.poll_summary(now) {
+                            tracing::warn!(
+                                error = %e,
+                                elapsed = ?o.elapsed,
+                                failed_attempts = o.failed_attempts,
+                                "reconnecting the admin queue failed"
+                            );
+                        } else {
+                            tracing::debug!(error = %e, "reconnecting the admin queue failed");
+                        }
                     }
                 },
             }
@@ -207,7 +225,10 @@ pub(crate) fn wait_for(
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(HostError::Timeout("command completion"));
+            return Err(HostError::Timeout {
+                what: "command completion",
+                after: timeout,
+            });
         }
         if let Err(e) = conn.poll(core, Some(deadline - now)) {
             // The completion may have arrived just before the connection closed.

@@ -8,6 +8,19 @@
 
 use crate::options::CidMode;
 
+/// What a CID received from the controller names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CidState {
+    /// The command in flight in this slot.
+    InFlight(u16),
+    /// The last command of a slot that is free again: that command already completed.
+    Completed,
+    /// A command from an earlier use of a slot that has been reused since (tagged mode).
+    Stale,
+    /// No command this queue issued.
+    Unknown,
+}
+
 /// Allocates slot indices and maps them to and from CIDs.
 #[derive(Debug, Clone)]
 pub struct TagAllocator {
@@ -93,6 +106,49 @@ impl TagAllocator {
         }
         (self.cid_of(idx) == cid).then_some(idx)
     }
+
+    /// What `cid` names: a command in flight, one that already completed, one from an
+    /// earlier use of its slot, or nothing this queue issued. (In linear mode a CID of a slot
+    /// in use always names the command in flight, and one of a free slot that was used names
+    /// its last command.)
+    pub fn classify(&self, cid: u16) -> CidState {
+        if let Some(idx) = self.lookup(cid) {
+            return CidState::InFlight(idx);
+        }
+        let idx = match self.mode {
+            CidMode::Linear => cid,
+            CidMode::Tagged => cid & ((1u16 << self.index_bits) - 1),
+        };
+        let i = idx as usize;
+        let (Some(&in_use), Some(&generation)) = (self.in_use.get(i), self.generations.get(i))
+        else {
+            return CidState::Unknown;
+        };
+        if generation == 0 {
+            // Never used.
+            return CidState::Unknown;
+        }
+        if !in_use && self.cid_of(idx) == cid {
+            return CidState::Completed;
+        }
+        if self.mode == CidMode::Linear {
+            return CidState::Unknown;
+        }
+        // Tagged: an earlier generation of this slot, unless the slot never got that far.
+        let gen_bits = 16 - self.index_bits;
+        let mask = if gen_bits >= 16 {
+            u16::MAX
+        } else {
+            (1u16 << gen_bits) - 1
+        };
+        let g = cid >> self.index_bits;
+        let wrapped = generation > mask;
+        if wrapped || (g >= 1 && g < generation) {
+            CidState::Stale
+        } else {
+            CidState::Unknown
+        }
+    }
 }
 
 #[cfg(test)]
@@ -118,6 +174,32 @@ mod tests {
         assert_ne!(cid, cid2);
         assert_eq!(t.lookup(cid), None, "old generation");
         assert_eq!(t.lookup(cid2), Some(idx));
+    }
+
+    #[test]
+    fn a_cid_not_in_flight_is_classified_completed_stale_or_unknown() {
+        let mut t = TagAllocator::new(3, CidMode::Tagged);
+        assert_eq!(t.classify(0), CidState::Unknown, "never used");
+        let (idx, cid) = t.alloc().unwrap();
+        assert_eq!(t.classify(cid), CidState::InFlight(idx));
+        t.release(idx);
+        assert_eq!(t.classify(cid), CidState::Completed, "duplicate");
+        let mut held = Vec::new();
+        while let Some((i, c)) = t.alloc() {
+            held.push((i, c));
+        }
+        assert_eq!(t.classify(cid), CidState::Stale, "slot reused");
+        let (i, c) = held.iter().copied().find(|&(i, _)| i == idx).unwrap();
+        t.release(i);
+        assert_eq!(t.classify(c), CidState::Completed);
+        assert_eq!(t.classify(cid), CidState::Stale);
+        // An index beyond the queue's 3 slots.
+        assert_eq!(t.classify(3), CidState::Unknown);
+        let mut l = TagAllocator::new(4, CidMode::Linear);
+        let (i, c) = l.alloc().unwrap();
+        l.release(i);
+        assert_eq!(l.classify(c), CidState::Completed);
+        assert_eq!(l.classify(3), CidState::Unknown);
     }
 
     #[test]

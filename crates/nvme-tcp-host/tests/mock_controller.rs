@@ -10,8 +10,10 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use nvme_tcp_host::{CidMode, ConnectOptions, Controller, IoBuf, IoError, IoQueue};
-use support::{LBA, Mock, NQN};
+use nvme_tcp_host::{
+    CidMode, ConnectOptions, Controller, GiveUpReason, IoBuf, IoError, IoQueue, ProtocolError,
+};
+use support::{LBA, Misbehave, Mock, NQN};
 
 fn opts(m: &Mock) -> ConnectOptions {
     let _ = tracing_subscriber::fmt()
@@ -112,10 +114,24 @@ fn data_digest_error_fails_only_that_read_and_keeps_the_queue() {
     let mut q = one_queue(&mut ctrl);
     m.faults.corrupt_ddgst.store(true, Ordering::Relaxed);
     let c = read_blocks(&mut q, 0, 8, 1);
+    // The mock sends the read as two PDUs and corrupts the first one's digest.
+    let e = c.result.unwrap_err();
     assert!(
-        matches!(c.result, Err(IoError::DataDigest { .. })),
-        "{:?}",
-        c.result
+        matches!(
+            e,
+            IoError::DataDigest {
+                datao: 0,
+                datal: 2048,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().starts_with(
+            "data digest mismatch in the C2HData PDU at DATAO 0 (DATAL 2048): received 0x"
+        ),
+        "{e}"
     );
     let c = read_blocks(&mut q, 0, 8, 2);
     assert!(c.result.is_ok());
@@ -169,8 +185,13 @@ fn fast_io_fail_tmo_fails_io_while_the_target_is_down() {
     m.faults.refuse.store(true, Ordering::Relaxed);
     m.faults.drop_on_read.store(true, Ordering::Relaxed);
     let c = read_blocks(&mut q, 0, 1, 1);
+    // The read was in flight when the connection closed: the host names that as the cause.
     assert!(
-        matches!(c.result, Err(IoError::QueueLost(_))),
+        matches!(
+            &c.result,
+            Err(IoError::GaveUp { reason: GiveUpReason::FastIoFail, last, .. })
+                if **last == IoError::Protocol(ProtocolError::Closed)
+        ),
         "{:?}",
         c.result
     );
@@ -206,7 +227,11 @@ fn ctrl_loss_tmo_gives_up_and_fails_io() {
         .or_else(|| q.pop_completion())
         .expect("the read completes");
     assert!(
-        matches!(c.result, Err(IoError::QueueLost(_))),
+        matches!(
+            &c.result,
+            Err(IoError::GaveUp { reason: GiveUpReason::CtrlLoss, last, .. })
+                if **last == IoError::Protocol(ProtocolError::Closed)
+        ),
         "{:?}",
         c.result
     );
@@ -222,7 +247,17 @@ fn a_command_that_never_completes_is_aborted_then_the_queue_reset() {
     let mut q = one_queue(&mut ctrl);
     m.faults.swallow_read.store(true, Ordering::Relaxed);
     let c = read_blocks(&mut q, 0, 1, 1);
-    assert_eq!(c.result.unwrap_err(), IoError::Timeout);
+    let e = c.result.unwrap_err();
+    assert_eq!(
+        e,
+        IoError::Timeout {
+            after: Duration::from_millis(200)
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "no completion within 200ms (the command timeout), nor for its Abort"
+    );
     assert!(
         m.counters.aborts.load(Ordering::Relaxed) >= 1,
         "Abort was sent first"
@@ -237,7 +272,7 @@ fn a_command_that_never_completes_is_aborted_then_the_queue_reset() {
                 ok = true;
                 break;
             }
-            Err(IoError::Timeout) => continue,
+            Err(IoError::Timeout { .. }) => continue,
             Err(e) => panic!("unexpected {e}"),
         }
     }
@@ -339,4 +374,129 @@ fn an_offload_device_sees_the_whole_socket_lifecycle_on_a_real_connection() {
     q.close();
     let st = dev.get_stats();
     assert_eq!((st.rx_nvme_tcp_sk_add, st.rx_nvme_tcp_sk_del), (1, 1));
+}
+
+/// Polls until the command `ud` completes, failing the test if the controller saw the command
+/// more than `max_sends` times (the host re-sent it past its retry limit) or, to turn a hang
+/// into a failure, after a minute.
+fn complete_within_sends(
+    q: &mut IoQueue,
+    ud: u64,
+    sends: impl Fn() -> usize,
+    max_sends: usize,
+) -> nvme_tcp_host::Completion {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(c) = q.pop_completion() {
+            assert_eq!(c.user_data, ud);
+            return c;
+        }
+        assert!(
+            sends() <= max_sends,
+            "sent {} times, more than {max_sends}",
+            sends()
+        );
+        assert!(Instant::now() < until, "no completion");
+        q.poll(Duration::from_millis(20)).expect("poll");
+    }
+}
+
+/// What the host must name as the cause of the command's failure, per misbehaviour.
+fn expected_cause(m: Misbehave, e: &ProtocolError) -> bool {
+    let text = e.to_string();
+    match m {
+        Misbehave::UnknownCccid => {
+            matches!(e, ProtocolError::UnknownCccid { pdu: "C2HData", .. })
+        }
+        Misbehave::R2tUnknownCccid => matches!(e, ProtocolError::UnknownCccid { pdu: "R2T", .. }),
+        Misbehave::BadHeaderDigest => {
+            matches!(e, ProtocolError::Header(_)) && text.contains("digest")
+        }
+        Misbehave::WrongHlen => matches!(e, ProtocolError::Header(_)) && text.contains("HLEN"),
+        Misbehave::MisalignedPdo => matches!(e, ProtocolError::Header(_)) && text.contains("PDO"),
+        Misbehave::UnknownCid => matches!(e, ProtocolError::UnknownCid { .. }),
+        Misbehave::TermReqMidStream => matches!(e, ProtocolError::TermReq { fes: 1, .. }),
+        Misbehave::CloseMidStream => *e == ProtocolError::Closed,
+    }
+}
+
+#[test]
+fn a_controller_that_misbehaves_on_every_command_makes_it_fail_after_the_retry_limit() {
+    for mode in Misbehave::ALL {
+        let m = Mock::start(1024, 4096);
+        let mut o = opts(&m);
+        o.reconnect_delay = Duration::from_millis(2);
+        o.hdgst = mode == Misbehave::BadHeaderDigest;
+        o.max_retries = 3;
+        let mut ctrl = Controller::connect(o).unwrap();
+        let mut q = one_queue(&mut ctrl);
+        m.misbehave(Some(mode));
+        // A Read (a Write larger than the in-capsule size for the R2T case).
+        if mode == Misbehave::R2tUnknownCccid {
+            q.submit_write(1, 0, 32, IoBuf::Contig(pattern(32 * LBA, 1)), 1)
+                .unwrap();
+        } else {
+            q.submit_read(1, 0, 16, IoBuf::Contig(vec![0; 16 * LBA]), 1)
+                .unwrap();
+        }
+        let misbehaved = || m.counters.misbehaved.load(Ordering::SeqCst);
+        let c = complete_within_sends(&mut q, 1, misbehaved, 4);
+        match &c.result {
+            Err(IoError::GaveUp {
+                attempts: 4,
+                reason: GiveUpReason::RetryLimit,
+                last,
+            }) => match &**last {
+                IoError::Protocol(e) => assert!(expected_cause(mode, e), "{mode:?}: {e}"),
+                other => panic!("{mode:?}: cause {other}"),
+            },
+            other => panic!("{mode:?}: {other:?}"),
+        }
+        // Sent once, re-sent max_retries times; every connection it was sent on was broken.
+        assert_eq!(misbehaved(), 4, "{mode:?}");
+        assert_eq!(m.counters.io_connects.load(Ordering::SeqCst), 4, "{mode:?}");
+        assert!(c.buf.is_some(), "{mode:?}: the buffer comes back");
+        // The controller behaves again: so does the queue.
+        m.misbehave(None);
+        let c = read_blocks(&mut q, 8, 8, 2);
+        assert!(c.result.is_ok(), "{mode:?}: {:?}", c.result);
+        assert_eq!(c.buf.unwrap().to_vec(), expected(&m, 8, 8));
+    }
+}
+
+#[test]
+fn errors_that_name_no_command_count_against_every_command_in_flight() {
+    let m = Mock::start(1024, 4096);
+    let mut o = opts(&m);
+    o.reconnect_delay = Duration::from_millis(2);
+    o.max_retries = 2;
+    let mut ctrl = Controller::connect(o).unwrap();
+    let mut q = one_queue(&mut ctrl);
+    m.misbehave(Some(Misbehave::TermReqMidStream));
+    for ud in 0..4 {
+        q.submit_read(1, ud * 8, 8, IoBuf::Contig(vec![0; 8 * LBA]), ud)
+            .unwrap();
+    }
+    // Each connection breaks at the first Read it answers; the other three were in flight
+    // on it too, so every Read uses up its 3 attempts within 3 connections.
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut done = Vec::new();
+    while done.len() < 4 {
+        assert!(Instant::now() < until, "no completion");
+        assert!(m.counters.io_connects.load(Ordering::SeqCst) <= 3);
+        q.poll(Duration::from_millis(20)).unwrap();
+        done.extend(std::iter::from_fn(|| q.pop_completion()));
+    }
+    for c in &done {
+        assert!(
+            matches!(
+                &c.result,
+                Err(IoError::GaveUp { attempts: 3, reason: GiveUpReason::RetryLimit, last })
+                    if matches!(**last, IoError::Protocol(ProtocolError::TermReq { .. }))
+            ),
+            "{:?}",
+            c.result
+        );
+    }
+    assert_eq!(m.counters.io_connects.load(Ordering::SeqCst), 3);
 }

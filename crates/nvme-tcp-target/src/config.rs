@@ -1,12 +1,13 @@
 //! Target configuration: listeners (ports), subsystems, namespaces, access control and
 //! resource limits, built in code or loaded from the JSON that `nvmetcli save` writes.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nvme_tcp_auth::Secret;
+use nvme_tcp_tls::ConfiguredPsk;
 use nvme_tcp_wire::nvme::{DhGroupId, HashId};
 use serde_json::Value;
 
@@ -239,6 +240,31 @@ pub struct PortConfig {
     pub referrals: Vec<Referral>,
     /// In-capsule data size on this port's I/O queues; `None` uses the limits.
     pub in_capsule_data_size: Option<u32>,
+    /// TLS 1.3 on this port (nvmetcli `addr.tsas` / `addr.treq`).
+    pub tls: PortTls,
+}
+
+/// The secure channel of a port: nvmet's `addr_tsas` (`none` / `tls1.3`) and `addr_treq`
+/// (`required` / `not required`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PortTls {
+    /// Clear text only (`tsas` none); a TLS ClientHello is not an NVMe/TCP PDU and closes
+    /// the connection.
+    #[default]
+    None,
+    /// TLS 1.3 only (`tsas` tls1.3, `treq` required): a connection that does not start with a
+    /// TLS handshake is closed.
+    Required,
+    /// TLS 1.3 or clear text (`tsas` tls1.3, `treq` not required): the first byte tells (a
+    /// TLS handshake record is 0x16, an ICReq 0x00).
+    NotRequired,
+}
+
+impl PortTls {
+    /// True if TLS connections are accepted.
+    pub fn accepts_tls(self) -> bool {
+        self != PortTls::None
+    }
 }
 
 impl PortConfig {
@@ -250,6 +276,7 @@ impl PortConfig {
             subsystems: PortSubsystems::All,
             referrals: Vec::new(),
             in_capsule_data_size: None,
+            tls: PortTls::None,
         }
     }
 
@@ -356,6 +383,9 @@ pub struct TargetConfig {
     pub subsystems: Vec<SubsystemConfig>,
     /// Known hosts (nvmetcli's top-level `hosts`) and their authentication keys.
     pub hosts: Vec<HostConfig>,
+    /// Configured TLS PSKs by host NQN (the `tls_key` of a `hosts` entry, in the PSK
+    /// interchange format). A TLS handshake names the host in its PSK identity.
+    pub tls_keys: BTreeMap<String, ConfiguredPsk>,
     /// Resource limits.
     pub limits: Limits,
     /// Worker threads per I/O connection are not used; this is the per-connection socket
@@ -377,6 +407,7 @@ impl Default for TargetConfig {
             ],
             subsystems: Vec::new(),
             hosts: Vec::new(),
+            tls_keys: BTreeMap::new(),
             limits: Limits::default(),
             socket_buffer_size: 4 << 20,
         }
@@ -503,6 +534,12 @@ impl TargetConfig {
                     }
                 }
             }
+            if p.tls.accepts_tls() && self.tls_keys.is_empty() {
+                return Err(ConfigError::field(
+                    format!("{at}.addr.tsas"),
+                    "a TLS port needs at least one host with a TLS PSK (hosts[].tls_key)",
+                ));
+            }
             if let Some(ics) = p.in_capsule_data_size
                 && (!ics.is_multiple_of(16) || ics > 1 << 20)
             {
@@ -539,12 +576,19 @@ impl TargetConfig {
             ports: Vec::new(),
             subsystems: Vec::new(),
             hosts: Vec::new(),
+            tls_keys: BTreeMap::new(),
             limits: Limits::default(),
             socket_buffer_size: TargetConfig::default().socket_buffer_size,
         };
         if let Some(hosts) = root.opt("hosts") {
             for h in hosts.array()? {
-                cfg.hosts.push(parse_host(&h)?);
+                let host = parse_host(&h)?;
+                if let Some(k) = h.opt("tls_key") {
+                    let key =
+                        ConfiguredPsk::parse(k.string()?).map_err(|e| k.err(e.to_string()))?;
+                    cfg.tls_keys.insert(host.nqn.clone(), key);
+                }
+                cfg.hosts.push(host);
             }
         }
         if let Some(subs) = root.opt("subsystems") {
@@ -823,11 +867,47 @@ fn parse_addr(a: &J<'_>) -> Result<(SocketAddr, bool), ConfigError> {
     Ok((SocketAddr::new(ip, port), ipv6))
 }
 
+/// nvmetcli's `addr.tsas` (`none`, `tls1.3`) and `addr.treq` (`not specified`,
+/// `required`, `not required`).
+fn parse_port_tls(a: &J<'_>) -> Result<PortTls, ConfigError> {
+    let tls = match a.opt("tsas") {
+        None => false,
+        Some(t) => match t.string()? {
+            "none" | "" => false,
+            "tls1.3" => true,
+            other => {
+                return Err(t.err(format!("expected \"none\" or \"tls1.3\", found {other:?}")));
+            }
+        },
+    };
+    let required = match a.opt("treq") {
+        None => tls,
+        Some(t) => match t.string()? {
+            "not specified" | "" => tls,
+            "required" => true,
+            "not required" => false,
+            other => {
+                return Err(t.err(format!(
+                    "expected \"not specified\", \"required\" or \"not required\", found {other:?}"
+                )));
+            }
+        },
+    };
+    match (tls, required) {
+        (false, true) => Err(a.err("treq \"required\" needs tsas \"tls1.3\"")),
+        (false, false) => Ok(PortTls::None),
+        (true, true) => Ok(PortTls::Required),
+        (true, false) => Ok(PortTls::NotRequired),
+    }
+}
+
 fn parse_port(p: &J<'_>) -> Result<PortConfig, ConfigError> {
     let id_j = p.get("portid")?;
     let portid = u16::try_from(id_j.uint()?).map_err(|_| id_j.err("port ID exceeds 65535"))?;
-    let (addr, _) = parse_addr(&p.get("addr")?)?;
+    let addr_j = p.get("addr")?;
+    let (addr, _) = parse_addr(&addr_j)?;
     let mut port = PortConfig::new(portid, addr);
+    port.tls = parse_port_tls(&addr_j)?;
     let mut subs = Vec::new();
     if let Some(s) = p.opt("subsystems") {
         for n in s.array()? {

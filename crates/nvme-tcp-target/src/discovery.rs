@@ -3,7 +3,11 @@
 use std::net::SocketAddr;
 
 use nvme_tcp_wire::nvme::DiscoveryLogEntry;
-use nvme_tcp_wire::nvme::log::{DISCOVERY_RECORD_LEN, DiscoveryLogPage, adrfam, subtype, treq};
+use nvme_tcp_wire::nvme::log::{
+    DISCOVERY_RECORD_LEN, DiscoveryLogPage, adrfam, sectype, subtype, treq,
+};
+
+use crate::config::PortTls;
 
 /// What a discovery log entry points at (SUBTYPE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +31,8 @@ pub struct DiscoveryEntry {
     pub addr: SocketAddr,
     /// Subsystem NQN.
     pub subnqn: String,
+    /// The port's secure channel (TREQ bits 1:0 and TSAS SECTYPE).
+    pub tls: PortTls,
 }
 
 /// Admin submission queue size advertised (ASQSZ).
@@ -55,9 +61,15 @@ impl DiscoveryEntry {
             ASQSZ,
         )
         .ok()?;
-        // As nvmet-tcp: secure channel not specified, SQ flow control disable supported
-        // (nvme-cli prints this combination by name).
-        e.treq = treq::SECURE_CHANNEL_NOT_SPECIFIED | treq::DISABLE_SQ_FLOW_CONTROL;
+        // As nvmet-tcp: without TLS the secure channel is not specified; with TLS 1.3
+        // (SECTYPE 2) it is required or not; SQ flow control disable supported.
+        let (channel, sec) = match self.tls {
+            PortTls::None => (treq::SECURE_CHANNEL_NOT_SPECIFIED, sectype::NONE),
+            PortTls::Required => (treq::SECURE_CHANNEL_REQUIRED, sectype::TLS13),
+            PortTls::NotRequired => (treq::SECURE_CHANNEL_NOT_REQUIRED, sectype::TLS13),
+        };
+        e.treq = channel | treq::DISABLE_SQ_FLOW_CONTROL;
+        e.tsas[0] = sec;
         Some(e)
     }
 }
@@ -85,11 +97,20 @@ mod tests {
             portid: 1,
             addr: "127.0.0.1:4420".parse().unwrap(),
             subnqn: "nqn.2024-01.io.test:a".into(),
+            tls: PortTls::None,
         };
-        let page = log_page(7, &[e.clone(), e]);
+        let tls = DiscoveryEntry {
+            tls: PortTls::Required,
+            ..e.clone()
+        };
+        let page = log_page(7, &[e.clone(), e, tls]);
         let p = DiscoveryLogPage::parse(&page).unwrap();
         assert_eq!(p.header().genctr.get(), 7);
-        assert_eq!(p.entries().len(), 2);
+        assert_eq!(p.entries().len(), 3);
+        assert_eq!(p.entries()[0].treq & 3, treq::SECURE_CHANNEL_NOT_SPECIFIED);
+        assert_eq!(p.entries()[0].sectype(), sectype::NONE);
+        assert_eq!(p.entries()[2].treq & 3, treq::SECURE_CHANNEL_REQUIRED);
+        assert_eq!(p.entries()[2].sectype(), sectype::TLS13);
         assert_eq!(p.entries()[0].trsvcid().unwrap(), "4420");
         assert_eq!(p.entries()[0].traddr().unwrap(), "127.0.0.1");
         assert_eq!(p.entries()[0].subnqn().unwrap(), "nqn.2024-01.io.test:a");

@@ -36,6 +36,7 @@ pub mod namespace;
 pub mod server;
 pub mod state;
 pub mod subsystem;
+pub mod wire;
 
 pub use config::{
     ConfigError, HostAuthKeys, HostConfig, Limits, PortConfig, SubsystemConfig, TargetConfig,

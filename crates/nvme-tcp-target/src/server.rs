@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use nvme_tcp_tls::TlsServer;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::config::{ConfigError, PortConfig, TargetConfig};
@@ -32,6 +33,7 @@ use crate::conn::{Connection, PortContext};
 use crate::namespace::NamespaceConfig;
 use crate::state::{AdmissionRefused, TargetState};
 use crate::subsystem::NamespaceChangeError;
+use crate::wire::{self, Wire};
 
 /// Read timeout used while a connection has a timer running.
 const TICK: Duration = Duration::from_millis(100);
@@ -63,6 +65,9 @@ pub enum TargetError {
     /// No such subsystem.
     #[error("no subsystem {0}")]
     NoSubsystem(String),
+    /// The TLS library refused the setup.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The open-file limit cannot be raised to what `max_connections` needs.
     #[error(
         "max_connections {max_connections} needs {needed} open files, but the limit is {hard} \
@@ -221,6 +226,10 @@ struct Shared {
     /// When idle queues were last looked for (ms since `epoch`), to scan at most once per
     /// second.
     last_reclaim_ms: AtomicU64,
+    /// The TLS server of the TLS ports (keys from the configuration at start).
+    tls: Option<TlsServer>,
+    /// The host PSKs `tls` was built with.
+    tls_keys: std::collections::BTreeMap<String, nvme_tcp_tls::ConfiguredPsk>,
 }
 
 impl Shared {
@@ -295,6 +304,8 @@ impl Target {
             next_id: AtomicU64::new(1),
             epoch: Instant::now(),
             last_reclaim_ms: AtomicU64::new(0),
+            tls: tls_server(&config)?,
+            tls_keys: config.tls_keys.clone(),
         });
         let mut addrs = Vec::new();
         let mut listeners = Vec::new();
@@ -333,6 +344,17 @@ impl Target {
             listeners,
         })
     }
+}
+
+/// The TLS server for the configured host PSKs, when a port accepts TLS.
+fn tls_server(config: &TargetConfig) -> Result<Option<TlsServer>, TargetError> {
+    if !config.ports.iter().any(|p| p.tls.accepts_tls()) {
+        return Ok(None);
+    }
+    let keys = config.tls_keys.clone();
+    TlsServer::new(Arc::new(move |id| keys.get(&id.hostnqn).cloned()))
+        .map(Some)
+        .map_err(|e| TargetError::Tls(e.to_string()))
 }
 
 impl TargetHandle {
@@ -378,6 +400,9 @@ impl TargetHandle {
         if state.set_host_auth(cfg) {
             sum.changes
                 .push("hosts' authentication keys (for new connections)".into());
+        }
+        if cfg.tls_keys != self.shared.tls_keys {
+            sum.not_applied.push("TLS PSKs of hosts".into());
         }
         let wanted: std::collections::HashSet<&str> =
             cfg.subsystems.iter().map(|s| s.nqn.as_str()).collect();
@@ -442,7 +467,10 @@ impl TargetHandle {
                         addr: o.cfg.addr,
                         ..p.clone()
                     } == o.cfg;
-                    if !same {
+                    if p.tls != o.cfg.tls {
+                        sum.not_applied
+                            .push(format!("port {}: TLS setting", p.portid));
+                    } else if !same {
                         state.update_port(p);
                         sum.changes.push(format!("updated port {}", p.portid));
                     }
@@ -658,13 +686,25 @@ impl Listener {
         });
         shared.conns().insert(id, Arc::clone(&entry));
         let shared = Arc::clone(shared);
+        let tls = self.port.tls;
         let spawned = std::thread::Builder::new()
             .name(format!("nvmet-conn-{id}"))
             .spawn({
                 let shared = Arc::clone(&shared);
                 move || {
                     if !shared.shutdown.load(Ordering::Acquire) {
-                        serve(&stream, conn, &shared, &entry);
+                        let limit = shared.state.limits().connect_timeout;
+                        match wire::establish(&stream, tls, shared.tls.as_ref(), limit) {
+                            Ok(mut w) => serve(&stream, &mut w, conn, &shared, &entry),
+                            Err(why) => {
+                                shared
+                                    .state
+                                    .metrics()
+                                    .connections_rejected
+                                    .fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(conn = id, peer = ?peer_addr, "closing: {why}");
+                            }
+                        }
                     }
                     let _ = stream.shutdown(std::net::Shutdown::Both);
                     shared.conns().remove(&id);
@@ -678,22 +718,6 @@ impl Listener {
             shared.state.metrics().close_connection(id);
             return Err(e);
         }
-        Ok(())
-    }
-}
-
-/// `Write` over a blocking socket that never blocks: `send` with `MSG_DONTWAIT`.
-struct DontWait<'a>(&'a TcpStream);
-
-impl std::io::Write for DontWait<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        SockRef::from(self.0).send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-    }
-    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
-        SockRef::from(self.0)
-            .send_vectored_with_flags(bufs, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -722,6 +746,7 @@ fn wait_writable(stream: &TcpStream, timeout: Duration) -> std::io::Result<()> {
 /// does not restart the clock.
 fn flush_with_deadline(
     stream: &TcpStream,
+    wire: &mut Wire,
     conn: &mut Connection,
     state: &TargetState,
 ) -> std::io::Result<()> {
@@ -730,7 +755,7 @@ fn flush_with_deadline(
     // (start of the current window, bytes sent when it started)
     let mut window: Option<(Instant, u64)> = None;
     loop {
-        match conn.flush(&mut DontWait(stream)) {
+        match wire.with_writer(|w| conn.flush(w)) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let now = Instant::now();
@@ -759,12 +784,16 @@ fn flush_with_deadline(
 }
 
 /// Drives one connection until it closes.
-fn serve(stream: &TcpStream, mut conn: Connection, shared: &Shared, entry: &ConnEntry) {
-    use std::io::Read;
-    let mut reader = stream;
+fn serve(
+    stream: &TcpStream,
+    wire: &mut Wire,
+    mut conn: Connection,
+    shared: &Shared,
+    entry: &ConnEntry,
+) {
     let mut ticking = false;
     loop {
-        if let Err(e) = flush_with_deadline(stream, &mut conn, &shared.state) {
+        if let Err(e) = flush_with_deadline(stream, wire, &mut conn, &shared.state) {
             if e.kind() == std::io::ErrorKind::TimedOut {
                 tracing::warn!(
                     conn = conn.id(),
@@ -810,7 +839,7 @@ fn serve(stream: &TcpStream, mut conn: Connection, shared: &Shared, entry: &Conn
             );
             break;
         }
-        let read = reader.read(buf);
+        let read = wire.read(buf);
         if entry
             .phase
             .compare_exchange(phase, ACTIVE, Ordering::AcqRel, Ordering::Acquire)

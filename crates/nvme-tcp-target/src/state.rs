@@ -322,6 +322,7 @@ impl TargetState {
                         portid: p.cfg.portid,
                         addr: advertised(p),
                         subnqn: s.nqn().to_string(),
+                        tls: p.cfg.tls,
                     });
                 }
             }
@@ -332,6 +333,7 @@ impl TargetState {
                 portid,
                 addr: advertised(p),
                 subnqn: DISCOVERY_NQN.to_string(),
+                tls: p.cfg.tls,
             });
             for r in &p.cfg.referrals {
                 if let (Ok(ip), Ok(port)) = (r.traddr.parse(), r.trsvcid.parse()) {
@@ -340,6 +342,7 @@ impl TargetState {
                         portid: r.portid,
                         addr: SocketAddr::new(ip, port),
                         subnqn: DISCOVERY_NQN.to_string(),
+                        tls: crate::config::PortTls::None,
                     });
                 }
             }

@@ -50,6 +50,10 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         args: Vec<String>,
     },
+    /// Print a new NVMe/TCP TLS PSK in the interchange format (as nvme-cli gen-tls-key).
+    GenTlsKey(cmd::tls_key::GenArgs),
+    /// Print the PSK identity and TLS PSK a configured PSK gives a host and subsystem.
+    TlsPsk(cmd::tls_key::PskArgs),
     /// One JSON-RPC call on a control socket (target --control-socket, perf --ctl-socket).
     Rpc(cmd::rpc::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -83,7 +87,35 @@ fn log_level(cli: &Cli) -> &'static str {
     LEVELS[(base + usize::from(cli.verbose)).min(LEVELS.len() - 1)]
 }
 
+/// `println!` panics when stdout is a pipe whose reader has gone (`ulpddp id-ctrl -o json |
+/// head -1`). That is the reader having read enough, not a bug: the process ends as a C tool
+/// does, killed by SIGPIPE, without a message or a backtrace. (SIGPIPE stays ignored
+/// otherwise, so that a socket the peer closed is an error the host handles, not the end of
+/// the process.) Every other panic keeps the default report.
+fn end_quietly_when_stdout_is_gone() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let p = info.payload();
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        let epipe = std::io::Error::from_raw_os_error(nix::errno::Errno::EPIPE as i32);
+        if msg.starts_with("failed printing to stdout") && msg.ends_with(&epipe.to_string()) {
+            use nix::sys::signal::{SigHandler, Signal, raise, signal};
+            // SAFETY: the default disposition is no handler at all: nothing of this process
+            // runs in signal context.
+            let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+            let _ = raise(Signal::SIGPIPE);
+            std::process::exit(128 + Signal::SIGPIPE as i32);
+        }
+        default(info)
+    }));
+}
+
 fn main() -> std::process::ExitCode {
+    end_quietly_when_stdout_is_gone();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -129,6 +161,8 @@ fn run() -> anyhow::Result<()> {
              or export the namespaces over NBD with `ulpddp nbd`"
         )),
         Command::Rpc(a) => cmd::rpc::run(a),
+        Command::GenTlsKey(a) => cmd::tls_key::generate(&a),
+        Command::TlsPsk(a) => cmd::tls_key::derive(&a),
         Command::Completions { shell } => cmd::docs::completions(shell, Cli::command()),
         Command::Man(a) => cmd::docs::man(&a, Cli::command()),
     }

@@ -20,6 +20,14 @@
 //! Every protocol violation by the controller is a [`ProtocolError`]; after one, the core
 //! refuses further input until [`QueueCore::reset_connection`] (called by the driver after it
 //! reconnected), which keeps the commands that did not complete for re-issue.
+//!
+//! Re-issue is bounded: when a connection fails, the driver reports it with
+//! [`QueueCore::connection_failed`], which counts one attempt against every command that was
+//! in flight on it and fails those past the retry limit ([`IoError::GaveUp`]).
+//!
+//! One slot beyond the queue depth is reserved for the queue's own Fabrics Connect
+//! ([`QueueCore::submit_now`]): re-queued commands may hold every other slot while a
+//! re-established connection sends its Connect.
 
 mod offload;
 pub mod rx;
@@ -34,7 +42,7 @@ use nvme_tcp_wire::nvme::{AdminOpcode, Cqe, FabricsType, Psdt, SglDescriptor, Sq
 use nvme_tcp_wire::pdu::{CapsuleCmdRepr, DataPduRepr, HeaderBuf, IcReqRepr, PduFlags, PduType};
 
 use crate::buf::IoBuf;
-use crate::error::{IoError, NvmeStatus, ProtocolError};
+use crate::error::{GiveUpReason, IoError, NvmeStatus, ProtocolError};
 use crate::offload::QueueOffload;
 use crate::options::CidMode;
 use crate::tags::TagAllocator;
@@ -181,8 +189,19 @@ pub(crate) struct Slot {
     pub(crate) r2t_next: usize,
     /// An error to report when the command completes (data digest mismatch).
     pub(crate) data_error: Option<IoError>,
+    /// When the command was first submitted (or its Abort sent); not restarted by a
+    /// reconnect. `None` while not timed.
     pub(crate) submitted: Option<Instant>,
     pub(crate) abort_sent: bool,
+    /// Submitted with [`QueueCore::submit_now`]: the queue's own Connect, which uses the
+    /// reserved slot.
+    pub(crate) reserved: bool,
+    /// The capsule was handed to the transmit path on the current connection.
+    pub(crate) sent: bool,
+    /// Connections that failed while the command was in flight on them.
+    pub(crate) retries: u32,
+    /// Why the last of them failed.
+    pub(crate) last_error: Option<IoError>,
     /// The buffer is lent to the offload device (`setup` succeeded; `buf` is `None`).
     pub(crate) ddp: bool,
     /// The command finished with this result and waits for `teardown_done`.
@@ -215,6 +234,10 @@ impl Slot {
             data_error: None,
             submitted: None,
             abort_sent: false,
+            reserved: false,
+            sent: false,
+            retries: 0,
+            last_error: None,
             ddp: false,
             tearing: None,
         }
@@ -228,6 +251,8 @@ pub struct QueueStats {
     pub submitted: u64,
     /// Commands completed (successfully or not).
     pub completed: u64,
+    /// Commands completed successfully.
+    pub succeeded: u64,
     /// C2HData payload bytes read straight from the socket into caller buffers.
     pub rx_direct_bytes: u64,
     /// C2HData payload bytes copied from the receive pipe / an in-memory stream.
@@ -262,6 +287,11 @@ pub struct QueueCore {
     pub(crate) neg: Option<Negotiated>,
     pub(crate) tags: TagAllocator,
     pub(crate) slots: Vec<Slot>,
+    /// Commands the caller may have in flight (`queue_size - 1`); `slots` has one more, the
+    /// slot reserved for Connect.
+    depth: usize,
+    /// Slots taken by [`QueueCore::submit_now`] commands.
+    reserved_in_use: usize,
     /// Slots submitted while the queue was not live, or to re-issue after a reconnect.
     deferred: VecDeque<u16>,
     completions: VecDeque<Completion>,
@@ -289,10 +319,14 @@ impl std::fmt::Debug for QueueCore {
 impl QueueCore {
     /// A queue in [`Phase::WaitIcResp`] with its ICReq already queued for transmission.
     pub fn new(cfg: QueueConfig) -> Self {
-        let depth = cfg.queue_size.saturating_sub(1).max(1);
+        let depth = cfg.queue_size.saturating_sub(1).clamp(1, 32767);
+        // One more slot than the depth: the reserved one of the queue's Connect.
+        let slots = depth + 1;
         let mut q = Self {
-            tags: TagAllocator::new(depth, cfg.cid_mode),
-            slots: (0..depth).map(|_| Slot::empty()).collect(),
+            tags: TagAllocator::new(slots, cfg.cid_mode),
+            slots: (0..slots).map(|_| Slot::empty()).collect(),
+            depth: depth as usize,
+            reserved_in_use: 0,
             deferred: VecDeque::with_capacity(depth as usize),
             completions: VecDeque::with_capacity(depth as usize),
             tx: tx::TxQueue::with_capacity(64 << 10),
@@ -332,13 +366,14 @@ impl QueueCore {
     pub fn negotiated(&self) -> Option<Negotiated> {
         self.neg
     }
-    /// Commands in flight (submitted, not completed).
+    /// Commands in flight (submitted, not completed), not counting the queue's own Connect.
     pub fn in_flight(&self) -> usize {
-        self.tags.in_use_count()
+        self.tags.in_use_count() - self.reserved_in_use
     }
-    /// Commands that can be in flight at once.
+    /// Commands that can be in flight at once (`queue_size - 1`; the queue's own Connect
+    /// has a slot of its own on top).
     pub fn depth(&self) -> usize {
-        self.slots.len()
+        self.depth
     }
     /// Counters.
     pub fn stats(&self) -> QueueStats {
@@ -393,12 +428,17 @@ impl QueueCore {
                 buf: req.buf,
             });
         }
-        let Some((idx, cid)) = self.tags.alloc() else {
+        // The last free slot is kept for a Connect (`early`).
+        let full = !early && self.in_flight() >= self.depth;
+        let Some((idx, cid)) = (!full).then(|| self.tags.alloc()).flatten() else {
             return Err(SubmitError {
                 reason: SubmitErrorKind::QueueFull,
                 buf: req.buf,
             });
         };
+        if early {
+            self.reserved_in_use += 1;
+        }
         let dir = if len == 0 { DataDir::None } else { req.dir };
         let slot = &mut self.slots[idx as usize];
         slot.user_data = req.user_data;
@@ -413,6 +453,10 @@ impl QueueCore {
         slot.data_error = None;
         slot.submitted = Some(now);
         slot.abort_sent = false;
+        slot.reserved = early;
+        slot.sent = false;
+        slot.retries = 0;
+        slot.last_error = None;
         // In-capsule limit: Fabrics commands (opcode 0x7F) may always carry 8 KiB.
         let icmax = if is_fabrics(&slot.sqe) {
             self.cfg.in_capsule_max.max(8192)
@@ -442,6 +486,7 @@ impl QueueCore {
             self.deferred.push_back(idx);
             return;
         };
+        self.slots[idx as usize].sent = true;
         let slot = &self.slots[idx as usize];
         let data_len = if slot.in_capsule { slot.len } else { 0 };
         let repr = CapsuleCmdRepr {
@@ -597,6 +642,8 @@ impl QueueCore {
             (Ok(_), Some(e)) => Err(e),
             (r, _) => r,
         };
+        slot.last_error = None;
+        self.stats.succeeded += u64::from(result.is_ok());
         let c = Completion {
             user_data: slot.user_data,
             cid: slot.cid,
@@ -605,6 +652,9 @@ impl QueueCore {
             c2h_bytes: slot.rcvd,
         };
         slot.submitted = None;
+        if std::mem::take(&mut slot.reserved) {
+            self.reserved_in_use -= 1;
+        }
         self.tags.release(idx);
         self.deferred.retain(|&d| d != idx);
         self.stats.completed += 1;
@@ -667,15 +717,20 @@ impl QueueCore {
                 {
                     s.buf = None;
                     s.submitted = None;
+                    if std::mem::take(&mut s.reserved) {
+                        self.reserved_in_use -= 1;
+                    }
                     self.tags.release(idx);
                     continue;
                 }
+                // The command keeps its timeout clock (and whether its Abort was sent): a
+                // reconnect does not give it more time.
                 let s = &mut self.slots[idx as usize];
                 s.rcvd = 0;
                 s.last_seen = false;
                 s.r2t_next = 0;
                 s.data_error = None;
-                s.abort_sent = false;
+                s.sent = false;
                 self.deferred.push_back(idx);
             }
         }
@@ -708,15 +763,67 @@ impl QueueCore {
             .map(|idx| self.slots[idx as usize].rcvd)
     }
 
-    /// Restarts the timeout clock of every command in flight (after a reconnect re-issued
-    /// them).
-    pub fn restart_timers(&mut self, now: Instant) {
-        for s in &mut self.slots {
-            if s.submitted.is_some() {
-                s.submitted = Some(now);
-                s.abort_sent = false;
+    /// The connection failed with `cause`, a failure that named no command (those it named
+    /// have failed already): every command that was sent on it has used one attempt. A command
+    /// that has now been sent `max_retries + 1` times fails with [`IoError::GaveUp`]
+    /// ([`GiveUpReason::RetryLimit`], source: `cause`); the others are re-issued by
+    /// [`QueueCore::reset_connection`] on the next connection. Commands submitted while the
+    /// queue was down (never sent) and the queue's own Connect are not counted. Returns how
+    /// many commands failed. Call it once per failed connection.
+    pub fn connection_failed(&mut self, cause: &IoError, max_retries: u32) -> usize {
+        let mut failed = 0;
+        for idx in 0..self.slots.len() as u16 {
+            let s = &mut self.slots[idx as usize];
+            if !s.sent || s.reserved || s.tearing.is_some() || self.tags.lookup(s.cid).is_none() {
+                continue;
+            }
+            s.sent = false;
+            s.retries = s.retries.saturating_add(1);
+            s.last_error = Some(cause.clone());
+            if s.retries > max_retries {
+                let attempts = s.retries;
+                self.complete(
+                    idx,
+                    Err(IoError::GaveUp {
+                        attempts,
+                        reason: GiveUpReason::RetryLimit,
+                        last: Box::new(cause.clone()),
+                    }),
+                );
+                failed += 1;
             }
         }
+        failed
+    }
+
+    /// Fails every command waiting for the connection because the host stops waiting
+    /// (`reason`): a command that was in flight on a failed connection fails with
+    /// [`IoError::GaveUp`] and the failure of that connection as its source, one never sent
+    /// with [`IoError::QueueLost`].
+    pub fn fail_waiting(&mut self, reason: GiveUpReason) {
+        for idx in 0..self.slots.len() as u16 {
+            let s = &mut self.slots[idx as usize];
+            if s.reserved || s.tearing.is_some() || self.tags.lookup(s.cid).is_none() {
+                continue;
+            }
+            let err = match s.last_error.take() {
+                Some(last) => IoError::GaveUp {
+                    attempts: s.retries,
+                    reason,
+                    last: Box::new(last),
+                },
+                None => IoError::QueueLost(reason.as_str()),
+            };
+            self.complete(idx, Err(err));
+        }
+    }
+
+    /// How often the command `cid` was re-issued after a failed connection, if it is in
+    /// flight.
+    pub fn retries(&self, cid: u16) -> Option<u32> {
+        self.tags
+            .lookup(cid)
+            .map(|idx| self.slots[idx as usize].retries)
     }
 
     /// Records that an Abort was sent for `cid` and restarts its timer.
@@ -760,6 +867,6 @@ pub(crate) fn cqe_fields(cqe: &[u8]) -> Option<(u32, u32, u16, u16, NvmeStatus)>
         c.dw1(),
         c.sqhd(),
         c.cid(),
-        NvmeStatus::from_cqe_status(c.status_bits()),
+        NvmeStatus::from_cqe_status(c.status_bits()).with_dw0(c.dw0()),
     ))
 }

@@ -23,6 +23,7 @@ use nvme_tcp_wire::validate::{NegotiatedParams, PduLayout, Role, validate_ch, va
 use super::{CqeInfo, DataDir, Negotiated, Phase, QueueCore, cqe_fields};
 use crate::error::{IoError, ProtocolError};
 use crate::offload::RxMarks;
+use crate::tags::CidState;
 use ulp_ddp::ResyncAction;
 
 /// Largest header (CH + PSH + HDGST) a controller sends: ICResp, 128 bytes, no digest.
@@ -377,7 +378,12 @@ impl QueueCore {
                     self.stats.ddgst_errors += 1;
                     let slot = &mut self.slots[cur.idx as usize];
                     slot.data_error = Some(match computed {
-                        Some(computed) => IoError::DataDigest { received, computed },
+                        Some(computed) => IoError::DataDigest {
+                            received,
+                            computed,
+                            datao: cur.datao as u32,
+                            datal: cur.datal as u32,
+                        },
                         None => IoError::Invalid(format!(
                             "the data of CID {} could not be read back for its digest",
                             cur.cid
@@ -453,6 +459,12 @@ impl QueueCore {
             self.rx.pdu_seq = self.rx.pos - CH_LEN as u64;
             let layout = match self.check_common_header() {
                 Ok(l) => l,
+                Err(ProtocolError::Header(detail)) if self.phase == Phase::WaitIcResp => {
+                    // The very first bytes are no NVMe/TCP common header at all.
+                    let mut first = [0u8; CH_LEN];
+                    first.copy_from_slice(&self.rx.hdr[..CH_LEN]);
+                    return Err(self.fail(ProtocolError::NotNvmeTcp { first, detail }));
+                }
                 Err(e) => return Err(self.fail(e)),
             };
             self.resync_check();
@@ -573,13 +585,36 @@ impl QueueCore {
         Ok(())
     }
 
+    /// The violation of a PDU that names `cid`, which has no command in flight: stale or
+    /// duplicate if the CID was issued on this queue before, else unknown.
+    fn not_in_flight(&self, pdu: &'static str, cid: u16) -> ProtocolError {
+        match self.tags.classify(cid) {
+            CidState::Completed => ProtocolError::StaleCid {
+                pdu,
+                cid,
+                duplicate: true,
+            },
+            CidState::Stale => ProtocolError::StaleCid {
+                pdu,
+                cid,
+                duplicate: false,
+            },
+            CidState::Unknown | CidState::InFlight(_) if pdu == "CapsuleResp" => {
+                ProtocolError::UnknownCid { cid }
+            }
+            CidState::Unknown | CidState::InFlight(_) => {
+                ProtocolError::UnknownCccid { pdu, cccid: cid }
+            }
+        }
+    }
+
     fn handle_capsule_resp(&mut self) -> Result<(), ProtocolError> {
         let Some((dw0, dw1, sqhd, cid, status)) = cqe_fields(&self.rx.hdr[pdu_field::capsule::CQE])
         else {
             return Err(ProtocolError::Closed);
         };
         let Some(idx) = self.tags.lookup(cid) else {
-            return Err(ProtocolError::UnknownCid { cid });
+            return Err(self.not_in_flight("CapsuleResp", cid));
         };
         self.sqhd = sqhd;
         let slot = &self.slots[idx as usize];
@@ -608,10 +643,7 @@ impl QueueCore {
         let pdu = R2tPdu::new_unchecked(&self.rx.hdr[..]);
         let (cid, ttag, r2to, r2tl) = (pdu.cccid(), pdu.ttag(), pdu.r2to(), pdu.r2tl());
         let Some(idx) = self.tags.lookup(cid) else {
-            return Err(ProtocolError::UnknownCccid {
-                pdu: "R2T",
-                cccid: cid,
-            });
+            return Err(self.not_in_flight("R2T", cid));
         };
         let slot = &self.slots[idx as usize];
         if slot.dir != DataDir::ToController || slot.in_capsule {
@@ -650,10 +682,7 @@ impl QueueCore {
         let pdu = DataPdu::new_unchecked(&self.rx.hdr[..]);
         let (cid, datao, datal) = (pdu.cccid(), pdu.datao(), pdu.datal());
         let Some(idx) = self.tags.lookup(cid) else {
-            return Err(ProtocolError::UnknownCccid {
-                pdu: "C2HData",
-                cccid: cid,
-            });
+            return Err(self.not_in_flight("C2HData", cid));
         };
         let success = ch.flags.contains(PduFlags::SUCCESS);
         let last = ch.flags.contains(PduFlags::LAST_PDU);

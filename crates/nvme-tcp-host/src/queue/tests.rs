@@ -193,10 +193,22 @@ fn success_flag_completes_without_capsule_resp() {
     .unwrap();
     let c = only_completion(&mut q);
     assert_eq!(c.result.unwrap().sqhd, 0xFFFF);
-    // A CapsuleResp after SUCCESS names a finished command.
+    // A CapsuleResp after SUCCESS names a finished command: a duplicate completion.
     let s = resp(&q, cid, 0);
     let e = feed_err(&mut q, &s);
-    assert!(matches!(e, ProtocolError::UnknownCid { .. }), "{e}");
+    assert_eq!(
+        e,
+        ProtocolError::StaleCid {
+            pdu: "CapsuleResp",
+            cid,
+            duplicate: true
+        }
+    );
+    assert!(
+        e.to_string()
+            .contains("already completed (duplicate completion)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -537,6 +549,26 @@ fn icresp_with_other_digests_than_requested_is_rejected() {
 }
 
 #[test]
+fn first_bytes_that_are_no_nvme_tcp_header_name_the_port_as_not_nvme_tcp() {
+    let mut q = QueueCore::new(cfg(false, false));
+    let e = feed_err(&mut q, b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    assert!(
+        matches!(e, ProtocolError::NotNvmeTcp { first, .. } if &first == b"HTTP/1.1"),
+        "{e}"
+    );
+    assert!(
+        e.to_string().starts_with(
+            "not an NVMe/TCP port: the first bytes received, \"HTTP/1.1\", are not an ICResp ("
+        ),
+        "{e}"
+    );
+    // Once the connection is up, the same bytes are an ordinary header error.
+    let mut q = live(false, false);
+    let e = feed_err(&mut q, b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    assert!(matches!(e, ProtocolError::Header(_)), "{e}");
+}
+
+#[test]
 fn stale_cid_from_an_earlier_generation_is_rejected() {
     let mut q = live(false, false);
     let mut sqe = [0u8; SQE_LEN];
@@ -558,7 +590,15 @@ fn stale_cid_from_an_earlier_generation_is_rejected() {
     assert!(!cids.contains(&old));
     let s = resp(&q, old, 0);
     let e = feed_err(&mut q, &s);
-    assert_eq!(e, ProtocolError::UnknownCid { cid: old });
+    assert_eq!(
+        e,
+        ProtocolError::StaleCid {
+            pdu: "CapsuleResp",
+            cid: old,
+            duplicate: false
+        }
+    );
+    assert!(e.to_string().contains("(stale completion)"), "{e}");
 }
 
 #[test]
@@ -983,5 +1023,132 @@ fn unsent_zero_copy_payload_survives_its_command_completing() {
     assert!(
         streams[0] == streams[1],
         "the rest of the PDUs carries the original data"
+    );
+}
+
+/// Fabrics Connect as the queue's driver submits it (user data of the host's own commands).
+fn connect_req() -> Request {
+    let o = crate::ConnectOptions::new("127.0.0.1", 4420, "nqn.test:sub");
+    crate::cmd::connect(&o, 1, 8, Some(1), u64::MAX).unwrap()
+}
+
+/// The receive side of a new connection up to ICResp (the driver then sends Connect).
+fn reconnect(q: &mut QueueCore) {
+    q.reset_connection();
+    let n = q.tx_pending().len();
+    q.tx_consumed(n);
+    q.rx_feed(&icresp(false, false, 8192)).unwrap();
+    assert_eq!(q.phase(), Phase::Connecting);
+}
+
+#[test]
+fn the_connect_of_a_reconnect_gets_a_slot_while_every_other_slot_waits_for_it() {
+    let mut q = live(false, false);
+    let depth = q.depth();
+    assert_eq!(depth, 7, "queue_size - 1");
+    let cids: Vec<u16> = (0..depth as u64)
+        .map(|ud| submit(&mut q, read_req(512, ud)))
+        .collect();
+    assert_eq!(q.in_flight(), depth);
+    let refused = q.submit(read_req(512, 99), Instant::now()).unwrap_err();
+    assert_eq!(refused.reason, SubmitErrorKind::QueueFull);
+    // The connection dies with every slot in flight; the new connection's Connect still
+    // gets a slot, and the queue does not count it against the caller's depth.
+    q.connection_failed(&IoError::Protocol(ProtocolError::Closed), 5);
+    reconnect(&mut q);
+    let connect = q
+        .submit_now(connect_req(), Instant::now())
+        .expect("a slot for Connect");
+    assert!(!cids.contains(&connect));
+    assert_eq!(q.in_flight(), depth);
+    let sent = q.tx_pending().to_vec();
+    q.tx_consumed(sent.len());
+    assert_eq!(
+        sent.len(),
+        72 + 1024,
+        "only the Connect goes out before the queue is live"
+    );
+    q.rx_feed(&resp(&q, connect, 0)).unwrap();
+    let c = q.take_completion_for(u64::MAX).unwrap();
+    assert!(c.result.is_ok());
+    q.set_live();
+    // Every waiting command is re-sent with its CID, and completes.
+    assert_eq!(q.tx_pending().len(), 72 * depth);
+    let n = q.tx_pending().len();
+    q.tx_consumed(n);
+    for &cid in &cids {
+        q.rx_feed(&c2h(&q, cid, 0, &[7; 512], PduFlags::LAST_PDU))
+            .unwrap();
+        q.rx_feed(&resp(&q, cid, 0)).unwrap();
+    }
+    let mut done = 0;
+    while let Some(c) = q.pop_completion() {
+        assert!(c.result.is_ok(), "{:?}", c.result);
+        done += 1;
+    }
+    assert_eq!(done, depth);
+    assert_eq!(q.in_flight(), 0);
+}
+
+#[test]
+fn a_command_fails_with_the_last_cause_after_max_retries_failed_connections() {
+    let mut q = live(false, false);
+    let cid = submit(&mut q, read_req(512, 1));
+    let cause = |i: u16| {
+        IoError::Protocol(ProtocolError::UnknownCccid {
+            pdu: "C2HData",
+            cccid: 0x100 + i,
+        })
+    };
+    for i in 0..3 {
+        assert_eq!(q.connection_failed(&cause(i), 3), 0);
+        assert_eq!(q.retries(cid), Some(u32::from(i) + 1));
+        // A loss before the command was re-sent does not count (it was not in flight).
+        reconnect(&mut q);
+        assert_eq!(q.connection_failed(&cause(99), 3), 0);
+        reconnect(&mut q);
+        q.set_live();
+    }
+    // The fourth connection it was sent on fails: 1 + 3 retries used up.
+    assert_eq!(q.connection_failed(&cause(3), 3), 1);
+    let c = q.pop_completion().unwrap();
+    assert_eq!(c.user_data, 1);
+    match c.result {
+        Err(IoError::GaveUp {
+            attempts,
+            reason,
+            last,
+        }) => {
+            assert_eq!((attempts, reason), (4, GiveUpReason::RetryLimit));
+            assert_eq!(*last, cause(3));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(c.buf.is_some(), "the buffer comes back");
+    assert_eq!(q.in_flight(), 0);
+}
+
+#[test]
+fn giving_up_on_waiting_commands_names_the_last_failure_of_those_that_were_sent() {
+    let mut q = live(false, false);
+    submit(&mut q, read_req(512, 1));
+    q.connection_failed(&IoError::Transport("connection reset".into()), 5);
+    reconnect(&mut q);
+    // Submitted while the queue is down: never sent.
+    q.submit(read_req(512, 2), Instant::now()).unwrap();
+    q.fail_waiting(GiveUpReason::FastIoFail);
+    let mut got: Vec<_> = std::iter::from_fn(|| q.pop_completion()).collect();
+    got.sort_by_key(|c| c.user_data);
+    assert_eq!(
+        got[0].result,
+        Err(IoError::GaveUp {
+            attempts: 1,
+            reason: GiveUpReason::FastIoFail,
+            last: Box::new(IoError::Transport("connection reset".into())),
+        })
+    );
+    assert_eq!(
+        got[1].result,
+        Err(IoError::QueueLost("fast_io_fail_tmo expired"))
     );
 }

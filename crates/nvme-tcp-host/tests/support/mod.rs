@@ -1,7 +1,7 @@
 //! A small scripted NVMe/TCP controller for the host's tests: one RAM namespace, and faults
 //! that a test switches on (drop the connection, corrupt a data digest, violate DATAO, swallow
-//! a command). It is deliberately simple and trusting; the real target lives in
-//! `nvme-tcp-target`.
+//! a command), once or, with [`Misbehave`], on every eligible command for as long as it is
+//! set. It is deliberately simple and trusting; the real target lives in `nvme-tcp-target`.
 
 #![allow(dead_code)]
 
@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nvme_tcp_wire::Fes;
 use nvme_tcp_wire::digest::crc32c;
 use nvme_tcp_wire::nvme::{IdentifyController, IdentifyNamespace, NsidList, Sqe};
 use nvme_tcp_wire::pdu::{
-    CapsuleRespRepr, DataPduRepr, HeaderBuf, IcRespRepr, PduFlags, PduType, R2tRepr,
+    CapsuleRespRepr, DataPduRepr, HeaderBuf, IcRespRepr, PduFlags, PduType, R2tRepr, TermReqRepr,
 };
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -34,6 +35,69 @@ pub struct Faults {
     pub swallow_read: AtomicBool,
     /// Refuse every connection (simulates the target being down).
     pub refuse: AtomicBool,
+    /// A [`Misbehave`] applied to every eligible I/O command while set (0: none).
+    pub misbehave: std::sync::atomic::AtomicU8,
+}
+
+/// Ways to break the protocol on every eligible I/O command: Reads for all but
+/// [`Misbehave::R2tUnknownCccid`], which breaks Writes that need an R2T. None names the
+/// command in a way the host can pin the violation on, so each one costs the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Misbehave {
+    /// C2HData whose CCCID names no command.
+    UnknownCccid = 1,
+    /// C2HData whose header digest is wrong (the host must ask for header digests).
+    BadHeaderDigest,
+    /// The CapsuleResp of the Read with HLEN 25.
+    WrongHlen,
+    /// C2HData with PDO 26 (not a multiple of 4).
+    MisalignedPdo,
+    /// The data as it should be, then a CapsuleResp for a CID no command has.
+    UnknownCid,
+    /// The first half of the data, then a C2HTermReq.
+    TermReqMidStream,
+    /// The C2HData header and part of its payload, then the connection closes.
+    CloseMidStream,
+    /// An R2T whose CCCID names no command.
+    R2tUnknownCccid,
+}
+
+impl Misbehave {
+    /// Every misbehaviour.
+    pub const ALL: [Misbehave; 8] = [
+        Misbehave::UnknownCccid,
+        Misbehave::BadHeaderDigest,
+        Misbehave::WrongHlen,
+        Misbehave::MisalignedPdo,
+        Misbehave::UnknownCid,
+        Misbehave::TermReqMidStream,
+        Misbehave::CloseMidStream,
+        Misbehave::R2tUnknownCccid,
+    ];
+
+    /// The kebab-case name (`unknown-cccid`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Misbehave::UnknownCccid => "unknown-cccid",
+            Misbehave::BadHeaderDigest => "bad-header-digest",
+            Misbehave::WrongHlen => "wrong-hlen",
+            Misbehave::MisalignedPdo => "misaligned-pdo",
+            Misbehave::UnknownCid => "unknown-cid",
+            Misbehave::TermReqMidStream => "term-req-mid-stream",
+            Misbehave::CloseMidStream => "close-mid-stream",
+            Misbehave::R2tUnknownCccid => "r2t-unknown-cccid",
+        }
+    }
+
+    /// The misbehaviour named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| *m as u8 == v)
+    }
 }
 
 #[derive(Default)]
@@ -45,6 +109,8 @@ pub struct Counters {
     pub reads: AtomicUsize,
     pub writes: AtomicUsize,
     pub r2ts: AtomicUsize,
+    /// Commands the controller broke the protocol on ([`Misbehave`]).
+    pub misbehaved: AtomicUsize,
     pub next_cntlid: AtomicU32,
     /// Bumped by [`Mock::restart`]: connections of an older epoch close, associations are
     /// forgotten.
@@ -113,6 +179,13 @@ impl Mock {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// Breaks the protocol on every eligible command from now on (`None`: behaves again).
+    pub fn misbehave(&self, m: Option<Misbehave>) {
+        self.faults
+            .misbehave
+            .store(m.map_or(0, |m| m as u8), Ordering::SeqCst);
     }
 
     /// Simulates a controller restart: every connection closes and every association is
@@ -421,6 +494,8 @@ fn serve(
                 if faults.swallow_read.swap(false, Ordering::Relaxed) {
                     continue;
                 }
+                let mode = Misbehave::from_u8(faults.misbehave.load(Ordering::SeqCst))
+                    .filter(|m| *m != Misbehave::R2tUnknownCccid);
                 let data = {
                     let n = ns.lock().map_err(|_| std::io::ErrorKind::Other)?;
                     match n.get(off..off + len) {
@@ -432,6 +507,13 @@ fn serve(
                         }
                     }
                 };
+                if let Some(mode) = mode {
+                    counters.misbehaved.fetch_add(1, Ordering::SeqCst);
+                    if misbehave_read(&mut c, mode, cid, &data)? {
+                        continue;
+                    }
+                    return Ok(());
+                }
                 let corrupt = faults.corrupt_ddgst.swap(false, Ordering::Relaxed);
                 let bad = faults.bad_datao.swap(false, Ordering::Relaxed);
                 let success = c.sqflow_disabled;
@@ -472,9 +554,14 @@ fn serve(
                     data
                 } else {
                     counters.r2ts.fetch_add(1, Ordering::Relaxed);
+                    let bad =
+                        faults.misbehave.load(Ordering::SeqCst) == Misbehave::R2tUnknownCccid as u8;
+                    if bad {
+                        counters.misbehaved.fetch_add(1, Ordering::SeqCst);
+                    }
                     let r2t = HeaderBuf::new(&R2tRepr {
                         hdgst: c.hdgst,
-                        cccid: cid,
+                        cccid: if bad { cid ^ 0x8000 } else { cid },
                         ttag: 7,
                         r2to: 0,
                         r2tl: len as u32,
@@ -513,4 +600,90 @@ fn serve(
             _ => resp(&mut c, cid, 0, 0)?,
         }
     }
+}
+
+/// Answers a Read of `data` the way `mode` says. Returns false if the connection is to be
+/// closed.
+fn misbehave_read(c: &mut Conn, mode: Misbehave, cid: u16, data: &[u8]) -> std::io::Result<bool> {
+    let half = (data.len() / 2).max(1);
+    match mode {
+        Misbehave::UnknownCccid => c2h(c, cid ^ 0x8000, 0, data, true, false, false)?,
+        Misbehave::BadHeaderDigest => {
+            let mut pdu = c2h_bytes(c, cid, 0, data, true);
+            if !c.hdgst {
+                return Err(std::io::Error::other(
+                    "bad-header-digest needs header digests",
+                ));
+            }
+            pdu[24] ^= 1; // the first HDGST byte of a C2HData header
+            c.s.write_all(&pdu)?;
+        }
+        Misbehave::WrongHlen => {
+            c2h(c, cid, 0, data, true, false, false)?;
+            let mut cqe = [0u8; 16];
+            cqe[12..14].copy_from_slice(&cid.to_le_bytes());
+            let h = HeaderBuf::new(&CapsuleRespRepr {
+                hdgst: c.hdgst,
+                cqe,
+            });
+            let mut pdu = h.as_bytes().to_vec();
+            pdu[2] = 25;
+            c.s.write_all(&pdu)?;
+        }
+        Misbehave::MisalignedPdo => {
+            let pdu = c2h_bytes(c, cid, 0, data, true);
+            let hd = 24 + if c.hdgst { 4 } else { 0 };
+            // Two bytes of padding before the data: PDO 26 (28 + 2 with header digests).
+            let mut out = pdu[..hd].to_vec();
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&pdu[hd..]);
+            out[3] = hd as u8 + 2;
+            let plen = out.len() as u32;
+            out[4..8].copy_from_slice(&plen.to_le_bytes());
+            c.s.write_all(&out)?;
+        }
+        Misbehave::UnknownCid => {
+            c2h(c, cid, 0, data, true, false, false)?;
+            resp(c, cid ^ 0x8000, 0, 0)?;
+        }
+        Misbehave::TermReqMidStream => {
+            c2h(c, cid, 0, &data[..half], false, false, false)?;
+            let t = HeaderBuf::new(&TermReqRepr::new(
+                PduType::C2hTermReq,
+                Fes::InvalidHeaderField,
+                0,
+                0,
+            ));
+            c.s.write_all(t.as_bytes())?;
+        }
+        Misbehave::CloseMidStream => {
+            let pdu = c2h_bytes(c, cid, 0, data, true);
+            c.s.write_all(&pdu[..pdu.len() / 2])?;
+            c.s.shutdown(std::net::Shutdown::Write)?;
+            return Ok(false);
+        }
+        Misbehave::R2tUnknownCccid => {}
+    }
+    Ok(true)
+}
+
+/// A whole C2HData PDU (with SUCCESS unset), as bytes.
+fn c2h_bytes(c: &Conn, cid: u16, datao: u32, data: &[u8], last: bool) -> Vec<u8> {
+    let h = HeaderBuf::new(&DataPduRepr {
+        pdu_type: PduType::C2hData,
+        flags: PduFlags::data(last, false),
+        hdgst: c.hdgst,
+        ddgst: c.ddgst,
+        pda: 0,
+        cccid: cid,
+        ttag: 0,
+        datao,
+        datal: data.len() as u32,
+    });
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(data);
+    if c.ddgst {
+        out.extend_from_slice(&crc32c(data).to_le_bytes());
+    }
+    out
 }

@@ -96,7 +96,8 @@ pub struct ConnArgs {
     /// Use linear command ids 0..queue_size-1.
     #[arg(long)]
     pub linear_cids: bool,
-    /// Per-command timeout in seconds.
+    /// Per-command timeout in seconds; also the time connecting (TCP, ICResp, Connect) may
+    /// take.
     #[arg(long, default_value_t = 30)]
     pub timeout: u32,
     /// The host's DH-HMAC-CHAP key (`DHHC-1:XX:...:`), used when the controller requires
@@ -107,6 +108,45 @@ pub struct ConnArgs {
     /// (bidirectional authentication).
     #[arg(long, value_name = "DHHC-1:XX:KEY:", requires = "dhchap_secret")]
     pub dhchap_ctrl_secret: Option<nvme_tcp_auth::Secret>,
+    /// Run every queue over TLS 1.3 (NVMe/TCP TLS, TP 8011) with the PSK of --tls-key or
+    /// --tls-key-file.
+    #[arg(long)]
+    pub tls: bool,
+    /// The configured TLS PSK in the interchange format (`NVMeTLSkey-1:01:...:`, as nvme-cli
+    /// gen-tls-key prints it); implies --tls.
+    #[arg(long = "tls-key", alias = "tls_key", value_name = "KEY")]
+    pub tls_key: Option<String>,
+    /// Read the configured TLS PSK from FILE (its first line); implies --tls.
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_key")]
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// PSK identity version offered: 0 (`NVMe0R01 <hostnqn> <subnqn>`) or 1 (with the PSK
+    /// digest).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub tls_identity_version: u8,
+}
+
+/// The TLS settings of `--tls`, `--tls-key` and `--tls-key-file`, if any.
+fn tls_options(a: &ConnArgs) -> anyhow::Result<Option<nvme_tcp_host::TlsOptions>> {
+    let text = match (&a.tls_key, &a.tls_key_file) {
+        (Some(k), _) => k.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("--tls-key-file {}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        (None, None) if a.tls => bail!("--tls needs the PSK: --tls-key KEY or --tls-key-file FILE"),
+        (None, None) => return Ok(None),
+    };
+    let key = nvme_tcp_tls::ConfiguredPsk::parse(&text).context("--tls-key")?;
+    Ok(Some(nvme_tcp_host::TlsOptions {
+        key,
+        identity: if a.tls_identity_version == 1 {
+            nvme_tcp_tls::IdentityVersion::V1
+        } else {
+            nvme_tcp_tls::IdentityVersion::V0
+        },
+    }))
 }
 
 impl ConnArgs {
@@ -150,6 +190,8 @@ impl ConnArgs {
             CidMode::Tagged
         };
         o.command_timeout = Duration::from_secs(self.timeout.max(1).into());
+        o.tls = tls_options(self)?;
+        o.connect_timeout = o.command_timeout;
         Ok(o)
     }
 }
@@ -228,7 +270,7 @@ pub enum Command {
     },
     /// Connect to a subsystem, print its namespaces (as `list`); with --interactive keep the
     /// controller open and run commands read from stdin (`id-ctrl`, `id-ns N`, `list`,
-    /// `read NSID SLBA NLB`, `flush NSID`, `disconnect`).
+    /// `read NSID SLBA NLB` with NLB 0's based, `flush NSID`, `help`, `disconnect`).
     #[command(
         mut_arg("nqn", |a| a.short('n')),
         mut_arg("trsvcid", |a| a.short('s')),
@@ -323,7 +365,8 @@ pub fn run(c: Command) -> anyhow::Result<()> {
         } => {
             let mut o = conn.options(&nqn, DEFAULT_DISCOVERY_PORT)?;
             o.nr_io_queues = 0;
-            let log = discovery::discover(o).context("discovery")?;
+            let addr = o.socket_addr_string();
+            let log = discovery::discover(o).with_context(|| format!("discovery at {addr}"))?;
             print_discovery(&log.entries, log.genctr, output_format);
             Ok(())
         }
@@ -339,7 +382,8 @@ pub fn run(c: Command) -> anyhow::Result<()> {
                     DEFAULT_DISCOVERY_PORT,
                 )?;
                 o.nr_io_queues = 0;
-                let log = discovery::discover(o).context("discovery")?;
+                let addr = o.socket_addr_string();
+                let log = discovery::discover(o).with_context(|| format!("discovery at {addr}"))?;
                 let e = log
                     .entries
                     .iter()
@@ -401,7 +445,9 @@ pub fn run(c: Command) -> anyhow::Result<()> {
                 DEFAULT_DISCOVERY_PORT,
             )?;
             o.nr_io_queues = 0;
-            let log = discovery::discover(o.clone()).context("discovery")?;
+            let addr = o.socket_addr_string();
+            let log =
+                discovery::discover(o.clone()).with_context(|| format!("discovery at {addr}"))?;
             let mut rows = Vec::new();
             let mut failed = 0;
             for e in log
@@ -457,7 +503,8 @@ pub fn run(c: Command) -> anyhow::Result<()> {
             let (_nic, ctrl) = target.connect()?;
             let ns = ctrl.namespace(io.nsid)?;
             let len = transfer_len(&io, &ns, None)?;
-            let mut buf = vec![0u8; len];
+            Controller::check_range(&ns, io.start_block, len)?;
+            let mut buf = alloc(len)?;
             ctrl.read_at(&ns, io.start_block, &mut buf)?;
             match io.data.as_deref() {
                 None | Some("-") => std::io::stdout().lock().write_all(&buf)?,
@@ -477,20 +524,48 @@ pub fn run(c: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Write { target, io } => {
-            let mut data = Vec::new();
-            match io.data.as_deref() {
-                None | Some("-") => {
-                    std::io::stdin().lock().read_to_end(&mut data)?;
+            let (mut src, src_len): (Box<dyn Read>, Option<u64>) = match io.data.as_deref() {
+                None | Some("-") => (Box::new(std::io::stdin().lock()), None),
+                Some(p) => {
+                    let f = std::fs::File::open(p).with_context(|| format!("opening {p}"))?;
+                    let m = f.metadata().with_context(|| format!("reading {p}"))?;
+                    (Box::new(f), m.is_file().then_some(m.len()))
                 }
-                Some(p) => data = std::fs::read(p).with_context(|| format!("reading {p}"))?,
-            }
+            };
             let (_nic, ctrl) = target.connect()?;
             let ns = ctrl.namespace(io.nsid)?;
-            let len = transfer_len(&io, &ns, Some(data.len()))?;
-            if data.len() < len {
-                bail!("input has {} bytes, the transfer needs {len}", data.len());
-            }
-            ctrl.write_at(&ns, io.start_block, &data[..len])?;
+            let sized = io.block_count.is_some() || io.data_size.is_some();
+            let data = if sized || src_len.is_some() {
+                // Read exactly what will be sent, never more.
+                let len = transfer_len(&io, &ns, src_len)?;
+                Controller::check_range(&ns, io.start_block, len)?;
+                let mut data = alloc(len)?;
+                let got = read_full(&mut src, &mut data).context("reading the input")?;
+                if got < len {
+                    bail!("the input has {got} bytes, the transfer needs {len}");
+                }
+                data
+            } else {
+                // All of a stream: at most what fits from --start-block to the end of the
+                // namespace, refused if there is more.
+                let room = ns.nsze.saturating_sub(io.start_block) * u64::from(ns.lba_size);
+                let mut data = Vec::new();
+                (&mut src)
+                    .take(room.saturating_add(1))
+                    .read_to_end(&mut data)
+                    .context("reading the input")?;
+                if data.len() as u64 > room {
+                    bail!(
+                        "the input is larger than the {room} bytes from block {} to the end of \
+                         namespace {}: give --block-count or --data-size",
+                        io.start_block,
+                        io.nsid
+                    );
+                }
+                transfer_len(&io, &ns, Some(data.len() as u64))?;
+                data
+            };
+            ctrl.write_at(&ns, io.start_block, &data)?;
             ctrl.shutdown();
             eprintln!("write: Success");
             Ok(())
@@ -504,12 +579,14 @@ fn identify_namespace(ctrl: &Controller, nsid: u32) -> anyhow::Result<Vec<u8>> {
     let ns = IdentifyNamespace::parse(&raw)
         .map_err(|e| anyhow::anyhow!("Identify Namespace {nsid}: {e}"))?;
     if ns.nsze.get() == 0 {
-        bail!("namespace {nsid} is not active");
+        return Err(nvme_tcp_host::HostError::NamespaceNotFound(nsid).into());
     }
     Ok(raw)
 }
 
-fn transfer_len(io: &IoArgs, ns: &NamespaceInfo, input: Option<usize>) -> anyhow::Result<usize> {
+/// Bytes to transfer: `--block-count` (0's based), else `--data-size`, else the input's size
+/// (`write`), else one block.
+fn transfer_len(io: &IoArgs, ns: &NamespaceInfo, input: Option<u64>) -> anyhow::Result<usize> {
     let lba = ns.lba_size as u64;
     let len = match (io.block_count, io.data_size, input) {
         (Some(c), _, _) => c
@@ -517,13 +594,40 @@ fn transfer_len(io: &IoArgs, ns: &NamespaceInfo, input: Option<usize>) -> anyhow
             .and_then(|n| n.checked_mul(lba))
             .context("--block-count too large")?,
         (None, Some(z), _) => z,
-        (None, None, Some(n)) => n as u64,
+        (None, None, Some(n)) => n,
         (None, None, None) => lba,
     };
     if len == 0 || len % lba != 0 {
         bail!("transfer of {len} bytes is not a positive multiple of the {lba}-byte block size");
     }
     usize::try_from(len).context("transfer too large")
+}
+
+/// A zeroed buffer of `len` bytes, or a clear error if the memory is not there.
+fn alloc(len: usize) -> anyhow::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        anyhow::anyhow!(
+            "cannot allocate {len} bytes for the transfer: transfer a smaller range at a time \
+             (--start-block, --block-count)"
+        )
+    })?;
+    v.resize(len, 0);
+    Ok(v)
+}
+
+/// Fills `buf` from `src` until it is full or the input ends; returns the bytes read.
+fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match src.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 fn print_discovery(entries: &[DiscoveryEntry], genctr: u64, f: OutputFormat) {
@@ -706,6 +810,19 @@ fn inputs() -> anyhow::Result<std::sync::mpsc::Receiver<Input>> {
     Ok(rx)
 }
 
+/// The commands of `connect --interactive`.
+const REPL_HELP: &str = "\
+commands:
+  id-ctrl               Identify Controller
+  id-ns NSID            Identify Namespace NSID
+  list                  the namespaces, as `ulpddp list`
+  read NSID SLBA NLB    read NLB+1 blocks (0's based, as --block-count) from block SLBA;
+                        prints the byte count and their CRC32C
+  flush NSID            Flush namespace NSID
+  help                  this list
+  disconnect            shut the controller down and exit (also: quit, exit, end of input)
+";
+
 /// `connect --interactive`: one command per stdin line on the open controller, until
 /// `disconnect`, end of input or a termination signal.
 fn repl(ctrl: &Controller, f: OutputFormat) -> anyhow::Result<()> {
@@ -726,21 +843,45 @@ fn repl(ctrl: &Controller, f: OutputFormat) -> anyhow::Result<()> {
                 .map_err(Into::into)
                 .and_then(|raw| print_id_ctrl(&raw, f)),
             Some("id-ns") => num(1).and_then(|n| {
-                let nsid = u32::try_from(n).context("NSID out of range")?;
+                let nsid = u32::try_from(n)
+                    .ok()
+                    .with_context(|| format!("NSID {n} out of range"))?;
                 print_id_ns(&identify_namespace(ctrl, nsid)?, f)
             }),
             Some("list") => list_rows(ctrl).map(|rows| print_list(&rows, f)),
-            Some("flush") => num(1).and_then(|n| Ok(ctrl.flush(n as u32)?)),
+            Some("flush") => num(1).and_then(|n| {
+                let nsid = u32::try_from(n)
+                    .ok()
+                    .with_context(|| format!("NSID {n} out of range"))?;
+                Ok(ctrl.flush(nsid)?)
+            }),
             Some("read") => (|| {
-                let ns = ctrl.namespace(num(1)? as u32)?;
-                let nlb = num(3)?;
-                let mut buf = vec![0u8; (nlb * ns.lba_size as u64) as usize];
-                ctrl.read_at(&ns, num(2)?, &mut buf)?;
+                let n = num(1)?;
+                let nsid = u32::try_from(n)
+                    .ok()
+                    .with_context(|| format!("NSID {n} out of range"))?;
+                let slba = num(2)?;
+                // NLB is 0's based, as --block-count: 0 reads one block.
+                let blocks = num(3)?.checked_add(1).context("block count too large")?;
+                let ns = ctrl.namespace(nsid)?;
+                let len = blocks
+                    .checked_mul(u64::from(ns.lba_size))
+                    .and_then(|l| usize::try_from(l).ok())
+                    .context("block count too large")?;
+                Controller::check_range(&ns, slba, len)?;
+                let mut buf = alloc(len)?;
+                ctrl.read_at(&ns, slba, &mut buf)?;
                 let digest = nvme_tcp_wire::digest::crc32c(&buf);
                 println!("read {} bytes, crc32c {digest:#010x}", buf.len());
                 Ok(())
             })(),
-            Some(other) => Err(anyhow::anyhow!("unknown command {other:?}")),
+            Some("help" | "?") => {
+                print!("{REPL_HELP}");
+                Ok(())
+            }
+            Some(other) => Err(anyhow::anyhow!(
+                "unknown command {other:?} (`help` lists the commands)"
+            )),
         };
         if let Err(e) = r {
             eprintln!("error: {e:#}");

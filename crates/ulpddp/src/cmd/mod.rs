@@ -14,3 +14,4 @@ pub mod session;
 pub mod target;
 pub mod target_ctl;
 pub mod target_metrics;
+pub mod tls_key;

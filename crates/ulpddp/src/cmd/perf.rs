@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long)]
     pub qd: Option<usize>,
     /// I/O queues (each its own TCP connection and host thread).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub queues: u16,
     /// Seconds of measurement per job.
     #[arg(long, conflicts_with = "size")]
@@ -55,6 +55,13 @@ pub struct Args {
     /// Data digest.
     #[arg(long)]
     pub ddgst: bool,
+    /// TLS 1.3 on every queue: the embedded target requires it (with a fresh PSK); an
+    /// external target needs --tls-key.
+    #[arg(long)]
+    pub tls: bool,
+    /// The configured TLS PSK (`NVMeTLSkey-1:...:`) for an external target; implies --tls.
+    #[arg(long, requires = "target")]
+    pub tls_key: Option<String>,
     /// Namespace of the embedded target: ram:SIZE, null, or file:PATH.
     #[arg(long, default_value = "ram:1G")]
     pub ns: String,
@@ -175,6 +182,19 @@ fn open(
     queue_size: u16,
     nic_offload: Option<bool>,
 ) -> anyhow::Result<Session> {
+    // The embedded target's TLS: a fresh PSK for a fixed host NQN.
+    let embedded_tls = (args.tls && args.target.is_none())
+        .then(|| -> anyhow::Result<_> {
+            let mut k = vec![0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut k);
+            let host =
+                nvme_tcp_host::options::hostnqn_from_uuid(&nvme_tcp_host::options::random_uuid());
+            Ok((
+                host,
+                nvme_tcp_tls::ConfiguredPsk::new(nvme_tcp_tls::KeyHash::Sha256, k)?,
+            ))
+        })
+        .transpose()?;
     let (target, addr, nqn) = match &args.target {
         Some(t) => {
             let a: SocketAddr = t
@@ -190,8 +210,12 @@ fn open(
                 4096 => nvme_tcp_target::namespace::LbaSize::B4096,
                 other => bail!("--lba-size {other}: expected 512 or 4096"),
             };
-            let cfg = TargetConfig::single_port("127.0.0.1:0".parse()?)
+            let mut cfg = TargetConfig::single_port("127.0.0.1:0".parse()?)
                 .subsystem(SubsystemConfig::new(EMBEDDED_NQN).namespace(ns));
+            if let Some((host, key)) = &embedded_tls {
+                cfg.ports[0].tls = nvme_tcp_target::config::PortTls::Required;
+                cfg.tls_keys.insert(host.clone(), key.clone());
+            }
             let h = Target::start(cfg).context("starting the embedded target")?;
             let a = *h
                 .local_addrs()
@@ -208,6 +232,19 @@ fn open(
         (opts.hostnqn, opts.hostid) =
             crate::cmd::hostid::resolve(args.hostnqn.as_deref(), None, &files)?;
     }
+    let tls_key = match (&embedded_tls, &args.tls_key) {
+        (Some((host, key)), _) => {
+            opts.hostnqn = host.clone();
+            Some(key.clone())
+        }
+        (None, Some(k)) => Some(nvme_tcp_tls::ConfiguredPsk::parse(k).context("--tls-key")?),
+        (None, None) if args.tls => bail!("--tls with --target needs --tls-key"),
+        (None, None) => None,
+    };
+    opts.tls = tls_key.map(|key| nvme_tcp_host::TlsOptions {
+        key,
+        identity: nvme_tcp_tls::IdentityVersion::V0,
+    });
     opts.nr_io_queues = args.queues;
     opts.queue_size = queue_size;
     opts.hdgst = hdgst;
@@ -227,9 +264,7 @@ fn open(
         None => None,
     };
     let ctrl = Controller::connect(opts).with_context(|| format!("connecting to {addr}"))?;
-    let ns = ctrl
-        .namespace(args.nsid)
-        .with_context(|| format!("namespace {}", args.nsid))?;
+    let ns = ctrl.namespace(args.nsid)?;
     Ok(Session {
         _nic: nic,
         _target: target,
@@ -275,14 +310,36 @@ fn run_job(
     if bs == 0 || !bs.is_multiple_of(s.lba_size as usize) {
         bail!("--bs {bs} is not a multiple of the LBA size {}", s.lba_size);
     }
+    // Every I/O must fit one command: the controller's MDTS and what NLB can express.
+    let nlb_max = 65536 * u64::from(s.lba_size);
+    let max = match s.ctrl.info()?.max_transfer {
+        Some(mdts) => mdts.min(nlb_max),
+        None => nlb_max,
+    };
+    if bs as u64 > max {
+        bail!(
+            "--bs {} is larger than one command can transfer on this controller ({}: {})",
+            format_size(bs as u64),
+            format_size(max),
+            if max < nlb_max {
+                "its maximum data transfer size, MDTS"
+            } else {
+                "65536 blocks"
+            }
+        );
+    }
     let span_limit = match &args.span {
         Some(v) => parse_size(v).map_err(anyhow::Error::msg)?,
         None => 1 << 30,
     };
     let span = span_limit.min(s.nsze_bytes) / bs as u64 * bs as u64;
     if span == 0 {
+        if span_limit < s.nsze_bytes {
+            bail!("--span {span_limit} is smaller than one block of --bs {bs}");
+        }
         bail!(
-            "namespace of {} bytes is smaller than one block of {bs}",
+            "namespace {} of {} bytes is smaller than one block of --bs {bs}",
+            s.nsid,
             s.nsze_bytes
         );
     }
@@ -309,6 +366,9 @@ fn run_job(
         warmup: Duration::from_millis(300),
     };
     let mut name = job_name(&spec, queues.len() as u16, hdgst, ddgst);
+    if args.tls || args.tls_key.is_some() {
+        name.push_str(" tls");
+    }
     match nic_offload {
         Some(true) => name.push_str(" nic-ddp"),
         Some(false) => name.push_str(" nic"),
@@ -479,6 +539,11 @@ fn output(
 
 /// Runs `ulpddp perf`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(s) = &args.size
+        && parse_size(s) == Ok(0)
+    {
+        bail!("--size must be more than 0 bytes");
+    }
     if args.ddp {
         if args.output() == PerfOutput::FioJson {
             bail!("--output-format fio-json is for NVMe/TCP jobs; --ddp reports normal or json");
@@ -491,6 +556,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(parse_size)
         .transpose()
         .map_err(anyhow::Error::msg)?;
+
     let runtime = args.runtime.map(Duration::from_secs_f64);
     if let Some(r) = args.runtime
         && !(r > 0.0 && r < 1e6)

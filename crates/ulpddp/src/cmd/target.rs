@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use nvme_tcp_target::config::{PortConfig, PortSubsystems};
+use nvme_tcp_target::config::{PortConfig, PortSubsystems, PortTls};
 use nvme_tcp_target::namespace::parse_size;
 use nvme_tcp_target::{Limits, NamespaceConfig, SubsystemConfig, Target, TargetConfig};
+use nvme_tcp_tls::ConfiguredPsk;
 use ulp_ddp_ctl::metrics::MetricsServer;
 
 use super::target_ctl::{Control, ControlServer};
@@ -49,8 +50,17 @@ pub struct Args {
     /// Serial number reported in Identify Controller [default: derived from the NQN].
     #[arg(long)]
     serial: Option<String>,
+    /// TLS 1.3 (NVMe/TCP TLS, TP 8011) on the --listen ports: `required` (clear-text
+    /// connections are closed) or `optional` (both; nvmet's treq "not required"). Needs
+    /// --tls-host-key [default: off].
+    #[arg(long, value_name = "MODE", value_parser = ["required", "optional"])]
+    tls: Option<String>,
+    /// The TLS PSK of a host, NQN=KEY with KEY in the interchange format
+    /// (`NVMeTLSkey-1:01:...:`); repeatable. The host names itself in its PSK identity.
+    #[arg(long = "tls-host-key", value_name = "NQN=KEY")]
+    tls_host_keys: Vec<String>,
     /// Load an `nvmetcli save` JSON file instead of the subsystem flags [default: none].
-    #[arg(long, conflicts_with_all = ["namespaces", "allow_hosts", "serial"])]
+    #[arg(long, conflicts_with_all = ["namespaces", "allow_hosts", "serial", "tls"])]
     config: Option<PathBuf>,
     /// Maximum open connections (the open-file limit is raised to match, or the target
     /// refuses to start) [default: 1024].
@@ -168,6 +178,14 @@ fn build_config(a: &Args) -> anyhow::Result<TargetConfig> {
                     ports.push(p);
                 }
             }
+            let tls = match a.tls.as_deref() {
+                Some("required") => PortTls::Required,
+                Some(_) => PortTls::NotRequired,
+                None => PortTls::None,
+            };
+            for p in ports.iter_mut().take(a.listen.len()) {
+                p.tls = tls;
+            }
             TargetConfig {
                 ports,
                 ..TargetConfig::default()
@@ -175,6 +193,13 @@ fn build_config(a: &Args) -> anyhow::Result<TargetConfig> {
             .subsystem(sub)
         }
     };
+    for hk in &a.tls_host_keys {
+        let (nqn, key) = hk
+            .split_once('=')
+            .with_context(|| format!("--tls-host-key {hk:?}: expected NQN=KEY"))?;
+        let key = ConfiguredPsk::parse(key).with_context(|| format!("--tls-host-key {nqn}"))?;
+        cfg.tls_keys.insert(nqn.to_string(), key);
+    }
     if a.no_write_cache {
         for s in &mut cfg.subsystems {
             s.volatile_write_cache = false;
@@ -238,6 +263,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let subs: Vec<String> = cfg.subsystems.iter().map(|s| s.nqn.clone()).collect();
     let handle = Arc::new(Target::start(cfg.clone()).context("starting the target")?);
+    // The signal handlers are in place before anything is printed: whoever waits for the
+    // "listening on" and "serving" lines may signal at once.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut term, mut int, mut hup) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _rt = rt.enter();
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+        )
+    };
     for a in handle.local_addrs() {
         println!("listening on {a}");
     }
@@ -271,14 +310,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     std::io::Write::flush(&mut std::io::stdout())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     rt.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
         loop {
             tokio::select! {
                 _ = term.recv() => break,

@@ -1,0 +1,156 @@
+//! The byte stream a connection's thread reads PDUs from and writes PDUs to: the TCP socket
+//! itself, or a TLS 1.3 session over it (NVMe/TCP TLS, TP 8011), set up before ICReq.
+//!
+//! Writes never block (`MSG_DONTWAIT`, as the clear-text path): a full socket gives
+//! `WouldBlock` and the driver waits for room with its send deadline; a TLS write that
+//! returned `WouldBlock` is retried with the same bytes first, which the connection's transmit
+//! queue guarantees (nothing is consumed until written). Reads block with the socket's read
+//! timeout.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nvme_tcp_tls::{TlsServer, TlsStream};
+use socket2::SockRef;
+
+use crate::config::PortTls;
+
+/// First byte of a TLS record carrying a handshake message (a ClientHello); an NVMe/TCP
+/// connection starts with an ICReq, PDU type 0x00.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The socket as TLS sees it: blocking reads (with the socket's read timeout), writes that
+/// never block once the session is up.
+#[derive(Debug)]
+pub struct SockIo {
+    sock: Arc<TcpStream>,
+    dontwait: bool,
+}
+
+impl Read for SockIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.sock).read(buf)
+    }
+}
+
+impl Write for SockIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.dontwait {
+            SockRef::from(&*self.sock).send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        } else {
+            SockRef::from(&*self.sock).send_with_flags(buf, libc::MSG_NOSIGNAL)
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A connection's byte stream.
+#[derive(Debug)]
+pub enum Wire {
+    /// Clear text on the socket.
+    Plain(Arc<TcpStream>),
+    /// A TLS 1.3 session on the socket.
+    Tls(Box<TlsStream<SockIo>>),
+}
+
+/// `Write` over a blocking socket that never blocks: `send` with `MSG_DONTWAIT`.
+struct DontWait<'a>(&'a TcpStream);
+
+impl Write for DontWait<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        SockRef::from(self.0).send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        SockRef::from(self.0)
+            .send_vectored_with_flags(bufs, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Wire {
+    /// Reads what arrived (blocking up to the socket's read timeout).
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(s) => (&**s).read(buf),
+            Wire::Tls(t) => t.read(buf),
+        }
+    }
+
+    /// Runs `f` with a writer that never blocks.
+    pub fn with_writer<R>(&mut self, f: impl FnOnce(&mut dyn Write) -> R) -> R {
+        match self {
+            Wire::Plain(s) => f(&mut DontWait(s)),
+            Wire::Tls(t) => f(&mut **t),
+        }
+    }
+
+    /// True for a TLS session.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Wire::Tls(_))
+    }
+}
+
+/// Sets up the stream of a connection accepted on a port with `tls`: on a TLS port, waits up
+/// to `timeout` for the first byte; a TLS handshake record starts the handshake, anything
+/// else is clear text (refused on a TLS-required port). The error says why the connection
+/// is closed.
+pub fn establish(
+    sock: &Arc<TcpStream>,
+    tls: PortTls,
+    server: Option<&TlsServer>,
+    timeout: Duration,
+) -> Result<Wire, String> {
+    if tls == PortTls::None {
+        return Ok(Wire::Plain(Arc::clone(sock)));
+    }
+    let Some(server) = server else {
+        return Err("TLS port without TLS keys".into());
+    };
+    sock.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut first = [0u8; 1];
+    let n = match sock.peek(&mut first) {
+        Ok(n) => n,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Err(format!("no TLS handshake within {timeout:?}"));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    if n == 0 {
+        return Err("closed before the first byte".into());
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        if tls == PortTls::Required {
+            return Err(format!(
+                "clear text (first byte {:#04x}) on a port that requires TLS",
+                first[0]
+            ));
+        }
+        sock.set_read_timeout(None).map_err(|e| e.to_string())?;
+        return Ok(Wire::Plain(Arc::clone(sock)));
+    }
+    let io = SockIo {
+        sock: Arc::clone(sock),
+        dontwait: false,
+    };
+    let mut t = server.accept(io).map_err(|e| e.to_string())?;
+    t.get_mut().dontwait = true;
+    sock.set_read_timeout(None).map_err(|e| e.to_string())?;
+    tracing::debug!(
+        identity = t.psk_identity().unwrap_or_default(),
+        cipher = t.cipher().unwrap_or("?"),
+        "TLS session established"
+    );
+    Ok(Wire::Tls(Box::new(t)))
+}

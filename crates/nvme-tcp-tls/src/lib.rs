@@ -1,0 +1,15 @@
+//! NVMe/TCP TLS 1.3 (TP 8011): the PSK interchange format and derivations ([`psk`]) and
+//! the TLS session the host's and target's socket drivers read and write through
+//! ([`session`]).
+//!
+//! The TLS library is OpenSSL (through the `openssl` crate): NVMe/TCP TLS uses TLS 1.3 with
+//! *external* PSKs only (no certificates), identified by the NVMe PSK identity, and rustls has
+//! no external-PSK support; OpenSSL 1.1.1 and 3.x do (its PSK callbacks serve TLS 1.3 with
+//! SHA-256 cipher suites).
+
+pub mod psk;
+pub mod session;
+
+pub use psk::{CipherHash, ConfiguredPsk, IdentityVersion, KeyHash, PskError, PskIdentity, TlsPsk};
+
+pub use session::{PskLookup, TlsClient, TlsError, TlsServer, TlsStream};
