@@ -258,6 +258,12 @@ impl Connection {
         self.id
     }
 
+    /// True once the host authenticated this queue (DH-HMAC-CHAP); false for queues whose
+    /// host needs no authentication.
+    pub fn authenticated(&self) -> bool {
+        self.auth.as_ref().is_some_and(|a| a.is_authenticated())
+    }
+
     /// True once the connection must be closed (after [`Connection::flush`]).
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
