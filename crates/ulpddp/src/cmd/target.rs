@@ -56,7 +56,8 @@ pub struct Args {
     #[arg(long, value_name = "MODE", value_parser = ["required", "optional"])]
     tls: Option<String>,
     /// The TLS PSK of a host, NQN=KEY with KEY in the interchange format
-    /// (`NVMeTLSkey-1:01:...:`); repeatable. The host names itself in its PSK identity.
+    /// (`NVMeTLSkey-1:01:...:`); repeatable. The host names itself in its PSK identity
+    /// [default: none].
     #[arg(long = "tls-host-key", value_name = "NQN=KEY")]
     tls_host_keys: Vec<String>,
     /// Load an `nvmetcli save` JSON file instead of the subsystem flags [default: none].
