@@ -584,8 +584,13 @@ impl TargetConfig {
             for h in hosts.array()? {
                 let host = parse_host(&h)?;
                 if let Some(k) = h.opt("tls_key") {
-                    let key =
+                    let mut key =
                         ConfiguredPsk::parse(k.string()?).map_err(|e| k.err(e.to_string()))?;
+                    if let Some(c) = h.opt("tls_key_compat")
+                        && c.flag()?
+                    {
+                        key = key.with_derivation(nvme_tcp_tls::Derivation::Compat);
+                    }
                     cfg.tls_keys.insert(host.nqn.clone(), key);
                 }
                 cfg.hosts.push(host);
@@ -1143,6 +1148,44 @@ mod tests {
             let e = l.validate().unwrap_err().to_string();
             assert!(e.contains(field), "{e}");
         }
+    }
+
+    #[test]
+    fn tls_ports_and_host_keys_load_from_nvmetcli_json() {
+        let key = "NVMeTLSkey-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrZ:";
+        let json = |tsas: &str, treq: &str, key: &str| {
+            format!(
+                r#"{{"hosts": [{{"nqn": "nqn.2014-08.org.nvmexpress:uuid:host-a", "tls_key": "{key}", "tls_key_compat": true}}],
+                "ports": [{{"portid": 1, "addr": {{"trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1",
+                "trsvcid": 0, "tsas": "{tsas}", "treq": "{treq}"}}, "subsystems": []}}]}}"#
+            )
+        };
+        let c = load(&json("tls1.3", "required", key)).unwrap();
+        assert_eq!(c.ports[0].tls, PortTls::Required);
+        let k = &c.tls_keys["nqn.2014-08.org.nvmexpress:uuid:host-a"];
+        assert_eq!(k.derivation(), nvme_tcp_tls::Derivation::Compat);
+        let c = load(&json("tls1.3", "not required", key)).unwrap();
+        assert_eq!(c.ports[0].tls, PortTls::NotRequired);
+        let c = load(&json("none", "not specified", key)).unwrap();
+        assert_eq!(c.ports[0].tls, PortTls::None);
+        let e = load(&json("none", "required", key))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls1.3"), "{e}");
+        let e = load(&json("tls1.2", "required", key))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tsas"), "{e}");
+        let bad = key.replace("LrZ", "LrY");
+        let e = load(&json("tls1.3", "required", &bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls_key") && e.contains("CRC"), "{e}");
+        // A TLS port without any host key cannot work.
+        let e = load(&json("tls1.3", "required", key).replace(r#""tls_key": "#, r#""x": "#))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("TLS PSK"), "{e}");
     }
 
     #[test]

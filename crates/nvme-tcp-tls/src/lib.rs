@@ -10,6 +10,8 @@
 pub mod psk;
 pub mod session;
 
-pub use psk::{CipherHash, ConfiguredPsk, IdentityVersion, KeyHash, PskError, PskIdentity, TlsPsk};
+pub use psk::{
+    CipherHash, ConfiguredPsk, Derivation, IdentityVersion, KeyHash, PskError, PskIdentity, TlsPsk,
+};
 
 pub use session::{PskLookup, TlsClient, TlsError, TlsServer, TlsStream};

@@ -16,9 +16,11 @@
 //! `cc` names the hash of the TLS cipher suite: 01 SHA-256 (TLS_AES_128_GCM_SHA256), 02
 //! SHA-384 (TLS_AES_256_GCM_SHA384). It is the configured key's hash, or, for a key without
 //! one (HH = 00), the hash whose output is as long as the key. HKDF-Expand-Label is RFC 8446's
-//! (big-endian length, length-prefixed `"tls13 " + label` and context), as current nvme-cli /
-//! libnvme derive it (older libnvme releases left out the prefixes; their keys are not
-//! accepted here).
+//! (big-endian length, length-prefixed `"tls13 " + label` and context), as the specification,
+//! Linux and current libnvme derive it. libnvme up to 1.13 (nvme-cli 2.13, Debian 13) derived
+//! with a little-endian length and without the two length prefixes; [`Derivation::Compat`]
+//! reproduces that for keys such an nvme-cli put in a kernel keyring (checked against the
+//! identity digests nvme-cli 2.13 computes).
 
 use std::fmt;
 
@@ -127,11 +129,24 @@ impl CipherHash {
     }
 }
 
-/// A configured PSK: the key and its hash indicator.
+/// How HKDF-Expand-Label frames its info for the retained and TLS PSKs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Derivation {
+    /// RFC 8446: big-endian output length, then the label and the context each with a
+    /// length byte (the specification, Linux, current libnvme).
+    #[default]
+    Rfc8446,
+    /// libnvme up to 1.13 (nvme-cli up to 2.13): little-endian output length, label and
+    /// context without length bytes (`nvme ... --compat` in later nvme-cli).
+    Compat,
+}
+
+/// A configured PSK: the key, its hash indicator and the derivation used with it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConfiguredPsk {
     hash: KeyHash,
     key: Vec<u8>,
+    derivation: Derivation,
 }
 
 impl fmt::Debug for ConfiguredPsk {
@@ -140,6 +155,7 @@ impl fmt::Debug for ConfiguredPsk {
         f.debug_struct("ConfiguredPsk")
             .field("hash", &self.hash)
             .field("len", &self.key.len())
+            .field("derivation", &self.derivation)
             .finish()
     }
 }
@@ -162,7 +178,22 @@ impl ConfiguredPsk {
                 hash: hash.indicator(),
             });
         }
-        Ok(Self { hash, key })
+        Ok(Self {
+            hash,
+            key,
+            derivation: Derivation::Rfc8446,
+        })
+    }
+
+    /// The same key derived with `d`.
+    pub fn with_derivation(mut self, d: Derivation) -> Self {
+        self.derivation = d;
+        self
+    }
+
+    /// The derivation used with this key.
+    pub fn derivation(&self) -> Derivation {
+        self.derivation
     }
 
     /// Parses the interchange format `NVMeTLSkey-1:HH:BASE64:` (the trailing colon may be
@@ -240,14 +271,14 @@ impl ConfiguredPsk {
 
     /// The retained PSK for `hostnqn`.
     pub fn retained(&self, hostnqn: &str) -> Result<Vec<u8>, PskError> {
-        let l = self.key.len();
+        let (l, d) = (self.key.len(), self.derivation);
         match self.hash {
             KeyHash::None => Ok(self.key.clone()),
             KeyHash::Sha256 => {
-                expand_label::<Hmac<Sha256>>(&self.key, b"HostNQN", hostnqn.as_bytes(), l)
+                expand_label::<Hmac<Sha256>>(d, &self.key, b"HostNQN", hostnqn.as_bytes(), l)
             }
             KeyHash::Sha384 => {
-                expand_label::<Hmac<Sha384>>(&self.key, b"HostNQN", hostnqn.as_bytes(), l)
+                expand_label::<Hmac<Sha384>>(d, &self.key, b"HostNQN", hostnqn.as_bytes(), l)
             }
         }
     }
@@ -278,13 +309,14 @@ impl ConfiguredPsk {
         if context.len() > 255 {
             return Err(PskError::ContextTooLong(context.len()));
         }
-        let l = self.key.len();
+        let (l, d) = (self.key.len(), self.derivation);
+        let ctx = context.as_bytes();
         let key = match cipher {
             CipherHash::Sha256 => {
-                expand_label::<Hmac<Sha256>>(&retained, b"nvme-tls-psk", context.as_bytes(), l)?
+                expand_label::<Hmac<Sha256>>(d, &retained, b"nvme-tls-psk", ctx, l)?
             }
             CipherHash::Sha384 => {
-                expand_label::<Hmac<Sha384>>(&retained, b"nvme-tls-psk", context.as_bytes(), l)?
+                expand_label::<Hmac<Sha384>>(d, &retained, b"nvme-tls-psk", ctx, l)?
             }
         };
         Ok(TlsPsk {
@@ -419,8 +451,10 @@ fn psk_digest(cipher: CipherHash, retained: &[u8], hostnqn: &str, subnqn: &str) 
     B64.encode(d)
 }
 
-/// HKDF-Expand-Label(HKDF-Extract(0, ikm), label, context, len) of RFC 8446 section 7.1.
+/// HKDF-Expand-Label(HKDF-Extract(0, ikm), label, context, len) of RFC 8446 section 7.1, or
+/// libnvme's older framing of it ([`Derivation::Compat`]).
 fn expand_label<M: hkdf::HmacImpl>(
+    d: Derivation,
     ikm: &[u8],
     label: &[u8],
     context: &[u8],
@@ -431,10 +465,18 @@ fn expand_label<M: hkdf::HmacImpl>(
     }
     let full_label = [b"tls13 ".as_slice(), label].concat();
     let mut info = Vec::with_capacity(4 + full_label.len() + context.len());
-    info.extend_from_slice(&(len as u16).to_be_bytes());
-    info.push(full_label.len() as u8);
-    info.extend_from_slice(&full_label);
-    info.push(context.len() as u8);
+    match d {
+        Derivation::Rfc8446 => {
+            info.extend_from_slice(&(len as u16).to_be_bytes());
+            info.push(full_label.len() as u8);
+            info.extend_from_slice(&full_label);
+            info.push(context.len() as u8);
+        }
+        Derivation::Compat => {
+            info.extend_from_slice(&(len as u16).to_le_bytes());
+            info.extend_from_slice(&full_label);
+        }
+    }
     info.extend_from_slice(context);
     let hk = hkdf::GenericHkdf::<M>::new(None, ikm);
     let mut out = vec![0u8; len];
@@ -520,6 +562,46 @@ mod tests {
         assert_eq!((t.cipher, t.key.len()), (CipherHash::Sha384, 48));
     }
 
+    /// Version-1 identities nvme-cli 2.13 (libnvme 1.13) inserted into a Linux 6.12 `.nvme`
+    /// keyring (`gen-tls-key --secret 000102..1f [..2f] --hmac 1|2 --identity 1 --insert`):
+    /// its digest depends on the retained PSK, so it checks the compat derivation; and the
+    /// interchange strings it printed for those secrets.
+    #[test]
+    fn compat_derivation_matches_nvme_cli_2_13() {
+        let h = "nqn.2014-08.org.nvmexpress:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6";
+        let s = "nqn.2024-01.io.example:disk";
+        let k1 = ConfiguredPsk::new(KeyHash::Sha256, (0..32).collect()).unwrap();
+        assert_eq!(
+            k1.to_interchange(),
+            "NVMeTLSkey-1:01:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:"
+        );
+        let k2 = ConfiguredPsk::new(KeyHash::Sha384, (0..48).collect()).unwrap();
+        assert_eq!(
+            k2.to_interchange(),
+            "NVMeTLSkey-1:02:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vcSEgBQ==:"
+        );
+        let id = |k: &ConfiguredPsk| {
+            k.clone()
+                .with_derivation(Derivation::Compat)
+                .tls_psk(IdentityVersion::V1, h, s)
+                .unwrap()
+                .identity
+        };
+        assert_eq!(
+            id(&k1),
+            format!("NVMe1R01 {h} {s} dP6e0uyVpSeHWhKFCPpQ5phprXSIL6aj0gikdriqkFs=")
+        );
+        assert_eq!(
+            id(&k2),
+            format!(
+                "NVMe1R02 {h} {s} 39JwY0+BCWn5hPPUXefyIjfHVt4UJtzh1UF0hKVo/Ur+kmts+w0pRrFNCYEJuEOq"
+            )
+        );
+        // The RFC 8446 derivation gives other keys.
+        let rfc = k1.tls_psk(IdentityVersion::V1, h, s).unwrap();
+        assert_ne!(rfc.identity, id(&k1));
+    }
+
     #[test]
     fn an_untransformed_key_is_its_own_retained_key_and_picks_the_hash_by_length() {
         let k = ConfiguredPsk::new(KeyHash::None, vec![7; 48]).unwrap();
@@ -575,7 +657,14 @@ mod tests {
         assert_eq!(&out[..4], &[0x6f, 0x26, 0x15, 0xa1]);
         // The same through this module's framing (extract with a zero salt of hash length
         // equals extract with no salt).
-        let ours = expand_label::<Hmac<Sha256>>(&[0u8; 32], b"derived", &empty_hash, 32).unwrap();
+        let ours = expand_label::<Hmac<Sha256>>(
+            Derivation::Rfc8446,
+            &[0u8; 32],
+            b"derived",
+            &empty_hash,
+            32,
+        )
+        .unwrap();
         assert_eq!(ours, out);
     }
 

@@ -60,6 +60,10 @@ pub struct Args {
     /// [default: none].
     #[arg(long = "tls-host-key", value_name = "NQN=KEY")]
     tls_host_keys: Vec<String>,
+    /// Derive the TLS PSKs of --tls-host-key as nvme-cli up to 2.13 (libnvme 1.13) does, for
+    /// hosts whose keyring holds keys it inserted.
+    #[arg(long)]
+    tls_compat: bool,
     /// Load an `nvmetcli save` JSON file instead of the subsystem flags [default: none].
     #[arg(long, conflicts_with_all = ["namespaces", "allow_hosts", "serial", "tls"])]
     config: Option<PathBuf>,
@@ -198,7 +202,10 @@ fn build_config(a: &Args) -> anyhow::Result<TargetConfig> {
         let (nqn, key) = hk
             .split_once('=')
             .with_context(|| format!("--tls-host-key {hk:?}: expected NQN=KEY"))?;
-        let key = ConfiguredPsk::parse(key).with_context(|| format!("--tls-host-key {nqn}"))?;
+        let mut key = ConfiguredPsk::parse(key).with_context(|| format!("--tls-host-key {nqn}"))?;
+        if a.tls_compat {
+            key = key.with_derivation(nvme_tcp_tls::Derivation::Compat);
+        }
         cfg.tls_keys.insert(nqn.to_string(), key);
     }
     if a.no_write_cache {

@@ -33,6 +33,9 @@ pub struct PskArgs {
     /// PSK identity version: 0 or 1 (with the PSK digest).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
     identity_version: u8,
+    /// Derive as nvme-cli up to 2.13 (libnvme 1.13) does.
+    #[arg(long)]
+    compat: bool,
     /// Write the TLS PSK's raw bytes to FILE (e.g. for `keyctl padd psk IDENTITY KEYRING`).
     #[arg(long, value_name = "FILE")]
     psk_out: Option<std::path::PathBuf>,
@@ -70,7 +73,10 @@ pub fn generate(a: &GenArgs) -> anyhow::Result<()> {
 
 /// Prints the PSK identity and the TLS PSK (hex) for a host and subsystem.
 pub fn derive(a: &PskArgs) -> anyhow::Result<()> {
-    let key = ConfiguredPsk::parse(&a.key).context("--key")?;
+    let mut key = ConfiguredPsk::parse(&a.key).context("--key")?;
+    if a.compat {
+        key = key.with_derivation(nvme_tcp_tls::Derivation::Compat);
+    }
     let version = if a.identity_version == 1 {
         IdentityVersion::V1
     } else {
