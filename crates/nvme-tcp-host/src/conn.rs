@@ -21,7 +21,7 @@
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
@@ -119,14 +119,69 @@ pub fn tcp_connect(opts: &ConnectOptions) -> Result<TcpStream, HostError> {
 /// plaintext bytes of a TLS session, so a TLS queue never reads with marks.
 enum HostStream {
     Plain(TcpStream),
-    Tls(Box<nvme_tcp_tls::TlsStream<TcpStream>>),
+    Tls(Box<nvme_tcp_tls::TlsStream<TlsSock>>),
+}
+
+/// The socket under a TLS session. While the handshake runs, every read and write waits at
+/// most until `deadline` (the socket's timeouts alone restart with every byte a slow peer
+/// sends).
+struct TlsSock {
+    sock: TcpStream,
+    deadline: Option<Instant>,
+}
+
+impl TlsSock {
+    /// The time left before the deadline, or an error once it passed.
+    fn left(&self) -> io::Result<Option<Duration>> {
+        let Some(deadline) = self.deadline else {
+            return Ok(None);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(handshake_deadline_passed());
+        }
+        Ok(Some(left))
+    }
+}
+
+fn handshake_deadline_passed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the TLS handshake did not finish within the connect timeout",
+    )
+}
+
+impl Read for TlsSock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(left) = self.left()? else {
+            return self.sock.read(buf);
+        };
+        self.sock.set_read_timeout(Some(left))?;
+        match self.sock.read(buf) {
+            // The socket's timeout, the time left, expired.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(handshake_deadline_passed()),
+            r => r,
+        }
+    }
+}
+
+impl Write for TlsSock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(left) = self.left()? {
+            self.sock.set_write_timeout(Some(left))?;
+        }
+        self.sock.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
 }
 
 impl HostStream {
     fn sock(&self) -> &TcpStream {
         match self {
             HostStream::Plain(s) => s,
-            HostStream::Tls(t) => t.get_ref(),
+            HostStream::Tls(t) => &t.get_ref().sock,
         }
     }
 
@@ -171,13 +226,16 @@ fn tls_handshake(
         .tls_psk(tls.identity, &opts.hostnqn, &opts.subnqn)
         .map_err(|e| HostError::Tls(e.to_string()))?;
     let client = nvme_tcp_tls::TlsClient::new(psk).map_err(|e| HostError::Tls(e.to_string()))?;
-    stream.set_read_timeout(Some(opts.connect_timeout))?;
-    stream.set_write_timeout(Some(opts.connect_timeout))?;
-    let t = client
-        .connect(stream)
+    let sock = TlsSock {
+        sock: stream,
+        deadline: Some(Instant::now() + opts.connect_timeout),
+    };
+    let mut t = client
+        .connect(sock)
         .map_err(|e| HostError::Tls(e.to_string()))?;
-    t.get_ref().set_read_timeout(None)?;
-    t.get_ref().set_write_timeout(None)?;
+    t.get_mut().deadline = None;
+    t.get_ref().sock.set_read_timeout(None)?;
+    t.get_ref().sock.set_write_timeout(None)?;
     Ok(HostStream::Tls(Box::new(t)))
 }
 
