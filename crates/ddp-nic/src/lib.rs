@@ -91,21 +91,21 @@ pub const TARGET_DEV: &str = "ddpt0";
 pub enum NicError {
     /// The process lacks the privileges.
     #[error(
-        "the software NIC needs CAP_NET_ADMIN and CAP_SYS_ADMIN (run as root): {what}: {source}"
+        "the software NIC needs CAP_NET_ADMIN and CAP_SYS_ADMIN (run as root): {what}: {error}"
     )]
     Permission {
         /// What was being done.
         what: &'static str,
         /// The system's error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A system call failed.
-    #[error("software NIC: {what}: {source}")]
+    #[error("software NIC: {what}: {error}")]
     Io {
         /// What was being done.
         what: &'static str,
         /// The system's error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Setting up the devices failed.
     #[error("software NIC: {0}")]
@@ -115,13 +115,22 @@ pub enum NicError {
 impl NicError {
     pub(crate) fn permission(what: &'static str, source: std::io::Error) -> Self {
         if source.kind() == std::io::ErrorKind::PermissionDenied {
-            Self::Permission { what, source }
+            Self::Permission {
+                what,
+                error: source,
+            }
         } else {
-            Self::Io { what, source }
+            Self::Io {
+                what,
+                error: source,
+            }
         }
     }
     pub(crate) fn io(what: &'static str, source: std::io::Error) -> Self {
-        Self::Io { what, source }
+        Self::Io {
+            what,
+            error: source,
+        }
     }
 }
 

@@ -102,15 +102,22 @@ pub struct Capture {
 /// Errors that make a capture unusable from its first byte.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    /// Reading the file failed.
+    /// Reading the file failed (the message carries the system's error; it is not also the
+    /// source, so a printed chain names it once).
     #[error("cannot read the capture: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// Neither a pcap nor a pcapng file.
     #[error("not a pcap or pcapng capture (magic number {0:02x?})")]
     UnknownFormat([u8; 4]),
     /// The file header does not parse.
     #[error("the capture's file header is invalid: {0}")]
     BadHeader(String),
+}
+
+impl From<std::io::Error> for CaptureError {
+    fn from(e: std::io::Error) -> Self {
+        CaptureError::Io(e)
+    }
 }
 
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];

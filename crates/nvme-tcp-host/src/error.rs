@@ -379,8 +379,9 @@ pub enum IoError {
     Transport(String),
     /// The host gave up on a command that was in flight when its queue's connection failed
     /// at least once: it ran out of retries ([`crate::ConnectOptions::max_retries`]), or the
-    /// connection stayed down past `fast_io_fail_tmo` or `ctrl_loss_tmo`. `last` (the source)
-    /// is the failure of the last connection it was sent on.
+    /// connection stayed down past `fast_io_fail_tmo` or `ctrl_loss_tmo`. `last` (the
+    /// `source()`, not part of the message) is the failure of the last connection it was sent
+    /// on.
     #[error("command failed after {attempts} attempt(s): {reason}")]
     GaveUp {
         /// How often the command was sent.

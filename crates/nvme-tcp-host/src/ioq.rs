@@ -207,6 +207,7 @@ impl IoQueue {
     /// `timeout` for something to arrive if nothing is ready. Handles reconnects and command
     /// timeouts. Returns the number of completions ready. Fails only when the controller is
     /// lost for good (`ctrl_loss_tmo` expired); the commands then fail with
+    /// [`IoError::GaveUp`] (those that were in flight on a failed connection) or
     /// [`IoError::QueueLost`].
     pub fn poll(&mut self, timeout: Duration) -> Result<usize> {
         let now = Instant::now();
@@ -443,10 +444,22 @@ impl IoQueue {
             // timeout passed meanwhile gets its Abort as soon as the queue is back.
             return;
         }
+        // One WARN per check, however many commands expired together (a full queue does).
+        let mut aborted: Option<(u16, usize)> = None;
         while let Some(action) = self.timeouts.poll_action(&mut self.core, now) {
             match action {
                 TimeoutAction::Abort { cid } => {
-                    tracing::warn!(qid = self.qid, cid, "command timed out; sending Abort");
+                    tracing::debug!(qid = self.qid, cid, "command timed out; sending Abort");
+                    let (first, n) = aborted.get_or_insert((cid, 0));
+                    *n += 1;
+                    if *n == 1 {
+                        tracing::warn!(
+                            qid = self.qid,
+                            cid = *first,
+                            timeout = ?self.shared.opts.command_timeout,
+                            "command timed out; sending Abort"
+                        );
+                    }
                     self.shared.abort(self.qid, cid);
                 }
                 TimeoutAction::Reset { cid } => {
@@ -463,6 +476,15 @@ impl IoQueue {
                     }
                 }
             }
+        }
+        if let Some((_, n)) = aborted
+            && n > 1
+        {
+            tracing::warn!(
+                qid = self.qid,
+                commands = n,
+                "commands timed out together; Abort sent for each"
+            );
         }
     }
 }

@@ -26,8 +26,10 @@
 //! Everything the controller sends is checked strictly (header fields in spec order, CCCID,
 //! DATAO/DATAL inside the buffer and contiguous, SUCCESS only with LAST_PDU, no short reads,
 //! R2T ranges); a violation fails the affected command with [`IoError::Protocol`], and the
-//! queue is torn down and reconnected. A data digest mismatch fails only its command
-//! ([`IoError::DataDigest`]).
+//! queue is torn down and reconnected. The other commands in flight are re-sent on the new
+//! connection, each at most [`ConnectOptions::max_retries`] times; then it fails with
+//! [`IoError::GaveUp`], caused by the last failure. A data digest mismatch fails only its
+//! command ([`IoError::DataDigest`]).
 //!
 //! # Example
 //!

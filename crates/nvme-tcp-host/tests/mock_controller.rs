@@ -500,3 +500,41 @@ fn errors_that_name_no_command_count_against_every_command_in_flight() {
     }
     assert_eq!(m.counters.io_connects.load(Ordering::SeqCst), 3);
 }
+
+#[test]
+fn ctrl_loss_tmo_expires_although_every_reconnect_succeeds() {
+    // Every TCP connect and Fabrics Connect succeeds, every re-sent Read breaks its
+    // connection: the outage lasts until a command completes, so ctrl_loss_tmo (about 10
+    // reconnect delays) ends it long before the (huge) retry limit would.
+    let m = Mock::start(64, 4096);
+    let mut o = opts(&m);
+    o.reconnect_delay = Duration::from_millis(20);
+    o.ctrl_loss_tmo = Some(Duration::from_millis(200));
+    o.max_retries = 1000;
+    let mut ctrl = Controller::connect(o).unwrap();
+    let mut q = one_queue(&mut ctrl);
+    m.misbehave(Some(Misbehave::UnknownCid));
+    q.submit_read(1, 0, 8, IoBuf::Contig(vec![0; 8 * LBA]), 1)
+        .unwrap();
+    let misbehaved = || m.counters.misbehaved.load(Ordering::SeqCst);
+    let until = Instant::now() + Duration::from_secs(60);
+    let c = loop {
+        if let Some(c) = q.pop_completion() {
+            break c;
+        }
+        assert!(misbehaved() < 1000, "the outage never ended");
+        assert!(Instant::now() < until, "no completion");
+        let _ = q.poll(Duration::from_millis(20));
+    };
+    assert!(
+        matches!(
+            &c.result,
+            Err(IoError::GaveUp { reason: GiveUpReason::CtrlLoss, last, .. })
+                if matches!(**last, IoError::Protocol(ProtocolError::UnknownCid { .. }))
+        ),
+        "{:?}",
+        c.result
+    );
+    assert!(misbehaved() >= 2, "it was re-sent on a new connection");
+    assert!(q.poll(Duration::ZERO).is_err(), "the queue is given up");
+}

@@ -45,12 +45,12 @@ pub enum BackendError {
         size: u64,
     },
     /// The operating system reported an error.
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}: {error}")]
     Io {
         /// The backing file.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A lock was poisoned by a panicking thread.
     #[error("namespace memory lock poisoned")]
@@ -554,7 +554,7 @@ impl FileStore {
     pub fn open(path: &Path, direct: bool) -> Result<Self, BackendError> {
         let io = |source| BackendError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         };
         let mut opts = OpenOptions::new();
         opts.read(true).write(true);
@@ -588,7 +588,7 @@ impl FileStore {
     fn io(&self, source: std::io::Error) -> BackendError {
         BackendError::Io {
             path: self.path.clone(),
-            source,
+            error: source,
         }
     }
 

@@ -38,20 +38,20 @@ pub enum ConfigError {
         reason: String,
     },
     /// The configuration file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not JSON.
-    #[error("{path}: not valid JSON: {source}")]
+    #[error("{path}: not valid JSON: {error}")]
     Json {
         /// The file.
         path: PathBuf,
         /// The parser's error.
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }
 
@@ -496,11 +496,11 @@ impl TargetConfig {
     pub fn from_nvmetcli_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         let v: Value = serde_json::from_str(&text).map_err(|source| ConfigError::Json {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         Self::from_nvmetcli_json(&v)
     }

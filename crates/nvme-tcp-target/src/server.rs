@@ -55,12 +55,12 @@ pub enum TargetError {
     #[error(transparent)]
     Namespace(#[from] NamespaceChangeError),
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// No such subsystem.
     #[error("no subsystem {0}")]
@@ -313,11 +313,11 @@ impl Target {
         for port in &config.ports {
             let l = bind(port.addr).map_err(|source| TargetError::Bind {
                 addr: port.addr,
-                source,
+                error: source,
             })?;
             let local = l.local_addr().map_err(|source| TargetError::Bind {
                 addr: port.addr,
-                source,
+                error: source,
             })?;
             bound.push((port.clone(), l, local));
         }
@@ -333,7 +333,7 @@ impl Target {
                 .spawn(move || ctx.run(l))
                 .map_err(|source| TargetError::Bind {
                     addr: local,
-                    source,
+                    error: source,
                 })?;
             listeners.push(h);
             tracing::info!(%local, "listening");

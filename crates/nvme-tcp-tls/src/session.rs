@@ -115,9 +115,10 @@ unsafe fn md_hash(md: *const openssl_sys::EVP_MD) -> Option<Option<CipherHash>> 
 /// Why a TLS session could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// OpenSSL refused the configuration.
+    /// OpenSSL refused the configuration (its errors are in the message, so they are not
+    /// also the source: a printed chain names them once).
     #[error("TLS setup: {0}")]
-    Setup(#[from] openssl::error::ErrorStack),
+    Setup(openssl::error::ErrorStack),
     /// The handshake failed (wrong PSK, unknown identity, a peer that does not speak TLS, a
     /// closed connection).
     #[error("TLS handshake failed: {0}")]
@@ -125,6 +126,12 @@ pub enum TlsError {
     /// The key cannot be used.
     #[error("TLS PSK: {0}")]
     Key(String),
+}
+
+impl From<openssl::error::ErrorStack> for TlsError {
+    fn from(e: openssl::error::ErrorStack) -> Self {
+        TlsError::Setup(e)
+    }
 }
 
 /// How the server (target) finds the configured PSK of a host: called with the parsed

@@ -10,12 +10,12 @@ use serde_json::{Value, json};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The socket could not be reached or the connection broke.
-    #[error("control socket {path}: {source}")]
+    #[error("control socket {path}: {error}")]
     Io {
         /// Socket path.
         path: String,
         /// Cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The server answered with a JSON-RPC error.
     #[error("{message} (JSON-RPC error {code})")]
@@ -44,7 +44,7 @@ impl Client {
         let p = path.as_ref().display().to_string();
         let io = |source| ClientError::Io {
             path: p.clone(),
-            source,
+            error: source,
         };
         let s = UnixStream::connect(path.as_ref()).map_err(io)?;
         let w = s.try_clone().map_err(io)?;
@@ -59,7 +59,7 @@ impl Client {
     fn io(&self, source: std::io::Error) -> ClientError {
         ClientError::Io {
             path: self.path.clone(),
-            source,
+            error: source,
         }
     }
 

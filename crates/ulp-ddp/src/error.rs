@@ -90,8 +90,8 @@ pub enum DdpError {
 #[derive(Debug, Error)]
 #[error("DDP setup of command ID {} failed: {error}", io.command_id)]
 pub struct SetupError {
-    /// Why the setup failed.
-    #[source]
+    /// Why the setup failed (in the message, so not also the source: a printed chain names
+    /// it once).
     pub error: DdpError,
     /// The I/O, unchanged.
     pub io: DdpIo,

@@ -98,7 +98,11 @@ fn sighup_reloads_and_sigterm_drains() {
     // A configuration that does not load is reported and changes nothing.
     std::fs::write(&path, "{ not json").unwrap();
     signal(pid, "-HUP");
-    until(&mut lines, "not reloaded");
+    let out = until(&mut lines, "not reloaded");
+    // The parser's complaint, once (a cause is not repeated by the error that wraps it).
+    let line = out.last().unwrap();
+    assert!(line.contains(": not valid JSON: "), "{line}");
+    assert_eq!(line.matches("at line 1 column").count(), 1, "{line}");
     assert!(guard.0.try_wait().unwrap().is_none());
 
     signal(pid, "-TERM");

@@ -788,7 +788,7 @@ impl QueueCore {
 
     /// Fails every command waiting for the connection because the host stops waiting
     /// (`reason`): a command that was in flight on a failed connection fails with
-    /// [`IoError::GaveUp`] and the failure of that connection as its source, one never sent
+    /// [`IoError::GaveUp`] with the failure of that connection as its source, one never sent
     /// with [`IoError::QueueLost`].
     pub fn fail_waiting(&mut self, reason: GiveUpReason) {
         for idx in 0..self.slots.len() as u16 {

@@ -6,7 +6,8 @@
 //! `-s/--trsvcid`, `-n/--nqn`, `-q/--hostnqn`, `-I/--hostid`, `-i/--nr-io-queues`,
 //! `-Q/--queue-size`, `-g/--hdr-digest`, `-G/--data-digest`, `-k/--keep-alive-tmo`,
 //! `-c/--reconnect-delay`, `-l/--ctrl-loss-tmo`, `-F/--fast_io_fail_tmo`,
-//! `-d/--disable-sqflow`, `-D/--duplicate-connect`). In `read` and `write` the short flags are
+//! `-d/--disable-sqflow`, `-D/--duplicate-connect`), plus `--max-retries` (the Linux host's
+//! `nvme_core.max_retries`, which nvme-cli does not set per connection). In `read` and `write` the short flags are
 //! nvme-cli's I/O ones (`-n` namespace id, `-s` start block, `-c` block count, `-z` data size,
 //! `-d` data file) and the subsystem is given as `--nqn`/`--trsvcid`. The host identity comes
 //! from `-q`/`-I`, else `/etc/nvme/hostnqn` and `/etc/nvme/hostid` (see [`super::hostid`]).
@@ -85,6 +86,11 @@ pub struct ConnArgs {
     #[arg(long = "fast_io_fail_tmo", alias = "fast-io-fail-tmo", default_value_t = -1,
           allow_hyphen_values = true)]
     pub fast_io_fail_tmo: i64,
+    /// Times a command is re-sent after the connection it was in flight on failed, counted
+    /// across reconnects (the Linux host's nvme_core.max_retries); past it the command fails
+    /// with the last failure as the cause.
+    #[arg(long, alias = "nr-retries", default_value_t = 5)]
+    pub max_retries: u32,
     /// Ask the controller to disable SQ flow control.
     #[arg(long)]
     pub disable_sqflow: bool,
@@ -186,6 +192,7 @@ impl ConnArgs {
             CidMode::Tagged
         };
         o.command_timeout = Duration::from_secs(self.timeout.max(1).into());
+        o.max_retries = self.max_retries;
         o.tls = tls_options(self)?;
         o.connect_timeout = o.command_timeout;
         Ok(o)
@@ -949,6 +956,21 @@ mod tests {
         let o = target.conn.options(&target.nqn, DEFAULT_IO_PORT).unwrap();
         assert_eq!((o.kato, o.ctrl_loss_tmo), (None, None));
         assert_eq!(o.fast_io_fail_tmo, Some(Duration::from_secs(5)));
+        assert_eq!(o.max_retries, 5, "the Linux host's default");
+        let Command::Connect { target, .. } =
+            parse(&format!("connect -n n -q {Q} -I {I} --max-retries 2"))
+        else {
+            panic!()
+        };
+        let o = target.conn.options(&target.nqn, DEFAULT_IO_PORT).unwrap();
+        assert_eq!(o.max_retries, 2);
+        let Command::Connect { target, .. } =
+            parse(&format!("connect -n n -q {Q} -I {I} --nr-retries 0"))
+        else {
+            panic!()
+        };
+        let o = target.conn.options(&target.nqn, DEFAULT_IO_PORT).unwrap();
+        assert_eq!(o.max_retries, 0);
         assert!(parse(&format!("connect -n n -q {Q} -I {I} --fast-io-fail-tmo 5")).is_connect());
     }
 
