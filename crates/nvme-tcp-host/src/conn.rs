@@ -14,8 +14,9 @@
 //! placed payload the socket's `SO_RCVLOWAT` is the payload left, so the host wakes once per
 //! PDU rather than once per segment.
 //!
-//! Transmit: all PDUs queued since the last flush go out in one `write` (batching many
-//! capsules per system call). TCP_NODELAY is set.
+//! Transmit: all PDUs queued since the last flush go out in one gather `write` (batching many
+//! capsules per system call); H2CData answering R2Ts that arrived in a read goes out before
+//! the next read. TCP_NODELAY is set.
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -271,22 +272,7 @@ impl Connection {
 
     /// Sends as much of the pending transmit data as the socket takes now.
     pub fn flush(&mut self, core: &mut QueueCore) -> Result<(), HostError> {
-        loop {
-            // One gather write for everything queued (headers and, in zero-copy mode, the
-            // commands' own buffers), up to 64 pieces at a time.
-            let mut iov = [IoSlice::new(&[]); 64];
-            let n = core.tx_iovecs(&mut iov);
-            if n == 0 {
-                return Ok(());
-            }
-            match self.stream.write_vectored(&iov[..n]) {
-                Ok(0) => return Err(ProtocolError::Closed.into()),
-                Ok(n) => core.tx_consumed(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        flush_to(&mut self.stream, core)
     }
 
     /// Flushes, then waits up to `timeout` (`None`: don't wait) for the socket and processes
@@ -345,6 +331,7 @@ impl Connection {
             return self.read_marked(core, flow.as_ref());
         }
         let mut any = false;
+        let mut drained = false;
         let ready_before = core.completions_ready();
         // Bounded so one busy queue cannot starve its caller's submissions forever.
         for _ in 0..64 {
@@ -360,6 +347,14 @@ impl Connection {
                 let r = core.rx_feed(&pipe[..*pipe_len]);
                 *pipe_len = 0;
                 r?;
+                // R2Ts among those bytes queued H2CData: send it now, so the controller
+                // receives the data while this loop goes on reading, rather than after it.
+                if !core.tx_is_empty() {
+                    flush_to(stream, core)?;
+                }
+            }
+            if drained {
+                break;
             }
             // Hand completions back early enough that the caller can keep its queue depth
             // (a continuous stream would otherwise keep this loop reading): once a quarter of
@@ -401,6 +396,10 @@ impl Connection {
                         core.rx_direct_done(d)?;
                     }
                     *pipe_len = n - d;
+                    // A short read emptied the socket: feed what came and stop, instead of
+                    // one more read that would only report EAGAIN. (A TLS read returns one
+                    // record at most, so a short one says nothing about the socket.)
+                    drained = matches!(stream, HostStream::Plain(_)) && n < direct_len + pipe_read;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -555,6 +554,26 @@ impl Connection {
     pub fn shutdown(&mut self) {
         let _ = self.stream.sock().shutdown(std::net::Shutdown::Both);
         self.closed = true;
+    }
+}
+
+/// Sends as much of `core`'s pending transmit data as `stream` takes now.
+fn flush_to(stream: &mut HostStream, core: &mut QueueCore) -> Result<(), HostError> {
+    loop {
+        // One gather write for everything queued (headers and, in zero-copy mode, the
+        // commands' own buffers), up to 64 pieces at a time.
+        let mut iov = [IoSlice::new(&[]); 64];
+        let n = core.tx_iovecs(&mut iov);
+        if n == 0 {
+            return Ok(());
+        }
+        match stream.write_vectored(&iov[..n]) {
+            Ok(0) => return Err(ProtocolError::Closed.into()),
+            Ok(n) => core.tx_consumed(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
