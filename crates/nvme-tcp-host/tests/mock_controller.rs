@@ -538,3 +538,52 @@ fn ctrl_loss_tmo_expires_although_every_reconnect_succeeds() {
     assert!(misbehaved() >= 2, "it was re-sent on a new connection");
     assert!(q.poll(Duration::ZERO).is_err(), "the queue is given up");
 }
+
+#[test]
+fn after_fast_io_fail_tmo_a_command_caught_by_a_later_loss_of_the_outage_fails_at_once() {
+    // The target is down past fast_io_fail_tmo: the Read in flight fails. A Read submitted
+    // while it is still down waits; the target comes back and breaks the connection that
+    // Read is sent on: the outage goes on, fast_io_fail_tmo has passed in it, so that Read
+    // fails too instead of being re-sent until the retry limit.
+    let m = Mock::start(64, 4096);
+    let mut o = opts(&m);
+    o.reconnect_delay = Duration::from_millis(20);
+    o.fast_io_fail_tmo = Some(Duration::from_millis(100));
+    o.max_retries = 1000;
+    let mut ctrl = Controller::connect(o).unwrap();
+    let mut q = one_queue(&mut ctrl);
+    m.faults.refuse.store(true, Ordering::Relaxed);
+    m.faults.drop_on_read.store(true, Ordering::Relaxed);
+    q.submit_read(1, 0, 8, IoBuf::Contig(vec![0; 8 * LBA]), 1)
+        .unwrap();
+    let c = complete_within_sends(&mut q, 1, || 0, 0);
+    assert!(
+        matches!(
+            &c.result,
+            Err(IoError::GaveUp {
+                reason: GiveUpReason::FastIoFail,
+                ..
+            })
+        ),
+        "{:?}",
+        c.result
+    );
+    q.submit_read(1, 8, 8, IoBuf::Contig(vec![0; 8 * LBA]), 2)
+        .unwrap();
+    m.misbehave(Some(Misbehave::UnknownCid));
+    m.faults.refuse.store(false, Ordering::Relaxed);
+    let misbehaved = || m.counters.misbehaved.load(Ordering::SeqCst);
+    let c = complete_within_sends(&mut q, 2, misbehaved, 2);
+    assert!(
+        matches!(
+            &c.result,
+            Err(IoError::GaveUp {
+                reason: GiveUpReason::FastIoFail,
+                attempts: 1,
+                last,
+            }) if matches!(**last, IoError::Protocol(ProtocolError::UnknownCid { .. }))
+        ),
+        "{:?}",
+        c.result
+    );
+}

@@ -801,9 +801,23 @@ impl QueueCore {
     /// [`IoError::GaveUp`] with the failure of that connection as its source, one never sent
     /// with [`IoError::QueueLost`].
     pub fn fail_waiting(&mut self, reason: GiveUpReason) {
+        self.fail_waiting_inner(reason, false);
+    }
+
+    /// As [`QueueCore::fail_waiting`], but only the commands that were in flight on a failed
+    /// connection; those never sent keep waiting.
+    pub fn fail_waiting_sent(&mut self, reason: GiveUpReason) {
+        self.fail_waiting_inner(reason, true);
+    }
+
+    fn fail_waiting_inner(&mut self, reason: GiveUpReason, only_sent: bool) {
         for idx in 0..self.slots.len() as u16 {
             let s = &mut self.slots[idx as usize];
-            if s.reserved || s.tearing.is_some() || self.tags.lookup(s.cid).is_none() {
+            if s.reserved
+                || s.tearing.is_some()
+                || self.tags.lookup(s.cid).is_none()
+                || (only_sent && s.last_error.is_none())
+            {
                 continue;
             }
             let err = match s.last_error.take() {
