@@ -96,6 +96,9 @@ pub struct QueueConnect {
     qid: u16,
     sent: bool,
     deadline: Instant,
+    opts: ConnectOptions,
+    /// In-band authentication, when the Connect response asked for it.
+    auth: Option<crate::auth::QueueAuth>,
     timeout: Duration,
 }
 
@@ -121,6 +124,8 @@ impl QueueConnect {
             qid,
             sent: false,
             deadline: now + opts.connect_timeout,
+            opts: opts.clone(),
+            auth: None,
             timeout: opts.connect_timeout,
         })
     }
@@ -156,7 +161,8 @@ impl QueueConnect {
         Some(self.deadline)
     }
 
-    /// One step: submit, take the completion, check the deadline.
+    /// One step: submit, take the completion, authenticate when the controller asks for it
+    /// (see [`crate::auth`]), check the deadline.
     pub fn poll(&mut self, core: &mut QueueCore, now: Instant) -> Result<Poll<CqeInfo>> {
         if let Some(req) = self.poll_command(core)
             && let Err(e) = core.submit_now(req, now)
@@ -164,12 +170,35 @@ impl QueueConnect {
             return Err(HostError::Invalid(format!("Connect submit: {}", e.reason)));
         }
         if let Some(c) = core.take_completion_for(INTERNAL_USER_DATA) {
-            return self.handle_completion(c, core).map(Poll::Ready);
+            if let Some(auth) = &mut self.auth {
+                if let Some(cqe) = auth.handle_completion(c)? {
+                    return Ok(Poll::Ready(cqe));
+                }
+            } else {
+                let cqe = self.handle_completion(c, core)?;
+                match crate::auth::QueueAuth::after_connect(&self.opts, self.qid, cqe)? {
+                    None => return Ok(Poll::Ready(cqe)),
+                    Some(a) => self.auth = Some(a),
+                }
+            }
+        }
+        if let Some(req) = self
+            .auth
+            .as_mut()
+            .and_then(|a| a.poll_command(INTERNAL_USER_DATA))
+            && let Err(e) = core.submit(req, now)
+        {
+            return Err(HostError::Invalid(format!(
+                "authentication submit: {}",
+                e.reason
+            )));
         }
         if now >= self.deadline {
             return Err(HostError::Timeout {
                 what: if core.phase() == Phase::WaitIcResp {
                     "ICResp"
+                } else if self.auth.is_some() {
+                    "authentication"
                 } else {
                     "Connect completion"
                 },

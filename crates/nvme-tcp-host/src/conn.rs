@@ -14,13 +14,14 @@
 //! placed payload the socket's `SO_RCVLOWAT` is the payload left, so the host wakes once per
 //! PDU rather than once per segment.
 //!
-//! Transmit: all PDUs queued since the last flush go out in one `write` (batching many
-//! capsules per system call). TCP_NODELAY is set.
+//! Transmit: all PDUs queued since the last flush go out in one gather `write` (batching many
+//! capsules per system call); H2CData answering R2Ts that arrived in a read goes out before
+//! the next read. TCP_NODELAY is set.
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
@@ -118,14 +119,69 @@ pub fn tcp_connect(opts: &ConnectOptions) -> Result<TcpStream, HostError> {
 /// plaintext bytes of a TLS session, so a TLS queue never reads with marks.
 enum HostStream {
     Plain(TcpStream),
-    Tls(Box<nvme_tcp_tls::TlsStream<TcpStream>>),
+    Tls(Box<nvme_tcp_tls::TlsStream<TlsSock>>),
+}
+
+/// The socket under a TLS session. While the handshake runs, every read and write waits at
+/// most until `deadline` (the socket's timeouts alone restart with every byte a slow peer
+/// sends).
+struct TlsSock {
+    sock: TcpStream,
+    deadline: Option<Instant>,
+}
+
+impl TlsSock {
+    /// The time left before the deadline, or an error once it passed.
+    fn left(&self) -> io::Result<Option<Duration>> {
+        let Some(deadline) = self.deadline else {
+            return Ok(None);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(handshake_deadline_passed());
+        }
+        Ok(Some(left))
+    }
+}
+
+fn handshake_deadline_passed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the TLS handshake did not finish within the connect timeout",
+    )
+}
+
+impl Read for TlsSock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(left) = self.left()? else {
+            return self.sock.read(buf);
+        };
+        self.sock.set_read_timeout(Some(left))?;
+        match self.sock.read(buf) {
+            // The socket's timeout, the time left, expired.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(handshake_deadline_passed()),
+            r => r,
+        }
+    }
+}
+
+impl Write for TlsSock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(left) = self.left()? {
+            self.sock.set_write_timeout(Some(left))?;
+        }
+        self.sock.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
 }
 
 impl HostStream {
     fn sock(&self) -> &TcpStream {
         match self {
             HostStream::Plain(s) => s,
-            HostStream::Tls(t) => t.get_ref(),
+            HostStream::Tls(t) => &t.get_ref().sock,
         }
     }
 
@@ -170,13 +226,16 @@ fn tls_handshake(
         .tls_psk(tls.identity, &opts.hostnqn, &opts.subnqn)
         .map_err(|e| HostError::Tls(e.to_string()))?;
     let client = nvme_tcp_tls::TlsClient::new(psk).map_err(|e| HostError::Tls(e.to_string()))?;
-    stream.set_read_timeout(Some(opts.connect_timeout))?;
-    stream.set_write_timeout(Some(opts.connect_timeout))?;
-    let t = client
-        .connect(stream)
+    let sock = TlsSock {
+        sock: stream,
+        deadline: Some(Instant::now() + opts.connect_timeout),
+    };
+    let mut t = client
+        .connect(sock)
         .map_err(|e| HostError::Tls(e.to_string()))?;
-    t.get_ref().set_read_timeout(None)?;
-    t.get_ref().set_write_timeout(None)?;
+    t.get_mut().deadline = None;
+    t.get_ref().sock.set_read_timeout(None)?;
+    t.get_ref().sock.set_write_timeout(None)?;
     Ok(HostStream::Tls(Box::new(t)))
 }
 
@@ -213,22 +272,7 @@ impl Connection {
 
     /// Sends as much of the pending transmit data as the socket takes now.
     pub fn flush(&mut self, core: &mut QueueCore) -> Result<(), HostError> {
-        loop {
-            // One gather write for everything queued (headers and, in zero-copy mode, the
-            // commands' own buffers), up to 64 pieces at a time.
-            let mut iov = [IoSlice::new(&[]); 64];
-            let n = core.tx_iovecs(&mut iov);
-            if n == 0 {
-                return Ok(());
-            }
-            match self.stream.write_vectored(&iov[..n]) {
-                Ok(0) => return Err(ProtocolError::Closed.into()),
-                Ok(n) => core.tx_consumed(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        flush_to(&mut self.stream, core)
     }
 
     /// Flushes, then waits up to `timeout` (`None`: don't wait) for the socket and processes
@@ -287,6 +331,7 @@ impl Connection {
             return self.read_marked(core, flow.as_ref());
         }
         let mut any = false;
+        let mut drained = false;
         let ready_before = core.completions_ready();
         // Bounded so one busy queue cannot starve its caller's submissions forever.
         for _ in 0..64 {
@@ -302,6 +347,14 @@ impl Connection {
                 let r = core.rx_feed(&pipe[..*pipe_len]);
                 *pipe_len = 0;
                 r?;
+                // R2Ts among those bytes queued H2CData: send it now, so the controller
+                // receives the data while this loop goes on reading, rather than after it.
+                if !core.tx_is_empty() {
+                    flush_to(stream, core)?;
+                }
+            }
+            if drained {
+                break;
             }
             // Hand completions back early enough that the caller can keep its queue depth
             // (a continuous stream would otherwise keep this loop reading): once a quarter of
@@ -343,6 +396,10 @@ impl Connection {
                         core.rx_direct_done(d)?;
                     }
                     *pipe_len = n - d;
+                    // A short read emptied the socket: feed what came and stop, instead of
+                    // one more read that would only report EAGAIN. (A TLS read returns one
+                    // record at most, so a short one says nothing about the socket.)
+                    drained = matches!(stream, HostStream::Plain(_)) && n < direct_len + pipe_read;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -497,6 +554,26 @@ impl Connection {
     pub fn shutdown(&mut self) {
         let _ = self.stream.sock().shutdown(std::net::Shutdown::Both);
         self.closed = true;
+    }
+}
+
+/// Sends as much of `core`'s pending transmit data as `stream` takes now.
+fn flush_to(stream: &mut HostStream, core: &mut QueueCore) -> Result<(), HostError> {
+    loop {
+        // One gather write for everything queued (headers and, in zero-copy mode, the
+        // commands' own buffers), up to 64 pieces at a time.
+        let mut iov = [IoSlice::new(&[]); 64];
+        let n = core.tx_iovecs(&mut iov);
+        if n == 0 {
+            return Ok(());
+        }
+        match stream.write_vectored(&iov[..n]) {
+            Ok(0) => return Err(ProtocolError::Closed.into()),
+            Ok(n) => core.tx_consumed(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

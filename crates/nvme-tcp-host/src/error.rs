@@ -613,6 +613,9 @@ pub enum HostError {
     /// Invalid argument from the caller.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// In-band authentication (DH-HMAC-CHAP) failed or was required without a key.
+    #[error("authentication failed: {0}")]
+    Authentication(String),
     /// The TLS session could not be set up (wrong PSK, a controller port without TLS).
     #[error("{0}")]
     Tls(String),

@@ -90,6 +90,7 @@
 #![warn(missing_docs)]
 
 pub mod assoc;
+pub mod auth;
 pub mod blocking;
 pub mod buf;
 pub mod cmd;

@@ -92,6 +92,12 @@ pub struct ConnectOptions {
     /// connection's marks and skips placed payload without copying it. See
     /// [`crate::marks`]. Without it, an offloaded queue on a kernel socket gets no marks.
     pub mark_source: Option<crate::marks::MarkSourceRef>,
+    /// The host's DH-HMAC-CHAP key (nvme-cli `--dhchap-secret`), used when a controller
+    /// requires authentication (see [`crate::auth`]).
+    pub dhchap_secret: Option<nvme_tcp_auth::Secret>,
+    /// The controller's DH-HMAC-CHAP key (nvme-cli `--dhchap-ctrl-secret`): with it the
+    /// host authenticates the controller too.
+    pub dhchap_ctrl_secret: Option<nvme_tcp_auth::Secret>,
     /// TLS 1.3 on every queue (nvme-cli `--tls` with `--tls-key`): the configured PSK and the
     /// PSK identity version to offer. `None`: clear text.
     pub tls: Option<TlsOptions>,
@@ -147,6 +153,8 @@ impl ConnectOptions {
             rx_pipe_size: 16 << 10,
             ddp_device: None,
             mark_source: None,
+            dhchap_secret: None,
+            dhchap_ctrl_secret: None,
             tls: None,
         }
     }

@@ -164,3 +164,50 @@ fn tls_queues_do_not_use_an_offload_device_without_tls() {
     assert!(DdpNetdev::probe(&shared, false).is_some());
     assert!(DdpNetdev::probe(&shared, true).is_none());
 }
+
+/// A controller that answers the ClientHello one byte at a time, each well within the
+/// connect timeout, fails the connect once the connect timeout has passed: the timeout
+/// bounds the whole handshake, not each read.
+#[test]
+fn a_controller_that_trickles_its_handshake_fails_the_connect_after_the_connect_timeout() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const BYTES: usize = 100;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let peer = std::thread::spawn({
+        let stop = Arc::clone(&stop);
+        move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut hello = [0u8; 5];
+            c.read_exact(&mut hello).unwrap();
+            // A handshake record announcing 512 bytes, then its body byte by byte.
+            c.write_all(&[0x16, 0x03, 0x03, 0x02, 0x00]).unwrap();
+            let mut sent = 0;
+            while sent < BYTES && !stop.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(50));
+                if c.write_all(&[0]).is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            sent
+        }
+    });
+    let mut o = opts(port, Some(key(1)));
+    o.connect_timeout = Duration::from_millis(300);
+    let r = Controller::connect(o);
+    stop.store(true, Ordering::Release);
+    let sent = peer.join().unwrap();
+    let e = r.expect_err("a handshake of zeros succeeded");
+    assert!(
+        sent < BYTES,
+        "the handshake waited for all {sent} bytes, one every 50 ms, with a 300 ms connect \
+         timeout ({e})"
+    );
+    assert!(
+        matches!(&e, HostError::Tls(m) if m.contains("connect timeout")),
+        "{e}"
+    );
+}

@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nvme_tcp_auth::Secret;
 use nvme_tcp_tls::ConfiguredPsk;
+use nvme_tcp_wire::nvme::{DhGroupId, HashId};
 use serde_json::Value;
 
 use crate::namespace::{Backing, LbaSize, NamespaceConfig, parse_hex_id};
@@ -335,6 +337,43 @@ impl SubsystemConfig {
     }
 }
 
+/// DH-HMAC-CHAP settings of a host (nvmetcli's `dhchap_*` fields of a `hosts` entry): a
+/// host with a key must authenticate on every queue before anything but authentication is
+/// allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAuthKeys {
+    /// `dhchap_key`: the host's secret.
+    pub key: Secret,
+    /// `dhchap_ctrl_key`: the controller's secret, for hosts that authenticate the
+    /// controller (bidirectional).
+    pub ctrl_key: Option<Secret>,
+    /// `dhchap_hash`: the hash function (default `hmac(sha256)`).
+    pub hash: HashId,
+    /// `dhchap_dhgroup`: the DH group (default `null`).
+    pub dhgroup: DhGroupId,
+}
+
+impl HostAuthKeys {
+    /// A host key with the default hash (SHA-256) and group (null).
+    pub fn new(key: Secret) -> Self {
+        HostAuthKeys {
+            key,
+            ctrl_key: None,
+            hash: HashId::Sha256,
+            dhgroup: DhGroupId::Null,
+        }
+    }
+}
+
+/// A known host (nvmetcli's top-level `hosts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// Host NQN.
+    pub nqn: String,
+    /// Its authentication settings; `None`: the host connects without authenticating.
+    pub dhchap: Option<HostAuthKeys>,
+}
+
 /// The whole target configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetConfig {
@@ -342,8 +381,8 @@ pub struct TargetConfig {
     pub ports: Vec<PortConfig>,
     /// Subsystems (the discovery subsystem is implicit).
     pub subsystems: Vec<SubsystemConfig>,
-    /// Known host NQNs (nvmetcli's top-level `hosts`; informational).
-    pub hosts: Vec<String>,
+    /// Known hosts (nvmetcli's top-level `hosts`) and their authentication keys.
+    pub hosts: Vec<HostConfig>,
     /// Configured TLS PSKs by host NQN (the `tls_key` of a `hosts` entry, in the PSK
     /// interchange format). A TLS handshake names the host in its PSK identity.
     pub tls_keys: BTreeMap<String, ConfiguredPsk>,
@@ -385,6 +424,20 @@ impl TargetConfig {
         }
     }
 
+    /// Adds a known host, with its authentication keys (builder style).
+    pub fn host(mut self, h: HostConfig) -> Self {
+        self.hosts.push(h);
+        self
+    }
+
+    /// The authentication settings of `hostnqn`, if it must authenticate.
+    pub fn host_auth(&self, hostnqn: &str) -> Option<&HostAuthKeys> {
+        self.hosts
+            .iter()
+            .find(|h| h.nqn == hostnqn)
+            .and_then(|h| h.dhchap.as_ref())
+    }
+
     /// Adds a subsystem (builder style).
     pub fn subsystem(mut self, s: SubsystemConfig) -> Self {
         self.subsystems.push(s);
@@ -396,6 +449,16 @@ impl TargetConfig {
         self.limits.validate()?;
         if self.ports.is_empty() {
             return Err(ConfigError::field("ports", "no port to listen on"));
+        }
+        let mut host_nqns = HashSet::new();
+        for (i, h) in self.hosts.iter().enumerate() {
+            check_nqn(&h.nqn).map_err(|r| ConfigError::field(format!("hosts[{i}].nqn"), r))?;
+            if !host_nqns.insert(h.nqn.as_str()) {
+                return Err(ConfigError::field(
+                    format!("hosts[{i}].nqn"),
+                    "the same host twice",
+                ));
+            }
         }
         let mut nqns = HashSet::new();
         for (i, s) in self.subsystems.iter().enumerate() {
@@ -519,7 +582,7 @@ impl TargetConfig {
         };
         if let Some(hosts) = root.opt("hosts") {
             for h in hosts.array()? {
-                let nqn = h.get("nqn")?.string()?.to_string();
+                let host = parse_host(&h)?;
                 if let Some(k) = h.opt("tls_key") {
                     let mut key =
                         ConfiguredPsk::parse(k.string()?).map_err(|e| k.err(e.to_string()))?;
@@ -528,9 +591,9 @@ impl TargetConfig {
                     {
                         key = key.with_derivation(nvme_tcp_tls::Derivation::Compat);
                     }
-                    cfg.tls_keys.insert(nqn.clone(), key);
+                    cfg.tls_keys.insert(host.nqn.clone(), key);
                 }
-                cfg.hosts.push(nqn);
+                cfg.hosts.push(host);
             }
         }
         if let Some(subs) = root.opt("subsystems") {
@@ -546,6 +609,55 @@ impl TargetConfig {
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// A `hosts` entry: `nqn` and the optional `dhchap_key`, `dhchap_ctrl_key`, `dhchap_hash`,
+/// `dhchap_dhgroup` (nvmetcli writes empty strings for unset ones).
+fn parse_host(h: &J<'_>) -> Result<HostConfig, ConfigError> {
+    let nqn = h.get("nqn")?.string()?.to_string();
+    let text = |name: &str| -> Result<Option<(J<'_>, String)>, ConfigError> {
+        match h.opt(name) {
+            Some(v) => {
+                let s = v.string()?.trim().to_string();
+                Ok((!s.is_empty()).then_some((v, s)))
+            }
+            None => Ok(None),
+        }
+    };
+    let secret = |v: &J<'_>, s: &str| -> Result<Secret, ConfigError> {
+        s.parse::<Secret>().map_err(|e| v.err(e.to_string()))
+    };
+    let key = match text("dhchap_key")? {
+        Some((v, s)) => Some(secret(&v, &s)?),
+        None => None,
+    };
+    let ctrl_key = match text("dhchap_ctrl_key")? {
+        Some((v, s)) => Some(secret(&v, &s)?),
+        None => None,
+    };
+    let hash = match text("dhchap_hash")? {
+        Some((v, s)) => HashId::from_name(&s)
+            .ok_or_else(|| v.err("expected hmac(sha256), hmac(sha384) or hmac(sha512)"))?,
+        None => HashId::Sha256,
+    };
+    let dhgroup = match text("dhchap_dhgroup")? {
+        Some((v, s)) => DhGroupId::from_name(&s)
+            .ok_or_else(|| v.err("expected null or ffdhe2048/3072/4096/6144/8192"))?,
+        None => DhGroupId::Null,
+    };
+    let dhchap = match (key, ctrl_key) {
+        (Some(key), ctrl_key) => Some(HostAuthKeys {
+            key,
+            ctrl_key,
+            hash,
+            dhgroup,
+        }),
+        (None, Some(_)) => {
+            return Err(h.err("dhchap_ctrl_key needs a dhchap_key"));
+        }
+        (None, None) => None,
+    };
+    Ok(HostConfig { nqn, dhchap })
 }
 
 fn check_nqn(nqn: &str) -> Result<(), String> {
@@ -877,6 +989,7 @@ mod tests {
     fn loads_an_nvmetcli_save() {
         let c = load(SAVED).unwrap();
         assert_eq!(c.hosts.len(), 1);
+        assert_eq!(c.hosts[0].dhchap, None);
         let p = &c.ports[0];
         assert_eq!(p.addr, "127.0.0.1:4420".parse().unwrap());
         assert_eq!(p.in_capsule_data_size, Some(16384));
@@ -891,6 +1004,32 @@ mod tests {
         assert_eq!(ns.backing, Backing::Ram { size: 16 << 20 });
         assert_eq!(ns.nguid, None, "all-zero NGUID means unset");
         assert_eq!(ns.uuid.unwrap()[0], 0x11);
+    }
+
+    #[test]
+    fn nvmetcli_hosts_carry_dhchap_keys() {
+        let key = Secret::generate(Some(HashId::Sha256)).to_string();
+        let ck = Secret::generate(None).to_string();
+        let json = format!(
+            r#"{{ "hosts": [
+                {{ "nqn": "nqn.h1", "dhchap_key": "{key}", "dhchap_ctrl_key": "{ck}",
+                   "dhchap_hash": "hmac(sha512)", "dhchap_dhgroup": "ffdhe4096" }},
+                {{ "nqn": "nqn.h2", "dhchap_key": "", "dhchap_ctrl_key": "" }} ],
+              "ports": [ {{ "portid": 1, "addr": {{ "trtype": "tcp", "adrfam": "ipv4",
+                 "traddr": "127.0.0.1", "trsvcid": "4420" }} }} ] }}"#
+        );
+        let c = load(&json).unwrap();
+        let a = c.host_auth("nqn.h1").unwrap();
+        assert_eq!(a.key.to_string(), key);
+        assert_eq!(a.ctrl_key.as_ref().unwrap().to_string(), ck);
+        assert_eq!((a.hash, a.dhgroup), (HashId::Sha512, DhGroupId::Ffdhe4096));
+        assert!(c.host_auth("nqn.h2").is_none(), "empty strings mean no key");
+        let bad = json.replace(&key, "DHHC-1:00:AAAA:");
+        assert_eq!(err_field(&bad), "hosts[0].dhchap_key");
+        let bad = json.replace("ffdhe4096", "ffdhe1024");
+        assert_eq!(err_field(&bad), "hosts[0].dhchap_dhgroup");
+        let bad = json.replace("hmac(sha512)", "md5");
+        assert_eq!(err_field(&bad), "hosts[0].dhchap_hash");
     }
 
     fn err_field(s: &str) -> String {

@@ -20,6 +20,8 @@ pub const NQN: &str = "nqn.2024-01.io.ulp-ddp:fuzz";
 /// write takes the durable path (mode 3).
 pub const FILE_NQN: &str = "nqn.2024-01.io.ulp-ddp:fuzz-file";
 const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:fuzz";
+/// A host that must authenticate (DH-HMAC-CHAP, ffdhe2048) with a key no input can know.
+const AUTH_HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:fuzz-auth";
 
 fn state() -> Arc<TargetState> {
     static S: OnceLock<Arc<TargetState>> = OnceLock::new();
@@ -49,6 +51,15 @@ fn state() -> Arc<TargetState> {
             file.volatile_write_cache = false;
             cfg = cfg.subsystem(file);
         }
+        cfg = cfg.host(crate::config::HostConfig {
+            nqn: AUTH_HOSTNQN.into(),
+            dhchap: Some(crate::config::HostAuthKeys {
+                key: nvme_tcp_auth::Secret::generate(None),
+                ctrl_key: Some(nvme_tcp_auth::Secret::generate(None)),
+                hash: nvme_tcp_wire::nvme::HashId::Sha256,
+                dhgroup: nvme_tcp_wire::nvme::DhGroupId::Ffdhe2048,
+            }),
+        });
         let state = TargetState::new(&cfg).unwrap_or_else(|_| unreachable!());
         let _ = std::fs::remove_file(&path);
         Arc::new(state)
@@ -86,6 +97,17 @@ fn capsule(sqe: &Sqe, data: &[u8], hdgst: bool, ddgst: bool) -> Vec<u8> {
 }
 
 fn connect_pdu(subnqn: &str, qid: u16, cntlid: u16, hdgst: bool, ddgst: bool) -> Vec<u8> {
+    connect_pdu_as(HOSTNQN, subnqn, qid, cntlid, hdgst, ddgst)
+}
+
+fn connect_pdu_as(
+    hostnqn: &str,
+    subnqn: &str,
+    qid: u16,
+    cntlid: u16,
+    hdgst: bool,
+    ddgst: bool,
+) -> Vec<u8> {
     let cmd = ConnectCommand {
         recfmt: 0,
         qid,
@@ -93,7 +115,7 @@ fn connect_pdu(subnqn: &str, qid: u16, cntlid: u16, hdgst: bool, ddgst: bool) ->
         cattr: 0,
         kato: 0,
     };
-    let data = ConnectData::new([7; 16], cntlid, subnqn, HOSTNQN).unwrap_or_default();
+    let data = ConnectData::new([7; 16], cntlid, subnqn, hostnqn).unwrap_or_default();
     capsule(&cmd.to_sqe(), data.as_bytes(), hdgst, ddgst)
 }
 
@@ -169,4 +191,33 @@ pub fn run(data: &[u8]) {
             feed(&mut io, rest, chunk);
         }
     }
+}
+
+/// Runs one input on the admin queue of a host that must authenticate first (the `target_auth`
+/// fuzz target): the first byte chooses the digests (bits 0, 1) and the chunk size (bits 4-7),
+/// the rest is the stream (Authentication Send/Receive capsules and anything else). Checked:
+/// no panic, bounded memory, and no command other than authentication is executed: the key
+/// is random, so the queue never authenticates and `Connection::authenticated` stays false.
+pub fn run_auth(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let (hdgst, ddgst) = (mode & 1 != 0, mode & 2 != 0);
+    let chunk = 1 + ((mode >> 4) as usize) * 97;
+    let ic = HeaderBuf::new(&IcReqRepr {
+        pfv: 0,
+        hpda: 0,
+        hdgst_enable: hdgst,
+        ddgst_enable: ddgst,
+        maxr2t: 0,
+    });
+    let mut a = conn(1);
+    feed(&mut a, ic.as_bytes(), 4096);
+    feed(
+        &mut a,
+        &connect_pdu_as(AUTH_HOSTNQN, NQN, 0, CNTLID_DYNAMIC, hdgst, ddgst),
+        4096,
+    );
+    feed(&mut a, rest, chunk);
+    assert!(!a.authenticated(), "authenticated without the key");
 }

@@ -38,6 +38,8 @@ pub mod state;
 pub mod subsystem;
 pub mod wire;
 
-pub use config::{ConfigError, Limits, PortConfig, SubsystemConfig, TargetConfig};
+pub use config::{
+    ConfigError, HostAuthKeys, HostConfig, Limits, PortConfig, SubsystemConfig, TargetConfig,
+};
 pub use namespace::NamespaceConfig;
 pub use server::{Target, TargetError, TargetHandle};

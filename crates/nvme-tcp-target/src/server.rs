@@ -397,6 +397,10 @@ impl TargetHandle {
         cfg.validate()?;
         let state = self.state();
         let mut sum = ReloadSummary::default();
+        if state.set_host_auth(cfg) {
+            sum.changes
+                .push("hosts' authentication keys (for new connections)".into());
+        }
         if cfg.tls_keys != self.shared.tls_keys {
             sum.not_applied.push("TLS PSKs of hosts".into());
         }

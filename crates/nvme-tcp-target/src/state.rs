@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::config::{DISCOVERY_NQN, Limits, PortConfig, SubsystemConfig, TargetConfig};
+use crate::config::{
+    DISCOVERY_NQN, HostAuthKeys, Limits, PortConfig, SubsystemConfig, TargetConfig,
+};
 use crate::controller::{AsyncEvent, ControllerKind};
 use crate::discovery::{DiscoveryEntry, SubType};
 use crate::metrics::TargetMetrics;
@@ -32,6 +34,8 @@ pub struct TargetState {
     connections: Mutex<ConnectionCounts>,
     send_stalls: AtomicU64,
     socket_buffer_size: usize,
+    /// Hosts that must authenticate, by NQN.
+    host_auth: RwLock<HashMap<String, Arc<HostAuthKeys>>>,
     metrics: Arc<TargetMetrics>,
 }
 
@@ -68,6 +72,13 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
 }
 
+fn host_auth_map(cfg: &TargetConfig) -> HashMap<String, Arc<HostAuthKeys>> {
+    cfg.hosts
+        .iter()
+        .filter_map(|h| Some((h.nqn.clone(), Arc::new(h.dhchap.clone()?))))
+        .collect()
+}
+
 impl TargetState {
     /// Builds the state of a validated configuration, opening every namespace. Ports are
     /// added once bound ([`TargetState::add_port`]).
@@ -90,7 +101,24 @@ impl TargetState {
             send_stalls: AtomicU64::new(0),
             metrics: Arc::default(),
             socket_buffer_size: cfg.socket_buffer_size,
+            host_auth: RwLock::new(host_auth_map(cfg)),
         })
+    }
+
+    /// The DH-HMAC-CHAP settings of `hostnqn` when it must authenticate.
+    pub fn host_auth(&self, hostnqn: &str) -> Option<Arc<HostAuthKeys>> {
+        read(&self.host_auth).get(hostnqn).cloned()
+    }
+
+    /// Replaces the hosts' DH-HMAC-CHAP settings (queues connected from now on use them;
+    /// connected queues keep what they authenticated with). Returns whether they changed.
+    pub fn set_host_auth(&self, cfg: &TargetConfig) -> bool {
+        let new = host_auth_map(cfg);
+        let mut cur = write(&self.host_auth);
+        let changed =
+            cur.len() != new.len() || new.iter().any(|(k, v)| cur.get(k).is_none_or(|c| c != v));
+        *cur = new;
+        changed
     }
 
     /// The target's counters (see [`crate::metrics`]).

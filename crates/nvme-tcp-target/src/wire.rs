@@ -10,7 +10,7 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nvme_tcp_tls::{TlsServer, TlsStream};
 use socket2::SockRef;
@@ -27,10 +27,25 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 pub struct SockIo {
     sock: Arc<TcpStream>,
     dontwait: bool,
+    /// While the handshake runs: when it must be over. Every read waits at most until then
+    /// (the socket's read timeout alone restarts with every byte a slow peer sends).
+    deadline: Option<Instant>,
 }
 
 impl Read for SockIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(handshake_deadline_passed());
+            }
+            self.sock.set_read_timeout(Some(left))?;
+            return match (&*self.sock).read(buf) {
+                // The socket's timeout, the time left, expired.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(handshake_deadline_passed()),
+                r => r,
+            };
+        }
         (&*self.sock).read(buf)
     }
 }
@@ -46,6 +61,13 @@ impl Write for SockIo {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+fn handshake_deadline_passed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the TLS handshake did not finish within the connect timeout",
+    )
 }
 
 /// A connection's byte stream.
@@ -112,6 +134,7 @@ pub fn establish(
     let Some(server) = server else {
         return Err("TLS port without TLS keys".into());
     };
+    let deadline = Instant::now() + timeout;
     sock.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     let mut first = [0u8; 1];
@@ -143,9 +166,11 @@ pub fn establish(
     let io = SockIo {
         sock: Arc::clone(sock),
         dontwait: false,
+        deadline: Some(deadline),
     };
     let mut t = server.accept(io).map_err(|e| e.to_string())?;
     t.get_mut().dontwait = true;
+    t.get_mut().deadline = None;
     sock.set_read_timeout(None).map_err(|e| e.to_string())?;
     tracing::debug!(
         identity = t.psk_identity().unwrap_or_default(),
@@ -153,4 +178,60 @@ pub fn establish(
         "TLS session established"
     );
     Ok(Wire::Tls(Box::new(t)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A peer that sends its ClientHello one byte at a time, each well within the connect
+    /// timeout, is closed when the connect timeout has passed since it connected: the timeout
+    /// bounds the whole handshake, not each read.
+    #[test]
+    fn a_peer_that_trickles_its_handshake_is_closed_after_the_connect_timeout() {
+        const BYTES: usize = 100;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let peer = std::thread::spawn({
+            let stop = Arc::clone(&stop);
+            move || {
+                let mut c = TcpStream::connect(addr).unwrap();
+                // A handshake record announcing 512 bytes, then its body byte by byte.
+                c.write_all(&[TLS_HANDSHAKE_RECORD, 0x03, 0x01, 0x02, 0x00])
+                    .unwrap();
+                let mut sent = 0;
+                while sent < BYTES && !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    if c.write_all(&[0]).is_err() {
+                        break;
+                    }
+                    sent += 1;
+                }
+                sent
+            }
+        });
+        let (s, _) = l.accept().unwrap();
+        let sock = Arc::new(s);
+        let server = TlsServer::new(Arc::new(|_: &nvme_tcp_tls::PskIdentity| None)).unwrap();
+        let r = establish(
+            &sock,
+            PortTls::Required,
+            Some(&server),
+            Duration::from_millis(300),
+        );
+        stop.store(true, Ordering::Release);
+        let sent = peer.join().unwrap();
+        let Err(why) = r else {
+            panic!("a handshake of zeros succeeded");
+        };
+        assert!(
+            sent < BYTES,
+            "the handshake waited for all {sent} bytes, one every 50 ms, with a 300 ms \
+             connect timeout ({why})"
+        );
+        assert!(why.contains("connect timeout"), "{why}");
+    }
 }

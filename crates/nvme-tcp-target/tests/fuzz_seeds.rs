@@ -9,7 +9,8 @@
 //! seeds_run`
 //! (an absolute path: tests run in the crate directory). The committed seeds are there; run
 //! the fuzzer with `cargo +nightly fuzz run target_conn fuzz/corpus/target_conn
-//! fuzz/seeds/target_conn` (new inputs go to the first, ignored, directory).
+//! fuzz/seeds/target_conn` (new inputs go to the first, ignored, directory). The seeds of
+//! `target_auth` (a host that must authenticate) are written with `FUZZ_AUTH_SEEDS=DIR`.
 
 use nvme_tcp_target::config::DISCOVERY_NQN;
 use nvme_tcp_wire::nvme::fabrics::CNTLID_DYNAMIC;
@@ -298,4 +299,80 @@ fn committed_seeds_are_the_generated_ones() {
     }
     let on_disk = std::fs::read_dir(&dir).unwrap().count();
     assert_eq!(on_disk, names.len(), "stale seeds in {}", dir.display());
+}
+
+/// Seeds of the `target_auth` fuzz target: a DH-HMAC-CHAP Negotiate and the Receive of the
+/// Challenge, a Reply (wrong, as every fuzz input must be), the Receive of the Failure1,
+/// then commands that must be refused, with each digest setting.
+fn auth_seeds() -> Vec<(String, Vec<u8>)> {
+    use nvme_tcp_wire::nvme::auth::{NegotiateRepr, ReplyRepr};
+    use nvme_tcp_wire::nvme::{AuthMessage, AuthReceiveCommand, AuthSendCommand};
+    let neg = AuthMessage::Negotiate(NegotiateRepr {
+        t_id: 1,
+        sc_c: 0,
+        hash_ids: &[1, 2, 3],
+        dhgroup_ids: &[0, 1, 2, 3, 4, 5],
+    })
+    .to_vec();
+    let reply = AuthMessage::Reply(ReplyRepr {
+        t_id: 1,
+        cvalid: true,
+        seqnum: 3,
+        rval: &[0xA5; 32],
+        cval: &[0x5A; 32],
+        dhv: &[0x42; 256],
+    })
+    .to_vec();
+    let mut out = Vec::new();
+    for dg in 0u8..4 {
+        let (hdgst, ddgst) = (dg & 1 != 0, dg & 2 != 0);
+        let send = |cid, m: &[u8]| {
+            capsule(
+                AuthSendCommand::dhchap(m.len() as u32).to_sqe(),
+                cid,
+                m,
+                0,
+                ddgst,
+                hdgst,
+            )
+        };
+        let recv = |cid| {
+            capsule(
+                AuthReceiveCommand::dhchap(4096).to_sqe(),
+                cid,
+                &[],
+                4096,
+                ddgst,
+                hdgst,
+            )
+        };
+        let mut s = vec![dg];
+        s.extend(send(1, &neg));
+        s.extend(recv(2));
+        s.extend(send(3, &reply));
+        s.extend(recv(4));
+        s.extend(admin_stream(hdgst, ddgst));
+        out.push((format!("auth-dg{dg}"), s));
+    }
+    out
+}
+
+#[test]
+fn auth_seeds_run_and_match_the_committed_ones() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/target_auth");
+    let write = std::env::var_os("FUZZ_AUTH_SEEDS");
+    for (name, data) in auth_seeds() {
+        nvme_tcp_target::fuzzing::run_auth(&data);
+        if let Some(d) = &write {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(std::path::Path::new(d).join(&name), &data).unwrap();
+        }
+        let committed = std::fs::read(dir.join(&name)).unwrap_or_else(|e| {
+            panic!("{name}: {e} (FUZZ_AUTH_SEEDS=$PWD/fuzz/seeds/target_auth)")
+        });
+        assert!(
+            committed == data,
+            "{name} differs from what this file generates"
+        );
+    }
 }

@@ -4,8 +4,8 @@
 //!
 //! The TLS library is OpenSSL (through the `openssl` crate): NVMe/TCP TLS uses TLS 1.3 with
 //! *external* PSKs only (no certificates), identified by the NVMe PSK identity, and rustls has
-//! no external-PSK support; OpenSSL 1.1.1 and 3.x do (its PSK callbacks serve TLS 1.3 with
-//! SHA-256 cipher suites).
+//! no external-PSK support; OpenSSL 1.1.1 and 3.x do (its TLS 1.3 PSK session callbacks take
+//! the key with its cipher suite).
 
 pub mod psk;
 pub mod session;

@@ -3,28 +3,114 @@
 //! Both ends run the handshake right after the TCP connection is up and before ICReq; from
 //! then on every PDU goes through the session ([`TlsStream`] is `Read + Write` over the
 //! socket). Only TLS 1.3 is offered, only external PSKs authenticate (no certificates), the
-//! cipher suite is TLS_AES_128_GCM_SHA256, and the server sends no session tickets (NVMe/TCP
-//! does not resume sessions; a ticket would also be a post-handshake record that kernel TLS
-//! peers have to skip).
+//! cipher suite is the one the PSK identity names (TLS_AES_128_GCM_SHA256 for hash 01,
+//! TLS_AES_256_GCM_SHA384 for 02), and the server sends no session tickets (NVMe/TCP does not
+//! resume sessions; a ticket would also be a post-handshake record that kernel TLS peers have
+//! to skip).
 //!
-//! The PSK travels through OpenSSL's PSK callbacks, which in TLS 1.3 bind the PSK to a
-//! SHA-256 cipher suite: keys whose identity names SHA-384 (hash specifier 02, cipher suite
-//! TLS_AES_256_GCM_SHA384) are refused with a clear error on both ends.
+//! The PSK travels through OpenSSL's TLS 1.3 PSK session callbacks
+//! (`SSL_CTX_set_psk_use_session_callback` / `SSL_CTX_set_psk_find_session_callback`), which
+//! carry the cipher suite with the key; the `openssl` crate does not wrap them, so [`ffi`]
+//! declares the few libssl functions involved.
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, OnceLock};
 
 use openssl::ex_data::Index;
 
+use foreign_types::ForeignTypeRef;
 use openssl::ssl::{
-    HandshakeError, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslStream,
-    SslVersion,
+    HandshakeError, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslRef,
+    SslStream, SslVersion,
 };
 
 use crate::psk::{CipherHash, ConfiguredPsk, PskIdentity, TlsPsk};
 
-/// The cipher suite offered and accepted.
-pub const CIPHER_SUITE: &str = "TLS_AES_128_GCM_SHA256";
+/// The cipher suites offered and accepted (each PSK is used with the one of its hash).
+pub const CIPHER_SUITES: &str = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384";
+
+/// libssl's TLS 1.3 PSK session callbacks and the session set-up they need (in libssl 1.1.1
+/// and 3.x, not wrapped by `openssl-sys`).
+mod ffi {
+    use libc::{c_int, c_uchar, size_t};
+    use openssl_sys::{EVP_MD, SSL, SSL_CIPHER, SSL_CTX, SSL_SESSION};
+
+    pub type FindSessionCb = unsafe extern "C" fn(
+        ssl: *mut SSL,
+        identity: *const c_uchar,
+        identity_len: size_t,
+        sess: *mut *mut SSL_SESSION,
+    ) -> c_int;
+    pub type UseSessionCb = unsafe extern "C" fn(
+        ssl: *mut SSL,
+        md: *const EVP_MD,
+        id: *mut *const c_uchar,
+        idlen: *mut size_t,
+        sess: *mut *mut SSL_SESSION,
+    ) -> c_int;
+
+    unsafe extern "C" {
+        pub fn SSL_CTX_set_psk_find_session_callback(ctx: *mut SSL_CTX, cb: Option<FindSessionCb>);
+        pub fn SSL_CTX_set_psk_use_session_callback(ctx: *mut SSL_CTX, cb: Option<UseSessionCb>);
+        pub fn SSL_SESSION_new() -> *mut SSL_SESSION;
+        pub fn SSL_SESSION_set1_master_key(
+            s: *mut SSL_SESSION,
+            key: *const c_uchar,
+            len: size_t,
+        ) -> c_int;
+        pub fn SSL_CIPHER_find(ssl: *mut SSL, ptr: *const c_uchar) -> *const SSL_CIPHER;
+        pub fn SSL_SESSION_set_cipher(s: *mut SSL_SESSION, c: *const SSL_CIPHER) -> c_int;
+        pub fn SSL_SESSION_set_protocol_version(s: *mut SSL_SESSION, v: c_int) -> c_int;
+        pub fn EVP_MD_get_type(md: *const EVP_MD) -> c_int;
+    }
+}
+
+/// A TLS 1.3 session carrying `psk` for its cipher suite, or null.
+///
+/// # Safety
+/// `ssl` is the connection the callback was called for.
+unsafe fn psk_session(ssl: *mut openssl_sys::SSL, psk: &TlsPsk) -> *mut openssl_sys::SSL_SESSION {
+    let id: [u8; 2] = match psk.cipher {
+        CipherHash::Sha256 => [0x13, 0x01],
+        CipherHash::Sha384 => [0x13, 0x02],
+    };
+    // SAFETY: `ssl` is valid during the callback; `id` is the 2-byte cipher suite value.
+    unsafe {
+        let cipher = ffi::SSL_CIPHER_find(ssl, id.as_ptr());
+        if cipher.is_null() {
+            return std::ptr::null_mut();
+        }
+        let sess = ffi::SSL_SESSION_new();
+        if sess.is_null() {
+            return sess;
+        }
+        let ok = ffi::SSL_SESSION_set1_master_key(sess, psk.key.as_ptr(), psk.key.len()) == 1
+            && ffi::SSL_SESSION_set_cipher(sess, cipher) == 1
+            && ffi::SSL_SESSION_set_protocol_version(sess, openssl_sys::TLS1_3_VERSION) == 1;
+        if !ok {
+            openssl_sys::SSL_SESSION_free(sess);
+            return std::ptr::null_mut();
+        }
+        sess
+    }
+}
+
+/// The hash of a handshake digest OpenSSL asks a PSK for (`None`: any).
+///
+/// # Safety
+/// `md` is null or a valid digest.
+unsafe fn md_hash(md: *const openssl_sys::EVP_MD) -> Option<Option<CipherHash>> {
+    if md.is_null() {
+        return Some(None);
+    }
+    // SAFETY: non-null digest from OpenSSL.
+    let nid = unsafe { ffi::EVP_MD_get_type(md) };
+    match nid {
+        openssl_sys::NID_sha256 => Some(Some(CipherHash::Sha256)),
+        openssl_sys::NID_sha384 => Some(Some(CipherHash::Sha384)),
+        _ => None,
+    }
+}
 
 /// Why a TLS session could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +142,7 @@ fn base_context() -> Result<SslContextBuilder, TlsError> {
     let mut b = SslContext::builder(SslMethod::tls())?;
     b.set_min_proto_version(Some(SslVersion::TLS1_3))?;
     b.set_max_proto_version(Some(SslVersion::TLS1_3))?;
-    b.set_ciphersuites(CIPHER_SUITE)?;
+    b.set_ciphersuites(CIPHER_SUITES)?;
     // Partial writes and a retry with a different (moved) buffer: the queue drivers write
     // whatever their transmit queue holds and retry after WouldBlock.
     b.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER);
@@ -82,30 +168,9 @@ impl TlsServer {
     pub fn new(lookup: Arc<PskLookup>) -> Result<Self, TlsError> {
         let mut b = base_context()?;
         b.set_num_tickets(0)?;
-        let index = identity_index()?;
-        b.set_psk_server_callback(move |ssl, identity, psk_out| {
-            let fail = openssl::error::ErrorStack::get;
-            let Some(identity) = identity else {
-                return Err(fail());
-            };
-            let key = match server_psk(&*lookup, identity) {
-                Ok(k) => k,
-                Err(why) => {
-                    tracing::warn!(
-                        identity = %String::from_utf8_lossy(identity),
-                        "TLS PSK refused: {why}"
-                    );
-                    // Zero length: no PSK, so the handshake fails.
-                    return Ok(0);
-                }
-            };
-            if key.key.len() > psk_out.len() {
-                return Ok(0);
-            }
-            psk_out[..key.key.len()].copy_from_slice(&key.key);
-            ssl.set_ex_data(index, key.identity.clone());
-            Ok(key.key.len())
-        });
+        b.set_ex_data(lookup_index()?, lookup);
+        // SAFETY: a valid context under construction; the callback matches the C signature.
+        unsafe { ffi::SSL_CTX_set_psk_find_session_callback(b.as_ptr(), Some(find_session)) };
         Ok(Self { ctx: b.build() })
     }
 
@@ -116,6 +181,102 @@ impl TlsServer {
             Ok(s) => Ok(TlsStream::new(s)),
             Err(e) => Err(handshake_error(e)),
         }
+    }
+}
+
+fn lookup_index() -> Result<Index<SslContext, Arc<PskLookup>>, TlsError> {
+    static INDEX: OnceLock<Index<SslContext, Arc<PskLookup>>> = OnceLock::new();
+    if let Some(i) = INDEX.get() {
+        return Ok(*i);
+    }
+    let i = SslContext::new_ex_index::<Arc<PskLookup>>()?;
+    Ok(*INDEX.get_or_init(|| i))
+}
+
+fn client_index() -> Result<Index<SslContext, TlsPsk>, TlsError> {
+    static INDEX: OnceLock<Index<SslContext, TlsPsk>> = OnceLock::new();
+    if let Some(i) = INDEX.get() {
+        return Ok(*i);
+    }
+    let i = SslContext::new_ex_index::<TlsPsk>()?;
+    Ok(*INDEX.get_or_init(|| i))
+}
+
+/// The server's PSK callback: the session for the ClientHello's identity, or none (the
+/// handshake then fails).
+unsafe extern "C" fn find_session(
+    ssl: *mut openssl_sys::SSL,
+    identity: *const libc::c_uchar,
+    identity_len: libc::size_t,
+    sess: *mut *mut openssl_sys::SSL_SESSION,
+) -> libc::c_int {
+    // SAFETY: OpenSSL passes a valid SSL, an identity of `identity_len` bytes and a session
+    // out-pointer for the duration of the call.
+    unsafe {
+        *sess = std::ptr::null_mut();
+        let ssl_ref = SslRef::from_ptr_mut(ssl);
+        let identity = std::slice::from_raw_parts(identity, identity_len);
+        let (Ok(li), Ok(ii)) = (lookup_index(), identity_index()) else {
+            return 0;
+        };
+        let Some(lookup) = ssl_ref.ssl_context().ex_data(li).cloned() else {
+            return 0;
+        };
+        match server_psk(&*lookup, identity) {
+            Ok(psk) => {
+                let s = psk_session(ssl, &psk);
+                if s.is_null() {
+                    return 0;
+                }
+                ssl_ref.set_ex_data(ii, psk.identity.clone());
+                *sess = s;
+                1
+            }
+            Err(why) => {
+                tracing::warn!(
+                    identity = %String::from_utf8_lossy(identity),
+                    "TLS PSK refused: {why}"
+                );
+                // No session: the PSK is not accepted and the handshake fails.
+                1
+            }
+        }
+    }
+}
+
+/// The client's PSK callback: its one PSK, for the cipher suite's hash.
+unsafe extern "C" fn use_session(
+    ssl: *mut openssl_sys::SSL,
+    md: *const openssl_sys::EVP_MD,
+    id: *mut *const libc::c_uchar,
+    idlen: *mut libc::size_t,
+    sess: *mut *mut openssl_sys::SSL_SESSION,
+) -> libc::c_int {
+    // SAFETY: OpenSSL passes a valid SSL and out-pointers for the duration of the call; the
+    // identity bytes live in the context's ex data, which outlives the connection.
+    unsafe {
+        *sess = std::ptr::null_mut();
+        let ssl_ref = SslRef::from_ptr_mut(ssl);
+        let Ok(ci) = client_index() else {
+            return 0;
+        };
+        let Some(psk) = ssl_ref.ssl_context().ex_data(ci) else {
+            return 0;
+        };
+        match md_hash(md) {
+            Some(None) => {}
+            Some(Some(h)) if h == psk.cipher => {}
+            // Another hash was negotiated: no PSK for it.
+            _ => return 1,
+        }
+        let s = psk_session(ssl, psk);
+        if s.is_null() {
+            return 0;
+        }
+        *id = psk.identity.as_ptr();
+        *idlen = psk.identity.len();
+        *sess = s;
+        1
     }
 }
 
@@ -135,9 +296,6 @@ fn server_psk(lookup: &PskLookup, identity: &[u8]) -> Result<TlsPsk, String> {
     let id = PskIdentity::parse(identity).map_err(|e| e.to_string())?;
     if id.generated {
         return Err("generated PSKs (DH-HMAC-CHAP secure concatenation) are not supported".into());
-    }
-    if id.cipher != CipherHash::Sha256 {
-        return Err("only SHA-256 PSKs (TLS_AES_128_GCM_SHA256) are supported".into());
     }
     let key = lookup(&id).ok_or_else(|| format!("no PSK configured for host {}", id.hostnqn))?;
     if key.cipher_hash() != id.cipher {
@@ -173,34 +331,14 @@ impl std::fmt::Debug for TlsClient {
 }
 
 impl TlsClient {
-    /// A client that authenticates with `psk`.
+    /// A client that authenticates with `psk` (and offers only its cipher suite).
     pub fn new(psk: TlsPsk) -> Result<Self, TlsError> {
-        if psk.cipher != CipherHash::Sha256 {
-            return Err(TlsError::Key(
-                "only SHA-256 PSKs (hash 01, or 00 with a 32-byte key) are supported; \
-                 SHA-384 ones (TLS_AES_256_GCM_SHA384) are not"
-                    .into(),
-            ));
-        }
-        // OpenSSL's identity buffer holds 256 bytes including the terminating NUL.
-        if psk.identity.len() >= 256 {
-            return Err(TlsError::Key(format!(
-                "the PSK identity is {} bytes; at most 255 fit (shorter NQNs)",
-                psk.identity.len()
-            )));
-        }
         let mut b = base_context()?;
+        b.set_ciphersuites(psk.cipher.cipher_suite())?;
         let identity = psk.identity.clone();
-        b.set_psk_client_callback(move |_ssl, _hint, id_out, psk_out| {
-            let id = psk.identity.as_bytes();
-            if id.len() + 1 > id_out.len() || psk.key.len() > psk_out.len() {
-                return Ok(0);
-            }
-            id_out[..id.len()].copy_from_slice(id);
-            id_out[id.len()] = 0;
-            psk_out[..psk.key.len()].copy_from_slice(&psk.key);
-            Ok(psk.key.len())
-        });
+        b.set_ex_data(client_index()?, psk);
+        // SAFETY: a valid context under construction; the callback matches the C signature.
+        unsafe { ffi::SSL_CTX_set_psk_use_session_callback(b.as_ptr(), Some(use_session)) };
         Ok(Self {
             ctx: b.build(),
             identity,

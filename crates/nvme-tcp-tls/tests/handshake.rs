@@ -97,8 +97,28 @@ fn clear_text_to_a_tls_server_fails_its_handshake() {
 }
 
 #[test]
-fn sha384_keys_are_refused_with_a_clear_error() {
+fn sha384_keys_use_tls_aes_256_gcm_sha384_and_a_hash_mismatch_fails() {
     let k = ConfiguredPsk::new(KeyHash::Sha384, vec![3; 48]).unwrap();
-    let e = TlsClient::new(k.tls_psk(IdentityVersion::V0, HOST, SUB).unwrap()).unwrap_err();
-    assert!(e.to_string().contains("SHA-384"), "{e}");
+    for v in [IdentityVersion::V0, IdentityVersion::V1] {
+        let (addr, h) = serve_one(server(k.clone()));
+        let psk = k.tls_psk(v, HOST, SUB).unwrap();
+        let mut t = TlsClient::new(psk.clone())
+            .unwrap()
+            .connect(connect(addr))
+            .unwrap();
+        assert_eq!(t.cipher(), Some("TLS_AES_256_GCM_SHA384"));
+        t.write_all(b"hello").unwrap();
+        let mut buf = [0u8; 5];
+        t.read_exact(&mut buf).unwrap();
+        let (got, identity) = h.join().unwrap().unwrap();
+        assert_eq!(
+            (got.as_slice(), identity),
+            (&b"hello"[..], Some(psk.identity))
+        );
+    }
+    // The server holds a SHA-256 key for the host; the client offers a SHA-384 one.
+    let (addr, h) = serve_one(server(key(1)));
+    let c = TlsClient::new(k.tls_psk(IdentityVersion::V0, HOST, SUB).unwrap()).unwrap();
+    assert!(c.connect(connect(addr)).is_err());
+    assert!(h.join().unwrap().is_err());
 }

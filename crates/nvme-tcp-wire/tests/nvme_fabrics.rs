@@ -137,8 +137,8 @@ fn property_get_with_reserved_size_is_invalid_field() {
 }
 
 #[test]
-fn authentication_and_reserved_fctypes_are_refused() {
-    for fctype in [0x05u8, 0x06, 0x02, 0xC0] {
+fn reserved_fctypes_are_refused() {
+    for fctype in [0x02u8, 0x03, 0x07, 0xC0] {
         let mut sqe = DisconnectCommand::default().to_sqe();
         sqe.set_fctype(fctype);
         assert_eq!(

@@ -209,6 +209,16 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    /// True for a command whose controller-to-host data may be shorter than its buffer: an
+    /// Authentication Receive returns its message, up to the allocation length. Every other
+    /// successful read must fill its buffer.
+    pub(crate) fn short_transfer_allowed(&self) -> bool {
+        self.sqe[0] == nvme_tcp_wire::nvme::AdminOpcode::Fabrics as u8
+            && self.sqe[4] == nvme_tcp_wire::nvme::FabricsType::AuthenticationReceive as u8
+    }
+}
+
+impl Slot {
     fn empty() -> Self {
         Self {
             user_data: 0,

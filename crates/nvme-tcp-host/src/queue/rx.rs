@@ -398,7 +398,7 @@ impl QueueCore {
         if cur.success {
             // SUCCESS: the command completed, no CapsuleResp follows.
             let len = self.slots[cur.idx as usize].len;
-            if cur.off != len {
+            if cur.off != len && !self.slots[cur.idx as usize].short_transfer_allowed() {
                 return Err(self.fail(ProtocolError::ShortRead {
                     cid: cur.cid,
                     received: cur.off,
@@ -618,7 +618,11 @@ impl QueueCore {
         };
         self.sqhd = sqhd;
         let slot = &self.slots[idx as usize];
-        if status.is_success() && slot.dir == DataDir::ToHost && slot.rcvd != slot.len {
+        if status.is_success()
+            && slot.dir == DataDir::ToHost
+            && slot.rcvd != slot.len
+            && !slot.short_transfer_allowed()
+        {
             // No short read: a successful read must have received every byte.
             return Err(ProtocolError::ShortRead {
                 cid,
@@ -721,7 +725,7 @@ impl QueueCore {
                 expected: slot.rcvd,
             });
         }
-        if success && o + l != slot.len {
+        if success && o + l != slot.len && !slot.short_transfer_allowed() {
             return Err(ProtocolError::ShortRead {
                 cid,
                 received: o + l,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use nvme_tcp_wire::nvme::fabrics::CNTLID_DYNAMIC;
+use nvme_tcp_wire::nvme::fabrics::{AUTHREQ_ATR, CNTLID_DYNAMIC};
 use nvme_tcp_wire::nvme::features::sel;
 use nvme_tcp_wire::nvme::log::FirmwareSlotLog;
 use nvme_tcp_wire::nvme::{
@@ -26,7 +26,7 @@ const IPO_SQSIZE: u16 = 44;
 impl Connection {
     /// The in-capsule data of a command that carries host data in the capsule, checked
     /// against its SGL.
-    fn in_capsule<'a>(sqe: &Sqe, data: &'a [u8]) -> Result<&'a [u8], Status> {
+    pub(super) fn in_capsule<'a>(sqe: &Sqe, data: &'a [u8]) -> Result<&'a [u8], Status> {
         match sqe.dptr().parse() {
             Ok(Sgl::DataBlockOffset { offset, length }) => {
                 let start = usize::try_from(offset).map_err(|_| Status::SGL_OFFSET_INVALID)?;
@@ -55,7 +55,8 @@ impl Connection {
         };
         match self.connect(sqe, &cmd, data, now) {
             Ok(cntlid) => {
-                let dw0 = ConnectResponse::success(cntlid).to_dw0();
+                let authreq = if self.auth.is_some() { AUTHREQ_ATR } else { 0 };
+                let dw0 = ConnectResponse::Success { cntlid, authreq }.to_dw0();
                 self.complete(cid, Status::SUCCESS, dw0, 0);
             }
             Err((status, dw0)) => {
@@ -197,6 +198,11 @@ impl Connection {
         };
         ctrl.add_disconnector(self.id, (self.make_disconnector)());
         let cntlid = ctrl.cntlid();
+        // A host with a key authenticates every queue of an NVM subsystem's controllers.
+        self.auth = match (ctrl.kind(), self.state.host_auth(hostnqn)) {
+            (ControllerKind::Discovery, _) | (_, None) => None,
+            (_, Some(keys)) => Some(super::auth::queue_auth(&keys, hostnqn, sub.nqn())),
+        };
         let qsize = size as u16;
         self.writes = (0..qsize).map(|_| None).collect();
         self.free_ttags = (0..qsize).rev().collect();
@@ -293,6 +299,9 @@ impl Connection {
             // Disconnect deletes an I/O queue; the admin queue goes with the association.
             FabricsCommand::Disconnect(_) => {
                 self.complete(cid, Status::INVALID_QUEUE_IDENTIFIER, 0, 0)
+            }
+            FabricsCommand::AuthenticationSend(_) | FabricsCommand::AuthenticationReceive(_) => {
+                self.complete(cid, Status::INVALID_OPCODE, 0, 0)
             }
         }
     }

@@ -17,6 +17,7 @@
 //! are sent with as few `writev` calls as possible.
 
 mod admin;
+mod auth;
 mod io;
 pub(crate) mod tx;
 
@@ -152,6 +153,8 @@ pub struct Connection {
     stalled: bool,
     tx: Tx,
     queue: Option<Queue>,
+    /// DH-HMAC-CHAP state when the queue's host must authenticate.
+    auth: Option<nvme_tcp_auth::ControllerAuth>,
     created: Instant,
     /// Time from `created` to finish ICReq and Connect.
     connect_timeout: Duration,
@@ -227,6 +230,7 @@ impl Connection {
             stalled: false,
             tx: Tx::new(pool),
             queue: None,
+            auth: None,
             created: now,
             connect_timeout: lim.connect_timeout,
             aer_checked: now,
@@ -252,6 +256,12 @@ impl Connection {
     /// Connection ID (unique within the target).
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// True once the host authenticated this queue (DH-HMAC-CHAP); false for queues whose
+    /// host needs no authentication.
+    pub fn authenticated(&self) -> bool {
+        self.auth.as_ref().is_some_and(|a| a.is_authenticated())
     }
 
     /// True once the connection must be closed (after [`Connection::flush`]).
@@ -552,13 +562,27 @@ impl Connection {
             self.obs
                 .begin(sqe.cid(), sqe.opcode(), sqe.nsid(), bytes, now);
         }
-        let flow = match &self.queue {
-            None => self.on_first_command(&sqe, data, now),
-            Some(q) if q.qid == 0 => {
+        let gate = match &self.queue {
+            Some(_) => self.auth_gate(&sqe),
+            None => auth::Gate::Pass,
+        };
+        let flow = match (&self.queue, gate) {
+            (Some(q), auth::Gate::Auth) => {
+                if q.qid == 0 {
+                    q.ctrl.keep_alive(now);
+                }
+                self.on_auth_command(&sqe, data)
+            }
+            (Some(_), auth::Gate::Refuse) => {
+                self.complete(sqe.cid(), Status::AUTHENTICATION_REQUIRED, 0, 0);
+                Flow::Continue
+            }
+            (None, _) => self.on_first_command(&sqe, data, now),
+            (Some(q), auth::Gate::Pass) if q.qid == 0 => {
                 q.ctrl.keep_alive(now);
                 self.on_admin_command(&sqe, data)
             }
-            Some(_) => self.on_io_command(&sqe, data),
+            (Some(_), auth::Gate::Pass) => self.on_io_command(&sqe, data),
         };
         if flow == Flow::Stall
             && let Some(q) = &mut self.queue

@@ -226,12 +226,15 @@ impl AdminCommand {
     }
 
     /// Bytes of data the command transfers: controller to host for Identify (4096) and Get Log
-    /// Page ((NUMD + 1) × 4), host to controller for Connect (1024); 0 for the others.
+    /// Page ((NUMD + 1) × 4) and Authentication Receive (AL), host to controller for Connect
+    /// (1024) and Authentication Send (TL); 0 for the others.
     pub const fn data_len(&self) -> u64 {
         match self {
             Self::Identify(_) => IDENTIFY_DATA_LEN as u64,
             Self::GetLogPage(c) => c.data_len(),
             Self::Fabrics(FabricsCommand::Connect(_)) => CONNECT_DATA_LEN as u64,
+            Self::Fabrics(FabricsCommand::AuthenticationSend(c)) => c.tl as u64,
+            Self::Fabrics(FabricsCommand::AuthenticationReceive(c)) => c.al as u64,
             _ => 0,
         }
     }

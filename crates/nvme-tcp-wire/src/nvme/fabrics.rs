@@ -8,6 +8,7 @@
 //! | Property Set (0x00) | ATTRIB 40 (bits 2:0 size: 0 = 4 B, 1 = 8 B), OFST 44-47, VALUE 48-55 |
 //! | Connect (0x01) | RECFMT 40-41, QID 42-43, SQSIZE 44-45 (0's based), CATTR 46, KATO 48-51 (ms) |
 //! | Property Get (0x04) | ATTRIB 40, OFST 44-47; value returned in CQE DW0 (DW1:DW0 for 8 B) |
+//! | Authentication Send (0x05) / Receive (0x06) | see [`super::auth`] |
 //! | Disconnect (0x08) | RECFMT 40-41 |
 //!
 //! Connect data (1024 B, in-capsule): HOSTID 0-15, CNTLID 16-17, SUBNQN 256-511,
@@ -17,6 +18,7 @@
 use zerocopy::little_endian::U16;
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
+use super::auth::{AuthReceiveCommand, AuthSendCommand};
 use super::error::{NvmeError, view_prefix};
 use super::opcode::{AdminOpcode, FabricsType};
 use super::queue::Sqe;
@@ -26,12 +28,27 @@ use super::text::{NQN_FIELD_LEN, nqn_field, set_nqn_field};
 /// controller model).
 pub const CNTLID_DYNAMIC: u16 = 0xFFFF;
 
+/// AUTHREQ bit 1 (Connect response DW0 bit 17), ATR: the host must authenticate on this
+/// queue (Authentication Send/Receive) before any other command.
+pub const AUTHREQ_ATR: u16 = 1 << 1;
+/// AUTHREQ bit 2 (DW0 bit 18), ASCR: authentication with secure channel concatenation
+/// required.
+pub const AUTHREQ_ASCR: u16 = 1 << 2;
+
 /// Length of the Connect command's data.
 pub const CONNECT_DATA_LEN: usize = 1024;
 
 fn fabrics_sqe(fctype: FabricsType) -> Sqe {
     let mut sqe = Sqe::new(AdminOpcode::Fabrics as u8);
     sqe.set_fctype(fctype as u8);
+    sqe
+}
+
+/// A Fabrics SQE of type `fctype` with CDW10 and CDW11 set (CID 0, DPTR zero).
+pub(super) fn fabrics_sqe_with(fctype: FabricsType, cdw10: u32, cdw11: u32) -> Sqe {
+    let mut sqe = fabrics_sqe(fctype);
+    sqe.set_cdw10(cdw10);
+    sqe.set_cdw11(cdw11);
     sqe
 }
 
@@ -229,11 +246,14 @@ pub enum FabricsCommand {
     PropertyGet(PropertyGetCommand),
     /// Disconnect.
     Disconnect(DisconnectCommand),
+    /// Authentication Send.
+    AuthenticationSend(AuthSendCommand),
+    /// Authentication Receive.
+    AuthenticationReceive(AuthReceiveCommand),
 }
 
 impl FabricsCommand {
-    /// Parses a Fabrics SQE. Authentication Send/Receive are not supported by this layer and, like
-    /// reserved FCTYPEs, give [`NvmeError::InvalidFctype`].
+    /// Parses a Fabrics SQE. Reserved FCTYPEs give [`NvmeError::InvalidFctype`].
     pub fn parse(sqe: &Sqe) -> Result<Self, NvmeError> {
         if sqe.opcode() != AdminOpcode::Fabrics as u8 {
             return Err(NvmeError::InvalidOpcode {
@@ -245,7 +265,13 @@ impl FabricsCommand {
             Some(FabricsType::Connect) => ConnectCommand::parse(sqe).map(Self::Connect),
             Some(FabricsType::PropertyGet) => PropertyGetCommand::parse(sqe).map(Self::PropertyGet),
             Some(FabricsType::Disconnect) => DisconnectCommand::parse(sqe).map(Self::Disconnect),
-            _ => Err(NvmeError::InvalidFctype {
+            Some(FabricsType::AuthenticationSend) => {
+                AuthSendCommand::parse(sqe).map(Self::AuthenticationSend)
+            }
+            Some(FabricsType::AuthenticationReceive) => {
+                AuthReceiveCommand::parse(sqe).map(Self::AuthenticationReceive)
+            }
+            None => Err(NvmeError::InvalidFctype {
                 fctype: sqe.fctype(),
             }),
         }
@@ -258,6 +284,8 @@ impl FabricsCommand {
             Self::Connect(c) => c.to_sqe(),
             Self::PropertyGet(c) => c.to_sqe(),
             Self::Disconnect(c) => c.to_sqe(),
+            Self::AuthenticationSend(c) => c.to_sqe(),
+            Self::AuthenticationReceive(c) => c.to_sqe(),
         }
     }
 }

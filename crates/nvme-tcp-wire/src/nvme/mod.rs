@@ -7,6 +7,7 @@
 //! * [`AdminOpcode`], [`IoOpcode`], [`FabricsType`]: command opcodes.
 //! * [`fabrics`]: Connect (command and its 1024-byte [`ConnectData`]), Property Get/Set,
 //!   Disconnect.
+//! * [`auth`]: Authentication Send/Receive and the DH-HMAC-CHAP messages they carry.
 //! * [`regs`]: the controller properties CAP, VS, CC, CSTS.
 //! * [`identify`]: Identify Controller / Namespace, NSID lists, namespace identification
 //!   descriptors.
@@ -59,6 +60,7 @@
 //! ```
 
 mod admin;
+pub mod auth;
 mod error;
 pub mod fabrics;
 pub mod features;
@@ -72,6 +74,7 @@ mod status;
 pub mod text;
 
 pub use admin::{AbortCommand, AdminCommand, Cns, IdentifyCommand};
+pub use auth::{AuthMessage, AuthReceiveCommand, AuthSendCommand, DhGroupId, HashId};
 pub use error::NvmeError;
 pub use fabrics::{
     ConnectCommand, ConnectData, ConnectResponse, DisconnectCommand, FabricsCommand,

@@ -6,8 +6,9 @@
 //! `-s/--trsvcid`, `-n/--nqn`, `-q/--hostnqn`, `-I/--hostid`, `-i/--nr-io-queues`,
 //! `-Q/--queue-size`, `-g/--hdr-digest`, `-G/--data-digest`, `-k/--keep-alive-tmo`,
 //! `-c/--reconnect-delay`, `-l/--ctrl-loss-tmo`, `-F/--fast_io_fail_tmo`,
-//! `-d/--disable-sqflow`, `-D/--duplicate-connect`), plus `--max-retries` (the Linux host's
-//! `nvme_core.max_retries`, which nvme-cli does not set per connection). In `read` and `write` the short flags are
+//! `-d/--disable-sqflow`, `-D/--duplicate-connect`, `--dhchap-secret`,
+//! `--dhchap-ctrl-secret`), plus `--max-retries` (the Linux host's `nvme_core.max_retries`,
+//! which nvme-cli does not set per connection). In `read` and `write` the short flags are
 //! nvme-cli's I/O ones (`-n` namespace id, `-s` start block, `-c` block count, `-z` data size,
 //! `-d` data file) and the subsystem is given as `--nqn`/`--trsvcid`. The host identity comes
 //! from `-q`/`-I`, else `/etc/nvme/hostnqn` and `/etc/nvme/hostid` (see [`super::hostid`]).
@@ -105,6 +106,14 @@ pub struct ConnArgs {
     /// take.
     #[arg(long, default_value_t = 30)]
     pub timeout: u32,
+    /// The host's DH-HMAC-CHAP key (`DHHC-1:XX:...:`), used when the controller requires
+    /// in-band authentication.
+    #[arg(long, value_name = "DHHC-1:XX:KEY:")]
+    pub dhchap_secret: Option<nvme_tcp_auth::Secret>,
+    /// The controller's DH-HMAC-CHAP key: the host also authenticates the controller
+    /// (bidirectional authentication).
+    #[arg(long, value_name = "DHHC-1:XX:KEY:", requires = "dhchap_secret")]
+    pub dhchap_ctrl_secret: Option<nvme_tcp_auth::Secret>,
     /// Run every queue over TLS 1.3 (NVMe/TCP TLS, TP 8011) with the PSK of --tls-key or
     /// --tls-key-file.
     #[arg(long)]
@@ -186,6 +195,8 @@ impl ConnArgs {
             .ok()
             .map(Duration::from_secs);
         o.disable_sqflow = self.disable_sqflow;
+        o.dhchap_secret = self.dhchap_secret.clone();
+        o.dhchap_ctrl_secret = self.dhchap_ctrl_secret.clone();
         o.cid_mode = if self.linear_cids {
             CidMode::Linear
         } else {

@@ -3,7 +3,9 @@
 //! Without `--target` it starts the target in-process on loopback (a RAM namespace by
 //! default) and measures the host against it; with no job options at all it runs the default
 //! suite: 128 KiB sequential reads (QD 32) and 4 KiB random reads (QD 128), data digest on,
-//! plus the raw TCP baseline, about 10 s in all.
+//! plus the raw TCP baseline, about 10 s in all. The host's threads run on one core and the
+//! embedded target's on another (`--host-cpu`, `--target-cpu`, `--no-pin`), like two pinned
+//! processes; see [`crate::perf::pin`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use ulp_ddp_ctl::metrics::{MetricsServer, QueueMetricsSet};
 
 use crate::cmd::nic::{CtlArgs, NicArgs, NicSession, OffloadMode};
 use crate::perf::job::{DirMeasure, JobSpec, Live, Rw, prefill, run_queue};
+use crate::perf::pin::{Pinning, usable_cores};
 use crate::perf::report::{HostCpu, JobMeta, JobResult, table};
 use crate::perf::size::{format_size, parse_size};
 use crate::perf::{baseline, cpu};
@@ -120,6 +123,17 @@ pub struct Args {
     /// With --ctl-socket: keep serving this many seconds after the runs.
     #[arg(long, default_value_t = 0.0, requires = "ctl_socket")]
     pub hold: f64,
+    /// Core of the host's threads (an index among the cores perf may use) [default with the
+    /// embedded target on two or more cores: 0; with --target: not pinned].
+    #[arg(long)]
+    pub host_cpu: Option<usize>,
+    /// Core of the embedded target's threads [default on two or more cores: 1].
+    #[arg(long)]
+    pub target_cpu: Option<usize>,
+    /// Leave thread placement to the scheduler (host and target threads then share and move
+    /// between the cores).
+    #[arg(long, conflicts_with_all = ["host_cpu", "target_cpu"])]
+    pub no_pin: bool,
     #[command(flatten)]
     pub nic: NicArgs,
 }
@@ -137,6 +151,19 @@ pub enum PerfOutput {
 }
 
 impl Args {
+    /// Where the host's and the embedded target's threads run (call once, before any thread
+    /// is pinned: the cores are counted from the calling thread's affinity).
+    pub fn pinning(&self) -> anyhow::Result<Pinning> {
+        Pinning::choose(
+            self.host_cpu,
+            self.target_cpu,
+            self.no_pin,
+            self.target.is_none(),
+            usable_cores(),
+        )
+        .map_err(anyhow::Error::msg)
+    }
+
     /// The output format, --json folded in.
     pub fn output(&self) -> PerfOutput {
         if self.json {
@@ -177,6 +204,7 @@ struct Session {
 
 fn open(
     args: &Args,
+    pin: &Pinning,
     hdgst: bool,
     ddgst: bool,
     queue_size: u16,
@@ -216,7 +244,11 @@ fn open(
                 cfg.ports[0].tls = nvme_tcp_target::config::PortTls::Required;
                 cfg.tls_keys.insert(host.clone(), key.clone());
             }
-            let h = Target::start(cfg).context("starting the embedded target")?;
+            // The target's threads inherit the core of the thread that starts it.
+            pin.enter_target();
+            let h = Target::start(cfg).context("starting the embedded target");
+            pin.enter_host();
+            let h = h?;
             let a = *h
                 .local_addrs()
                 .first()
@@ -224,6 +256,8 @@ fn open(
             (Some(h), a, EMBEDDED_NQN.to_string())
         }
     };
+    // The host's threads (queues, keep-alive) inherit the host's core from this thread.
+    pin.enter_host();
     let mut opts = ConnectOptions::new(addr.ip().to_string(), addr.port(), nqn);
     if args.target.is_some() {
         let files = crate::cmd::hostid::Files::read(std::path::Path::new(
@@ -255,11 +289,11 @@ fn open(
                 ctl_socket: args.ctl_socket.clone(),
                 metrics: None,
             };
-            Some(NicSession::start(
-                args.nic.config(offload)?,
-                &mut opts,
-                &ctl,
-            )?)
+            // The simulated NIC stands for hardware: its threads are not the host's.
+            pin.release();
+            let n = NicSession::start(args.nic.config(offload)?, &mut opts, &ctl);
+            pin.enter_host();
+            Some(n?)
         }
         None => None,
     };
@@ -294,6 +328,7 @@ fn role(name: &str) -> &'static str {
 #[allow(clippy::too_many_arguments)]
 fn run_job(
     args: &Args,
+    pin: &Pinning,
     rw: Rw,
     bs: usize,
     qd: usize,
@@ -306,7 +341,7 @@ fn run_job(
 ) -> anyhow::Result<JobResult> {
     // Queue size: room for qd commands plus the slot the protocol keeps free.
     let queue_size = u16::try_from(qd + 1).context("--qd too large")?;
-    let mut s = open(args, hdgst, ddgst, queue_size, nic_offload)?;
+    let mut s = open(args, pin, hdgst, ddgst, queue_size, nic_offload)?;
     if bs == 0 || !bs.is_multiple_of(s.lba_size as usize) {
         bail!("--bs {bs} is not a multiple of the LBA size {}", s.lba_size);
     }
@@ -510,6 +545,7 @@ fn run_job(
 
 fn output(
     args: &Args,
+    pin: &Pinning,
     results: &[JobResult],
     base: Option<&baseline::Baseline>,
 ) -> anyhow::Result<()> {
@@ -517,6 +553,7 @@ fn output(
         PerfOutput::Json => {
             let v = serde_json::json!({
                 "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) },
+                "pinning": { "host_cpu": pin.host_cpu_id(), "target_cpu": pin.target_cpu_id() },
                 "baseline": base.map(|b| serde_json::json!({"mib_s": b.mib_per_s(), "bytes": b.bytes, "seconds": b.seconds})),
                 "jobs": results,
             });
@@ -563,6 +600,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     {
         bail!("--runtime must be a positive number of seconds");
     }
+    let pin = args.pinning()?;
     let default_suite = args.rw.is_none() && args.bs.is_none() && args.qd.is_none();
     let mut jobs: Vec<(Rw, usize, usize, bool, bool)> = Vec::new();
     if default_suite {
@@ -615,6 +653,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for &nic in &nic_runs {
             results.push(run_job(
                 &args,
+                &pin,
                 rw,
                 bs,
                 qd,
@@ -627,5 +666,5 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )?);
         }
     }
-    output(&args, &results, base.as_ref())
+    output(&args, &pin, &results, base.as_ref())
 }

@@ -6,5 +6,6 @@ pub mod cpu;
 pub mod ddp;
 pub mod fio;
 pub mod job;
+pub mod pin;
 pub mod report;
 pub mod size;
