@@ -588,6 +588,15 @@ impl CommandTimeouts {
             Some(TimeoutAction::Abort { cid })
         }
     }
+
+    /// The check due at `now` while the queue is down (no connection): every command whose
+    /// timeout has passed fails at once with [`crate::GiveUpReason::CommandTimeout`] (source:
+    /// the failure of the last connection it was sent on), as Linux completes a request that
+    /// times out while the controller is not live. It is neither re-sent nor aborted once the
+    /// queue is back, so it never gets more than its timeout. Returns how many failed.
+    pub fn fail_expired_while_down(&mut self, core: &mut QueueCore, now: Instant) -> usize {
+        core.fail_expired_waiting(now, self.timeout)
+    }
 }
 
 /// What a lost connection's driver does next (see [`Reconnect`]).
@@ -814,6 +823,13 @@ impl Reconnect {
     /// True once `fast_io_fail_tmo` expired in the current outage.
     pub fn fast_io_failed(&self) -> bool {
         self.fast_failed
+    }
+
+    /// True while disconnected after `fast_io_fail_tmo` expired in the current outage: a
+    /// command submitted now fails at once instead of waiting for the connection (Linux's
+    /// failfast). Ends when a connection is re-established.
+    pub fn fails_fast(&self) -> bool {
+        self.fast_failed && self.is_lost()
     }
 
     /// Why reconnecting stopped, once it has.
@@ -1060,6 +1076,110 @@ mod tests {
             "{:?}",
             c.result
         );
+    }
+
+    #[test]
+    fn after_fast_io_fail_tmo_new_commands_fail_fast_until_a_connection_is_back() {
+        let t0 = Instant::now();
+        let mut r = Reconnect::new(&opts(100, Some(10_000), Some(150)), t0);
+        assert!(!r.fails_fast());
+        r.handle_lost(t0, false);
+        assert_eq!(r.poll(t0), ReconnectAction::Attempt);
+        r.handle_attempt(false, ms(t0, 10));
+        assert!(!r.fails_fast(), "fast_io_fail_tmo has not expired yet");
+        assert_eq!(r.poll(ms(t0, 160)), ReconnectAction::FailFast);
+        assert!(r.fails_fast());
+        assert_eq!(r.poll(ms(t0, 160)), ReconnectAction::Attempt);
+        r.handle_attempt(false, ms(t0, 170));
+        assert!(r.fails_fast(), "still down");
+        assert_eq!(r.poll(ms(t0, 270)), ReconnectAction::Attempt);
+        r.handle_attempt(true, ms(t0, 280));
+        assert!(!r.fails_fast(), "connected again: commands are sent");
+        // The new connection fails before a command completed: the same outage, still past
+        // fast_io_fail_tmo.
+        r.handle_lost(ms(t0, 290), false);
+        assert!(r.fails_fast());
+        assert_eq!(r.poll(ms(t0, 390)), ReconnectAction::Attempt);
+        r.handle_attempt(true, ms(t0, 400));
+        r.handle_command_completed(ms(t0, 410))
+            .expect("outage ends");
+        r.handle_lost(ms(t0, 500), false);
+        assert!(
+            !r.fails_fast(),
+            "a new outage starts its own fast_io_fail_tmo"
+        );
+    }
+
+    #[test]
+    fn a_command_whose_timeout_passes_while_the_queue_is_down_fails_without_another_period() {
+        use crate::error::GiveUpReason;
+        use crate::queue::{QueueConfig, QueueCore};
+        use nvme_tcp_wire::pdu::{HeaderBuf, IcRespRepr};
+        fn icresp(q: &mut QueueCore) {
+            let n = q.tx_pending().len();
+            q.tx_consumed(n);
+            let r = IcRespRepr {
+                pfv: 0,
+                cpda: 0,
+                hdgst_enable: false,
+                ddgst_enable: false,
+                maxh2cdata: 131072,
+            };
+            q.rx_feed(HeaderBuf::new(&r).as_bytes()).unwrap();
+            q.set_live();
+        }
+        let t0 = Instant::now();
+        let mut q = QueueCore::new(QueueConfig {
+            qid: 1,
+            queue_size: 4,
+            hdgst: false,
+            ddgst: false,
+            cid_mode: crate::CidMode::Tagged,
+            in_capsule_max: 0,
+        });
+        icresp(&mut q);
+        let mut t = CommandTimeouts::new(Duration::from_secs(30), t0);
+        let sent = q
+            .submit(cmd::read(1, 0, 1, IoBuf::Contig(vec![0; 512]), 1), t0)
+            .unwrap();
+        let n = q.tx_pending().len();
+        q.tx_consumed(n);
+        // The connection fails at 20 s and stays down.
+        let lost = IoError::Transport("reset".into());
+        q.connection_failed(&lost, 5);
+        q.reset_connection();
+        let waiting = q
+            .submit(
+                cmd::read(1, 0, 1, IoBuf::Contig(vec![0; 512]), 2),
+                ms(t0, 25_000),
+            )
+            .unwrap();
+        assert_eq!(t.fail_expired_while_down(&mut q, ms(t0, 29_999)), 0);
+        // 30 s after its submission the first one fails at once, with the outage's cause:
+        // no Abort, no second period once the queue is back.
+        assert_eq!(t.fail_expired_while_down(&mut q, ms(t0, 30_000)), 1);
+        let c = q.pop_completion().unwrap();
+        assert_eq!(c.cid, sent);
+        assert_eq!(
+            c.result.unwrap_err(),
+            IoError::GaveUp {
+                attempts: 1,
+                reason: GiveUpReason::CommandTimeout,
+                last: Box::new(lost),
+            }
+        );
+        assert!(c.buf.is_some(), "its buffer comes back");
+        // The one submitted while down keeps its own clock.
+        assert_eq!(q.retries(waiting), Some(0));
+        assert_eq!(t.fail_expired_while_down(&mut q, ms(t0, 55_000)), 1);
+        assert_eq!(
+            q.pop_completion().unwrap().result.unwrap_err(),
+            IoError::QueueLost("command timeout expired while reconnecting")
+        );
+        assert_eq!(q.in_flight(), 0);
+        // Back up: nothing is re-sent.
+        icresp(&mut q);
+        assert!(q.tx_is_empty());
     }
 
     #[test]

@@ -408,6 +408,10 @@ pub enum GiveUpReason {
     /// of its loss: the controller is given up.
     #[error("ctrl_loss_tmo expired")]
     CtrlLoss,
+    /// The command's own timeout expired while its queue was reconnecting (it is failed then,
+    /// not re-sent and aborted).
+    #[error("command timeout expired while reconnecting")]
+    CommandTimeout,
 }
 
 impl GiveUpReason {
@@ -418,6 +422,7 @@ impl GiveUpReason {
             GiveUpReason::RetryLimit => "retry limit reached",
             GiveUpReason::FastIoFail => "fast_io_fail_tmo expired",
             GiveUpReason::CtrlLoss => "ctrl_loss_tmo expired",
+            GiveUpReason::CommandTimeout => "command timeout expired while reconnecting",
         }
     }
 }

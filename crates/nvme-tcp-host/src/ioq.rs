@@ -10,8 +10,10 @@
 //! (after `reconnect_delay` if the controller violated the protocol), then every
 //! `reconnect_delay`, until `ctrl_loss_tmo`; commands that did not complete are re-issued on
 //! the new connection, each at most `max_retries` times. After `fast_io_fail_tmo` they fail
-//! instead of waiting. Both timeouts run from the first loss until a command completes on a
-//! new connection ([`Reconnect`]); a command's own timeout is not restarted by a reconnect.
+//! instead of waiting, and so does every command submitted until a connection is back. Both
+//! timeouts run from the first loss until a command completes on a new connection
+//! ([`Reconnect`]); a command's own timeout is not restarted by a reconnect, and one that
+//! expires while the queue is down fails then (no Abort, no second period).
 //!
 //! Logging: one WARN per outage with its cause, a WARN summary at most every
 //! [`Reconnect::SUMMARY_EVERY`] while it lasts, an INFO when it ends, an ERROR when the queue
@@ -56,6 +58,8 @@ pub struct IoQueue {
     gave_up_cmds: u64,
     /// Successful completions when the connection was last re-established.
     succeeded_at_reconnect: u64,
+    /// Why the last connection failed, as commands are told (the cause of a failfast).
+    outage_cause: Option<IoError>,
 }
 
 impl std::fmt::Debug for IoQueue {
@@ -111,6 +115,7 @@ impl IoQueue {
             last_cause: String::new(),
             gave_up_cmds: 0,
             succeeded_at_reconnect: 0,
+            outage_cause: None,
         };
         q.apply_in_capsule_limit();
         q.offload_socket();
@@ -177,7 +182,9 @@ impl IoQueue {
 
     /// Queues a command; it goes out at the next [`IoQueue::poll`] (or [`IoQueue::flush`]),
     /// batched with the others submitted meanwhile. While reconnecting, it waits for the new
-    /// connection. Fails with the buffer returned if the queue is full or dead.
+    /// connection, unless `fast_io_fail_tmo` has expired: then it completes at once with
+    /// [`IoError::GaveUp`] ([`GiveUpReason::FastIoFail`], source: why the connection failed)
+    /// until a connection is back. Fails with the buffer returned if the queue is full or dead.
     pub fn submit(&mut self, req: Request) -> std::result::Result<u16, SubmitError> {
         if self.dead {
             return Err(SubmitError {
@@ -185,7 +192,22 @@ impl IoQueue {
                 buf: req.buf,
             });
         }
-        self.core.submit(req, Instant::now())
+        let cid = self.core.submit(req, Instant::now())?;
+        if self.conn.is_none() && self.reconnect.fails_fast() {
+            let last = self
+                .outage_cause
+                .clone()
+                .unwrap_or(IoError::QueueLost("connection lost"));
+            self.core.fail_command(
+                cid,
+                IoError::GaveUp {
+                    attempts: 0,
+                    reason: GiveUpReason::FastIoFail,
+                    last: Box::new(last),
+                },
+            );
+        }
+        Ok(cid)
     }
 
     /// Sends what was submitted without waiting for anything.
@@ -318,6 +340,7 @@ impl IoQueue {
         let cause = IoError::from_connection_loss(&e);
         let max_retries = self.shared.opts.max_retries;
         let failed = self.core.connection_failed(&cause, max_retries);
+        self.outage_cause = Some(cause);
         self.gave_up_cmds += failed as u64;
         match self.reconnect.handle_lost(now, violation) {
             LossKind::First => {
@@ -379,6 +402,8 @@ impl IoQueue {
                 ReconnectAction::Attempt => break,
             }
         }
+        // A command whose timeout passed since the last check is not re-sent.
+        self.check_timeouts(now);
         match self.try_reconnect() {
             Ok(()) => {
                 tracing::debug!(qid = self.qid, "I/O queue reconnected");
@@ -441,12 +466,21 @@ impl IoQueue {
     }
 
     /// Command timeouts ([`CommandTimeouts`] decides): the first expiry sends Abort; the
-    /// second fails the command and resets the queue.
+    /// second fails the command and resets the queue. While the queue is down, an expired
+    /// command fails at once instead (nothing to abort: the controller dropped it with the
+    /// connection), so a reconnect never gives it another period.
     fn check_timeouts(&mut self, now: Instant) {
         if self.conn.is_none() {
-            // Reconnecting: fast_io_fail_tmo and ctrl_loss_tmo govern the waiting commands.
-            // Their own clocks keep running (a reconnect does not restart them): one whose
-            // timeout passed meanwhile gets its Abort as soon as the queue is back.
+            let failed = self.timeouts.fail_expired_while_down(&mut self.core, now);
+            if failed > 0 {
+                tracing::warn!(
+                    qid = self.qid,
+                    commands = failed,
+                    timeout = ?self.shared.opts.command_timeout,
+                    last_error = %self.last_cause,
+                    "commands timed out while reconnecting; failed"
+                );
+            }
             return;
         }
         // One WARN per check, however many commands expired together (a full queue does).

@@ -195,10 +195,100 @@ fn fast_io_fail_tmo_fails_io_while_the_target_is_down() {
         "{:?}",
         c.result
     );
-    // The target comes back: the queue reconnects and works again.
+    // The target comes back: the queue reconnects and works again. (Until it has
+    // reconnected, a new command fails at once: fast_io_fail_tmo has expired.)
+    m.faults.refuse.store(false, Ordering::Relaxed);
+    eventually("the queue reconnects", || {
+        q.poll(Duration::from_millis(10)).expect("not given up");
+        q.is_connected()
+    });
+    let c = read_blocks(&mut q, 0, 1, 2);
+    assert!(c.result.is_ok(), "{:?}", c.result);
+}
+
+#[test]
+fn after_fast_io_fail_tmo_a_command_submitted_while_still_down_fails_at_once() {
+    let m = Mock::start(64, 4096);
+    let mut o = opts(&m);
+    o.fast_io_fail_tmo = Some(Duration::ZERO);
+    let mut ctrl = Controller::connect(o).unwrap();
+    let mut q = one_queue(&mut ctrl);
+    m.faults.refuse.store(true, Ordering::Relaxed);
+    m.faults.drop_on_read.store(true, Ordering::Relaxed);
+    let c = read_blocks(&mut q, 0, 1, 1);
+    assert!(
+        matches!(
+            &c.result,
+            Err(IoError::GaveUp {
+                reason: GiveUpReason::FastIoFail,
+                ..
+            })
+        ),
+        "{:?}",
+        c.result
+    );
+    // Still down (every reconnect refused): the next command does not wait for one; it
+    // completes at once, before any poll, with the outage's cause.
+    q.submit_read(1, 0, 1, IoBuf::Contig(vec![0; LBA]), 2)
+        .expect("submit");
+    let c = q.pop_completion().expect("completed at submission");
+    assert_eq!(c.user_data, 2);
+    assert!(c.buf.is_some(), "its buffer comes back");
+    assert!(
+        matches!(
+            &c.result,
+            Err(IoError::GaveUp { attempts: 0, reason: GiveUpReason::FastIoFail, last })
+                if **last == IoError::Protocol(ProtocolError::Closed)
+        ),
+        "{:?}",
+        c.result
+    );
+    assert_eq!(m.counters.reads.load(Ordering::Relaxed), 1, "never sent");
+    // Once the queue is back, commands are sent again.
+    m.faults.refuse.store(false, Ordering::Relaxed);
+    eventually("the queue reconnects", || {
+        q.poll(Duration::from_millis(10)).expect("not given up");
+        q.is_connected()
+    });
+    let c = read_blocks(&mut q, 0, 1, 3);
+    assert!(c.result.is_ok(), "{:?}", c.result);
+}
+
+#[test]
+fn a_command_whose_timeout_passes_while_the_queue_is_down_fails_without_an_abort() {
+    let m = Mock::start(64, 4096);
+    let mut o = opts(&m);
+    o.command_timeout = Duration::from_millis(300);
+    let mut ctrl = Controller::connect(o).unwrap();
+    let mut q = one_queue(&mut ctrl);
+    m.faults.refuse.store(true, Ordering::Relaxed);
+    m.faults.drop_on_read.store(true, Ordering::Relaxed);
+    q.submit_read(1, 0, 1, IoBuf::Contig(vec![0; LBA]), 1)
+        .unwrap();
+    // The target stays down (ctrl_loss_tmo is 60 s): the read fails by its own timeout.
+    let mut got = None;
+    eventually("the read fails while the queue is down", || {
+        q.poll(Duration::from_millis(10)).expect("not given up");
+        got = q.pop_completion();
+        got.is_some()
+    });
+    let c = got.unwrap();
+    assert!(!q.is_connected(), "still down");
+    assert!(
+        matches!(
+            &c.result,
+            Err(IoError::GaveUp { attempts: 1, reason: GiveUpReason::CommandTimeout, last })
+                if **last == IoError::Protocol(ProtocolError::Closed)
+        ),
+        "{:?}",
+        c.result
+    );
+    // Back up: the failed read is neither re-sent nor aborted.
     m.faults.refuse.store(false, Ordering::Relaxed);
     let c = read_blocks(&mut q, 0, 1, 2);
     assert!(c.result.is_ok(), "{:?}", c.result);
+    assert_eq!(m.counters.reads.load(Ordering::Relaxed), 2);
+    assert_eq!(m.counters.aborts.load(Ordering::Relaxed), 0);
 }
 
 #[test]

@@ -812,24 +812,47 @@ impl QueueCore {
 
     fn fail_waiting_inner(&mut self, reason: GiveUpReason, only_sent: bool) {
         for idx in 0..self.slots.len() as u16 {
-            let s = &mut self.slots[idx as usize];
-            if s.reserved
-                || s.tearing.is_some()
-                || self.tags.lookup(s.cid).is_none()
-                || (only_sent && s.last_error.is_none())
-            {
+            if only_sent && self.slots[idx as usize].last_error.is_none() {
                 continue;
             }
-            let err = match s.last_error.take() {
-                Some(last) => IoError::GaveUp {
-                    attempts: s.retries,
-                    reason,
-                    last: Box::new(last),
-                },
-                None => IoError::QueueLost(reason.as_str()),
-            };
-            self.complete(idx, Err(err));
+            self.give_up_slot(idx, reason);
         }
+    }
+
+    /// Fails, as [`QueueCore::fail_waiting`] does with [`GiveUpReason::CommandTimeout`], every
+    /// command waiting for the connection whose timeout (`timeout` since its submission, or
+    /// since its Abort) has passed at `now`: the queue is down, so it is neither re-sent nor
+    /// aborted later. Returns how many failed.
+    pub fn fail_expired_waiting(&mut self, now: Instant, timeout: std::time::Duration) -> usize {
+        let mut failed = 0;
+        for idx in 0..self.slots.len() as u16 {
+            let expired = self.slots[idx as usize]
+                .submitted
+                .is_some_and(|t| now.saturating_duration_since(t) >= timeout);
+            if expired && self.give_up_slot(idx, GiveUpReason::CommandTimeout) {
+                failed += 1;
+            }
+        }
+        failed
+    }
+
+    /// Fails slot `idx` for `reason` if it holds a command waiting for the connection (not
+    /// the queue's own Connect, not one finishing its teardown); true if it did.
+    fn give_up_slot(&mut self, idx: u16, reason: GiveUpReason) -> bool {
+        let s = &mut self.slots[idx as usize];
+        if s.reserved || s.tearing.is_some() || self.tags.lookup(s.cid).is_none() {
+            return false;
+        }
+        let err = match s.last_error.take() {
+            Some(last) => IoError::GaveUp {
+                attempts: s.retries,
+                reason,
+                last: Box::new(last),
+            },
+            None => IoError::QueueLost(reason.as_str()),
+        };
+        self.complete(idx, Err(err));
+        true
     }
 
     /// How often the command `cid` was re-issued after a failed connection, if it is in
