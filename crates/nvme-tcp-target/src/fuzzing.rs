@@ -221,3 +221,43 @@ pub fn run_auth(data: &[u8]) {
     feed(&mut a, rest, chunk);
     assert!(!a.authenticated(), "authenticated without the key");
 }
+
+#[cfg(test)]
+mod tls_identity_tests {
+    use super::*;
+
+    /// A connection that authenticated with a TLS PSK bound to one host NQN serves a Connect
+    /// of that host and refuses one naming another (Connect Invalid Host): a host's PSK does
+    /// not open controllers for other hosts.
+    #[test]
+    fn a_connect_naming_another_host_than_the_tls_identity_is_refused() {
+        let ic = HeaderBuf::new(&IcReqRepr {
+            pfv: 0,
+            hpda: 0,
+            hdgst_enable: false,
+            ddgst_enable: false,
+            maxr2t: 0,
+        });
+        let other = "nqn.2014-08.org.nvmexpress:uuid:another-host";
+        for (tls_host, served) in [(HOSTNQN, true), (other, false)] {
+            let mut c = conn(1);
+            c.set_tls_hostnqn(tls_host.into());
+            feed(&mut c, ic.as_bytes(), 4096);
+            feed(
+                &mut c,
+                &connect_pdu(NQN, 0, CNTLID_DYNAMIC, false, false),
+                4096,
+            );
+            assert_eq!(c.queue_id().is_some(), served, "TLS identity of {tls_host}");
+        }
+        // Without TLS the Connect's host NQN is the only claim, as before.
+        let mut c = conn(1);
+        feed(&mut c, ic.as_bytes(), 4096);
+        feed(
+            &mut c,
+            &connect_pdu(NQN, 0, CNTLID_DYNAMIC, false, false),
+            4096,
+        );
+        assert!(c.queue_id().is_some());
+    }
+}

@@ -695,7 +695,13 @@ impl Listener {
                     if !shared.shutdown.load(Ordering::Acquire) {
                         let limit = shared.state.limits().connect_timeout;
                         match wire::establish(&stream, tls, shared.tls.as_ref(), limit) {
-                            Ok(mut w) => serve(&stream, &mut w, conn, &shared, &entry),
+                            Ok(mut w) => {
+                                let mut conn = conn;
+                                if let Some(h) = w.tls_hostnqn() {
+                                    conn.set_tls_hostnqn(h);
+                                }
+                                serve(&stream, &mut w, conn, &shared, &entry)
+                            }
                             Err(why) => {
                                 shared
                                     .state

@@ -96,6 +96,20 @@ impl Write for DontWait<'_> {
 }
 
 impl Wire {
+    /// The host NQN of the PSK identity a TLS session was established with; `None` in
+    /// clear text.
+    pub fn tls_hostnqn(&self) -> Option<String> {
+        match self {
+            Wire::Plain(_) => None,
+            Wire::Tls(t) => {
+                let id = t.psk_identity()?;
+                nvme_tcp_tls::PskIdentity::parse(id.as_bytes())
+                    .ok()
+                    .map(|i| i.hostnqn)
+            }
+        }
+    }
+
     /// Reads what arrived (blocking up to the socket's read timeout).
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

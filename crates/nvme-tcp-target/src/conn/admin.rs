@@ -116,6 +116,16 @@ impl Connection {
             tracing::warn!(subnqn, hostnqn, "host not allowed");
             return Err((Status::CONNECT_INVALID_HOST, 0));
         }
+        if let Some(tls_host) = self.tls_hostnqn.as_deref()
+            && tls_host != hostnqn
+        {
+            tracing::warn!(
+                hostnqn,
+                tls_host,
+                "Connect names another host than the TLS PSK identity"
+            );
+            return Err((Status::CONNECT_INVALID_HOST, 0));
+        }
         let lim = self.state.limits().clone();
         let size = cmd.sqsize as u32 + 1;
         let max = if cmd.qid == 0 {

@@ -155,6 +155,8 @@ pub struct Connection {
     queue: Option<Queue>,
     /// DH-HMAC-CHAP state when the queue's host must authenticate.
     auth: Option<nvme_tcp_auth::ControllerAuth>,
+    /// The host NQN of the TLS PSK identity the connection authenticated with (TLS only).
+    tls_hostnqn: Option<String>,
     created: Instant,
     /// Time from `created` to finish ICReq and Connect.
     connect_timeout: Duration,
@@ -193,6 +195,13 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
+    /// Records that the connection runs over TLS with a PSK bound to `hostnqn` (the host NQN
+    /// of its PSK identity): a Connect naming another host is refused (Connect Invalid Host),
+    /// so a host's PSK cannot open a controller for another host.
+    pub fn set_tls_hostnqn(&mut self, hostnqn: String) {
+        self.tls_hostnqn = Some(hostnqn);
+    }
+
     /// A new connection accepted on `port`, waiting for ICReq.
     pub fn new(
         id: u64,
@@ -231,6 +240,7 @@ impl Connection {
             tx: Tx::new(pool),
             queue: None,
             auth: None,
+            tls_hostnqn: None,
             created: now,
             connect_timeout: lim.connect_timeout,
             aer_checked: now,
