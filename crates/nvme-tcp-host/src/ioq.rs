@@ -379,11 +379,6 @@ impl IoQueue {
 
     /// A thin driver of the [`Reconnect`] timers.
     fn reconnect_step(&mut self, now: Instant, timeout: Duration) {
-        // Once fast_io_fail_tmo has passed in this outage (FailFast comes once), a command
-        // caught by a later loss of the outage does not wait for the connection either.
-        if self.reconnect.fast_io_failed() {
-            self.core.fail_waiting_sent(GiveUpReason::FastIoFail);
-        }
         loop {
             match self.reconnect.poll(now) {
                 ReconnectAction::GiveUp(why) => return self.give_up(why),

@@ -801,20 +801,7 @@ impl QueueCore {
     /// [`IoError::GaveUp`] with the failure of that connection as its source, one never sent
     /// with [`IoError::QueueLost`].
     pub fn fail_waiting(&mut self, reason: GiveUpReason) {
-        self.fail_waiting_inner(reason, false);
-    }
-
-    /// As [`QueueCore::fail_waiting`], but only the commands that were in flight on a failed
-    /// connection; those never sent keep waiting.
-    pub fn fail_waiting_sent(&mut self, reason: GiveUpReason) {
-        self.fail_waiting_inner(reason, true);
-    }
-
-    fn fail_waiting_inner(&mut self, reason: GiveUpReason, only_sent: bool) {
         for idx in 0..self.slots.len() as u16 {
-            if only_sent && self.slots[idx as usize].last_error.is_none() {
-                continue;
-            }
             self.give_up_slot(idx, reason);
         }
     }
