@@ -201,7 +201,8 @@ fn build_config(a: &Args) -> anyhow::Result<TargetConfig> {
     for hk in &a.tls_host_keys {
         let (nqn, key) = hk
             .split_once('=')
-            .with_context(|| format!("--tls-host-key {hk:?}: expected NQN=KEY"))?;
+            // The argument is not echoed: without `NQN=` it is the key itself.
+            .context("--tls-host-key: expected NQN=KEY")?;
         let mut key = ConfiguredPsk::parse(key).with_context(|| format!("--tls-host-key {nqn}"))?;
         if a.tls_compat {
             key = key.with_derivation(nvme_tcp_tls::Derivation::Compat);
@@ -504,5 +505,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/target.json"), "{e}");
+        // A key given without `NQN=` is not echoed in the error (it would land in logs).
+        let key = "NVMeTLSkey-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrZ:";
+        let e = format!(
+            "{:#}",
+            config(&[
+                "--allow-any-host",
+                "--tls",
+                "required",
+                "--tls-host-key",
+                key
+            ])
+            .unwrap_err()
+        );
+        assert!(e.contains("NQN=KEY") && !e.contains("VRLbtnN9"), "{e}");
     }
 }
