@@ -71,26 +71,18 @@ impl ResponseInput<'_> {
     /// The host's response R1 = HMAC(Kh, C1 || S1 || T_ID || SC_C || "HostHost" || NQNh ||
     /// 00h || NQNc), with S1 and T_ID little-endian.
     pub fn host_response(&self) -> Vec<u8> {
-        let c = self.challenge();
-        hmac(
-            self.hash,
-            self.key,
-            &[
-                &c,
-                &self.seqnum.to_le_bytes(),
-                &self.t_id.to_le_bytes(),
-                &[self.sc_c],
-                b"HostHost",
-                self.hostnqn.as_bytes(),
-                &[0],
-                self.subnqn.as_bytes(),
-            ],
-        )
+        self.response(b"HostHost", self.hostnqn, self.subnqn)
     }
 
     /// The controller's response R2 = HMAC(Kc, C2 || S2 || T_ID || SC_C || "Controller" ||
     /// NQNc || 00h || NQNh).
     pub fn controller_response(&self) -> Vec<u8> {
+        self.response(b"Controller", self.subnqn, self.hostnqn)
+    }
+
+    /// HMAC(key, C || S || T_ID || SC_C || label || first NQN || 00h || second NQN): the one
+    /// layout of both responses, which differ in the label and the order of the NQNs.
+    fn response(&self, label: &[u8], first: &str, second: &str) -> Vec<u8> {
         let c = self.challenge();
         hmac(
             self.hash,
@@ -100,10 +92,10 @@ impl ResponseInput<'_> {
                 &self.seqnum.to_le_bytes(),
                 &self.t_id.to_le_bytes(),
                 &[self.sc_c],
-                b"Controller",
-                self.subnqn.as_bytes(),
+                label,
+                first.as_bytes(),
                 &[0],
-                self.hostnqn.as_bytes(),
+                second.as_bytes(),
             ],
         )
     }
