@@ -192,6 +192,12 @@ fn run_on_queue(
     let blocks_per_chunk = (chunk / lba) as u64;
     let qd = QD_PER_QUEUE.min(q.depth()).max(1);
     let mut spare: Vec<Vec<u8>> = Vec::new();
+    // The failure of the command of one chunk (its index and byte length), naming its range.
+    let chunk_failed = |q: &IoQueue, cid, opcode, chunk: Option<(usize, usize)>, error| {
+        let (idx, len) = chunk.unwrap_or((0, 0));
+        let first = slba + idx as u64 * blocks_per_chunk;
+        failed(q, cid, opcode, ns, first, len / lba, error)
+    };
     match op {
         Op::Read(mut items) => {
             let n = items.len();
@@ -212,17 +218,8 @@ fn run_on_queue(
                 while let Some(c) = q.pop_completion() {
                     let i = c.user_data as usize;
                     if let Err(error) = c.result {
-                        let nlb = items.get(i).map_or(0, |(_, d)| d.len() / lba);
-                        let first = items.get(i).map_or(0, |&(idx, _)| idx as u64);
-                        return Err(failed(
-                            q,
-                            c.cid,
-                            IoOpcode::Read,
-                            ns,
-                            slba + first * blocks_per_chunk,
-                            nlb,
-                            error,
-                        ));
+                        let chunk = items.get(i).map(|(idx, d)| (*idx, d.len()));
+                        return Err(chunk_failed(q, c.cid, IoOpcode::Read, chunk, error));
                     }
                     let Some(buf) = c.buf.and_then(IoBuf::into_vec) else {
                         return Err(HostError::Command(IoError::Invalid("buffer lost".into())));
@@ -255,17 +252,8 @@ fn run_on_queue(
                 while let Some(c) = q.pop_completion() {
                     if let Err(error) = c.result {
                         let i = c.user_data as usize;
-                        let nlb = items.get(i).map_or(0, |(_, d)| d.len() / lba);
-                        let first = items.get(i).map_or(0, |&(idx, _)| idx as u64);
-                        return Err(failed(
-                            q,
-                            c.cid,
-                            IoOpcode::Write,
-                            ns,
-                            slba + first * blocks_per_chunk,
-                            nlb,
-                            error,
-                        ));
+                        let chunk = items.get(i).map(|(idx, d)| (*idx, d.len()));
+                        return Err(chunk_failed(q, c.cid, IoOpcode::Write, chunk, error));
                     }
                     if let Some(b) = c.buf.and_then(IoBuf::into_vec) {
                         spare.push(b);
