@@ -15,6 +15,12 @@
 #   JOBS        subset of: read128k randread4k write128k lat4k lat128k [all]
 #   PAIRS       subset of host/target pairings: ours/ours spdk/spdk ours/spdk spdk/ours [all]
 #   SPDK_NOHUGE 1: run nvmf_tgt with --no-huge (spdk_nvme_perf of v23.x needs hugepages)
+#   BUSY_POLL   busy-poll budget of our host and target, microseconds (`--busy-poll`), so
+#               that both stacks poll as SPDK's do; 0 compares our default (sleep in
+#               poll(2) when idle) [100000]
+#   SQFLOW      1: our host keeps SQ flow control on (no `--disable-sqflow`), so our target
+#               answers every read with a response capsule; SPDK's target completes reads
+#               with the C2HData SUCCESS flag whatever the host asked [0]
 #   NICE        nice value of all four programs, e.g. -10 on a machine busy with other work,
 #               so both stacks get most of their cores [0]. Not real-time priority: SPDK's
 #               busy-polling host and target at SCHED_FIFO starve the kernel work their own
@@ -52,6 +58,10 @@ OUT=${OUT:-$(mktemp -d -t vs-spdk.XXXXXX)}
 mkdir -p "$OUT"
 
 NICE=${NICE:-0}
+BUSY_POLL=${BUSY_POLL:-100000}
+SQFLOW=${SQFLOW:-0}
+OURS_HOST_OPTS=(--busy-poll "$BUSY_POLL")
+[[ $SQFLOW == 1 ]] || OURS_HOST_OPTS+=(--disable-sqflow)
 NQN=nqn.2024-01.io.ulp-ddp:vs-spdk
 OURS_PORT=${OURS_PORT:-4520}
 SPDK_PORT=${SPDK_PORT:-4521}
@@ -110,7 +120,7 @@ echo "raw outputs in $OUT" >&2
 
 # Our target.
 nice -n "$NICE" taskset -c "$TARGET_CPU" "$ULPDDP" target --listen "127.0.0.1:$OURS_PORT" --no-discovery-port \
-    --nqn "$NQN" --ns ram:1G,lba=4096 --allow-any-host >"$OUT/ours-target.log" 2>&1 &
+    --nqn "$NQN" --ns ram:1G,lba=4096 --allow-any-host --busy-poll "$BUSY_POLL" >"$OUT/ours-target.log" 2>&1 &
 OURS_TGT=$!
 PIDS+=("$OURS_TGT")
 
@@ -166,7 +176,8 @@ run_one() {
         [[ $hd == 1 ]] && dig+=(--hdgst)
         [[ $dd == 1 ]] && dig+=(--ddgst)
         nice -n "$NICE" taskset -c "$HOST_CPU" "$ULPDDP" perf --target "127.0.0.1:$port" --nqn "$NQN" \
-            --rw "$rw" --bs "$bs" --qd "$qd" "${dig[@]}" --runtime "$RUNTIME" --json >"$log" 2>&1 &
+            --rw "$rw" --bs "$bs" --qd "$qd" "${dig[@]}" "${OURS_HOST_OPTS[@]}" --runtime "$RUNTIME" --json \
+            >"$log" 2>&1 &
     else
         local dig=()
         [[ $hd == 1 ]] && dig+=(-H)
@@ -219,14 +230,16 @@ for round in $(seq "$ROUNDS"); do
 done
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
 
-python3 - "$OUT/results.jsonl" "$start" "$load0" "$load1" "$ROUNDS" "$RUNTIME" "$HOST_CPU" "$TARGET_CPU" "$NICE" <<'EOF'
+python3 - "$OUT/results.jsonl" "$start" "$load0" "$load1" "$ROUNDS" "$RUNTIME" "$HOST_CPU" "$TARGET_CPU" "$NICE" \
+    "$BUSY_POLL" "$SQFLOW" <<'EOF'
 import json, statistics, sys, platform, os
-path, start, load0, load1, rounds, runtime, hc, tc, nice = sys.argv[1:10]
+path, start, load0, load1, rounds, runtime, hc, tc, nice, busy, sqflow = sys.argv[1:12]
 rows = [json.loads(l) for l in open(path)]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print(f"{start}, {os.cpu_count()} CPUs ({cpu}), kernel {platform.release()}; "
       f"{rounds} rounds of {runtime} s; host on core {hc}, target on core {tc}, nice {nice}; "
-      f"load average {load0} before, {load1} after")
+      f"load average {load0} before, {load1} after; ours: busy poll {busy} µs, "
+      f"SQ flow control {'on' if sqflow == '1' else 'off (reads end with SUCCESS)'}")
 print()
 print("| job | host / target | MiB/s | IOPS | ÷ SPDK/SPDK | p50 / p99 µs | host CPU s/GiB | target CPU s/GiB | host / target cores busy |")
 print("|---|---|---|---|---|---|---|---|---|")

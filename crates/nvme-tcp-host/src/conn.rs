@@ -61,6 +61,8 @@ pub struct Connection {
     marks: StreamMarks,
     /// The socket's SO_RCVLOWAT (1 unless waiting for placed payload).
     rcvlowat: libc::c_int,
+    /// How long [`Connection::poll`] spins before sleeping ([`ConnectOptions::busy_poll`]).
+    busy_poll: Duration,
 }
 
 impl std::fmt::Debug for Connection {
@@ -262,6 +264,7 @@ impl Connection {
             flow,
             marks: StreamMarks::default(),
             rcvlowat: 1,
+            busy_poll: opts.busy_poll,
         })
     }
 
@@ -293,6 +296,20 @@ impl Connection {
         }
         if self.stream.pending() > 0 {
             return Ok(());
+        }
+        if !self.busy_poll.is_zero() {
+            // Spin on the socket (one non-blocking read per turn, yielding the core to any
+            // other runnable thread in between) until something arrives, the budget is spent
+            // or the caller's timeout passes.
+            let start = Instant::now();
+            let budget = timeout.map_or(self.busy_poll, |t| t.min(self.busy_poll));
+            while start.elapsed() < budget {
+                std::thread::yield_now();
+                self.flush(core)?;
+                if self.read_available(core)? || self.stream.pending() > 0 {
+                    return Ok(());
+                }
+            }
         }
         let want_write = !core.tx_is_empty();
         let mut pfd = libc::pollfd {

@@ -391,6 +391,13 @@ pub struct TargetConfig {
     /// Worker threads per I/O connection are not used; this is the per-connection socket
     /// buffer size requested with SO_SNDBUF/SO_RCVBUF, bytes (0 keeps the system default).
     pub socket_buffer_size: usize,
+    /// Busy polling: how long a connection's thread keeps trying its socket without
+    /// sleeping before it blocks in a read (Linux's `net.core.busy_poll`, done in user space
+    /// since a loopback or TUN socket has no NAPI context to poll). A busy connection then
+    /// never waits for a wake-up, at the price of a busy core; its thread yields to other
+    /// runnable threads between tries, and an idle connection sleeps once the budget is
+    /// spent. Clear-text connections only. `ZERO` (the default) blocks at once.
+    pub busy_poll: Duration,
 }
 
 impl Default for TargetConfig {
@@ -410,6 +417,7 @@ impl Default for TargetConfig {
             tls_keys: BTreeMap::new(),
             limits: Limits::default(),
             socket_buffer_size: 4 << 20,
+            busy_poll: Duration::ZERO,
         }
     }
 }
@@ -579,6 +587,7 @@ impl TargetConfig {
             tls_keys: BTreeMap::new(),
             limits: Limits::default(),
             socket_buffer_size: TargetConfig::default().socket_buffer_size,
+            busy_poll: Duration::ZERO,
         };
         if let Some(hosts) = root.opt("hosts") {
             for h in hosts.array()? {

@@ -789,6 +789,29 @@ fn flush_with_deadline(
     }
 }
 
+/// Busy polling ([`crate::TargetConfig::busy_poll`]): tries the socket without blocking,
+/// yielding the core between tries, for up to `budget` (at most [`TICK`], so timeouts are
+/// still handled in time). `None`: nothing arrived (or a TLS session, which is not polled);
+/// the caller blocks.
+fn busy_read(wire: &mut Wire, buf: &mut [u8], budget: Duration) -> Option<std::io::Result<usize>> {
+    if budget.is_zero() || wire.is_tls() {
+        return None;
+    }
+    let budget = budget.min(TICK);
+    let start = Instant::now();
+    loop {
+        match wire.try_read(buf) {
+            Ok(Some(n)) => return Some(Ok(n)),
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        if start.elapsed() >= budget {
+            return None;
+        }
+        std::thread::yield_now();
+    }
+}
+
 /// Drives one connection until it closes.
 fn serve(
     stream: &TcpStream,
@@ -845,7 +868,10 @@ fn serve(
             );
             break;
         }
-        let read = wire.read(buf);
+        let read = match busy_read(wire, buf, shared.state.busy_poll()) {
+            Some(r) => r,
+            None => wire.read(buf),
+        };
         if entry
             .phase
             .compare_exchange(phase, ACTIVE, Ordering::AcqRel, Ordering::Acquire)

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use crate::config::{
     DISCOVERY_NQN, HostAuthKeys, Limits, PortConfig, SubsystemConfig, TargetConfig,
@@ -34,6 +35,7 @@ pub struct TargetState {
     connections: Mutex<ConnectionCounts>,
     send_stalls: AtomicU64,
     socket_buffer_size: usize,
+    busy_poll: Duration,
     /// Hosts that must authenticate, by NQN.
     host_auth: RwLock<HashMap<String, Arc<HostAuthKeys>>>,
     metrics: Arc<TargetMetrics>,
@@ -101,6 +103,7 @@ impl TargetState {
             send_stalls: AtomicU64::new(0),
             metrics: Arc::default(),
             socket_buffer_size: cfg.socket_buffer_size,
+            busy_poll: cfg.busy_poll,
             host_auth: RwLock::new(host_auth_map(cfg)),
         })
     }
@@ -134,6 +137,12 @@ impl TargetState {
     /// Requested socket buffer size.
     pub fn socket_buffer_size(&self) -> usize {
         self.socket_buffer_size
+    }
+
+    /// How long a connection spins on its socket before blocking
+    /// ([`crate::TargetConfig::busy_poll`]).
+    pub fn busy_poll(&self) -> Duration {
+        self.busy_poll
     }
 
     /// The subsystem (or the discovery subsystem) with this NQN.

@@ -118,6 +118,29 @@ impl Wire {
         }
     }
 
+    /// Reads what arrived without waiting: `Ok(None)` if nothing did. Only clear text can
+    /// tell (a TLS record may be half there); a TLS session answers `Ok(None)` at once.
+    pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match self {
+            Wire::Plain(s) => {
+                // SAFETY: `recv` writes at most `buf.len()` initialised bytes into `buf`;
+                // viewing them as `MaybeUninit` is sound.
+                let uninit = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        buf.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>(),
+                        buf.len(),
+                    )
+                };
+                match SockRef::from(&**s).recv_with_flags(uninit, libc::MSG_DONTWAIT) {
+                    Ok(n) => Ok(Some(n)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            Wire::Tls(_) => Ok(None),
+        }
+    }
+
     /// Runs `f` with a writer that never blocks.
     pub fn with_writer<R>(&mut self, f: impl FnOnce(&mut dyn Write) -> R) -> R {
         match self {

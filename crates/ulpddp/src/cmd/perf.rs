@@ -134,6 +134,21 @@ pub struct Args {
     /// between the cores).
     #[arg(long, conflicts_with_all = ["host_cpu", "target_cpu"])]
     pub no_pin: bool,
+    /// Busy polling: the host (and the embedded target) keep trying their sockets for up
+    /// to this many microseconds before sleeping, as SPDK's pollers do; a queue under load
+    /// then never sleeps, and each spinning thread takes its whole core (0: sleep at once).
+    #[arg(long, value_name = "USECS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub busy_poll: u64,
+    /// Ask the controller to disable SQ flow control (nvme-cli's `--disable-sqflow`), which
+    /// lets it complete a read with the SUCCESS flag of its last C2HData PDU instead of a
+    /// separate response capsule.
+    #[arg(long)]
+    pub disable_sqflow: bool,
+    /// SO_SNDBUF/SO_RCVBUF of the host's sockets (e.g. 4M; 0: the kernel's autotuning)
+    /// [default: 4M].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub socket_buffer_size: Option<u64>,
     #[command(flatten)]
     pub nic: NicArgs,
 }
@@ -240,6 +255,7 @@ fn open(
             };
             let mut cfg = TargetConfig::single_port("127.0.0.1:0".parse()?)
                 .subsystem(SubsystemConfig::new(EMBEDDED_NQN).namespace(ns));
+            cfg.busy_poll = Duration::from_micros(args.busy_poll);
             if let Some((host, key)) = &embedded_tls {
                 cfg.ports[0].tls = nvme_tcp_target::config::PortTls::Required;
                 cfg.tls_keys.insert(host.clone(), key.clone());
@@ -283,6 +299,11 @@ fn open(
     opts.queue_size = queue_size;
     opts.hdgst = hdgst;
     opts.ddgst = ddgst;
+    opts.busy_poll = Duration::from_micros(args.busy_poll);
+    opts.disable_sqflow = args.disable_sqflow;
+    if let Some(sz) = args.socket_buffer_size {
+        opts.socket_buffer = (sz > 0).then(|| usize::try_from(sz)).transpose()?;
+    }
     let nic = match nic_offload {
         Some(offload) => {
             let ctl = CtlArgs {

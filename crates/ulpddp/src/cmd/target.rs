@@ -124,6 +124,11 @@ pub struct Args {
     /// SO_SNDBUF/SO_RCVBUF of each connection (0: system default) [default: 4M].
     #[arg(long, value_parser = size)]
     socket_buffer_size: Option<u64>,
+    /// Busy polling: each clear-text connection keeps trying its socket for up to this many
+    /// microseconds before blocking (at most 100 ms), so a loaded connection never waits
+    /// for a wake-up; it takes a core while it spins [default: 0, block at once].
+    #[arg(long, value_name = "USECS", value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    busy_poll: Option<u64>,
     /// Serve Prometheus metrics on ADDR (`GET /metrics`): connections, Connects, commands,
     /// bytes, errors by status and latency per subsystem, namespace and connection
     /// [default: off].
@@ -259,6 +264,9 @@ fn build_config(a: &Args) -> anyhow::Result<TargetConfig> {
     }
     if let Some(v) = a.socket_buffer_size {
         cfg.socket_buffer_size = usize::try_from(v)?;
+    }
+    if let Some(v) = a.busy_poll {
+        cfg.busy_poll = Duration::from_micros(v);
     }
     cfg.validate()?;
     Ok(cfg)
