@@ -63,6 +63,8 @@ pub struct Connection {
     rcvlowat: libc::c_int,
     /// How long [`Connection::poll`] spins before sleeping ([`ConnectOptions::busy_poll`]).
     busy_poll: Duration,
+    /// When bytes last arrived (busy polling spins only within its budget after that).
+    last_rx: Instant,
 }
 
 impl std::fmt::Debug for Connection {
@@ -264,8 +266,15 @@ impl Connection {
             flow,
             marks: StreamMarks::default(),
             rcvlowat: 1,
-            busy_poll: opts.busy_poll,
+            busy_poll: Duration::ZERO,
+            last_rx: Instant::now(),
         })
+    }
+
+    /// Busy polling ([`ConnectOptions::busy_poll`]): how long [`Connection::poll`] spins
+    /// before it sleeps. I/O queues only: the admin queue idles between Keep Alives.
+    pub fn set_busy_poll(&mut self, budget: Duration) {
+        self.busy_poll = budget;
     }
 
     /// The marks the offload device on the path keeps for this connection, if any.
@@ -290,25 +299,31 @@ impl Connection {
             return Err(ProtocolError::Closed.into());
         }
         self.flush(core)?;
-        let progressed = self.read_available(core)?;
+        let progressed = self.read_and_note(core)?;
         if progressed || timeout.is_none_or(|t| t.is_zero()) {
             return Ok(());
         }
         if self.stream.pending() > 0 {
             return Ok(());
         }
+        let mut timeout = timeout;
         if !self.busy_poll.is_zero() {
-            // Spin on the socket (one non-blocking read per turn, yielding the core to any
-            // other runnable thread in between) until something arrives, the budget is spent
-            // or the caller's timeout passes.
-            let start = Instant::now();
-            let budget = timeout.map_or(self.busy_poll, |t| t.min(self.busy_poll));
-            while start.elapsed() < budget {
-                std::thread::yield_now();
+            // Spin on the socket (one non-blocking read per turn) until something arrives,
+            // the caller's timeout passes, or the budget since the last bytes received is
+            // spent: an idle queue sleeps. No sched_yield between turns: it would hand the
+            // core to any runnable thread, whatever its priority, for a whole time slice.
+            let now = Instant::now();
+            let end = (self.last_rx + self.busy_poll).min(now + timeout.unwrap_or_default());
+            while Instant::now() < end {
+                std::hint::spin_loop();
                 self.flush(core)?;
-                if self.read_available(core)? || self.stream.pending() > 0 {
+                if self.read_and_note(core)? || self.stream.pending() > 0 {
                     return Ok(());
                 }
+            }
+            timeout = timeout.map(|t| t.saturating_sub(now.elapsed()));
+            if timeout.is_some_and(|t| t.is_zero()) {
+                return Ok(());
             }
         }
         let want_write = !core.tx_is_empty();
@@ -329,8 +344,17 @@ impl Connection {
             }
         }
         self.flush(core)?;
-        self.read_available(core)?;
+        self.read_and_note(core)?;
         Ok(())
+    }
+
+    /// [`Connection::read_available`], noting when bytes arrived for busy polling.
+    fn read_and_note(&mut self, core: &mut QueueCore) -> Result<bool, HostError> {
+        let any = self.read_available(core)?;
+        if any {
+            self.last_rx = Instant::now();
+        }
+        Ok(any)
     }
 
     /// Reads until the socket would block or enough commands completed. Returns true if any

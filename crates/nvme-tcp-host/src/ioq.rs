@@ -92,6 +92,7 @@ impl IoQueue {
         });
         core.set_zero_copy_tx(true);
         let mut conn = Connection::open(&shared.opts)?;
+        conn.set_busy_poll(shared.opts.busy_poll);
         connect_queue(
             &shared.opts,
             &mut conn,
@@ -426,6 +427,7 @@ impl IoQueue {
         for attempt in 0..2 {
             let (cntlid, generation) = self.shared.association()?;
             let mut conn = Connection::open(&opts)?;
+            conn.set_busy_poll(opts.busy_poll);
             match connect_queue(
                 &opts,
                 &mut conn,

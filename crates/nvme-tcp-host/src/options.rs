@@ -79,12 +79,13 @@ pub struct ConnectOptions {
     /// Socket send/receive buffer size to request (SO_SNDBUF/SO_RCVBUF); `None` keeps the
     /// system default.
     pub socket_buffer: Option<usize>,
-    /// Busy polling: how long [`crate::IoQueue::poll`] keeps trying the socket without
+    /// Busy polling of I/O queues: how long [`crate::IoQueue::poll`] keeps trying the socket without
     /// sleeping before it waits in `poll(2)` (Linux's `net.core.busy_poll`, done in user
     /// space since a loopback or TUN socket has no NAPI context to poll). A queue under load
     /// then never sleeps and never waits for a wake-up, at the price of a busy core, as SPDK's
-    /// pollers do; idle queues still sleep once the budget is spent. `ZERO` (the default)
-    /// sleeps as soon as nothing is ready.
+    /// pollers do; a queue sleeps once nothing arrived for the budget. Give each polling
+    /// thread its own core: pollers sharing one take turns by time slice. `ZERO` (the
+    /// default) sleeps as soon as nothing is ready.
     pub busy_poll: Duration,
     /// Size of the per-queue receive pipe that PDU headers (and data that arrives together with
     /// them) are read into; large C2HData payloads bypass it and are read straight into the

@@ -181,3 +181,4 @@ fn discovery_log_reports_the_current_generation() {
     assert_eq!(second.entries, first.entries);
     ctrl.shutdown();
 }
+

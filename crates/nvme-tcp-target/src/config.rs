@@ -391,12 +391,13 @@ pub struct TargetConfig {
     /// Worker threads per I/O connection are not used; this is the per-connection socket
     /// buffer size requested with SO_SNDBUF/SO_RCVBUF, bytes (0 keeps the system default).
     pub socket_buffer_size: usize,
-    /// Busy polling: how long a connection's thread keeps trying its socket without
-    /// sleeping before it blocks in a read (Linux's `net.core.busy_poll`, done in user space
-    /// since a loopback or TUN socket has no NAPI context to poll). A busy connection then
-    /// never waits for a wake-up, at the price of a busy core; its thread yields to other
-    /// runnable threads between tries, and an idle connection sleeps once the budget is
-    /// spent. Clear-text connections only. `ZERO` (the default) blocks at once.
+    /// Busy polling: how long the thread of an I/O queue keeps trying its socket without
+    /// sleeping after the last bytes it received, before it blocks in a read (Linux's
+    /// `net.core.busy_poll`, done in user space since a loopback or TUN socket has no NAPI
+    /// context to poll). A busy connection then never waits for a wake-up, at the price of a
+    /// busy core; pollers sharing a core take turns by time slice, so this suits as many
+    /// busy I/O queues as the target has cores. Clear-text connections only. `ZERO` (the
+    /// default) blocks at once.
     pub busy_poll: Duration,
 }
 

@@ -789,26 +789,27 @@ fn flush_with_deadline(
     }
 }
 
-/// Busy polling ([`crate::TargetConfig::busy_poll`]): tries the socket without blocking,
-/// yielding the core between tries, for up to `budget` (at most [`TICK`], so timeouts are
-/// still handled in time). `None`: nothing arrived (or a TLS session, which is not polled);
-/// the caller blocks.
-fn busy_read(wire: &mut Wire, buf: &mut [u8], budget: Duration) -> Option<std::io::Result<usize>> {
-    if budget.is_zero() || wire.is_tls() {
+/// Busy polling ([`crate::TargetConfig::busy_poll`]): tries the socket without blocking
+/// (no sched_yield between tries: it would hand the core to any runnable thread for a whole
+/// time slice) until `until` (and for at most [`TICK`], so timeouts
+/// are still handled in time). `None`: nothing arrived (or a TLS session, which is not
+/// polled); the caller blocks.
+fn busy_read(wire: &mut Wire, buf: &mut [u8], until: Instant) -> Option<std::io::Result<usize>> {
+    let start = Instant::now();
+    if until <= start || wire.is_tls() {
         return None;
     }
-    let budget = budget.min(TICK);
-    let start = Instant::now();
+    let until = until.min(start + TICK);
     loop {
         match wire.try_read(buf) {
             Ok(Some(n)) => return Some(Ok(n)),
             Ok(None) => {}
             Err(e) => return Some(Err(e)),
         }
-        if start.elapsed() >= budget {
+        if Instant::now() >= until {
             return None;
         }
-        std::thread::yield_now();
+        std::hint::spin_loop();
     }
 }
 
@@ -821,6 +822,7 @@ fn serve(
     entry: &ConnEntry,
 ) {
     let mut ticking = false;
+    let mut last_rx = Instant::now();
     loop {
         if let Err(e) = flush_with_deadline(stream, wire, &mut conn, &shared.state) {
             if e.kind() == std::io::ErrorKind::TimedOut {
@@ -860,6 +862,13 @@ fn serve(
         {
             break; // closing
         }
+        // Busy polling is for I/O queues (the admin queue idles between Keep Alives), and
+        // only within its budget after the last bytes received: an idle queue sleeps.
+        let spin_until = if conn.queue_id().is_some_and(|(_, qid)| qid != 0) {
+            last_rx + shared.state.busy_poll()
+        } else {
+            last_rx
+        };
         let buf = conn.recv_buf();
         if buf.is_empty() {
             tracing::warn!(
@@ -868,7 +877,7 @@ fn serve(
             );
             break;
         }
-        let read = match busy_read(wire, buf, shared.state.busy_poll()) {
+        let read = match busy_read(wire, buf, spin_until) {
             Some(r) => r,
             None => wire.read(buf),
         };
@@ -885,7 +894,8 @@ fn serve(
             Ok(0) => conn.on_eof(),
             Ok(n) => {
                 entry.last_rx_ms.store(shared.now_ms(), Ordering::Relaxed);
-                conn.on_recv(n, Instant::now())
+                last_rx = Instant::now();
+                conn.on_recv(n, last_rx)
             }
             Err(e)
                 if matches!(
