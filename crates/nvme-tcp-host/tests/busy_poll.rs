@@ -70,9 +70,15 @@ fn busy_polled_queues_move_data_and_sleep_when_idle() {
     let host = cpu(libc::CLOCK_THREAD_CPUTIME_ID) - thread0;
     let all = cpu(libc::CLOCK_PROCESS_CPUTIME_ID) - proc0;
     // (poll(2) counts whole milliseconds: a call can end up to 1 ms early.)
-    assert!(wall >= Duration::from_millis(400), "poll kept its timeouts: {wall:?}");
+    assert!(
+        wall >= Duration::from_millis(400),
+        "poll kept its timeouts: {wall:?}"
+    );
     let slack = Duration::from_millis(150);
-    assert!(host < budget + slack, "the idle host queue spun {host:?} in {wall:?}");
+    assert!(
+        host < budget + slack,
+        "the idle host queue spun {host:?} in {wall:?}"
+    );
     assert!(
         all < 2 * budget + 2 * slack,
         "host and target spun {all:?} in {wall:?} while idle"

@@ -181,4 +181,3 @@ fn discovery_log_reports_the_current_generation() {
     assert_eq!(second.entries, first.entries);
     ctrl.shutdown();
 }
-
