@@ -306,6 +306,13 @@ impl Connection {
         if self.stream.pending() > 0 {
             return Ok(());
         }
+        // Nothing to read: compute the data digests of writes waiting for their R2Ts now,
+        // one at a time, looking at the socket in between.
+        while core.digest_ahead() {
+            if self.read_and_note(core)? {
+                return Ok(());
+            }
+        }
         let mut timeout = timeout;
         if !self.busy_poll.is_zero() {
             // Spin on the socket (one non-blocking read per turn) until something arrives,

@@ -36,9 +36,19 @@ pub struct Client {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     next_id: u64,
+    /// Notifications that arrived while a call waited for its reply.
+    pending: std::collections::VecDeque<(String, Value)>,
 }
 
 impl Client {
+    /// Waits at most `timeout` for each reply or notification (`None`: forever, the
+    /// default); past it a call or [`Client::next_notification`] fails with an I/O error.
+    pub fn set_timeout(&self, timeout: Option<std::time::Duration>) -> Result<(), ClientError> {
+        self.writer
+            .set_read_timeout(timeout)
+            .map_err(|e| self.io(e))
+    }
+
     /// Connects to the control socket at `path`.
     pub fn connect(path: impl AsRef<Path>) -> Result<Self, ClientError> {
         let p = path.as_ref().display().to_string();
@@ -53,6 +63,7 @@ impl Client {
             reader: BufReader::new(s),
             writer: w,
             next_id: 1,
+            pending: std::collections::VecDeque::new(),
         })
     }
 
@@ -88,7 +99,15 @@ impl Client {
         loop {
             let msg = self.read_msg()?;
             if msg.get("id") != Some(&json!(id)) {
-                continue; // a notification that arrived in between
+                // A notification that arrived in between (a subscriber is registered before
+                // its reply), kept for next_notification; a subscriber that never asks for
+                // them holds at most the server's few.
+                if let Some(n) = as_notification(&msg)
+                    && self.pending.len() < MAX_PENDING
+                {
+                    self.pending.push_back(n);
+                }
+                continue;
             }
             if let Some(e) = msg.get("error") {
                 return Err(ClientError::Rpc {
@@ -114,16 +133,29 @@ impl Client {
 
     /// Blocks until the next notification and returns `(method, params)`.
     pub fn next_notification(&mut self) -> Result<(String, Value), ClientError> {
+        if let Some(n) = self.pending.pop_front() {
+            return Ok(n);
+        }
         loop {
             let msg = self.read_msg()?;
-            if msg.get("id").is_none()
-                && let Some(m) = msg.get("method").and_then(Value::as_str)
-            {
-                return Ok((
-                    m.to_string(),
-                    msg.get("params").cloned().unwrap_or(Value::Null),
-                ));
+            if let Some(n) = as_notification(&msg) {
+                return Ok(n);
             }
         }
     }
+}
+
+/// Notifications kept while calls wait for their replies.
+const MAX_PENDING: usize = 1024;
+
+/// `(method, params)` of a notification (a message without `id`).
+fn as_notification(msg: &Value) -> Option<(String, Value)> {
+    if msg.get("id").is_some() {
+        return None;
+    }
+    let m = msg.get("method").and_then(Value::as_str)?;
+    Some((
+        m.to_string(),
+        msg.get("params").cloned().unwrap_or(Value::Null),
+    ))
 }

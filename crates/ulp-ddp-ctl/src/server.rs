@@ -140,13 +140,15 @@ fn serve_client(conn: UnixStream, reg: &Registry, subs: &Mutex<Vec<UnixStream>>)
                 }
             }
             Outcome::Subscribe(r) => {
+                // Registered before the reply: once the client has it, no change made after
+                // can go unnotified.
+                if let Ok(c) = out.try_clone() {
+                    subs.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+                }
                 if let Some(r) = r
                     && send(&mut out, &r).is_err()
                 {
                     return;
-                }
-                if let Ok(c) = out.try_clone() {
-                    subs.lock().unwrap_or_else(|e| e.into_inner()).push(c);
                 }
             }
             Outcome::ReplyAndNotify(r, body) => {

@@ -77,6 +77,36 @@ fn caps_set_applies_the_mask_and_notifies_subscribers() {
 }
 
 #[test]
+fn a_subscriber_hears_every_change_made_after_its_subscribe_returned() {
+    // The subscription is in place when the reply arrives: a change another client makes
+    // right after is notified (the subscriber was once registered only after its reply).
+    let (_d, srv, _r) = setup();
+    let mut c = Client::connect(srv.path()).unwrap();
+    for i in 0..300 {
+        let mut sub = Client::connect(srv.path()).unwrap();
+        sub.set_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        sub.subscribe().unwrap();
+        let wanted = if i % 2 == 0 { 1 } else { 0 };
+        c.call(
+            "caps-set",
+            json!({"ifindex": 1, "wanted": wanted, "wanted-mask": 1}),
+        )
+        .unwrap();
+        let (m, p) = sub
+            .next_notification()
+            .unwrap_or_else(|e| panic!("round {i}: no notification: {e}"));
+        assert_eq!(m, "caps-set-ntf");
+        let want = if wanted == 1 {
+            json!(["nvme-tcp"])
+        } else {
+            json!([])
+        };
+        assert_eq!(p["active"], want, "round {i}");
+    }
+}
+
+#[test]
 fn unknown_capability_is_refused_and_changes_nothing() {
     let (_d, srv, _r) = setup();
     let mut c = Client::connect(srv.path()).unwrap();

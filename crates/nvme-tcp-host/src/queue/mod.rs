@@ -206,6 +206,9 @@ pub(crate) struct Slot {
     pub(crate) ddp: bool,
     /// The command finished with this result and waits for `teardown_done`.
     pub(crate) tearing: Option<Result<CqeInfo, IoError>>,
+    /// The data digest of the write's first H2CData PDU (DATAO 0, this DATAL), computed
+    /// ahead while the queue waited for the R2T ([`QueueCore::digest_ahead`]).
+    pub(crate) h2c_digest: Option<(usize, u32)>,
 }
 
 impl Slot {
@@ -240,6 +243,7 @@ impl Slot {
             last_error: None,
             ddp: false,
             tearing: None,
+            h2c_digest: None,
         }
     }
 }
@@ -294,6 +298,9 @@ pub struct QueueCore {
     reserved_in_use: usize,
     /// Slots submitted while the queue was not live, or to re-issue after a reconnect.
     deferred: VecDeque<u16>,
+    /// Writes sent without their data, whose first H2CData digest is not computed yet:
+    /// (slot, CID).
+    digest_ahead: VecDeque<(u16, u16)>,
     completions: VecDeque<Completion>,
     tx: tx::TxQueue,
     pub(crate) rx: rx::RxMachine,
@@ -328,6 +335,7 @@ impl QueueCore {
             depth: depth as usize,
             reserved_in_use: 0,
             deferred: VecDeque::with_capacity(depth as usize),
+            digest_ahead: VecDeque::with_capacity(slots as usize),
             completions: VecDeque::with_capacity(depth as usize),
             tx: tx::TxQueue::with_capacity(64 << 10),
             rx: rx::RxMachine::new(),
@@ -466,6 +474,7 @@ impl QueueCore {
         slot.in_capsule = dir == DataDir::ToController && len <= icmax;
         slot.ddp = false;
         slot.tearing = None;
+        slot.h2c_digest = None;
         set_cid(&mut slot.sqe, cid);
         set_sgl(&mut slot.sqe, len, slot.in_capsule);
         self.stats.submitted += 1;
@@ -500,8 +509,41 @@ impl QueueCore {
         if data_len > 0
             && let Some(buf) = &slot.buf
         {
-            self.tx.data(idx, buf, 0, data_len, neg.ddgst);
+            self.tx
+                .data(idx, buf, 0, data_len, neg.ddgst.then_some(None));
+        } else if neg.ddgst
+            && slot.dir == DataDir::ToController
+            && slot.h2c_digest.is_none()
+            && self.digest_ahead.len() < self.digest_ahead.capacity()
+        {
+            self.digest_ahead.push_back((idx, slot.cid));
         }
+    }
+
+    /// Computes ahead the data digest of the first H2CData PDU of one write that waits for
+    /// its R2T, so that answering the R2T costs no CRC pass: the driver calls this when it
+    /// has nothing to read (before it spins or sleeps), one write at a time, looking at the
+    /// socket in between. Returns false when no write needed it.
+    pub fn digest_ahead(&mut self) -> bool {
+        let Some(neg) = self.neg else { return false };
+        let maxd = (neg.maxh2cdata as usize).max(4096);
+        while let Some((idx, cid)) = self.digest_ahead.pop_front() {
+            let slot = &mut self.slots[idx as usize];
+            // Still that command, still waiting for its first R2T, buffer at hand.
+            if slot.cid != cid
+                || !slot.sent
+                || slot.r2t_next != 0
+                || slot.h2c_digest.is_some()
+                || slot.tearing.is_some()
+            {
+                continue;
+            }
+            let Some(buf) = &slot.buf else { continue };
+            let n = slot.len.min(maxd);
+            slot.h2c_digest = Some((n, tx::crc_range(buf, 0, n)));
+            return true;
+        }
+        false
     }
 
     /// Appends H2CData PDUs for `r2tl` bytes at `r2to` of slot `idx`, split at MAXH2CDATA.
@@ -530,7 +572,9 @@ impl QueueCore {
                 datal: n as u32,
             };
             self.tx.stage(HeaderBuf::new(&repr).as_bytes());
-            self.tx.data(idx, buf, off, n, neg.ddgst);
+            let known = slot.h2c_digest.filter(|&(len, _)| off == 0 && len == n);
+            self.tx
+                .data(idx, buf, off, n, neg.ddgst.then_some(known.map(|(_, d)| d)));
             off += n;
         }
     }

@@ -34,7 +34,7 @@ pub(crate) struct TxQueue {
 }
 
 /// CRC32C over `len` bytes at transfer offset `off` of `buf` (which the caller checked).
-fn crc_range(buf: &IoBuf, off: usize, len: usize) -> u32 {
+pub(crate) fn crc_range(buf: &IoBuf, off: usize, len: usize) -> u32 {
     let mut c = Crc32c::new();
     buf.for_each_chunk(off as u64, len, |s| {
         c.update(s);
@@ -108,13 +108,21 @@ impl TxQueue {
     }
 
     /// Appends `len` payload bytes at transfer offset `off` of slot `idx`'s buffer, then their
-    /// data digest if `ddgst`. The range must be inside `buf`.
-    pub(crate) fn data(&mut self, idx: u16, buf: &IoBuf, off: usize, len: usize, ddgst: bool) {
+    /// data digest if `ddgst` is `Some`: the digest given, or else computed here. The range
+    /// must be inside `buf`.
+    pub(crate) fn data(
+        &mut self,
+        idx: u16,
+        buf: &IoBuf,
+        off: usize,
+        len: usize,
+        ddgst: Option<Option<u32>>,
+    ) {
         if len == 0 {
             return;
         }
         if self.zero_copy {
-            let d = ddgst.then(|| crc_range(buf, off, len));
+            let d = ddgst.map(|known| known.unwrap_or_else(|| crc_range(buf, off, len)));
             self.pieces.push_back(Piece::Data { idx, off, len });
             if let Some(d) = d {
                 self.stage(&d.to_le_bytes());
@@ -122,11 +130,13 @@ impl TxQueue {
         } else {
             let start = self.buf.len();
             buf.copy_out(off, len, &mut self.buf);
-            if ddgst {
+            if let Some(known) = ddgst {
                 // Digest over the bytes just copied, while they are in cache.
-                let mut c = Crc32c::new();
-                c.update(&self.buf[start..]);
-                let d = c.finalize();
+                let d = known.unwrap_or_else(|| {
+                    let mut c = Crc32c::new();
+                    c.update(&self.buf[start..]);
+                    c.finalize()
+                });
                 self.buf.extend_from_slice(&d.to_le_bytes());
             }
         }
