@@ -950,13 +950,15 @@ fn live_mode(hdgst: bool, ddgst: bool, zero_copy: bool) -> QueueCore {
 
 proptest! {
     /// Zero-copy transmit sends exactly the bytes copy mode sends, whatever the write sizes,
-    /// scatter-gather layout, digests and send sizes.
+    /// scatter-gather layout, digests, send sizes and R2T ranges, and whether data digests
+    /// were computed ahead ([`QueueCore::digest_ahead`]) for some of the writes or not.
     #[test]
     fn zero_copy_tx_sends_the_same_bytes(lens in proptest::collection::vec(1usize..30000, 1..5),
                                          split in 1usize..5000, max in 1usize..70000,
+                                         first_r2t in 1usize..30000, ahead in 0usize..6,
                                          h in any::<bool>(), d in any::<bool>()) {
         let mut streams = Vec::new();
-        for zc in [false, true] {
+        for (zc, ahead) in [(false, 0), (true, 0), (true, ahead)] {
             let mut q = live_mode(h, d, zc);
             let mut cids = Vec::new();
             for (i, &len) in lens.iter().enumerate() {
@@ -972,16 +974,69 @@ proptest! {
                 cids.push((cid, len));
             }
             let mut out = drain_tx(&mut q, max);
+            for _ in 0..ahead {
+                q.digest_ahead();
+            }
             for &(cid, len) in &cids {
                 if len > 4096 {
-                    q.rx_feed(&r2t(&q, cid, 9, 0, len as u32)).unwrap();
+                    // One R2T for all of it, or two (MAXR2T is 1: the second after the
+                    // first's data).
+                    let a = first_r2t.min(len);
+                    q.rx_feed(&r2t(&q, cid, 9, 0, a as u32)).unwrap();
                     out.extend(drain_tx(&mut q, max));
+                    if a < len {
+                        q.rx_feed(&r2t(&q, cid, 9, a as u32, (len - a) as u32)).unwrap();
+                        out.extend(drain_tx(&mut q, max));
+                    }
                 }
             }
+            prop_assert!(!q.digest_ahead(), "nothing left to digest once the R2Ts came");
             streams.push(out);
         }
         prop_assert!(streams[0] == streams[1]);
+        prop_assert!(streams[0] == streams[2]);
     }
+}
+
+#[test]
+fn write_digests_are_computed_ahead_one_at_a_time_and_used_for_the_first_h2c_data() {
+    let mut q = live(false, true);
+    let a = pattern(8192, 1);
+    let b = pattern(20000, 2);
+    let cid_a = submit(&mut q, write_req(a.clone(), 1));
+    let cid_b = submit(&mut q, write_req(b.clone(), 2));
+    drain_tx(&mut q, usize::MAX);
+    // One write per call, then nothing.
+    assert!(q.digest_ahead());
+    assert!(q.digest_ahead());
+    assert!(!q.digest_ahead());
+    let idx_a = q.tags.lookup(cid_a).unwrap() as usize;
+    let idx_b = q.tags.lookup(cid_b).unwrap() as usize;
+    // MAXH2CDATA 8192: the first PDU's DATAL.
+    assert_eq!(q.slots[idx_a].h2c_digest, Some((8192, crc32c(&a))));
+    assert_eq!(q.slots[idx_b].h2c_digest, Some((8192, crc32c(&b[..8192]))));
+    // A wrong digest planted in the slot shows on the wire: the computed-ahead one is what
+    // the first PDU carries, and only the first.
+    q.slots[idx_b].h2c_digest = Some((8192, 0xdead_beef));
+    q.rx_feed(&r2t(&q, cid_b, 5, 0, 20000)).unwrap();
+    let tx = drain_tx(&mut q, usize::MAX);
+    let p = DataPdu::new_checked(&tx).unwrap();
+    assert_eq!((p.datao(), p.datal()), (0, 8192));
+    assert_eq!(&tx[24 + 8192..28 + 8192], &0xdead_beef_u32.to_le_bytes());
+    let off = p.ch().plen() as usize;
+    let p2 = DataPdu::new_checked(&tx[off..]).unwrap();
+    assert_eq!(p2.datao(), 8192);
+    let d2 = &tx[off + 24..off + 24 + 8192];
+    assert_eq!(
+        &tx[off + 24 + 8192..off + 28 + 8192],
+        &crc32c(d2).to_le_bytes()
+    );
+    // A write whose R2Ts come before any digest ahead is digested as it is sent, and
+    // not again later.
+    let c = submit(&mut q, write_req(pattern(9000, 3), 3));
+    drain_tx(&mut q, usize::MAX);
+    q.rx_feed(&r2t(&q, c, 6, 0, 9000)).unwrap();
+    assert!(!q.digest_ahead());
 }
 
 #[test]
