@@ -790,10 +790,10 @@ fn flush_with_deadline(
 }
 
 /// Busy polling ([`crate::TargetConfig::busy_poll`]): tries the socket without blocking
-/// (no sched_yield between tries: it would hand the core to any runnable thread for a whole
-/// time slice) until `until` (and for at most [`TICK`], so timeouts
-/// are still handled in time). `None`: nothing arrived (or a TLS session, which is not
-/// polled); the caller blocks.
+/// until `until`, for at most [`TICK`] so that timeouts are still handled in time; no
+/// sched_yield between tries (it would hand the core to any runnable thread for a whole time
+/// slice). `None`: nothing arrived, or a TLS session, which is not polled; the caller
+/// blocks.
 fn busy_read(wire: &mut Wire, buf: &mut [u8], until: Instant) -> Option<std::io::Result<usize>> {
     let start = Instant::now();
     if until <= start || wire.is_tls() {
