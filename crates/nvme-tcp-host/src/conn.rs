@@ -306,6 +306,7 @@ impl Connection {
         if self.stream.pending() > 0 {
             return Ok(());
         }
+        let start = Instant::now();
         // Nothing to read: compute the data digests of writes waiting for their R2Ts now,
         // one at a time, looking at the socket in between.
         while core.digest_ahead() {
@@ -313,25 +314,30 @@ impl Connection {
                 return Ok(());
             }
         }
-        let mut timeout = timeout;
         if !self.busy_poll.is_zero() {
             // Spin on the socket (one non-blocking read per turn) until something arrives,
             // the caller's timeout passes, or the budget since the last bytes received is
             // spent: an idle queue sleeps. No sched_yield between turns: it would hand the
             // core to any runnable thread, whatever its priority, for a whole time slice.
-            let now = Instant::now();
-            let end = (self.last_rx + self.busy_poll).min(now + timeout.unwrap_or_default());
-            while Instant::now() < end {
+            // (A sum past what an Instant holds means no limit from that side.)
+            let budget_end = self.last_rx.checked_add(self.busy_poll);
+            let timeout_end = timeout.and_then(|t| start.checked_add(t));
+            let end = match (budget_end, timeout_end) {
+                (Some(b), Some(t)) => Some(b.min(t)),
+                (b, t) => b.or(t),
+            };
+            while end.is_none_or(|e| Instant::now() < e) {
                 std::hint::spin_loop();
                 self.flush(core)?;
                 if self.read_and_note(core)? || self.stream.pending() > 0 {
                     return Ok(());
                 }
             }
-            timeout = timeout.map(|t| t.saturating_sub(now.elapsed()));
-            if timeout.is_some_and(|t| t.is_zero()) {
-                return Ok(());
-            }
+        }
+        // What is left of the caller's timeout after the digests and the spin.
+        let timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
+        if timeout.is_some_and(|t| t.is_zero()) {
+            return Ok(());
         }
         let want_write = !core.tx_is_empty();
         let mut pfd = libc::pollfd {

@@ -790,24 +790,32 @@ fn flush_with_deadline(
 }
 
 /// Busy polling ([`crate::TargetConfig::busy_poll`]): tries the socket without blocking
-/// until `until`, for at most [`TICK`] so that timeouts are still handled in time; no
-/// sched_yield between tries (it would hand the core to any runnable thread for a whole time
-/// slice). `None`: nothing arrived, or a TLS session, which is not polled; the caller
-/// blocks.
-fn busy_read(wire: &mut Wire, buf: &mut [u8], until: Instant) -> Option<std::io::Result<usize>> {
+/// until `until` (`None`: no end); no sched_yield between tries (it would hand the core to
+/// any runnable thread for a whole time slice). `None`: nothing arrived by then, or a TLS
+/// session, which is not polled; the caller blocks. After [`TICK`] of spinning with budget
+/// left it returns `WouldBlock`, so that the caller handles its timeouts and spins on.
+fn busy_read(
+    wire: &mut Wire,
+    buf: &mut [u8],
+    until: Option<Instant>,
+) -> Option<std::io::Result<usize>> {
     let start = Instant::now();
-    if until <= start || wire.is_tls() {
+    if until.is_some_and(|u| u <= start) || wire.is_tls() {
         return None;
     }
-    let until = until.min(start + TICK);
+    let tick = start + TICK;
     loop {
         match wire.try_read(buf) {
             Ok(Some(n)) => return Some(Ok(n)),
             Ok(None) => {}
             Err(e) => return Some(Err(e)),
         }
-        if Instant::now() >= until {
+        let now = Instant::now();
+        if until.is_some_and(|u| now >= u) {
             return None;
+        }
+        if now >= tick {
+            return Some(Err(std::io::ErrorKind::WouldBlock.into()));
         }
         std::hint::spin_loop();
     }
@@ -865,9 +873,9 @@ fn serve(
         // Busy polling is for I/O queues (the admin queue idles between Keep Alives), and
         // only within its budget after the last bytes received: an idle queue sleeps.
         let spin_until = if conn.queue_id().is_some_and(|(_, qid)| qid != 0) {
-            last_rx + shared.state.busy_poll()
+            last_rx.checked_add(shared.state.busy_poll())
         } else {
-            last_rx
+            Some(last_rx)
         };
         let buf = conn.recv_buf();
         if buf.is_empty() {

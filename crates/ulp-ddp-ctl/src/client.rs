@@ -43,6 +43,8 @@ pub struct Client {
 impl Client {
     /// Waits at most `timeout` for each reply or notification (`None`: forever, the
     /// default); past it a call or [`Client::next_notification`] fails with an I/O error.
+    /// A message may then have been cut in the middle: connect again rather than go on
+    /// with this client.
     pub fn set_timeout(&self, timeout: Option<std::time::Duration>) -> Result<(), ClientError> {
         self.writer
             .set_read_timeout(timeout)

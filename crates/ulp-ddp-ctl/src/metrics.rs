@@ -388,6 +388,15 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             let mut s = stream;
             let _ = s.set_nonblocking(true);
             let _ = s.write_all(BUSY);
+            // Take in what the client already sent, without waiting: closing with unread
+            // bytes would reset the connection, and the client might never see the 503.
+            let mut sink = [0u8; 4096];
+            for _ in 0..4 {
+                if !matches!(s.read(&mut sink), Ok(n) if n > 0) {
+                    break;
+                }
+            }
+            let _ = s.shutdown(std::net::Shutdown::Write);
             continue;
         }
         let slot = Slot(shared.clone());

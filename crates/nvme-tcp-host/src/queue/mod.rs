@@ -511,12 +511,14 @@ impl QueueCore {
         {
             self.tx
                 .data(idx, buf, 0, data_len, neg.ddgst.then_some(None));
-        } else if neg.ddgst
-            && slot.dir == DataDir::ToController
-            && slot.h2c_digest.is_none()
-            && self.digest_ahead.len() < self.digest_ahead.capacity()
-        {
-            self.digest_ahead.push_back((idx, slot.cid));
+        } else if neg.ddgst && slot.dir == DataDir::ToController && slot.h2c_digest.is_none() {
+            // Bounded: a driver that never finds time for them drops the oldest (mostly
+            // stale) entries, not the new ones.
+            let cid = slot.cid;
+            if self.digest_ahead.len() == self.slots.len() {
+                self.digest_ahead.pop_front();
+            }
+            self.digest_ahead.push_back((idx, cid));
         }
     }
 

@@ -134,9 +134,10 @@ pub struct Args {
     /// between the cores).
     #[arg(long, conflicts_with_all = ["host_cpu", "target_cpu"])]
     pub no_pin: bool,
-    /// Busy polling: the host (and the embedded target) keep trying their sockets for up
-    /// to this many microseconds before sleeping, as SPDK's pollers do; a queue under load
-    /// then never sleeps, and each spinning thread takes its whole core (0: sleep at once).
+    /// Busy polling: the host (and the embedded target, in clear text) keep trying their
+    /// sockets for up to this many microseconds after the last bytes before sleeping, as
+    /// SPDK's pollers do; a queue under load then never sleeps, and each spinning thread
+    /// takes its whole core (0: sleep at once).
     #[arg(long, value_name = "USECS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub busy_poll: u64,

@@ -124,9 +124,9 @@ pub struct Args {
     /// SO_SNDBUF/SO_RCVBUF of each connection (0: system default) [default: 4M].
     #[arg(long, value_parser = size)]
     socket_buffer_size: Option<u64>,
-    /// Busy polling: each clear-text connection keeps trying its socket for up to this many
-    /// microseconds before blocking (at most 100 ms), so a loaded connection never waits
-    /// for a wake-up; it takes a core while it spins [default: 0, block at once].
+    /// Busy polling: each clear-text I/O connection keeps trying its socket for up to this
+    /// many microseconds after the last bytes before blocking, so a loaded connection never
+    /// waits for a wake-up; it takes a core while it spins [default: 0, block at once].
     #[arg(long, value_name = "USECS", value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     busy_poll: Option<u64>,
     /// Serve Prometheus metrics on ADDR (`GET /metrics`): connections, Connects, commands,
