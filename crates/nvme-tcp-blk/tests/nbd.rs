@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nvme_tcp_blk::nbd::proto::{self, IHAVEOPT, RequestHeader, opt, rep};
-use nvme_tcp_blk::nbd::{Export, NbdServer, ServerConfig};
+use nvme_tcp_blk::nbd::{Export, NbdAddr, NbdListener, NbdServer, ServerConfig};
 use nvme_tcp_blk::{BlockEngine, Disk, EngineConfig};
 use nvme_tcp_host::{ConnectOptions, Controller};
 use nvme_tcp_target::namespace::{Backing, LbaSize};
@@ -59,6 +59,15 @@ struct Setup {
 
 impl Setup {
     fn new(o: ConnectOptions, nsids: &[u32], cfg: ServerConfig) -> Self {
+        Self::on(
+            o,
+            nsids,
+            cfg,
+            TcpListener::bind("127.0.0.1:0").unwrap().into(),
+        )
+    }
+
+    fn on(o: ConnectOptions, nsids: &[u32], cfg: ServerConfig, l: NbdListener) -> Self {
         let ctrl = Controller::connect(o).expect("connect");
         let engine = Arc::new(BlockEngine::new(ctrl, nsids, EngineConfig::default()).unwrap());
         let exports = Disk::all(&engine)
@@ -70,7 +79,6 @@ impl Setup {
                 read_only: false,
             })
             .collect();
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let server = NbdServer::start(l, exports, cfg).unwrap();
         Self {
             engine,
@@ -79,11 +87,14 @@ impl Setup {
     }
 
     fn addr(&self) -> SocketAddr {
-        self.server.as_ref().unwrap().local_addr()
+        match self.server.as_ref().unwrap().local_addr() {
+            NbdAddr::Tcp(a) => a,
+            a => panic!("{a} is not a TCP address"),
+        }
     }
 
     fn url(&self, export: &str) -> String {
-        format!("nbd://{}/{export}", self.addr())
+        self.server.as_ref().unwrap().local_addr().uri(export)
     }
 }
 
@@ -203,6 +214,59 @@ fn qemu_img_writes_and_reads_back_two_namespaces_with_checksums() {
     let src = std::fs::read(dir.path().join("ns1.src")).unwrap();
     assert!(std::fs::read(&p1).unwrap() == src, "namespace file differs");
     drop(s);
+    t.shutdown();
+}
+
+#[test]
+fn qemu_img_over_a_unix_socket_writes_and_reads_back() {
+    let dir = tmpdir();
+    let t = target(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![(Backing::Ram { size: 16 << 20 }, LbaSize::B512)],
+        None,
+    );
+    let sock = dir.path().join("nbd.sock");
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let s = Setup::on(
+        opts(t.local_addrs()[0].port(), 2),
+        &[1],
+        ServerConfig::default(),
+        l.into(),
+    );
+    let url = s.url("ns1");
+    assert_eq!(url, format!("nbd+unix:///ns1?socket={}", sock.display()));
+    let info = run("qemu-img", &["info", &url]);
+    assert!(info.contains("16 MiB"), "{info}");
+    let src = dir.path().join("src");
+    let back = dir.path().join("back");
+    let data = random(16 << 20);
+    std::fs::write(&src, &data).unwrap();
+    let src = src.to_str().unwrap();
+    run(
+        "qemu-img",
+        &["convert", "-n", "-f", "raw", "-O", "raw", src, &url],
+    );
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            &url,
+            back.to_str().unwrap(),
+        ],
+    );
+    assert!(std::fs::read(&back).unwrap() == data, "read back differs");
+    // Shutting down wakes the accepting thread of a Unix socket too: no hang.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(s);
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the server on a Unix socket did not shut down");
     t.shutdown();
 }
 

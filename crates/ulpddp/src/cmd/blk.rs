@@ -2,11 +2,14 @@
 //! or as Linux ublk devices, through the `nvme-tcp-blk` crate.
 
 use std::net::TcpListener;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use nvme_tcp_blk::nbd::{Export, NbdServer, ServerConfig};
+use nvme_tcp_blk::nbd::{Export, NbdListener, NbdServer, ServerConfig};
 use nvme_tcp_blk::{BlockEngine, Disk, EngineConfig};
 
 use super::host::Target;
@@ -29,6 +32,11 @@ pub struct NbdArgs {
     /// Address the NBD server listens on.
     #[arg(long, default_value = "127.0.0.1:10809")]
     pub listen: String,
+    /// Listen on this Unix domain socket instead of TCP (`nbd+unix:///EXPORT?socket=PATH`;
+    /// `nbd-client -unix PATH`), for clients on this machine. A stale socket file (nobody
+    /// listening) is replaced; the file is removed at exit.
+    #[arg(long, value_name = "PATH", conflicts_with = "listen")]
+    pub socket: Option<std::path::PathBuf>,
     /// Export name prefix: namespace N is exported as PREFIX + N (e.g. `ns1`); the first is
     /// also the default export (empty name).
     #[arg(long, default_value = "ns")]
@@ -73,10 +81,55 @@ fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Binds a Unix domain socket at `path`, replacing a stale socket file nobody listens on.
+fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
+    match UnixListener::bind(path) {
+        Ok(l) => return Ok(l),
+        Err(e) if e.kind() != std::io::ErrorKind::AddrInUse => {
+            return Err(e).with_context(|| format!("listening on {}", path.display()));
+        }
+        Err(_) => {}
+    }
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        bail!(
+            "listening on {}: the path exists and is not a socket",
+            path.display()
+        );
+    }
+    if UnixStream::connect(path).is_ok() {
+        bail!(
+            "listening on {}: another server is listening there",
+            path.display()
+        );
+    }
+    std::fs::remove_file(path)
+        .with_context(|| format!("removing the stale socket {}", path.display()))?;
+    UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))
+}
+
+/// Removes the socket file of a Unix listener when dropped.
+struct SocketFile(Option<PathBuf>);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// Runs `ulpddp nbd` until SIGINT or SIGTERM.
 pub fn run_nbd(a: NbdArgs) -> anyhow::Result<()> {
-    let listener =
-        TcpListener::bind(&a.listen).with_context(|| format!("listening on {}", a.listen))?;
+    let (listener, _socket_file): (NbdListener, _) = match &a.socket {
+        Some(p) => (bind_unix(p)?.into(), SocketFile(Some(p.clone()))),
+        None => (
+            TcpListener::bind(&a.listen)
+                .with_context(|| format!("listening on {}", a.listen))?
+                .into(),
+            SocketFile(None),
+        ),
+    };
     let (_nic, engine) = engine(&a.target, &a.ns)?;
     let exports: Vec<Export> = Disk::all(&engine)
         .into_iter()
@@ -90,20 +143,20 @@ pub fn run_nbd(a: NbdArgs) -> anyhow::Result<()> {
             }
         })
         .collect();
-    let addr = listener.local_addr()?;
+    let server = NbdServer::start(listener, exports.clone(), ServerConfig::default())?;
+    let addr = server.local_addr();
     for e in &exports {
         let g = e.disk.geometry();
         println!(
-            "export {} ({} bytes, {}-byte blocks, physical {}, max transfer {}): nbd://{addr}/{}",
+            "export {} ({} bytes, {}-byte blocks, physical {}, max transfer {}): {}",
             e.name,
             g.size_bytes(),
             g.lba_size,
             g.physical_block_size,
             g.max_transfer,
-            e.name
+            addr.uri(&e.name)
         );
     }
-    let server = NbdServer::start(listener, exports, ServerConfig::default())?;
     println!(
         "NBD server on {addr}, {} I/O queue(s)",
         engine.queue_count()
