@@ -317,7 +317,9 @@ impl IoQueue {
         self.wait_for(ud)
     }
 
-    /// Closes the connection; commands in flight fail.
+    /// Closes the connection at once, without waiting for the controller: commands still in
+    /// flight fail ([`IoError::QueueLost`]) and their buffers are dropped with the queue
+    /// (those lent to an offload device are taken back first).
     pub fn close(mut self) {
         if let Some(c) = self.conn.as_mut() {
             c.shutdown();

@@ -466,6 +466,51 @@ fn an_offload_device_sees_the_whole_socket_lifecycle_on_a_real_connection() {
     assert_eq!((st.rx_nvme_tcp_sk_add, st.rx_nvme_tcp_sk_del), (1, 1));
 }
 
+/// What `ulpddp perf` does with the commands a target left unanswered at the end of a run:
+/// closing the queue fails them and drops their buffers, without waiting for the controller,
+/// also when the buffers are lent to an offload device.
+#[test]
+fn closing_a_queue_with_commands_in_flight_drops_them_without_waiting() {
+    use std::sync::Arc;
+    use ulp_ddp::UlpDdpDevice;
+    for offload in [false, true] {
+        let m = Mock::start(64, 4096);
+        let dev = ddp_engine::SoftDdpDevice::new(ddp_engine::EngineConfig {
+            io_threshold: LBA as u32,
+            ..Default::default()
+        });
+        let mut o = opts(&m);
+        if offload {
+            o.ddp_device = Some(nvme_tcp_host::options::DdpDeviceRef(Arc::new(dev.clone())));
+        }
+        let mut ctrl = Controller::connect(o).unwrap();
+        let mut q = one_queue(&mut ctrl);
+        assert_eq!(q.is_offloaded(), offload);
+        m.faults.swallow_reads.store(true, Ordering::SeqCst);
+        for ud in 0..4u64 {
+            q.submit_read(1, ud * 2, 2, IoBuf::Contig(vec![0; 2 * LBA]), ud)
+                .unwrap();
+        }
+        eventually("the controller holds the four reads", || {
+            q.poll(Duration::from_millis(10)).unwrap();
+            m.counters.swallowed.load(Ordering::SeqCst) == 4
+        });
+        assert_eq!(q.in_flight(), 4);
+        assert!(q.pop_completion().is_none());
+        q.close();
+        if offload {
+            let st = dev.get_stats();
+            assert_eq!(
+                st.rx_nvme_tcp_setup, 4,
+                "the reads' buffers were lent to the device"
+            );
+            assert_eq!(st.rx_nvme_tcp_sk_del, 1);
+        }
+        // The association is unaffected: the controller shuts down as usual.
+        ctrl.shutdown();
+    }
+}
+
 /// Polls until the command `ud` completes, failing the test if the controller saw the command
 /// more than `max_sends` times (the host re-sent it past its retry limit) or, to turn a hang
 /// into a failure, after a minute.

@@ -1,7 +1,8 @@
 //! A small scripted NVMe/TCP controller for the host's tests: one RAM namespace, and faults
 //! that a test switches on (drop the connection, corrupt a data digest, violate DATAO, swallow
-//! a command), once or, with [`Misbehave`], on every eligible command for as long as it is
-//! set. It is deliberately simple and trusting; the real target lives in `nvme-tcp-target`.
+//! a command, stop answering reads), once or, with [`Misbehave`], on every eligible command for
+//! as long as it is set. It is deliberately simple and trusting; the real target lives in
+//! `nvme-tcp-target`.
 
 #![allow(dead_code)]
 
@@ -33,6 +34,9 @@ pub struct Faults {
     pub bad_datao: AtomicBool,
     /// Never answer the next Read (the host must time out and abort).
     pub swallow_read: AtomicBool,
+    /// Never answer any Read while set: a controller that stopped answering (every other
+    /// command is still answered).
+    pub swallow_reads: AtomicBool,
     /// Refuse every connection (simulates the target being down).
     pub refuse: AtomicBool,
     /// A [`Misbehave`] applied to every eligible I/O command while set (0: none).
@@ -111,6 +115,9 @@ pub struct Counters {
     pub r2ts: AtomicUsize,
     /// Commands the controller broke the protocol on ([`Misbehave`]).
     pub misbehaved: AtomicUsize,
+    /// Reads the controller never answered ([`Faults::swallow_read`],
+    /// [`Faults::swallow_reads`]).
+    pub swallowed: AtomicUsize,
     pub next_cntlid: AtomicU32,
     /// Bumped by [`Mock::restart`]: connections of an older epoch close, associations are
     /// forgotten.
@@ -491,7 +498,10 @@ fn serve(
                 if faults.drop_on_read.swap(false, Ordering::Relaxed) {
                     return Ok(());
                 }
-                if faults.swallow_read.swap(false, Ordering::Relaxed) {
+                if faults.swallow_read.swap(false, Ordering::Relaxed)
+                    || faults.swallow_reads.load(Ordering::SeqCst)
+                {
+                    counters.swallowed.fetch_add(1, Ordering::SeqCst);
                     continue;
                 }
                 let mode = Misbehave::from_u8(faults.misbehave.load(Ordering::SeqCst))

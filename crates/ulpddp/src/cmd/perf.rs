@@ -28,6 +28,11 @@ use crate::perf::{baseline, cpu};
 /// NQN of the embedded target's subsystem.
 pub const EMBEDDED_NQN: &str = "nqn.2024-01.io.ulp-ddp:perf";
 
+/// Default of `--drain-timeout`, in seconds: a healthy target completes a full queue in a
+/// small fraction of it, and it is far below the host's command timeout (30 s), after which a
+/// target that stopped answering would hold the job for Aborts and reconnects.
+pub const DEFAULT_DRAIN_TIMEOUT_S: f64 = 5.0;
+
 /// Arguments of `ulpddp perf`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -52,6 +57,10 @@ pub struct Args {
     /// Stop each job after this many bytes instead (e.g. 4G).
     #[arg(long)]
     pub size: Option<String>,
+    /// After each job's run, wait at most this many seconds for the commands still in flight;
+    /// those that have not completed by then are abandoned (reported, and perf fails).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_DRAIN_TIMEOUT_S)]
+    pub drain_timeout: f64,
     /// Header digest.
     #[arg(long)]
     pub hdgst: bool,
@@ -358,6 +367,7 @@ fn run_job(
     ddgst: bool,
     runtime: Option<Duration>,
     size: Option<u64>,
+    drain: Duration,
     baseline_mib_s: Option<f64>,
     nic_offload: Option<bool>,
 ) -> anyhow::Result<JobResult> {
@@ -421,6 +431,7 @@ fn run_job(
         span,
         verify: args.verify,
         warmup: Duration::from_millis(300),
+        drain,
     };
     let mut name = job_name(&spec, queues.len() as u16, hdgst, ddgst);
     if args.tls || args.tls_key.is_some() {
@@ -506,6 +517,7 @@ fn run_job(
 
     let (mut read, mut write) = (DirMeasure::new(), DirMeasure::new());
     let (mut io_errors, mut verify_errors, mut first_error) = (0, 0, None);
+    let mut abandoned = 0u64;
     let (mut placed, mut copied, mut ddgst_pdus) = (0u64, 0u64, 0u64);
     for t in threads {
         let (q, r) = t
@@ -515,11 +527,13 @@ fn run_job(
         placed += qs.rx_offload_placed_bytes;
         copied += qs.rx_copied_bytes + qs.rx_direct_bytes;
         ddgst_pdus += qs.rx_offload_ddgst_pdus;
+        // Fails what is still in flight (abandoned): the buffers go with the queue.
         q.close();
         read.add(&r.read);
         write.add(&r.write);
         io_errors += r.io_errors;
         verify_errors += r.verify_errors;
+        abandoned += r.abandoned;
         if first_error.is_none() {
             first_error = r.first_error;
         }
@@ -547,6 +561,7 @@ fn run_job(
     );
     r.io_errors = io_errors;
     r.verify_errors = verify_errors;
+    r.abandoned_ios = abandoned;
     if let Some(offload) = nic_offload {
         let cpu_nic_s = roles.get("nic").map(|(u, s)| u + s).unwrap_or(0.0);
         let gib = r.bytes as f64 / (1u64 << 30) as f64;
@@ -561,6 +576,18 @@ fn run_job(
     }
     if let Some(e) = first_error {
         eprintln!("{}: first error: {e}", r.name);
+    }
+    if abandoned > 0 {
+        eprintln!(
+            "{}: {abandoned} {} still in flight {} s after the run; abandoned",
+            r.name,
+            if abandoned == 1 {
+                "command"
+            } else {
+                "commands"
+            },
+            drain.as_secs_f64()
+        );
     }
     Ok(r)
 }
@@ -593,6 +620,10 @@ fn output(
     {
         bail!("some I/Os failed");
     }
+    // A command that never completed is an I/O that did not succeed: the same failure.
+    if results.iter().any(|r| r.abandoned_ios > 0) {
+        bail!("some I/Os did not complete within --drain-timeout after the run");
+    }
     Ok(())
 }
 
@@ -622,6 +653,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     {
         bail!("--runtime must be a positive number of seconds");
     }
+    if !(args.drain_timeout >= 0.0 && args.drain_timeout < 1e6) {
+        bail!("--drain-timeout must be a number of seconds, 0 or more");
+    }
+    let drain = Duration::from_secs_f64(args.drain_timeout);
     let pin = args.pinning()?;
     let default_suite = args.rw.is_none() && args.bs.is_none() && args.qd.is_none();
     let mut jobs: Vec<(Rw, usize, usize, bool, bool)> = Vec::new();
@@ -683,6 +718,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 d,
                 runtime,
                 size,
+                drain,
                 base.as_ref().map(|b| b.mib_per_s()),
                 nic,
             )?);

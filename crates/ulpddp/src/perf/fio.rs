@@ -68,6 +68,20 @@ fn dir_block(d: &DirResult, seconds: f64) -> Value {
     })
 }
 
+/// fio's `error` of a job: the (Linux) errno of what went wrong, 0 if nothing did. Failed or
+/// mismatching I/Os are EIO; I/Os abandoned in flight after the run, ETIMEDOUT.
+fn error(r: &JobResult) -> i32 {
+    const EIO: i32 = 5;
+    const ETIMEDOUT: i32 = 110;
+    if r.io_errors > 0 || r.verify_errors > 0 {
+        EIO
+    } else if r.abandoned_ios > 0 {
+        ETIMEDOUT
+    } else {
+        0
+    }
+}
+
 /// One fio job object.
 pub fn job(r: &JobResult, groupid: usize) -> Value {
     let o = &r.options;
@@ -75,7 +89,7 @@ pub fn job(r: &JobResult, groupid: usize) -> Value {
     json!({
         "jobname": r.name,
         "groupid": groupid,
-        "error": if r.io_errors > 0 || r.verify_errors > 0 { 5 } else { 0 }, // EIO
+        "error": error(r),
         "eta": 0,
         "elapsed": r.seconds.round() as u64,
         "job options": {
@@ -150,6 +164,25 @@ mod tests {
         assert!((19_000..=20_100).contains(&p99), "{p99}");
         assert_eq!(j["read"]["lat_ns"]["N"], 4);
         assert!(j["read"]["lat_ns"].get("percentile").is_none());
+    }
+
+    #[test]
+    fn failed_ios_are_eio_and_abandoned_ones_etimedout() {
+        let mut r = JobResult::new(
+            "read".into(),
+            meta(Rw::Read),
+            &measure(&[5000], 512),
+            &DirMeasure::new(),
+            1.0,
+            HostCpu::default(),
+            None,
+            None,
+        );
+        assert_eq!(job(&r, 0)["error"], 0);
+        r.abandoned_ios = 3;
+        assert_eq!(job(&r, 0)["error"], 110);
+        r.io_errors = 1;
+        assert_eq!(job(&r, 0)["error"], 5);
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct JobSpec {
     pub verify: bool,
     /// Unmeasured warm-up before the measured phase.
     pub warmup: Duration,
+    /// After [`Live::stop`], how long a queue waits for its commands in flight before it
+    /// abandons them ([`QueueResult::abandoned`]).
+    pub drain: Duration,
 }
 
 /// Live counters, read by the progress bar.
@@ -129,6 +132,9 @@ pub struct QueueResult {
     pub verify_errors: u64,
     /// First error seen, for the report.
     pub first_error: Option<String>,
+    /// Commands still in flight when the drain period after [`Live::stop`] ended: the
+    /// thread returned without their completions (closing the queue fails them).
+    pub abandoned: u64,
 }
 
 /// The verification pattern: every 8-byte word names its LBA and position, so any data
@@ -160,8 +166,10 @@ struct Slot {
     read: bool,
 }
 
-/// Runs one queue's share of a job until `live.stop`. `index`/`count` split the span for
-/// sequential patterns.
+/// Runs one queue's share of a job until `live.stop`, then waits for the commands in flight
+/// for at most `spec.drain` and returns with those that did not complete counted in
+/// [`QueueResult::abandoned`] (the caller closes the queue). `index`/`count` split the span
+/// for sequential patterns.
 pub fn run_queue(
     mut q: IoQueue,
     spec: &JobSpec,
@@ -192,16 +200,30 @@ pub fn run_queue(
         io_errors: 0,
         verify_errors: 0,
         first_error: None,
+        abandoned: 0,
     };
-    let mut stopping = false;
+    // Set when the job stops: the end of the drain period.
+    let mut drain_until: Option<Instant> = None;
     loop {
-        if !stopping && live.stop.load(Ordering::Relaxed) {
-            stopping = true;
+        if drain_until.is_none() && live.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            drain_until = Some(now.checked_add(spec.drain).unwrap_or(now));
         }
-        if stopping && q.in_flight() == 0 {
-            break;
+        let mut wait = Duration::from_millis(50);
+        if let Some(until) = drain_until {
+            if q.in_flight() == 0 {
+                break;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                res.abandoned = q.in_flight() as u64;
+                break;
+            }
+            wait = wait.min(left);
         }
-        while !stopping && let Some(s) = free.pop() {
+        while drain_until.is_none()
+            && let Some(s) = free.pop()
+        {
             let block = if spec.rw.random() {
                 rng.random_range(0..blocks.max(1))
             } else {
@@ -241,7 +263,7 @@ pub fn run_queue(
                 break;
             }
         }
-        if let Err(e) = q.poll(Duration::from_millis(50)) {
+        if let Err(e) = q.poll(wait) {
             res.first_error
                 .get_or_insert_with(|| format!("queue {}: {e}", q.qid()));
             break;

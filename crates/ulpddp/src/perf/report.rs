@@ -132,6 +132,9 @@ pub struct JobResult {
     pub verify_errors: u64,
     /// I/Os that completed with an error status.
     pub io_errors: u64,
+    /// I/Os still in flight when the drain period after the run (`--drain-timeout`) ended:
+    /// abandoned without a completion (always 0 unless the target stopped answering).
+    pub abandoned_ios: u64,
     /// Through the software NIC: what the device did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nic: Option<NicJob>,
@@ -191,6 +194,7 @@ impl JobResult {
             ratio_to_baseline: baseline_mib_s.filter(|b| *b > 0.0).map(|b| mib_s / b),
             verify_errors: 0,
             io_errors: 0,
+            abandoned_ios: 0,
             nic: None,
         }
     }
@@ -265,6 +269,12 @@ pub fn table(results: &[JobResult], baseline_mib_s: Option<f64>) -> String {
             out.push_str(&format!(
                 "  !! {} I/O errors, {} verify errors\n",
                 r.io_errors, r.verify_errors
+            ));
+        }
+        if r.abandoned_ios > 0 {
+            out.push_str(&format!(
+                "  !! {} I/Os still in flight at the end of the drain period, abandoned\n",
+                r.abandoned_ios
             ));
         }
     }
@@ -344,5 +354,24 @@ pub(crate) mod tests {
         assert!(r.write.latency.p50_us > 8.9 && r.read.latency.p50_us < 1.1);
         let t = table(&[r], None);
         assert!(t.contains("  read") && t.contains("  write"), "{t}");
+    }
+
+    #[test]
+    fn abandoned_ios_are_reported_in_the_table_and_the_json() {
+        let mut r = JobResult::new(
+            "read".into(),
+            meta(Rw::Read),
+            &measure(&[1000], 4096),
+            &DirMeasure::new(),
+            1.0,
+            HostCpu::default(),
+            None,
+            None,
+        );
+        assert!(!table(std::slice::from_ref(&r), None).contains("abandoned"));
+        r.abandoned_ios = 7;
+        let t = table(std::slice::from_ref(&r), None);
+        assert!(t.contains("!! 7 I/Os still in flight"), "{t}");
+        assert_eq!(serde_json::to_value(&r).unwrap()["abandoned_ios"], 7);
     }
 }
