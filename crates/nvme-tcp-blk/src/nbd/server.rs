@@ -498,7 +498,7 @@ fn read_requests(
                 result,
             });
         });
-        let q = if std::env::var_os("XSPREAD").is_some() { next_queue.fetch_add(1, Ordering::Relaxed) } else { next_queue.load(Ordering::Relaxed) };
+        let q = next_queue.fetch_add(1, Ordering::Relaxed);
         disk.submit(q, op, done);
     }
 }
