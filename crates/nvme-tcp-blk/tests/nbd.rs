@@ -152,6 +152,28 @@ fn file_backing(dir: &Path, name: &str, size: usize) -> (PathBuf, Backing) {
     )
 }
 
+/// Writes `size` random bytes to `url` with `qemu-img convert` (to `dir/NAME.src` first),
+/// reads them back into `dir/NAME.back` and compares.
+fn qemu_img_round_trip(dir: &Path, name: &str, url: &str, size: usize) {
+    let src = dir.join(format!("{name}.src"));
+    let back = dir.join(format!("{name}.back"));
+    let data = random(size);
+    std::fs::write(&src, &data).unwrap();
+    let (src, back_s) = (src.to_str().unwrap(), back.to_str().unwrap());
+    run(
+        "qemu-img",
+        &["convert", "-n", "-f", "raw", "-O", "raw", src, url],
+    );
+    run(
+        "qemu-img",
+        &["convert", "-f", "raw", "-O", "raw", url, back_s],
+    );
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "{name}: read back differs"
+    );
+}
+
 #[test]
 fn qemu_img_writes_and_reads_back_two_namespaces_with_checksums() {
     let dir = tmpdir();
@@ -175,40 +197,7 @@ fn qemu_img_writes_and_reads_back_two_namespaces_with_checksums() {
     let info = run("qemu-img", &["info", &s.url("ns2")]);
     assert!(info.contains("16 MiB"), "{info}");
     for (export, size) in [("ns1", 24usize << 20), ("ns2", 16 << 20)] {
-        let src = dir.path().join(format!("{export}.src"));
-        let back = dir.path().join(format!("{export}.back"));
-        let data = random(size);
-        std::fs::write(&src, &data).unwrap();
-        let url = s.url(export);
-        run(
-            "qemu-img",
-            &[
-                "convert",
-                "-n",
-                "-f",
-                "raw",
-                "-O",
-                "raw",
-                src.to_str().unwrap(),
-                &url,
-            ],
-        );
-        run(
-            "qemu-img",
-            &[
-                "convert",
-                "-f",
-                "raw",
-                "-O",
-                "raw",
-                &url,
-                back.to_str().unwrap(),
-            ],
-        );
-        assert!(
-            std::fs::read(&back).unwrap() == data,
-            "{export}: read back differs"
-        );
+        qemu_img_round_trip(dir.path(), export, &s.url(export), size);
     }
     // The first namespace is a file: the data is in it.
     let src = std::fs::read(dir.path().join("ns1.src")).unwrap();
@@ -237,28 +226,7 @@ fn qemu_img_over_a_unix_socket_writes_and_reads_back() {
     assert_eq!(url, format!("nbd+unix:///ns1?socket={}", sock.display()));
     let info = run("qemu-img", &["info", &url]);
     assert!(info.contains("16 MiB"), "{info}");
-    let src = dir.path().join("src");
-    let back = dir.path().join("back");
-    let data = random(16 << 20);
-    std::fs::write(&src, &data).unwrap();
-    let src = src.to_str().unwrap();
-    run(
-        "qemu-img",
-        &["convert", "-n", "-f", "raw", "-O", "raw", src, &url],
-    );
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "raw",
-            &url,
-            back.to_str().unwrap(),
-        ],
-    );
-    assert!(std::fs::read(&back).unwrap() == data, "read back differs");
+    qemu_img_round_trip(dir.path(), "ns1", &url, 16 << 20);
     // Shutting down wakes the accepting thread of a Unix socket too: no hang.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

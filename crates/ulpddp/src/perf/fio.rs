@@ -166,9 +166,9 @@ mod tests {
         assert!(j["read"]["lat_ns"].get("percentile").is_none());
     }
 
-    #[test]
-    fn failed_ios_are_eio_and_abandoned_ones_etimedout() {
-        let mut r = JobResult::new(
+    /// A job of one 512-byte read of 5 µs, one second long.
+    fn one_read() -> JobResult {
+        JobResult::new(
             "read".into(),
             meta(Rw::Read),
             &measure(&[5000], 512),
@@ -177,7 +177,12 @@ mod tests {
             HostCpu::default(),
             None,
             None,
-        );
+        )
+    }
+
+    #[test]
+    fn failed_ios_are_eio_and_abandoned_ones_etimedout() {
+        let mut r = one_read();
         assert_eq!(job(&r, 0)["error"], 0);
         r.abandoned_ios = 3;
         assert_eq!(job(&r, 0)["error"], 110);
@@ -187,16 +192,7 @@ mod tests {
 
     #[test]
     fn a_direction_that_did_nothing_is_all_zero() {
-        let r = JobResult::new(
-            "read".into(),
-            meta(Rw::Read),
-            &measure(&[5000], 512),
-            &DirMeasure::new(),
-            1.0,
-            HostCpu::default(),
-            None,
-            None,
-        );
+        let r = one_read();
         let w = &job(&r, 0)["write"];
         assert_eq!(
             (w["iops"].as_f64(), w["runtime"].as_u64()),
