@@ -1,8 +1,8 @@
 //! The NBD server's socket driver (TCP or Unix domain): an accept thread, and per client
 //! connection a reader thread (negotiation, then requests to the engine) and a writer thread
-//! (replies, in completion order, a batch per vectored write). In-flight requests per connection are bounded in number and bytes; the reader
-//! stops reading while the bound is reached, so a client cannot make the server buffer
-//! without limit.
+//! (replies, in completion order, a batch per vectored write). In-flight requests per
+//! connection are bounded in number and bytes; the reader stops reading while the bound is
+//! reached, so a client cannot make the server buffer without limit.
 
 use std::collections::HashMap;
 use std::io::{BufReader, IoSlice, Read, Write};

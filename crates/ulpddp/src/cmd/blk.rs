@@ -36,7 +36,7 @@ pub struct NbdArgs {
     /// `nbd-client -unix PATH`), for clients on this machine. A stale socket file (nobody
     /// listening) is replaced; the file is removed at exit.
     #[arg(long, value_name = "PATH", conflicts_with = "listen")]
-    pub socket: Option<std::path::PathBuf>,
+    pub socket: Option<PathBuf>,
     /// Export name prefix: namespace N is exported as PREFIX + N (e.g. `ns1`); the first is
     /// also the default export (empty name).
     #[arg(long, default_value = "ns")]
