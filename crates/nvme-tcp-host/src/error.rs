@@ -602,6 +602,13 @@ pub enum HostError {
     /// The controller is gone and will not come back (ctrl_loss_tmo expired, or shut down).
     #[error("controller lost")]
     Lost,
+    /// The association is being re-established after its admin connection was lost: an
+    /// admin command is not sent meanwhile and fails at once, as the Linux host fails
+    /// commands while its controller is not live. Try again later.
+    #[error(
+        "the controller is reconnecting (association being re-established); the command was not sent"
+    )]
+    Reconnecting,
     /// A timeout waiting for the controller.
     #[error("no {what} within {}", secs(*after))]
     Timeout {

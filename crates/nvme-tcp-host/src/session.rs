@@ -25,6 +25,9 @@ struct Admin {
     /// Bumped each time a new association is established.
     generation: u64,
     lost: bool,
+    /// A thread is re-establishing the association (without the lock): other admin
+    /// commands fail at once with [`HostError::Reconnecting`] instead of waiting.
+    recovering: bool,
 }
 
 /// State shared by the controller handle, its I/O queues and the Keep Alive thread.
@@ -52,6 +55,7 @@ impl Shared {
                 info: Some(info),
                 generation: 1,
                 lost: false,
+                recovering: false,
             }),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
@@ -90,6 +94,9 @@ impl Shared {
         if a.lost {
             return Err(HostError::Lost);
         }
+        if a.recovering {
+            return Err(HostError::Reconnecting);
+        }
         match &a.info {
             Some(i) => Ok((i.cntlid, a.generation)),
             None => Err(HostError::Lost),
@@ -108,24 +115,31 @@ impl Shared {
         if a.generation != seen {
             return Ok(());
         }
+        if a.recovering {
+            return Err(HostError::Reconnecting);
+        }
         a.conn = None;
-        self.recover(&mut a)
+        self.recover(a).map(drop)
     }
 
-    /// Runs one admin command to completion, re-establishing the association (and retrying
-    /// once) if the admin connection is lost.
+    /// Runs one admin command to completion. If the admin connection was lost, this call
+    /// re-establishes the association first (waiting as long as the reconnect timers say);
+    /// while another call does that, it fails at once with [`HostError::Reconnecting`].
     pub(crate) fn admin_exec(&self, req: Request) -> Result<Completion> {
         let mut a = self.lock_admin();
+        if a.lost {
+            return Err(HostError::Lost);
+        }
+        if a.recovering {
+            return Err(HostError::Reconnecting);
+        }
+        if a.conn.is_none() {
+            a = self.recover(a)?;
+        }
         self.admin_exec_locked(&mut a, req)
     }
 
     fn admin_exec_locked(&self, a: &mut Admin, req: Request) -> Result<Completion> {
-        if a.lost {
-            return Err(HostError::Lost);
-        }
-        if a.conn.is_none() {
-            self.recover(a)?;
-        }
         let user_data = req.user_data;
         let (Some(core), Some(conn)) = (a.core.as_mut(), a.conn.as_mut()) else {
             return Err(HostError::Lost);
@@ -147,9 +161,43 @@ impl Shared {
         r
     }
 
+    /// Re-establishes the association (a new admin connection): marks it recovering,
+    /// releases the lock for the attempts (so other admin callers fail fast instead of
+    /// waiting), and returns the lock with the new connection in place.
+    fn recover<'a>(&'a self, mut a: MutexGuard<'a, Admin>) -> Result<MutexGuard<'a, Admin>> {
+        a.recovering = true;
+        drop(a);
+        let r = self.reconnect_admin();
+        let mut a = self.lock_admin();
+        a.recovering = false;
+        match r {
+            Ok((mut conn, core, info)) => {
+                if a.lost {
+                    // Closed for good while the attempts ran.
+                    conn.shutdown();
+                    return Err(HostError::Lost);
+                }
+                a.conn = Some(conn);
+                a.core = Some(core);
+                a.info = Some(info);
+                a.generation += 1;
+                Ok(a)
+            }
+            Err(e) => {
+                if !self.shutting_down.load(Ordering::Relaxed) {
+                    // ctrl_loss_tmo: the controller is given up.
+                    a.lost = true;
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Reconnects the admin queue (new association): the [`Reconnect`] timers say when
-    /// (at once, then every `reconnect_delay`, none starting after `ctrl_loss_tmo`).
-    fn recover(&self, a: &mut Admin) -> Result<()> {
+    /// (at once, then every `reconnect_delay`, none starting after `ctrl_loss_tmo`). Runs
+    /// without the admin lock; fails only when the timers give up or the controller is shut
+    /// down.
+    fn reconnect_admin(&self) -> Result<(Connection, QueueCore, ControllerInfo)> {
         let mut timers = Reconnect::new(&self.opts, Instant::now());
         timers.handle_lost(Instant::now(), false);
         loop {
@@ -158,12 +206,9 @@ impl Shared {
             }
             let now = Instant::now();
             match timers.poll(now) {
-                ReconnectAction::GiveUp(_) => {
-                    a.lost = true;
-                    return Err(HostError::Lost);
-                }
-                // No commands wait on the admin queue while it reconnects (its caller holds
-                // the lock): nothing to fail early.
+                ReconnectAction::GiveUp(_) => return Err(HostError::Lost),
+                // Admin commands do not wait while it reconnects (they fail with
+                // `Reconnecting`): nothing to fail early.
                 ReconnectAction::FailFast => {}
                 ReconnectAction::Wait { until } => std::thread::sleep(until - now),
                 ReconnectAction::Attempt => match bring_up(&self.opts) {
@@ -176,11 +221,7 @@ impl Shared {
                             failed_attempts = outage.map_or(0, |o| o.failed_attempts),
                             "association re-established"
                         );
-                        a.conn = Some(conn);
-                        a.core = Some(core);
-                        a.info = Some(info);
-                        a.generation += 1;
-                        return Ok(());
+                        return Ok((conn, core, info));
                     }
                     Err(e) => {
                         // The loss was reported; failed attempts are summarised now and then.
@@ -203,8 +244,16 @@ impl Shared {
     }
 
     /// Sends Abort for `cid` on `sqid` (result ignored beyond logging).
+    /// Never starts a reconnect of the admin queue (the I/O queue that asks must not wait
+    /// for one): with the admin queue down, no Abort is sent and the command's second
+    /// timeout resets its queue.
     pub(crate) fn abort(&self, sqid: u16, cid: u16) {
-        match self.admin_exec(cmd::abort(sqid, cid, 0)) {
+        let mut a = self.lock_admin();
+        if a.lost || a.recovering || a.conn.is_none() {
+            tracing::debug!(sqid, cid, "admin queue down; Abort not sent");
+            return;
+        }
+        match self.admin_exec_locked(&mut a, cmd::abort(sqid, cid, 0)) {
             Ok(c) => tracing::info!(sqid, cid, result = ?c.result, "Abort sent"),
             Err(e) => tracing::warn!(sqid, cid, error = %e, "Abort failed"),
         }
@@ -326,6 +375,10 @@ pub(crate) fn keep_alive_loop(shared: Arc<Shared>, kato: Duration) {
             Err(HostError::Lost) => {
                 tracing::error!("controller lost; Keep Alive stops");
                 return;
+            }
+            // Another thread is re-establishing the association: nothing to keep alive.
+            Err(HostError::Reconnecting) => {
+                tracing::debug!("Keep Alive skipped: the association is being re-established");
             }
             Err(e) => tracing::warn!(error = %e, "Keep Alive failed"),
         }

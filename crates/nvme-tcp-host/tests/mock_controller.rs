@@ -11,7 +11,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nvme_tcp_host::{
-    CidMode, ConnectOptions, Controller, GiveUpReason, IoBuf, IoError, IoQueue, ProtocolError,
+    CidMode, ConnectOptions, Controller, GiveUpReason, HostError, IoBuf, IoError, IoQueue,
+    ProtocolError,
 };
 use support::{LBA, Misbehave, Mock, NQN};
 
@@ -367,6 +368,48 @@ fn a_command_that_never_completes_is_aborted_then_the_queue_reset() {
         }
     }
     assert!(ok, "the queue recovered");
+}
+
+/// While one call re-establishes the association (its admin connection was lost and the
+/// controller refuses connections), other admin commands fail at once with `Reconnecting`
+/// instead of waiting behind it (up to `ctrl_loss_tmo`), as the Linux host fails commands
+/// while its controller is not live; once the controller is back, everything works again.
+#[test]
+fn admin_commands_fail_at_once_while_another_call_reconnects_the_admin_queue() {
+    let m = Mock::start(64, 4096);
+    let mut o = opts(&m);
+    o.reconnect_delay = Duration::from_millis(100);
+    let ctrl = std::sync::Arc::new(Controller::connect(o).unwrap());
+    m.faults.refuse.store(true, Ordering::SeqCst);
+    m.restart();
+    // The command sent on the closed connection fails; the host learns the loss.
+    eventually("the admin connection is found lost", || {
+        ctrl.identify_controller().is_err()
+    });
+    let c = ctrl.clone();
+    let first = std::thread::spawn(move || c.identify_controller());
+    eventually("the first call is reconnecting", || {
+        m.counters.refused.load(Ordering::SeqCst) > 0
+    });
+    // Another admin command does not wait for the reconnect (run on a thread so that a
+    // regression fails the test instead of hanging it).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let c = ctrl.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(c.identify_controller().map(|_| ()));
+    });
+    let r = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an admin command waited for the reconnect");
+    assert!(matches!(r, Err(HostError::Reconnecting)), "{r:?}");
+    // The controller comes back: the first call re-establishes the association and runs.
+    m.faults.refuse.store(false, Ordering::SeqCst);
+    let data = first
+        .join()
+        .unwrap()
+        .expect("the reconnecting call succeeds");
+    assert_eq!(data.len(), 4096);
+    assert!(ctrl.identify_controller().is_ok());
 }
 
 #[test]

@@ -118,6 +118,8 @@ pub struct Counters {
     /// Reads the controller never answered ([`Faults::swallow_read`],
     /// [`Faults::swallow_reads`]).
     pub swallowed: AtomicUsize,
+    /// Connections closed at once because [`Faults::refuse`] was set.
+    pub refused: AtomicUsize,
     pub next_cntlid: AtomicU32,
     /// Bumped by [`Mock::restart`]: connections of an older epoch close, associations are
     /// forgotten.
@@ -168,6 +170,7 @@ impl Mock {
                 match l.accept() {
                     Ok((s, _)) => {
                         if faults.refuse.load(Ordering::Relaxed) {
+                            counters.refused.fetch_add(1, Ordering::SeqCst);
                             drop(s);
                             continue;
                         }
