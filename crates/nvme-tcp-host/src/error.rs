@@ -605,9 +605,7 @@ pub enum HostError {
     /// The association is being re-established after its admin connection was lost: an
     /// admin command is not sent meanwhile and fails at once, as the Linux host fails
     /// commands while its controller is not live. Try again later.
-    #[error(
-        "the controller is reconnecting (association being re-established); the command was not sent"
-    )]
+    #[error("the controller is reconnecting (its association is being re-established)")]
     Reconnecting,
     /// A timeout waiting for the controller.
     #[error("no {what} within {}", secs(*after))]

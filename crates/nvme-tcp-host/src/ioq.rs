@@ -416,6 +416,15 @@ impl IoQueue {
                 }
             }
             Err(HostError::Lost) => self.give_up("controller lost"),
+            // The admin queue is reconnecting: not this queue's failure, so the cause of the
+            // outage stays what it was.
+            Err(HostError::Reconnecting) => {
+                tracing::debug!(
+                    qid = self.qid,
+                    "I/O queue reconnect waits for the association"
+                );
+                self.reconnect.handle_attempt(false, Instant::now());
+            }
             Err(e) => {
                 tracing::debug!(qid = self.qid, error = %e, "I/O queue reconnect failed");
                 self.last_cause = e.to_string();

@@ -165,9 +165,21 @@ impl Shared {
     /// releases the lock for the attempts (so other admin callers fail fast instead of
     /// waiting), and returns the lock with the new connection in place.
     fn recover<'a>(&'a self, mut a: MutexGuard<'a, Admin>) -> Result<MutexGuard<'a, Admin>> {
+        /// Clears `recovering` if the attempts panic (else every later admin command would
+        /// fail with `Reconnecting` for good).
+        struct ClearOnUnwind<'s>(&'s Shared);
+        impl Drop for ClearOnUnwind<'_> {
+            fn drop(&mut self) {
+                self.0.lock_admin().recovering = false;
+            }
+        }
         a.recovering = true;
         drop(a);
+        let unwind = ClearOnUnwind(self);
         let r = self.reconnect_admin();
+        // Normally the flag is cleared below, under the same lock as the new connection is
+        // installed: no other call may start a recovery in between.
+        std::mem::forget(unwind);
         let mut a = self.lock_admin();
         a.recovering = false;
         match r {
