@@ -602,9 +602,8 @@ pub enum HostError {
     /// The controller is gone and will not come back (ctrl_loss_tmo expired, or shut down).
     #[error("controller lost")]
     Lost,
-    /// The association is being re-established after its admin connection was lost: an
-    /// admin command is not sent meanwhile and fails at once, as the Linux host fails
-    /// commands while its controller is not live. Try again later.
+    /// The association is being re-established after its admin connection was lost: what
+    /// needs it (an I/O queue's reconnect) does not wait for that and tries again later.
     #[error("the controller is reconnecting (its association is being re-established)")]
     Reconnecting,
     /// A timeout waiting for the controller.

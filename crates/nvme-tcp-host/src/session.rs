@@ -5,7 +5,7 @@
 //! machines'; this module only moves bytes, sleeps and takes locks.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::assoc::{
@@ -25,8 +25,10 @@ struct Admin {
     /// Bumped each time a new association is established.
     generation: u64,
     lost: bool,
-    /// A thread is re-establishing the association (without the lock): other admin
-    /// commands fail at once with [`HostError::Reconnecting`] instead of waiting.
+    /// A thread is re-establishing the association, without holding the lock: other admin
+    /// commands wait for it on `recovered`; an I/O queue's reconnect (which needs the
+    /// association) fails at once with [`HostError::Reconnecting`] and an Abort is not sent,
+    /// so no I/O queue's thread waits for it.
     recovering: bool,
 }
 
@@ -34,6 +36,8 @@ struct Admin {
 pub(crate) struct Shared {
     pub(crate) opts: ConnectOptions,
     admin: Mutex<Admin>,
+    /// Signalled when a recovery of the association ends.
+    recovered: Condvar,
     stop: Mutex<bool>,
     stop_cv: Condvar,
     shutting_down: AtomicBool,
@@ -57,6 +61,7 @@ impl Shared {
                 lost: false,
                 recovering: false,
             }),
+            recovered: Condvar::new(),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
             shutting_down: AtomicBool::new(false),
@@ -122,16 +127,19 @@ impl Shared {
         self.recover(a).map(drop)
     }
 
-    /// Runs one admin command to completion. If the admin connection was lost, this call
-    /// re-establishes the association first (waiting as long as the reconnect timers say);
-    /// while another call does that, it fails at once with [`HostError::Reconnecting`].
+    /// Runs one admin command to completion. If the admin connection was lost, the
+    /// association is re-established first (as long as the reconnect timers say), by this
+    /// call or by the one already doing it, which this call then waits for.
     pub(crate) fn admin_exec(&self, req: Request) -> Result<Completion> {
         let mut a = self.lock_admin();
+        while a.recovering {
+            a = self
+                .recovered
+                .wait(a)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
         if a.lost {
             return Err(HostError::Lost);
-        }
-        if a.recovering {
-            return Err(HostError::Reconnecting);
         }
         if a.conn.is_none() {
             a = self.recover(a)?;
@@ -162,15 +170,16 @@ impl Shared {
     }
 
     /// Re-establishes the association (a new admin connection): marks it recovering,
-    /// releases the lock for the attempts (so other admin callers fail fast instead of
-    /// waiting), and returns the lock with the new connection in place.
+    /// releases the lock for the attempts (so that I/O queues and Aborts need not wait for
+    /// them), and returns the lock with the new connection in place.
     fn recover<'a>(&'a self, mut a: MutexGuard<'a, Admin>) -> Result<MutexGuard<'a, Admin>> {
         /// Clears `recovering` if the attempts panic (else every later admin command would
-        /// fail with `Reconnecting` for good).
+        /// wait for good).
         struct ClearOnUnwind<'s>(&'s Shared);
         impl Drop for ClearOnUnwind<'_> {
             fn drop(&mut self) {
                 self.0.lock_admin().recovering = false;
+                self.0.recovered.notify_all();
             }
         }
         a.recovering = true;
@@ -182,6 +191,7 @@ impl Shared {
         std::mem::forget(unwind);
         let mut a = self.lock_admin();
         a.recovering = false;
+        self.recovered.notify_all();
         match r {
             Ok((mut conn, core, info)) => {
                 if a.lost {
@@ -219,8 +229,8 @@ impl Shared {
             let now = Instant::now();
             match timers.poll(now) {
                 ReconnectAction::GiveUp(_) => return Err(HostError::Lost),
-                // Admin commands do not wait while it reconnects (they fail with
-                // `Reconnecting`): nothing to fail early.
+                // fast_io_fail_tmo is for I/O commands (their queues apply it): admin
+                // commands wait for the reconnect, up to ctrl_loss_tmo.
                 ReconnectAction::FailFast => {}
                 ReconnectAction::Wait { until } => std::thread::sleep(until - now),
                 ReconnectAction::Attempt => match bring_up(&self.opts) {
@@ -387,10 +397,6 @@ pub(crate) fn keep_alive_loop(shared: Arc<Shared>, kato: Duration) {
             Err(HostError::Lost) => {
                 tracing::error!("controller lost; Keep Alive stops");
                 return;
-            }
-            // Another thread is re-establishing the association: nothing to keep alive.
-            Err(HostError::Reconnecting) => {
-                tracing::debug!("Keep Alive skipped: the association is being re-established");
             }
             Err(e) => tracing::warn!(error = %e, "Keep Alive failed"),
         }

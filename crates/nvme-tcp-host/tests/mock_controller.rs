@@ -11,8 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nvme_tcp_host::{
-    CidMode, ConnectOptions, Controller, GiveUpReason, HostError, IoBuf, IoError, IoQueue,
-    ProtocolError,
+    CidMode, ConnectOptions, Controller, GiveUpReason, IoBuf, IoError, IoQueue, ProtocolError,
 };
 use support::{LBA, Misbehave, Mock, NQN};
 
@@ -371,15 +370,18 @@ fn a_command_that_never_completes_is_aborted_then_the_queue_reset() {
 }
 
 /// While one call re-establishes the association (its admin connection was lost and the
-/// controller refuses connections), other admin commands fail at once with `Reconnecting`
-/// instead of waiting behind it (up to `ctrl_loss_tmo`), as the Linux host fails commands
-/// while its controller is not live; once the controller is back, everything works again.
+/// controller refuses connections), an I/O queue that lost its connection too keeps running
+/// its own reconnect timers instead of waiting behind that call (up to `ctrl_loss_tmo`), and
+/// another admin command waits for that call rather than starting a second reconnect; once
+/// the controller is back, the read waiting on the queue completes.
 #[test]
-fn admin_commands_fail_at_once_while_another_call_reconnects_the_admin_queue() {
+fn an_io_queue_does_not_wait_for_the_admin_queue_to_reconnect() {
     let m = Mock::start(64, 4096);
     let mut o = opts(&m);
     o.reconnect_delay = Duration::from_millis(100);
-    let ctrl = std::sync::Arc::new(Controller::connect(o).unwrap());
+    let mut ctrl = Controller::connect(o).unwrap();
+    let mut q = one_queue(&mut ctrl);
+    let ctrl = std::sync::Arc::new(ctrl);
     m.faults.refuse.store(true, Ordering::SeqCst);
     m.restart();
     // The command sent on the closed connection fails; the host learns the loss.
@@ -391,25 +393,47 @@ fn admin_commands_fail_at_once_while_another_call_reconnects_the_admin_queue() {
     eventually("the first call is reconnecting", || {
         m.counters.refused.load(Ordering::SeqCst) > 0
     });
-    // Another admin command does not wait for the reconnect (run on a thread so that a
-    // regression fails the test instead of hanging it).
-    let (tx, rx) = std::sync::mpsc::channel();
     let c = ctrl.clone();
-    std::thread::spawn(move || {
-        let _ = tx.send(c.identify_controller().map(|_| ()));
+    let second = std::thread::spawn(move || c.identify_controller());
+    // The queue's connection is gone as well: a read waits for its reconnect, and polling
+    // returns on time (on a thread, so that a regression fails the test instead of hanging).
+    q.submit_read(1, 0, 1, IoBuf::Contig(vec![0; LBA]), 7)
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let poller = std::thread::spawn(move || {
+        for _ in 0..5 {
+            let t = Instant::now();
+            let r = q.poll(Duration::from_millis(20));
+            let _ = tx.send((t.elapsed(), r.is_ok()));
+        }
+        q
     });
-    let r = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("an admin command waited for the reconnect");
-    assert!(matches!(r, Err(HostError::Reconnecting)), "{r:?}");
-    // The controller comes back: the first call re-establishes the association and runs.
+    for _ in 0..5 {
+        let (took, ok) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the I/O queue waited for the admin queue's reconnect");
+        assert!(ok && took < Duration::from_secs(5), "{took:?} {ok}");
+    }
+    let mut q = poller.join().unwrap();
+    assert!(!first.is_finished() && !second.is_finished());
+    // The controller comes back: the first call re-establishes the association and runs,
+    // the second after it, and the queue reconnects and completes the read.
     m.faults.refuse.store(false, Ordering::SeqCst);
-    let data = first
-        .join()
-        .unwrap()
-        .expect("the reconnecting call succeeds");
-    assert_eq!(data.len(), 4096);
-    assert!(ctrl.identify_controller().is_ok());
+    assert_eq!(
+        first.join().unwrap().expect("the reconnecting call").len(),
+        4096
+    );
+    assert_eq!(
+        second.join().unwrap().expect("the waiting call").len(),
+        4096
+    );
+    let c = q.wait_for(7).expect("completion");
+    assert!(c.result.is_ok(), "{:?}", c.result);
+    assert_eq!(
+        m.counters.admin_connects.load(Ordering::SeqCst),
+        2,
+        "one reconnect"
+    );
 }
 
 #[test]
