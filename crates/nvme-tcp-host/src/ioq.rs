@@ -33,6 +33,10 @@ use crate::error::{GiveUpReason, HostError, IoError, ProtocolError, Result};
 use crate::offload::DdpNetdev;
 use crate::queue::{Completion, QueueConfig, QueueCore, QueueStats, Request, SubmitError};
 
+/// How often a reconnecting I/O queue looks whether the admin queue has re-established the
+/// association (an attempt costs a lock and no socket until it has).
+const ASSOCIATION_RECHECK: Duration = Duration::from_millis(20);
+
 /// Names offloaded sockets towards their device (the kernel passes `struct sock *`): unique
 /// in the process.
 static NEXT_SOCK_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -381,6 +385,9 @@ impl IoQueue {
     }
 
     /// A thin driver of the [`Reconnect`] timers.
+    ///
+    /// While the admin queue re-establishes the association, an attempt is tried again every
+    /// [`ASSOCIATION_RECHECK`] (within `timeout`).
     fn reconnect_step(&mut self, now: Instant, timeout: Duration) {
         loop {
             match self.reconnect.poll(now) {
@@ -416,14 +423,16 @@ impl IoQueue {
                 }
             }
             Err(HostError::Lost) => self.give_up("controller lost"),
-            // The admin queue is reconnecting: not this queue's failure, so the cause of the
-            // outage stays what it was.
+            // The admin queue is reconnecting: not a failed attempt of this queue (the cause
+            // of the outage stays what it was, and the next attempt is not put off by
+            // `reconnect_delay`); look again shortly, so the queue follows the new
+            // association at once, while its own timers keep running.
             Err(HostError::Reconnecting) => {
-                tracing::debug!(
+                tracing::trace!(
                     qid = self.qid,
                     "I/O queue reconnect waits for the association"
                 );
-                self.reconnect.handle_attempt(false, Instant::now());
+                std::thread::sleep(ASSOCIATION_RECHECK.min(timeout));
             }
             Err(e) => {
                 tracing::debug!(qid = self.qid, error = %e, "I/O queue reconnect failed");
